@@ -1,0 +1,261 @@
+//! Command-line arguments. `th profile` also accepts the ancestor's flags as its docs write them
+//! (`--distributed --backend local --workers 4`, `--master`, `--scheduler`).
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use truthound_profile::dataset::{Format, StorageOptions};
+use truthound_profile::{PlanRequest, ProfileOptions, Strategy};
+
+/// Profile large datasets: exact counts and moments, DataSketches quantiles, distinct counts and
+/// top values, patterns, duplicates. Runs in-process by default; partial profiles merge exactly.
+#[derive(Debug, Parser)]
+#[command(name = "th", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug); or set TH_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Profile a dataset: one file, a directory or prefix, or a glob.
+    ///
+    /// Examples:
+    ///   th profile data.parquet
+    ///   th profile s3://bucket/events/ --endpoint http://127.0.0.1:9000 --output s3://bucket/profile.json
+    ///   th profile 'logs/*.csv' --strategy column_based --partitions 4 --json
+    ///   th profile users.parquet --strategy hash --hash-column user_id --partitions 8
+    #[command(verbatim_doc_comment)]
+    Profile(ProfileArgs),
+    /// Write the plan of a profile (its tasks) without running it; `th-worker run-task` runs
+    /// one task of it.
+    Plan(PlanCmd),
+    /// Merge partial profiles, and profiles written with --keep-state, into one profile.
+    Merge(MergeArgs),
+    /// Print the JSON Schema of the profile format.
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Local,
+    Spark,
+    Dask,
+    Ray,
+    Auto,
+}
+
+impl Backend {
+    pub fn unavailable_message(self) -> String {
+        let name = format!("{self:?}").to_lowercase();
+        format!(
+            "the {name} backend is not available in this build yet: submitting to Spark, Dask and Ray clusters \
+             arrives with the remote backends; profile in-process with --backend local (the default)"
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StorageArgs {
+    /// Endpoint of an S3-compatible server (path-style requests), e.g. http://127.0.0.1:9000.
+    #[arg(long, env = "TH_S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Object store region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Allow plain HTTP to the object store (implied by an http:// endpoint).
+    #[arg(long)]
+    pub allow_http: bool,
+    /// Any object_store option, KEY=VALUE (repeatable), e.g. aws_skip_signature=true.
+    /// Credentials are read from AWS_*, GOOGLE_*, AZURE_* environment variables.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    pub storage_options: Vec<String>,
+}
+
+impl StorageArgs {
+    pub fn options(&self) -> Result<StorageOptions> {
+        let mut extra = BTreeMap::new();
+        for kv in &self.storage_options {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--storage-option `{kv}` must be KEY=VALUE");
+            };
+            extra.insert(k.trim().to_string(), v.to_string());
+        }
+        Ok(StorageOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http.then_some(true),
+            extra,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Dataset: a path, file://, s3://, gs://, az://, abfs://, http(s):// URI; one file, a
+    /// directory or prefix, or a glob ('data/*.parquet').
+    pub uri: String,
+    /// File format (default: from the file extensions).
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<Format>,
+    /// Columns to profile, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// Partition strategy.
+    #[arg(long, default_value = "row_based", value_parser = parse_strategy)]
+    pub strategy: Strategy,
+    /// Tasks (row_based), column groups (column_based), hash buckets (hash), or row slices
+    /// (hybrid). Default: twice the workers.
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Row slices of a hybrid plan (default: --partitions).
+    #[arg(long)]
+    pub row_partitions: Option<u32>,
+    /// Column groups of a hybrid plan (default: 2).
+    #[arg(long)]
+    pub column_partitions: Option<u32>,
+    /// Key column of the hash strategy: its distinct count and top values come out exact.
+    #[arg(long)]
+    pub hash_column: Option<String>,
+    /// How many most and least frequent values to report.
+    #[arg(long, default_value_t = ProfileOptions::default().top_k)]
+    pub top_k: usize,
+    /// Distinct values counted exactly per column before sketches take over.
+    #[arg(long, default_value_t = ProfileOptions::default().exact_distinct_limit)]
+    pub exact_distinct_limit: usize,
+    /// Histogram bins.
+    #[arg(long, default_value_t = ProfileOptions::default().histogram_bins)]
+    pub histogram_bins: usize,
+    /// Skip pattern detection in strings.
+    #[arg(long)]
+    pub no_patterns: bool,
+    /// Skip the duplicate-row count.
+    #[arg(long)]
+    pub no_duplicates: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanCmd {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Where to write the plan (default: stdout).
+    #[arg(long, short)]
+    pub output: Option<String>,
+}
+
+impl PlanArgs {
+    /// The planner's request; `workers` sets the default partition count.
+    pub fn request(&self, workers: usize) -> Result<PlanRequest> {
+        let options = ProfileOptions {
+            top_k: self.top_k,
+            exact_distinct_limit: self.exact_distinct_limit,
+            histogram_bins: self.histogram_bins,
+            patterns: !self.no_patterns,
+            duplicates: !self.no_duplicates,
+            ..ProfileOptions::default()
+        };
+        let partitions = self
+            .partitions
+            .unwrap_or_else(|| (2 * workers.max(1)) as u32);
+        Ok(PlanRequest {
+            strategy: self.strategy,
+            partitions,
+            row_partitions: self.row_partitions,
+            column_partitions: self.column_partitions,
+            hash_column: self.hash_column.clone(),
+            columns: (!self.columns.is_empty()).then(|| self.columns.clone()),
+            options,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Where to run: local (in-process, the default), spark, dask, ray, auto.
+    #[arg(long, env = "TRUTHOUND_DISTRIBUTED_BACKEND", value_enum)]
+    pub backend: Option<Backend>,
+    /// Accepted for the ancestor's CLI (`--distributed --backend local`); work is always
+    /// partitioned.
+    #[arg(long)]
+    pub distributed: bool,
+    /// Spark master (the ancestor's flag; for the spark backend).
+    #[arg(long)]
+    pub master: Option<String>,
+    /// Dask scheduler address (the ancestor's flag; for the dask backend).
+    #[arg(long, env = "DASK_SCHEDULER_ADDRESS")]
+    pub scheduler: Option<String>,
+    /// Worker threads (default: the cores).
+    #[arg(long, short = 'w', env = "TRUTHOUND_NUM_WORKERS")]
+    pub workers: Option<usize>,
+    /// Write the profile JSON here (a path or URI).
+    #[arg(long, short)]
+    pub output: Option<String>,
+    /// Print the profile JSON on stdout instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Keep the mergeable state inside the profile, so it can be merged with others later.
+    #[arg(long)]
+    pub keep_state: bool,
+    /// Also write the merged partial profile (binary) here.
+    #[arg(long)]
+    pub partial_out: Option<String>,
+    /// Also write the plan here.
+    #[arg(long)]
+    pub plan_out: Option<String>,
+}
+
+impl ProfileArgs {
+    pub fn backend(&self) -> Result<Backend> {
+        Ok(self.backend.unwrap_or(Backend::Local))
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+            .filter(|w| *w > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Partial profiles (from th-worker or --partial-out) and profiles written with --keep-state.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Write the merged profile JSON here (default: stdout).
+    #[arg(long, short)]
+    pub output: Option<String>,
+    /// Also write the merged partial profile here.
+    #[arg(long)]
+    pub partial_out: Option<String>,
+    /// Print the profile JSON on stdout even when writing it.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep the mergeable state inside the merged profile.
+    #[arg(long)]
+    pub keep_state: bool,
+    /// Fail (exit 65) when a plan's tasks are missing.
+    #[arg(long)]
+    pub require_complete: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    s.parse()
+        .map_err(|e: truthound_profile::Error| e.to_string())
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    s.parse()
+        .map_err(|e: truthound_profile::Error| e.to_string())
+}

@@ -1,0 +1,201 @@
+//! `th`: profile a dataset in-process, merge profiles, print the profile format's schema.
+
+mod args;
+mod exit;
+mod progress;
+mod summary;
+
+use anyhow::{Context, Result};
+use args::{Backend, Cli, Command, MergeArgs, PlanArgs, PlanCmd, ProfileArgs};
+use clap::Parser;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+use truthound_profile::dataset::{self, StorageOptions};
+use truthound_profile::run::{self, Progress};
+use truthound_profile::{PartialProfile, Plan, TableProfile, plan};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    match dispatch(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            let code = exit::code(&err);
+            let mut stderr = std::io::stderr().lock();
+            let _ = writeln!(stderr, "error: {err:#}");
+            if let Some(hint) = exit::hint(&err) {
+                let _ = writeln!(stderr, "hint: {hint}");
+            }
+            std::process::ExitCode::from(code)
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Profile(args) => profile(args),
+        Command::Plan(args) => write_plan(args),
+        Command::Merge(args) => merge(args),
+        Command::Schema => {
+            print!("{}", TableProfile::json_schema());
+            Ok(())
+        }
+    }
+}
+
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) -> Result<Plan> {
+    let dataset = dataset::discover(&args.uri, args.format, storage).await?;
+    let request = args.request(workers)?;
+    Ok(plan::plan(&dataset, &request)?)
+}
+
+fn profile(args: ProfileArgs) -> Result<()> {
+    match args.backend()? {
+        Backend::Local | Backend::Auto => {}
+        remote => return Err(exit::Unavailable(remote.unavailable_message()).into()),
+    }
+    let workers = args.workers();
+    let storage = args.plan.storage.options()?;
+    let rt = runtime(workers)?;
+    let started = Instant::now();
+    let (plan, merged) = rt.block_on(async {
+        let plan = Arc::new(make_plan(&args.plan, &storage, workers).await?);
+        if let Some(uri) = &args.plan_out {
+            dataset::write_object(uri, &storage, plan.to_json())
+                .await
+                .with_context(|| format!("writing the plan to {uri}"))?;
+        }
+        let bar = progress::Bar::new(&plan, args.quiet || args.json);
+        let sink: Progress = bar.sink();
+        let merged = run::run_plan(plan.clone(), workers, sink).await;
+        bar.finish();
+        anyhow::Ok((plan, merged?))
+    })?;
+    let elapsed = started.elapsed().as_millis() as u64;
+    let profile = TableProfile::from_partial(
+        &merged,
+        elapsed,
+        args.keep_state,
+        plan.options.histogram_bins,
+    );
+    let json = profile.to_json();
+    if let Some(out) = &args.output {
+        rt.block_on(dataset::write_object(out, &storage, json.clone()))
+            .with_context(|| format!("writing the profile to {out}"))?;
+    }
+    if let Some(out) = &args.partial_out {
+        rt.block_on(dataset::write_object(out, &storage, merged.to_bytes()))
+            .with_context(|| format!("writing the partial profile to {out}"))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        stdout.write_all(&json)?;
+    } else if !args.quiet {
+        summary::print(&mut stdout, &profile, workers, args.output.as_deref())?;
+    }
+    Ok(())
+}
+
+fn write_plan(args: PlanCmd) -> Result<()> {
+    let storage = args.plan.storage.options()?;
+    let rt = runtime(1)?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let plan = rt.block_on(make_plan(&args.plan, &storage, workers))?;
+    match &args.output {
+        Some(out) => rt
+            .block_on(dataset::write_object(out, &storage, plan.to_json()))
+            .with_context(|| format!("writing the plan to {out}"))?,
+        None => std::io::stdout().lock().write_all(&plan.to_json())?,
+    }
+    Ok(())
+}
+
+/// Reads a partial profile, or the state kept inside a profile.
+async fn read_mergeable(uri: &str, storage: &StorageOptions) -> Result<PartialProfile> {
+    let bytes = dataset::read_object(uri, storage).await?;
+    if PartialProfile::is_partial(&bytes) {
+        return Ok(PartialProfile::from_bytes(&bytes, uri)?);
+    }
+    let profile: TableProfile = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{uri}: neither a partial profile nor a profile"))?;
+    profile
+        .state()?
+        .with_context(|| format!("{uri}: this profile was written without its state (profile with --keep-state to merge it later)"))
+}
+
+fn merge(args: MergeArgs) -> Result<()> {
+    let storage = args.storage.options()?;
+    let rt = runtime(2)?;
+    let started = Instant::now();
+    let merged = rt.block_on(async {
+        let mut merged: Option<PartialProfile> = None;
+        for input in &args.inputs {
+            let partial = read_mergeable(input, &storage).await?;
+            match &mut merged {
+                None => merged = Some(partial),
+                Some(m) => m
+                    .merge(&partial)
+                    .with_context(|| format!("merging {input}"))?,
+            }
+        }
+        merged.context("nothing to merge")
+    })?;
+    let missing = merged.missing_tasks();
+    for (plan, tasks) in &missing {
+        eprintln!(
+            "warning: plan {plan}: {} task(s) missing ({}); the profile covers only part of the data",
+            tasks.len(),
+            truthound_profile::profile::index_ranges(tasks)
+        );
+    }
+    if args.require_complete && !missing.is_empty() {
+        anyhow::bail!(exit::Incomplete(format!(
+            "{} plan(s) have missing tasks",
+            missing.len()
+        )));
+    }
+    let profile = TableProfile::from_partial(
+        &merged,
+        started.elapsed().as_millis() as u64,
+        args.keep_state,
+        truthound_profile::ProfileOptions::default().histogram_bins,
+    );
+    let json = profile.to_json();
+    if let Some(out) = &args.output {
+        rt.block_on(dataset::write_object(out, &storage, json.clone()))
+            .with_context(|| format!("writing the profile to {out}"))?;
+    }
+    if let Some(out) = &args.partial_out {
+        rt.block_on(dataset::write_object(out, &storage, merged.to_bytes()))
+            .with_context(|| format!("writing the partial profile to {out}"))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json || args.output.is_none() && args.partial_out.is_none() {
+        stdout.write_all(&json)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,471 @@
+//! Turning a location into the list of data files it holds and their shared schema, from
+//! metadata only: object listings, file sizes, Parquet footers, CSV/JSON heads.
+
+use super::parquet_io::ObjectReader;
+use super::{Format, Location, StorageOptions};
+use crate::{Error, Result};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// How many bytes of a CSV/NDJSON file are read to infer its schema.
+const INFER_BYTES: u64 = 1 << 20;
+/// Files whose footers are read at once while planning.
+const METADATA_CONCURRENCY: usize = 16;
+
+/// One row group of a Parquet file, as the planner needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowGroupMeta {
+    pub rows: u64,
+    /// Compressed bytes per column of the dataset schema (0 for a column not in the file).
+    pub column_bytes: Vec<u64>,
+}
+
+/// A data file of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Full URI, for messages and for the plan.
+    pub uri: String,
+    /// Path inside the store.
+    pub path: String,
+    pub size: u64,
+    /// Row count when the format records it (Parquet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Row groups (Parquet only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_groups: Vec<RowGroupMeta>,
+}
+
+/// A dataset as discovered: its files, their common schema and the store they live in.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub location: Location,
+    pub options: StorageOptions,
+    pub store: Arc<dyn ObjectStore>,
+    pub format: Format,
+    pub files: Vec<DataFile>,
+    pub schema: SchemaRef,
+}
+
+impl Dataset {
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Total rows, when every file records its row count.
+    pub fn total_rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+}
+
+/// Lists the files of `uri` and reads their metadata.
+pub async fn discover(
+    uri: &str,
+    format: Option<Format>,
+    options: &StorageOptions,
+) -> Result<Dataset> {
+    let location = Location::parse(uri)?;
+    let store = location.store(options)?;
+    let objects = list_objects(&location, store.as_ref(), format).await?;
+    let format = match format {
+        Some(f) => f,
+        None => detect_format(&location, &objects)?,
+    };
+    let objects: Vec<ObjectMeta> = objects
+        .into_iter()
+        .filter(|o| explicit_or_matching(format, o, &location))
+        .collect();
+    if objects.is_empty() {
+        return Err(Error::NoFiles {
+            uri: location.uri.clone(),
+            looked_for: format!("{format} files"),
+        });
+    }
+    if let Some(empty) = objects.iter().find(|o| o.size == 0) {
+        return Err(Error::EmptyFile {
+            file: location.uri_of(&empty.location),
+        });
+    }
+    let (files, schema) = match format {
+        Format::Parquet => parquet_files(&location, &store, &objects).await?,
+        Format::Csv | Format::Ndjson => text_files(&location, &store, &objects, format).await?,
+        Format::Ipc => ipc_files(&location, &store, &objects).await?,
+    };
+    Ok(Dataset {
+        location,
+        options: options.clone(),
+        store,
+        format,
+        files,
+        schema,
+    })
+}
+
+/// The objects a location names: the one file it points at, or every file under its prefix
+/// (matching its glob), sorted by path so that plans are deterministic.
+async fn list_objects(
+    location: &Location,
+    store: &dyn ObjectStore,
+    format: Option<Format>,
+) -> Result<Vec<ObjectMeta>> {
+    if location.glob.is_none() {
+        match store.head(&location.path).await {
+            Ok(meta) => return Ok(vec![meta]),
+            Err(object_store::Error::NotFound { .. }) => {}
+            // A directory on the local file system is not an object: list it below.
+            Err(_) if location.is_local() => {}
+            Err(e) => return Err(Error::from_store(&location.uri, e)),
+        }
+    }
+    let prefix = (!location.path.as_ref().is_empty()).then_some(&location.path);
+    let mut objects: Vec<ObjectMeta> = match store.list(prefix).try_collect().await {
+        Ok(list) => list,
+        Err(object_store::Error::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(Error::from_store(&location.uri, e)),
+    };
+    objects.retain(|o| !is_hidden(&o.location, &location.path));
+    if let Some(glob) = &location.glob {
+        objects.retain(|o| glob.is_match(o.location.as_ref()));
+    }
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    if objects.is_empty() {
+        return Err(match (&location.glob, format) {
+            (Some(_), _) => Error::NoFiles {
+                uri: location.uri.clone(),
+                looked_for: "files matching the glob".into(),
+            },
+            _ => Error::NotFound {
+                uri: location.uri.clone(),
+            },
+        });
+    }
+    Ok(objects)
+}
+
+/// Spark's `_SUCCESS`, `.crc` side files and hidden directories are not data.
+fn is_hidden(path: &Path, base: &Path) -> bool {
+    let base_parts = base.parts().count();
+    path.parts()
+        .skip(base_parts)
+        .any(|p| p.as_ref().starts_with('_') || p.as_ref().starts_with('.'))
+}
+
+fn explicit_or_matching(format: Format, object: &ObjectMeta, location: &Location) -> bool {
+    // A URI naming one file is read as the format asked for, whatever its extension.
+    object.location == location.path || Format::from_path(object.location.as_ref()) == Some(format)
+}
+
+fn detect_format(location: &Location, objects: &[ObjectMeta]) -> Result<Format> {
+    let mut found: Vec<Format> = objects
+        .iter()
+        .filter_map(|o| Format::from_path(o.location.as_ref()))
+        .collect();
+    found.sort_by_key(|f| f.name());
+    found.dedup();
+    match found.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::NoFiles {
+            uri: location.uri.clone(),
+            looked_for: format!(
+                "files with a known extension ({}); give --format to read others",
+                Format::known_extensions()
+            ),
+        }),
+        many => Err(Error::invalid(
+            "dataset",
+            format!(
+                "{} holds files of several formats ({}); give --format or a glob",
+                location.uri,
+                many.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
+async fn parquet_files(
+    location: &Location,
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+) -> Result<(Vec<DataFile>, SchemaRef)> {
+    let metas: Vec<(String, ObjectMeta, ArrowReaderMetadata)> =
+        futures::stream::iter(objects.iter().cloned())
+            .map(|object| {
+                let store = Arc::clone(store);
+                let uri = location.uri_of(&object.location);
+                async move {
+                    let mut reader = ObjectReader::new(store, object.location.clone(), object.size);
+                    let meta =
+                        ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+                            .await
+                            .map_err(|e| parquet_error(&uri, e))?;
+                    Ok::<_, Error>((uri, object, meta))
+                }
+            })
+            .buffered(METADATA_CONCURRENCY)
+            .try_collect()
+            .await?;
+    let (first_uri, _, first) = &metas[0];
+    let schema = plain_schema(first.schema());
+    let mut files = Vec::with_capacity(metas.len());
+    for (uri, object, meta) in &metas {
+        check_same_schema(&schema, first_uri, &plain_schema(meta.schema()), uri)?;
+        let row_groups = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| {
+                let mut column_bytes = vec![0u64; schema.fields().len()];
+                for chunk in rg.columns() {
+                    let root = chunk.column_path().parts().first().map(String::as_str);
+                    if let Some(idx) = root.and_then(|r| schema.index_of(r).ok()) {
+                        column_bytes[idx] += chunk.compressed_size().max(0) as u64;
+                    }
+                }
+                RowGroupMeta {
+                    rows: rg.num_rows().max(0) as u64,
+                    column_bytes,
+                }
+            })
+            .collect::<Vec<_>>();
+        files.push(DataFile {
+            uri: uri.clone(),
+            path: object.location.to_string(),
+            size: object.size,
+            rows: Some(row_groups.iter().map(|r| r.rows).sum()),
+            row_groups,
+        });
+    }
+    Ok((files, schema))
+}
+
+pub(crate) fn parquet_error(uri: &str, e: parquet::errors::ParquetError) -> Error {
+    use parquet::errors::ParquetError as P;
+    match e {
+        P::External(inner) => match inner.downcast::<object_store::Error>() {
+            Ok(store_err) => Error::from_store(uri, *store_err),
+            Err(other) => Error::Storage {
+                uri: uri.to_string(),
+                detail: other.to_string(),
+            },
+        },
+        other => Error::Corrupt {
+            file: uri.to_string(),
+            format: "Parquet",
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// The schema without field metadata and nullability, which legitimately differ between
+/// files written by different tools.
+fn plain_schema(schema: &Schema) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn check_same_schema(expected: &Schema, first: &str, actual: &Schema, file: &str) -> Result<()> {
+    for field in expected.fields() {
+        match actual.field_with_name(field.name()) {
+            Ok(other) if other.data_type() == field.data_type() => {}
+            Ok(other) => {
+                return Err(Error::SchemaMismatch {
+                    column: field.name().clone(),
+                    detail: format!(
+                        "is {} in {first} but {} in {file}",
+                        field.data_type(),
+                        other.data_type()
+                    ),
+                });
+            }
+            Err(_) => {
+                return Err(Error::SchemaMismatch {
+                    column: field.name().clone(),
+                    detail: format!("is in {first} but not in {file}"),
+                });
+            }
+        }
+    }
+    if let Some(extra) = actual
+        .fields()
+        .iter()
+        .find(|f| expected.field_with_name(f.name()).is_err())
+    {
+        return Err(Error::SchemaMismatch {
+            column: extra.name().clone(),
+            detail: format!("is in {file} but not in {first}"),
+        });
+    }
+    Ok(())
+}
+
+async fn head_bytes(
+    store: &dyn ObjectStore,
+    object: &ObjectMeta,
+    uri: &str,
+) -> Result<bytes::Bytes> {
+    let end = object.size.min(INFER_BYTES);
+    store
+        .get_range(&object.location, 0..end)
+        .await
+        .map_err(|e| Error::from_store(uri, e))
+}
+
+/// The first `INFER_BYTES` of a text file, cut after its last complete line.
+fn whole_lines(bytes: &[u8], whole_file: bool) -> &[u8] {
+    if whole_file {
+        return bytes;
+    }
+    match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &bytes[..=end],
+        None => bytes,
+    }
+}
+
+async fn text_files(
+    location: &Location,
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+    format: Format,
+) -> Result<(Vec<DataFile>, SchemaRef)> {
+    let first = &objects[0];
+    let first_uri = location.uri_of(&first.location);
+    let head = head_bytes(store.as_ref(), first, &first_uri).await?;
+    let lines = whole_lines(&head, first.size <= INFER_BYTES);
+    let schema = match format {
+        Format::Csv => infer_csv(lines, &first_uri)?,
+        _ => infer_ndjson(lines, &first_uri)?,
+    };
+    if format == Format::Csv {
+        // Every file must have the same header; types are checked as rows are parsed.
+        for object in &objects[1..] {
+            let uri = location.uri_of(&object.location);
+            let head = head_bytes(store.as_ref(), object, &uri).await?;
+            let lines = whole_lines(&head, object.size <= INFER_BYTES);
+            let other = infer_csv(lines, &uri)?;
+            let names = |s: &Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+            };
+            if names(&schema) != names(&other) {
+                let (a, b) = (names(&schema), names(&other));
+                let column = a
+                    .iter()
+                    .zip(b.iter())
+                    .find(|(x, y)| x != y)
+                    .map(|(x, _)| x.clone())
+                    .or_else(|| a.get(b.len()).cloned())
+                    .or_else(|| b.get(a.len()).cloned())
+                    .unwrap_or_default();
+                return Err(Error::SchemaMismatch {
+                    column,
+                    detail: format!(
+                        "differs between the headers of {first_uri} ({}) and {uri} ({})",
+                        a.join(","),
+                        b.join(",")
+                    ),
+                });
+            }
+        }
+    }
+    let files = objects
+        .iter()
+        .map(|o| DataFile {
+            uri: location.uri_of(&o.location),
+            path: o.location.to_string(),
+            size: o.size,
+            rows: None,
+            row_groups: Vec::new(),
+        })
+        .collect();
+    Ok((files, schema))
+}
+
+pub(crate) fn csv_format() -> arrow::csv::reader::Format {
+    arrow::csv::reader::Format::default().with_header(true)
+}
+
+fn infer_csv(lines: &[u8], uri: &str) -> Result<SchemaRef> {
+    let (schema, _) = csv_format()
+        .infer_schema(Cursor::new(lines), Some(10_000))
+        .map_err(|e| Error::BadRecord {
+            file: uri.to_string(),
+            detail: format!("cannot infer a CSV schema: {e}"),
+        })?;
+    if schema.fields().is_empty() {
+        return Err(Error::BadRecord {
+            file: uri.to_string(),
+            detail: "CSV file has no header".into(),
+        });
+    }
+    Ok(plain_schema(&schema))
+}
+
+fn infer_ndjson(lines: &[u8], uri: &str) -> Result<SchemaRef> {
+    let (schema, _) = arrow::json::reader::infer_json_schema(Cursor::new(lines), Some(10_000))
+        .map_err(|e| Error::BadRecord {
+            file: uri.to_string(),
+            detail: format!("cannot infer a JSON schema: {e}"),
+        })?;
+    if schema.fields().is_empty() {
+        return Err(Error::BadRecord {
+            file: uri.to_string(),
+            detail: "no JSON objects with fields".into(),
+        });
+    }
+    Ok(plain_schema(&schema))
+}
+
+async fn ipc_files(
+    location: &Location,
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+) -> Result<(Vec<DataFile>, SchemaRef)> {
+    let mut schema: Option<(SchemaRef, String)> = None;
+    let mut files = Vec::with_capacity(objects.len());
+    for object in objects {
+        let uri = location.uri_of(&object.location);
+        let head = head_bytes(store.as_ref(), object, &uri).await?;
+        let this = ipc_schema(&head, &uri)?;
+        match &schema {
+            None => schema = Some((this, uri.clone())),
+            Some((s, first)) => check_same_schema(s, first, &this, &uri)?,
+        }
+        files.push(DataFile {
+            uri,
+            path: object.location.to_string(),
+            size: object.size,
+            rows: None,
+            row_groups: Vec::new(),
+        });
+    }
+    let (schema, _) = schema.expect("at least one file");
+    Ok((files, schema))
+}
+
+/// An IPC file starts with `ARROW1\0\0` and then the schema as a stream message.
+fn ipc_schema(head: &[u8], uri: &str) -> Result<SchemaRef> {
+    let corrupt = |detail: String| Error::Corrupt {
+        file: uri.to_string(),
+        format: "Arrow IPC",
+        detail,
+    };
+    if head.len() < 8 || &head[..6] != b"ARROW1" {
+        return Err(corrupt("missing the ARROW1 magic bytes".into()));
+    }
+    let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(&head[8..]), None)
+        .map_err(|e| corrupt(e.to_string()))?;
+    Ok(plain_schema(&reader.schema()))
+}

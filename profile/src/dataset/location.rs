@@ -1,0 +1,360 @@
+//! Parsing a dataset or output URI into an object store, a path inside it and an optional glob.
+
+use crate::{Error, Result};
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::http::HttpBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use url::Url;
+
+/// How to reach an object store beyond what the environment says (`AWS_*`, `GOOGLE_*`,
+/// `AZURE_*` are always read). Secrets belong in the environment, not here: these options are
+/// written into plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageOptions {
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`; path-style requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow plain HTTP (implied by an `http://` endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// Any other `object_store` configuration key (e.g. `aws_skip_signature`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl StorageOptions {
+    /// The options without anything that looks like a secret, for writing into a plan.
+    pub fn without_secrets(&self) -> StorageOptions {
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            [
+                "secret",
+                "token",
+                "password",
+                "sas",
+                "access_key",
+                "credential",
+                "key",
+            ]
+            .iter()
+            .any(|s| k.contains(s))
+        };
+        StorageOptions {
+            extra: self
+                .extra
+                .iter()
+                .filter(|(k, _)| !secret(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+/// A parsed URI: the store it lives in, the path inside it, and a glob over paths if it had one.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The URI as the user wrote it (with a plain path made absolute).
+    pub uri: String,
+    /// The scheme and authority, e.g. `s3://bucket` or `file:///`.
+    pub root: Url,
+    /// The path inside the store: a file, a prefix, or the fixed part before a glob.
+    pub path: Path,
+    /// A glob over whole paths inside the store, when the URI had `*`, `?` or `[`.
+    pub glob: Option<globset::GlobMatcher>,
+}
+
+impl Location {
+    pub fn parse(uri: &str) -> Result<Location> {
+        let trimmed = uri.trim();
+        if trimmed.is_empty() {
+            return Err(Error::invalid("URI", "empty"));
+        }
+        let url = match Url::parse(trimmed) {
+            // A Windows drive letter or a bare path is not a URL scheme.
+            Ok(url) if url.scheme().len() > 1 => url,
+            _ => local_url(trimmed)?,
+        };
+        let scheme = url.scheme().to_ascii_lowercase();
+        let (root, raw_path) = match scheme.as_str() {
+            "file" => (
+                Url::parse("file:///").expect("static URL"),
+                url.path().to_string(),
+            ),
+            "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss" | "http" | "https" => {
+                let mut root = url.clone();
+                root.set_path("");
+                root.set_query(None);
+                root.set_fragment(None);
+                (root, url.path().to_string())
+            }
+            other => {
+                return Err(Error::invalid(
+                    "URI",
+                    format!(
+                        "`{uri}`: unsupported scheme `{other}` (use a path, file://, s3://, gs://, az://, abfs://, http:// or https://)"
+                    ),
+                ));
+            }
+        };
+        let decoded = percent_decode(&raw_path);
+        let (fixed, glob) = split_glob(&decoded);
+        let path = Path::parse(fixed.trim_matches('/'))
+            .map_err(|e| Error::invalid("URI", format!("`{uri}`: {e}")))?;
+        let glob = match glob {
+            Some(pattern) => Some(
+                globset::GlobBuilder::new(pattern.trim_start_matches('/'))
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| Error::invalid("glob", format!("`{uri}`: {e}")))?
+                    .compile_matcher(),
+            ),
+            None => None,
+        };
+        let uri = if url.scheme() == "file" && !trimmed.starts_with("file:") {
+            url.path().to_string()
+        } else {
+            trimmed.to_string()
+        };
+        Ok(Location {
+            uri,
+            root,
+            path,
+            glob,
+        })
+    }
+
+    /// The URI of a path inside this location's store, for messages and plans.
+    pub fn uri_of(&self, path: &Path) -> String {
+        if self.root.scheme() == "file" {
+            format!("/{path}")
+        } else {
+            format!("{}/{path}", self.root.as_str().trim_end_matches('/'))
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.root.scheme() == "file"
+    }
+
+    /// Builds the object store for this location.
+    pub fn store(&self, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
+        build_store(&self.root, options).map_err(|e| match e {
+            Error::Storage { detail, .. } => Error::Storage {
+                uri: self.uri.clone(),
+                detail,
+            },
+            other => other,
+        })
+    }
+}
+
+fn local_url(path: &str) -> Result<Url> {
+    let path = std::path::Path::new(path);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::invalid("path", format!("{}: {e}", path.display())))?
+            .join(path)
+    };
+    // Keep glob characters: Url::from_file_path percent-encodes them, and we decode again.
+    Url::from_file_path(&absolute)
+        .map_err(|()| Error::invalid("path", format!("{}: not a valid path", absolute.display())))
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits `a/b/*/c*.parquet` into the fixed prefix `a/b` and the whole glob.
+fn split_glob(path: &str) -> (&str, Option<&str>) {
+    let Some(first) = path.find(['*', '?', '[', '{']) else {
+        return (path, None);
+    };
+    let cut = path[..first].rfind('/').unwrap_or(0);
+    (&path[..cut], Some(path))
+}
+
+fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
+    let storage_err = |e: object_store::Error| Error::Storage {
+        uri: root.to_string(),
+        detail: crate::error::error_chain(&e),
+    };
+    let allow_http = options.allow_http.unwrap_or(false)
+        || options
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"));
+    let store: Arc<dyn ObjectStore> = match root.scheme() {
+        "file" => Arc::new(LocalFileSystem::new()),
+        "s3" | "s3a" => {
+            let mut b = AmazonS3Builder::from_env().with_url(root.as_str());
+            if let Some(endpoint) = &options.endpoint {
+                b = b
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            if let Some(region) = &options.region {
+                b = b.with_region(region);
+            }
+            if allow_http {
+                b = b.with_allow_http(true);
+            }
+            for (k, v) in &options.extra {
+                let key = k.to_ascii_lowercase().parse().map_err(storage_err)?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(storage_err)?)
+        }
+        "gs" => {
+            let mut b = GoogleCloudStorageBuilder::from_env().with_url(root.as_str());
+            for (k, v) in &options.extra {
+                let key = k.to_ascii_lowercase().parse().map_err(storage_err)?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(storage_err)?)
+        }
+        "az" | "adl" | "azure" | "abfs" | "abfss" => {
+            let mut b = MicrosoftAzureBuilder::from_env().with_url(root.as_str());
+            if let Some(endpoint) = &options.endpoint {
+                b = b.with_endpoint(endpoint.clone());
+            }
+            if allow_http {
+                b = b.with_allow_http(true);
+            }
+            for (k, v) in &options.extra {
+                let key = k.to_ascii_lowercase().parse().map_err(storage_err)?;
+                b = b.with_config(key, v);
+            }
+            Arc::new(b.build().map_err(storage_err)?)
+        }
+        "http" | "https" => {
+            let client =
+                ClientOptions::new().with_allow_http(root.scheme() == "http" || allow_http);
+            Arc::new(
+                HttpBuilder::new()
+                    .with_url(root.as_str())
+                    .with_client_options(client)
+                    .build()
+                    .map_err(storage_err)?,
+            )
+        }
+        other => {
+            return Err(Error::invalid(
+                "URI",
+                format!("unsupported scheme `{other}`"),
+            ));
+        }
+    };
+    Ok(store)
+}
+
+/// Reads a whole object (a plan, a partial profile, a profile).
+pub async fn read_object(uri: &str, options: &StorageOptions) -> Result<bytes::Bytes> {
+    let loc = Location::parse(uri)?;
+    let store = loc.store(options)?;
+    let got = store
+        .get(&loc.path)
+        .await
+        .map_err(|e| Error::from_store(uri, e))?;
+    got.bytes().await.map_err(|e| Error::from_store(uri, e))
+}
+
+/// Writes a whole object. Object stores make a PUT visible all at once; the local file system
+/// store writes a temporary file and renames it, so readers never see half a profile.
+pub async fn write_object(uri: &str, options: &StorageOptions, data: Vec<u8>) -> Result<()> {
+    let loc = Location::parse(uri)?;
+    if loc.glob.is_some() {
+        return Err(Error::invalid(
+            "output URI",
+            format!("`{uri}` must not be a glob"),
+        ));
+    }
+    let store = loc.store(options)?;
+    store
+        .put(&loc.path, PutPayload::from(data))
+        .await
+        .map_err(|e| Error::from_store(uri, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_object_store_uris_with_globs() {
+        let loc = Location::parse("s3://bucket/data/2024/*.parquet").unwrap();
+        assert_eq!(loc.root.as_str(), "s3://bucket");
+        assert_eq!(loc.path.as_ref(), "data/2024");
+        assert!(
+            loc.glob
+                .as_ref()
+                .unwrap()
+                .is_match("data/2024/part-1.parquet")
+        );
+        assert!(
+            !loc.glob
+                .as_ref()
+                .unwrap()
+                .is_match("data/2024/x/part-1.parquet")
+        );
+        assert_eq!(
+            loc.uri_of(&Path::from("data/x.parquet")),
+            "s3://bucket/data/x.parquet"
+        );
+    }
+
+    #[test]
+    fn plain_paths_become_absolute_file_locations() {
+        let loc = Location::parse("some/dir/*.csv").unwrap();
+        assert!(loc.is_local());
+        assert!(loc.uri.starts_with('/'));
+        assert!(loc.path.as_ref().ends_with("some/dir"));
+        let loc = Location::parse("file:///tmp/a%20b.parquet").unwrap();
+        assert_eq!(loc.path.as_ref(), "tmp/a b.parquet");
+        assert_eq!(loc.uri_of(&loc.path), "/tmp/a b.parquet");
+    }
+
+    #[test]
+    fn rejects_unknown_schemes() {
+        let err = Location::parse("ftp://host/x.csv").unwrap_err().to_string();
+        assert!(err.contains("unsupported scheme `ftp`"), "{err}");
+    }
+
+    #[test]
+    fn strips_secrets_from_storage_options() {
+        let mut o = StorageOptions::default();
+        o.extra.insert("aws_secret_access_key".into(), "s".into());
+        o.extra.insert("aws_skip_signature".into(), "true".into());
+        let clean = o.without_secrets();
+        assert_eq!(clean.extra.len(), 1);
+        assert!(clean.extra.contains_key("aws_skip_signature"));
+    }
+}

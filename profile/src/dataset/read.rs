@@ -1,0 +1,241 @@
+//! Streaming record batches out of one file: only the row groups and columns a task needs, one
+//! batch at a time, so that a task's memory is bounded by a batch and never by its partition.
+
+use super::Format;
+use super::listing::{csv_format, parquet_error};
+use super::parquet_io::ObjectReader;
+use crate::{Error, Result};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use bytes::{Buf, Bytes};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// A stream of record batches holding only the projected columns.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch>>;
+
+/// The part of one file a task reads.
+#[derive(Debug, Clone)]
+pub struct FileSlice {
+    pub uri: String,
+    pub path: String,
+    pub size: u64,
+    /// Row groups to read (Parquet); `None` reads the whole file.
+    pub row_groups: Option<Vec<usize>>,
+}
+
+/// Opens `slice` and streams the columns `columns` (names of `schema`, the dataset schema).
+pub async fn open_slice(
+    store: Arc<dyn ObjectStore>,
+    format: Format,
+    schema: SchemaRef,
+    slice: &FileSlice,
+    columns: &[String],
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    let projection = columns
+        .iter()
+        .map(|c| {
+            schema
+                .index_of(c)
+                .map_err(|_| Error::invalid("column", format!("`{c}` is not in {}", slice.uri)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let path = Path::from(slice.path.as_str());
+    match format {
+        Format::Parquet => parquet_stream(store, path, slice, columns, batch_rows).await,
+        Format::Csv | Format::Ndjson => {
+            text_stream(store, path, format, schema, slice, projection, batch_rows).await
+        }
+        Format::Ipc => ipc_stream(store, path, slice, projection).await,
+    }
+}
+
+async fn parquet_stream(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    slice: &FileSlice,
+    columns: &[String],
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    let uri = slice.uri.clone();
+    let reader = ObjectReader::new(store, path, slice.size);
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| parquet_error(&uri, e))?;
+    // Project by root column name: the file's own column order may differ from the dataset's.
+    let arrow_schema = builder.schema().clone();
+    let mut roots = Vec::with_capacity(columns.len());
+    for c in columns {
+        let idx = arrow_schema
+            .index_of(c)
+            .map_err(|_| Error::SchemaMismatch {
+                column: c.clone(),
+                detail: format!("is not in {uri}"),
+            })?;
+        roots.push(idx);
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+    let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
+    if let Some(groups) = &slice.row_groups {
+        builder = builder.with_row_groups(groups.clone());
+    }
+    let stream = builder.build().map_err(|e| parquet_error(&uri, e))?;
+    let columns = columns.to_vec();
+    Ok(stream
+        .map(move |r| {
+            let batch = r.map_err(|e| parquet_error(&uri, e))?;
+            // Present columns in the order asked for.
+            let schema = batch.schema();
+            let idx: Vec<usize> = columns
+                .iter()
+                .map(|c| schema.index_of(c).expect("projected"))
+                .collect();
+            batch.project(&idx).map_err(|e| Error::Corrupt {
+                file: uri.clone(),
+                format: "Parquet",
+                detail: e.to_string(),
+            })
+        })
+        .boxed())
+}
+
+/// CSV and NDJSON: the object's bytes are streamed through arrow's push decoders, so a large
+/// file is never held in memory.
+async fn text_stream(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    format: Format,
+    schema: SchemaRef,
+    slice: &FileSlice,
+    projection: Vec<usize>,
+    batch_rows: usize,
+) -> Result<BatchStream> {
+    let uri = slice.uri.clone();
+    let body = store
+        .get(&path)
+        .await
+        .map_err(|e| Error::from_store(&uri, e))?
+        .into_stream();
+    let decoder: Box<dyn TextDecoder> = match format {
+        Format::Csv => Box::new(
+            arrow::csv::ReaderBuilder::new(schema)
+                .with_format(csv_format())
+                .with_batch_size(batch_rows)
+                .with_projection(projection)
+                .build_decoder(),
+        ),
+        _ => {
+            let projected = Arc::new(
+                schema
+                    .project(&projection)
+                    .map_err(|e| Error::invalid("columns", format!("{uri}: {e}")))?,
+            );
+            Box::new(
+                arrow::json::ReaderBuilder::new(projected)
+                    .with_batch_size(batch_rows)
+                    .build_decoder()
+                    .map_err(|e| Error::invalid("JSON reader", e.to_string()))?,
+            )
+        }
+    };
+    let label = if format == Format::Csv { "CSV" } else { "JSON" };
+    let bad = move |uri: &str, e: arrow::error::ArrowError| Error::BadRecord {
+        file: uri.to_string(),
+        detail: format!("{label}: {e}"),
+    };
+    let stream = futures::stream::try_unfold(
+        (body, Bytes::new(), false, decoder),
+        move |(mut body, mut buffered, mut done, mut decoder)| {
+            let uri = uri.clone();
+            async move {
+                loop {
+                    if buffered.is_empty() && !done {
+                        match body.next().await {
+                            Some(chunk) => {
+                                buffered = chunk.map_err(|e| Error::from_store(&uri, e))?;
+                                continue;
+                            }
+                            None => done = true,
+                        }
+                    }
+                    // An empty buffer after the end of the body tells the decoder the input ended.
+                    let consumed = decoder.decode(&buffered).map_err(|e| bad(&uri, e))?;
+                    buffered.advance(consumed);
+                    if consumed == 0 {
+                        match decoder.flush().map_err(|e| bad(&uri, e))? {
+                            Some(b) => return Ok(Some((b, (body, buffered, done, decoder)))),
+                            None if done && buffered.is_empty() => return Ok(None),
+                            None if buffered.is_empty() => {}
+                            None => {
+                                return Err(Error::BadRecord {
+                                    file: uri.clone(),
+                                    detail: format!("{label}: the decoder made no progress"),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    );
+    Ok(stream.boxed())
+}
+
+/// The push decoders of arrow's CSV and JSON readers, behind one face.
+trait TextDecoder: Send {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, arrow::error::ArrowError>;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError>;
+}
+
+impl TextDecoder for arrow::csv::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, arrow::error::ArrowError> {
+        arrow::csv::reader::Decoder::decode(self, buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        arrow::csv::reader::Decoder::flush(self)
+    }
+}
+
+impl TextDecoder for arrow::json::reader::Decoder {
+    fn decode(&mut self, buf: &[u8]) -> Result<usize, arrow::error::ArrowError> {
+        arrow::json::reader::Decoder::decode(self, buf)
+    }
+    fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+        arrow::json::reader::Decoder::flush(self)
+    }
+}
+
+/// Arrow IPC files are read whole: their record batches are located through the footer.
+async fn ipc_stream(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    slice: &FileSlice,
+    projection: Vec<usize>,
+) -> Result<BatchStream> {
+    let uri = slice.uri.clone();
+    let bytes = store
+        .get(&path)
+        .await
+        .map_err(|e| Error::from_store(&uri, e))?
+        .bytes()
+        .await
+        .map_err(|e| Error::from_store(&uri, e))?;
+    let corrupt = {
+        let uri = uri.clone();
+        move |e: arrow::error::ArrowError| Error::Corrupt {
+            file: uri.clone(),
+            format: "Arrow IPC",
+            detail: e.to_string(),
+        }
+    };
+    let reader = arrow::ipc::reader::FileReader::try_new(Cursor::new(bytes), Some(projection))
+        .map_err(&corrupt)?;
+    Ok(futures::stream::iter(reader.map(move |r| r.map_err(&corrupt))).boxed())
+}

@@ -1,0 +1,657 @@
+//! Column accumulators.
+
+use crate::options::ProfileOptions;
+use crate::patterns::PatternCounts;
+use crate::stats::values::ValueParams;
+use crate::stats::{Moments, NeumaierSum, Quantiles, Values};
+use crate::{Error, Result};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, PrimitiveArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Int32Type, Int64Type, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+/// How a temporal column's integers are to be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TemporalUnit {
+    /// Days since 1970-01-01.
+    Date,
+    /// Milliseconds since 1970-01-01 (Date64).
+    DateMillis,
+    /// Time since 1970-01-01 UTC, in the given unit; `tz` as the column declares it.
+    Timestamp {
+        unit: Unit,
+        tz: Option<String>,
+    },
+    /// Time of day in the unit.
+    Time(Unit),
+    Duration(Unit),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unit {
+    Second,
+    Millisecond,
+    Microsecond,
+    Nanosecond,
+}
+
+impl From<&TimeUnit> for Unit {
+    fn from(u: &TimeUnit) -> Self {
+        match u {
+            TimeUnit::Second => Unit::Second,
+            TimeUnit::Millisecond => Unit::Millisecond,
+            TimeUnit::Microsecond => Unit::Microsecond,
+            TimeUnit::Nanosecond => Unit::Nanosecond,
+        }
+    }
+}
+
+impl Unit {
+    pub fn per_second(self) -> i64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Millisecond => 1_000,
+            Unit::Microsecond => 1_000_000,
+            Unit::Nanosecond => 1_000_000_000,
+        }
+    }
+}
+
+/// Integers (and the integer form of temporal values).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IntState {
+    pub zeros: u64,
+    pub negatives: u64,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    /// Exact sum.
+    pub sum: i128,
+    pub moments: Moments,
+    pub quantiles: Quantiles,
+    pub values: Values<i64>,
+}
+
+/// Floating-point numbers (and decimals and 64-bit unsigned integers, read as floats).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FloatState {
+    pub nan: u64,
+    pub pos_inf: u64,
+    pub neg_inf: u64,
+    pub zeros: u64,
+    pub negatives: u64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub sum: NeumaierSum,
+    pub moments: Moments,
+    pub quantiles: Quantiles,
+    /// Keyed by the bit pattern of the value (−0.0 folded into 0.0).
+    pub values: Values<u64>,
+}
+
+/// UTF-8 strings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StringState {
+    pub empty: u64,
+    pub min: Option<String>,
+    pub max: Option<String>,
+    /// Lengths in characters (Unicode scalar values).
+    pub min_length: Option<u64>,
+    pub max_length: Option<u64>,
+    pub total_length: u64,
+    pub values: Values<String>,
+    /// Pattern matches of the non-empty values that are not in `values`' exact map (those are
+    /// classified once per distinct value when the profile is finished).
+    pub patterns: Option<PatternCounts>,
+}
+
+/// The statistics a column's type allows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ColumnStats {
+    Boolean {
+        true_count: u64,
+        false_count: u64,
+    },
+    Integer(IntState),
+    Float(FloatState),
+    Temporal {
+        unit: TemporalUnit,
+        state: IntState,
+    },
+    String(StringState),
+    /// Binary values: lengths in bytes.
+    Binary {
+        empty: u64,
+        min_length: Option<u64>,
+        max_length: Option<u64>,
+        total_length: u64,
+    },
+    /// Nested and other types: counts only.
+    Other,
+}
+
+/// Everything known about one column of one partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColumnState {
+    pub name: String,
+    /// The Arrow type as read, e.g. `Int64`, `Utf8`, `Timestamp(µs, None)`.
+    pub physical_type: String,
+    pub rows: u64,
+    pub nulls: u64,
+    pub stats: ColumnStats,
+}
+
+/// Scratch space reused across batches.
+#[derive(Default)]
+pub struct Scratch {
+    floats: Vec<f64>,
+}
+
+impl ColumnState {
+    /// A fresh accumulator for a column of type `data_type`. `exact_values` lifts the limit on
+    /// exact value counting (the key column of a hash-partitioned plan).
+    pub fn new(
+        name: &str,
+        data_type: &DataType,
+        options: &ProfileOptions,
+        exact_values: bool,
+    ) -> Self {
+        let params = ValueParams {
+            limit: (!exact_values).then_some(options.exact_distinct_limit),
+            hll_lg_k: options.hll_lg_k,
+            freq_map_size: options.frequent_items_map_size,
+            top_k: options.top_k,
+        };
+        let int_state = || IntState {
+            zeros: 0,
+            negatives: 0,
+            min: None,
+            max: None,
+            sum: 0,
+            moments: Moments::default(),
+            quantiles: Quantiles::new_int(options.kll_k),
+            values: Values::new(params),
+        };
+        let stats = match data_type {
+            DataType::Boolean => ColumnStats::Boolean {
+                true_count: 0,
+                false_count: 0,
+            },
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => ColumnStats::Integer(int_state()),
+            DataType::UInt64
+            | DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..) => ColumnStats::Float(FloatState {
+                nan: 0,
+                pos_inf: 0,
+                neg_inf: 0,
+                zeros: 0,
+                negatives: 0,
+                min: None,
+                max: None,
+                sum: NeumaierSum::default(),
+                moments: Moments::default(),
+                quantiles: Quantiles::new_float(options.kll_k),
+                values: Values::new(params),
+            }),
+            DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Duration(_) => ColumnStats::Temporal {
+                unit: temporal_unit(data_type),
+                state: int_state(),
+            },
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                ColumnStats::String(StringState {
+                    empty: 0,
+                    min: None,
+                    max: None,
+                    min_length: None,
+                    max_length: None,
+                    total_length: 0,
+                    values: Values::new(params),
+                    patterns: options.patterns.then(PatternCounts::default),
+                })
+            }
+            DataType::Dictionary(_, value) if is_string(value) => {
+                return ColumnState::new(name, value, options, exact_values).with_type(data_type);
+            }
+            DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_) => ColumnStats::Binary {
+                empty: 0,
+                min_length: None,
+                max_length: None,
+                total_length: 0,
+            },
+            _ => ColumnStats::Other,
+        };
+        ColumnState {
+            name: name.to_string(),
+            physical_type: data_type.to_string(),
+            rows: 0,
+            nulls: 0,
+            stats,
+        }
+    }
+
+    fn with_type(mut self, data_type: &DataType) -> Self {
+        self.physical_type = data_type.to_string();
+        self
+    }
+
+    /// Adds one batch of this column.
+    pub fn update(&mut self, array: &ArrayRef, scratch: &mut Scratch) -> Result<()> {
+        self.rows += array.len() as u64;
+        self.nulls += array.logical_null_count() as u64;
+        let convert = |to: &DataType| {
+            cast(array, to).map_err(|e| Error::invalid("column", format!("{}: {e}", self.name)))
+        };
+        match &mut self.stats {
+            ColumnStats::Boolean {
+                true_count,
+                false_count,
+            } => {
+                let a: &BooleanArray = array.as_boolean();
+                let t = a.true_count() as u64;
+                *true_count += t;
+                *false_count += (a.len() - a.null_count()) as u64 - t;
+            }
+            ColumnStats::Integer(state) => {
+                let a = if array.data_type() == &DataType::Int64 {
+                    array.clone()
+                } else {
+                    convert(&DataType::Int64)?
+                };
+                state.update(a.as_primitive::<Int64Type>(), &mut scratch.floats, true);
+            }
+            ColumnStats::Temporal { state, .. } => {
+                let a = temporal_as_i64(array);
+                state.update(&a, &mut scratch.floats, false);
+            }
+            ColumnStats::Float(state) => {
+                let a = if array.data_type() == &DataType::Float64 {
+                    array.clone()
+                } else {
+                    convert(&DataType::Float64)?
+                };
+                state.update(a.as_primitive(), &mut scratch.floats);
+            }
+            ColumnStats::String(state) => match array.data_type() {
+                DataType::Utf8 => state.update(array.as_string::<i32>().iter()),
+                DataType::LargeUtf8 => state.update(array.as_string::<i64>().iter()),
+                DataType::Utf8View => state.update(array.as_string_view().iter()),
+                _ => {
+                    let a = convert(&DataType::Utf8)?;
+                    state.update(a.as_string::<i32>().iter());
+                }
+            },
+            ColumnStats::Binary {
+                empty,
+                min_length,
+                max_length,
+                total_length,
+            } => {
+                let a = convert(&DataType::LargeBinary)?;
+                for v in a.as_binary::<i64>().iter().flatten() {
+                    let len = v.len() as u64;
+                    *empty += u64::from(len == 0);
+                    *total_length += len;
+                    *min_length = Some(min_length.map_or(len, |m| m.min(len)));
+                    *max_length = Some(max_length.map_or(len, |m| m.max(len)));
+                }
+            }
+            ColumnStats::Other => {}
+        }
+        Ok(())
+    }
+
+    /// Folds `other` (the same column, other rows) into this one.
+    pub fn merge(&mut self, other: &ColumnState) -> Result<()> {
+        if self.physical_type != other.physical_type {
+            return Err(Error::SchemaMismatch {
+                column: self.name.clone(),
+                detail: format!(
+                    "is {} in one partial profile but {} in another",
+                    self.physical_type, other.physical_type
+                ),
+            });
+        }
+        self.rows += other.rows;
+        self.nulls += other.nulls;
+        match (&mut self.stats, &other.stats) {
+            (
+                ColumnStats::Boolean {
+                    true_count,
+                    false_count,
+                },
+                ColumnStats::Boolean {
+                    true_count: t,
+                    false_count: f,
+                },
+            ) => {
+                *true_count += t;
+                *false_count += f;
+            }
+            (ColumnStats::Integer(a), ColumnStats::Integer(b)) => a.merge(b)?,
+            (ColumnStats::Temporal { state: a, .. }, ColumnStats::Temporal { state: b, .. }) => {
+                a.merge(b)?
+            }
+            (ColumnStats::Float(a), ColumnStats::Float(b)) => a.merge(b)?,
+            (ColumnStats::String(a), ColumnStats::String(b)) => a.merge(b)?,
+            (
+                ColumnStats::Binary {
+                    empty,
+                    min_length,
+                    max_length,
+                    total_length,
+                },
+                ColumnStats::Binary {
+                    empty: e,
+                    min_length: mn,
+                    max_length: mx,
+                    total_length: t,
+                },
+            ) => {
+                *empty += e;
+                *total_length += t;
+                *min_length = min_opt(*min_length, *mn);
+                *max_length = max_opt(*max_length, *mx);
+            }
+            (ColumnStats::Other, ColumnStats::Other) => {}
+            _ => {
+                return Err(Error::Merge(format!(
+                    "column `{}` has different kinds of statistics in two partials",
+                    self.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the task in a hash-partitioned plan whose key this column is.
+    pub fn summarize_bucket(&mut self, plan: &str, bucket: u32) {
+        match &mut self.stats {
+            ColumnStats::Integer(s) | ColumnStats::Temporal { state: s, .. } => {
+                s.values.summarize_bucket(plan, bucket)
+            }
+            ColumnStats::Float(s) => s.values.summarize_bucket(plan, bucket),
+            ColumnStats::String(s) => {
+                s.values.summarize_bucket(plan, bucket);
+                s.absorb_evicted();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn temporal_unit(t: &DataType) -> TemporalUnit {
+    match t {
+        DataType::Date32 => TemporalUnit::Date,
+        DataType::Date64 => TemporalUnit::DateMillis,
+        DataType::Timestamp(u, tz) => TemporalUnit::Timestamp {
+            unit: u.into(),
+            tz: tz.as_ref().map(|t| t.to_string()),
+        },
+        DataType::Time32(u) | DataType::Time64(u) => TemporalUnit::Time(u.into()),
+        DataType::Duration(u) => TemporalUnit::Duration(u.into()),
+        _ => TemporalUnit::Date,
+    }
+}
+
+/// The integers behind a temporal array, without conversion of units.
+fn temporal_as_i64(array: &ArrayRef) -> Int64Array {
+    let data = array.to_data();
+    match array.data_type() {
+        DataType::Date32 | DataType::Time32(_) => {
+            let ints: PrimitiveArray<Int32Type> = PrimitiveArray::from(
+                data.into_builder()
+                    .data_type(DataType::Int32)
+                    .build()
+                    .expect("same layout"),
+            );
+            ints.unary(i64::from)
+        }
+        _ => PrimitiveArray::from(
+            data.into_builder()
+                .data_type(DataType::Int64)
+                .build()
+                .expect("same layout"),
+        ),
+    }
+}
+
+fn min_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y < x { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn max_opt<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// Calls `f` with every non-null value of a primitive array.
+#[inline]
+fn for_each_valid<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, mut f: impl FnMut(T::Native)) {
+    let values = a.values();
+    match a.nulls().filter(|n| n.null_count() > 0) {
+        None => values.iter().for_each(|&v| f(v)),
+        Some(nulls) => nulls.valid_indices().for_each(|i| f(values[i])),
+    }
+}
+
+impl IntState {
+    fn update(&mut self, a: &Int64Array, floats: &mut Vec<f64>, moments: bool) {
+        if a.len() == a.null_count() {
+            return;
+        }
+        floats.clear();
+        let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        let (mut zeros, mut negatives, mut sum) = (0u64, 0u64, 0i128);
+        for_each_valid(a, |v| {
+            lo = lo.min(v);
+            hi = hi.max(v);
+            zeros += u64::from(v == 0);
+            negatives += u64::from(v < 0);
+            sum += i128::from(v);
+            if moments {
+                floats.push(v as f64);
+            }
+            self.quantiles.update_int(v);
+            self.values.observe(&v);
+        });
+        self.min = min_opt(self.min, Some(lo));
+        self.max = max_opt(self.max, Some(hi));
+        self.zeros += zeros;
+        self.negatives += negatives;
+        self.sum += sum;
+        if moments {
+            self.moments.merge(&Moments::of_slice(floats));
+        }
+    }
+
+    fn merge(&mut self, o: &IntState) -> Result<()> {
+        self.zeros += o.zeros;
+        self.negatives += o.negatives;
+        self.min = min_opt(self.min, o.min);
+        self.max = max_opt(self.max, o.max);
+        self.sum += o.sum;
+        self.moments.merge(&o.moments);
+        self.quantiles.merge(&o.quantiles)?;
+        self.values.merge(&o.values)
+    }
+}
+
+/// The key a float is counted under: its bits, with −0.0 and 0.0 as one value.
+#[inline]
+pub fn float_key(v: f64) -> u64 {
+    if v == 0.0 { 0 } else { v.to_bits() }
+}
+
+impl FloatState {
+    fn update(&mut self, a: &Float64Array, floats: &mut Vec<f64>) {
+        floats.clear();
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let (mut nan, mut pos_inf, mut neg_inf, mut zeros, mut negatives) = (0, 0, 0, 0, 0);
+        for_each_valid(a, |v| {
+            if v.is_nan() {
+                nan += 1;
+                return;
+            }
+            lo = lo.min(v);
+            hi = hi.max(v);
+            pos_inf += u64::from(v == f64::INFINITY);
+            neg_inf += u64::from(v == f64::NEG_INFINITY);
+            zeros += u64::from(v == 0.0);
+            negatives += u64::from(v < 0.0);
+            floats.push(v);
+            self.quantiles.update_float(v);
+            self.values.observe(&float_key(v));
+        });
+        if !floats.is_empty() {
+            self.min = min_opt(self.min, Some(lo));
+            self.max = max_opt(self.max, Some(hi));
+            for &v in floats.iter() {
+                self.sum.add(v);
+            }
+            self.moments.merge(&Moments::of_slice(floats));
+        }
+        self.nan += nan;
+        self.pos_inf += pos_inf;
+        self.neg_inf += neg_inf;
+        self.zeros += zeros;
+        self.negatives += negatives;
+    }
+
+    fn merge(&mut self, o: &FloatState) -> Result<()> {
+        self.nan += o.nan;
+        self.pos_inf += o.pos_inf;
+        self.neg_inf += o.neg_inf;
+        self.zeros += o.zeros;
+        self.negatives += o.negatives;
+        self.min = min_opt(self.min, o.min);
+        self.max = max_opt(self.max, o.max);
+        self.sum.merge(&o.sum);
+        self.moments.merge(&o.moments);
+        self.quantiles.merge(&o.quantiles)?;
+        self.values.merge(&o.values)
+    }
+}
+
+impl StringState {
+    fn update<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>) {
+        let mut batch_min: Option<&str> = None;
+        let mut batch_max: Option<&str> = None;
+        let (mut lmin, mut lmax, mut total, mut empty) = (u64::MAX, 0u64, 0u64, 0u64);
+        let mut seen = false;
+        for s in values.flatten() {
+            seen = true;
+            let len = s.chars().count() as u64;
+            lmin = lmin.min(len);
+            lmax = lmax.max(len);
+            total += len;
+            if batch_min.is_none_or(|m| s < m) {
+                batch_min = Some(s);
+            }
+            if batch_max.is_none_or(|m| s > m) {
+                batch_max = Some(s);
+            }
+            let in_map = self.values.observe(s);
+            if s.is_empty() {
+                empty += 1;
+            } else if !in_map && let Some(p) = &mut self.patterns {
+                p.observe(s);
+            }
+        }
+        if !seen {
+            return;
+        }
+        self.empty += empty;
+        self.total_length += total;
+        self.min_length = min_opt(self.min_length, Some(lmin));
+        self.max_length = max_opt(self.max_length, Some(lmax));
+        if let Some(m) = batch_min
+            && self.min.as_deref().is_none_or(|cur| m < cur)
+        {
+            self.min = Some(m.to_string());
+        }
+        if let Some(m) = batch_max
+            && self.max.as_deref().is_none_or(|cur| m > cur)
+        {
+            self.max = Some(m.to_string());
+        }
+        self.absorb_evicted();
+    }
+
+    /// Values that left the exact map get their patterns counted now.
+    fn absorb_evicted(&mut self) {
+        let evicted = self.values.take_evicted();
+        if let Some(p) = &mut self.patterns {
+            for (v, c) in evicted.iter().filter(|(v, _)| !v.is_empty()) {
+                p.observe_n(v, *c);
+            }
+        }
+    }
+
+    fn merge(&mut self, o: &StringState) -> Result<()> {
+        self.empty += o.empty;
+        self.total_length += o.total_length;
+        self.min_length = min_opt(self.min_length, o.min_length);
+        self.max_length = max_opt(self.max_length, o.max_length);
+        if let Some(m) = &o.min
+            && self.min.as_ref().is_none_or(|cur| m < cur)
+        {
+            self.min = Some(m.clone());
+        }
+        if let Some(m) = &o.max
+            && self.max.as_ref().is_none_or(|cur| m > cur)
+        {
+            self.max = Some(m.clone());
+        }
+        match (&mut self.patterns, &o.patterns) {
+            (Some(a), Some(b)) => a.merge(b),
+            (a @ Some(_), None) => *a = None,
+            _ => {}
+        }
+        self.values.merge(&o.values)?;
+        self.absorb_evicted();
+        Ok(())
+    }
+
+    /// Pattern counts over every non-empty value: those counted directly plus the exact map's
+    /// entries, each classified once and weighted by its count.
+    pub fn pattern_counts(&self) -> Option<PatternCounts> {
+        let mut total = self.patterns.clone()?;
+        if let Some(map) = self.values.exact_counts() {
+            for (v, c) in map.iter().filter(|(v, _)| !v.is_empty()) {
+                total.observe_n(v, *c);
+            }
+        }
+        Some(total)
+    }
+}

@@ -1,0 +1,181 @@
+//! Stable value hashes: which hash bucket a row belongs to, and whole-row hashes for the
+//! duplicate-row estimate. Stable means the same value hashes the same in every task, process
+//! and machine (xxh3 with a fixed seed over a canonical byte form).
+
+use crate::{Error, Result};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+const NULL_HASH: u64 = 0x6e75_6c6c_6e75_6c6c;
+const SEED: u64 = 0x7472_7574_686f_756e;
+
+#[inline]
+fn mix(h: u64, v: u64) -> u64 {
+    (h.rotate_left(23) ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Calls `f(row, hash)` for every row of `array`, hashing each value canonically: integers of
+/// any width and temporal values as i64, floats as f64 (−0.0 as 0.0), strings as UTF-8 bytes.
+fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> {
+    let unsupported = || {
+        Error::invalid(
+            "column for hashing",
+            format!(
+                "type {} cannot be hashed (use a scalar column)",
+                array.data_type()
+            ),
+        )
+    };
+    let as_ints = |a: &ArrayRef| -> Result<ArrayRef> {
+        match a.data_type() {
+            DataType::Int64 => Ok(a.clone()),
+            DataType::Date32 | DataType::Time32(_) => {
+                let data = a
+                    .to_data()
+                    .into_builder()
+                    .data_type(DataType::Int32)
+                    .build()
+                    .map_err(|_| unsupported())?;
+                cast(&arrow::array::make_array(data), &DataType::Int64).map_err(|_| unsupported())
+            }
+            DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time64(_)
+            | DataType::Duration(_) => {
+                let data = a
+                    .to_data()
+                    .into_builder()
+                    .data_type(DataType::Int64)
+                    .build()
+                    .map_err(|_| unsupported())?;
+                Ok(arrow::array::make_array(data))
+            }
+            _ => cast(a, &DataType::Int64).map_err(|_| unsupported()),
+        }
+    };
+    match array.data_type() {
+        DataType::Boolean => {
+            let a: &BooleanArray = array.as_boolean();
+            for i in 0..a.len() {
+                f(
+                    i,
+                    if a.is_null(i) {
+                        NULL_HASH
+                    } else {
+                        xxh3_64(&[a.value(i) as u8])
+                    },
+                );
+            }
+        }
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..)
+        | DataType::Time32(_)
+        | DataType::Time64(_)
+        | DataType::Duration(_) => {
+            let ints = as_ints(array)?;
+            let a = ints.as_primitive::<Int64Type>();
+            for (i, v) in a.iter().enumerate() {
+                f(
+                    i,
+                    v.map_or(NULL_HASH, |v| xxh3_64_with_seed(&v.to_le_bytes(), SEED)),
+                );
+            }
+        }
+        DataType::UInt64
+        | DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::Decimal256(..)
+        | DataType::Decimal32(..)
+        | DataType::Decimal64(..) => {
+            let floats = cast(array, &DataType::Float64).map_err(|_| unsupported())?;
+            let a = floats.as_primitive::<Float64Type>();
+            for (i, v) in a.iter().enumerate() {
+                let bits = v.map(|v| if v == 0.0 { 0 } else { v.to_bits() });
+                f(
+                    i,
+                    bits.map_or(NULL_HASH, |b| xxh3_64_with_seed(&b.to_le_bytes(), SEED)),
+                );
+            }
+        }
+        DataType::Utf8 => each_str(array.as_string::<i32>().iter(), f),
+        DataType::LargeUtf8 => each_str(array.as_string::<i64>().iter(), f),
+        DataType::Utf8View => each_str(array.as_string_view().iter(), f),
+        DataType::Dictionary(..) => {
+            let strings = cast(array, &DataType::Utf8).map_err(|_| unsupported())?;
+            each_str(strings.as_string::<i32>().iter(), f);
+        }
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => {
+            let b = cast(array, &DataType::LargeBinary).map_err(|_| unsupported())?;
+            for (i, v) in b.as_binary::<i64>().iter().enumerate() {
+                f(i, v.map_or(NULL_HASH, |v| xxh3_64_with_seed(v, SEED)));
+            }
+        }
+        _ => return Err(unsupported()),
+    }
+    Ok(())
+}
+
+fn each_str<'a>(values: impl Iterator<Item = Option<&'a str>>, mut f: impl FnMut(usize, u64)) {
+    for (i, v) in values.enumerate() {
+        f(
+            i,
+            v.map_or(NULL_HASH, |s| xxh3_64_with_seed(s.as_bytes(), SEED)),
+        );
+    }
+}
+
+/// Which rows of `key` fall in hash bucket `bucket` of `buckets`.
+pub fn bucket_mask(key: &ArrayRef, buckets: u32, bucket: u32) -> Result<BooleanArray> {
+    let mut keep = Vec::with_capacity(key.len());
+    for_each_hash(key, |_, h| {
+        keep.push(mix(SEED, h) % u64::from(buckets) == u64::from(bucket))
+    })?;
+    Ok(BooleanArray::from(keep))
+}
+
+/// Whole-row hashes of the columns `columns` (in a fixed order), one per row. Columns of nested
+/// types are left out of the hash.
+pub fn hash_rows(columns: &[&ArrayRef], rows: usize) -> Vec<u64> {
+    let mut out = vec![SEED; rows];
+    for col in columns {
+        // A type that cannot be hashed is skipped; every task skips the same columns.
+        let _ = for_each_hash(col, |i, h| out[i] = mix(out[i], h));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn integer_widths_hash_alike_and_buckets_partition_rows() {
+        let a: ArrayRef = Arc::new(Int32Array::from(vec![Some(1), None, Some(3)]));
+        let b: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None, Some(3)]));
+        assert_eq!(hash_rows(&[&a], 3), hash_rows(&[&b], 3));
+        let s: ArrayRef = Arc::new(StringArray::from(
+            (0..100).map(|i| format!("k{i}")).collect::<Vec<_>>(),
+        ));
+        let total: usize = (0..4)
+            .map(|b| bucket_mask(&s, 4, b).unwrap().true_count())
+            .sum();
+        assert_eq!(total, 100);
+    }
+}

@@ -1,0 +1,10 @@
+//! The one-pass kernel: per-column accumulators updated one record batch at a time, with a
+//! tight loop per batch after a single dispatch on the column's type.
+
+pub mod column;
+mod hashing;
+mod table;
+
+pub use column::{ColumnState, ColumnStats, FloatState, IntState, StringState, TemporalUnit};
+pub use hashing::{bucket_mask, hash_rows};
+pub use table::RowHashes;

@@ -1,0 +1,83 @@
+//! What a profile computes, and with which accuracy. These travel inside a plan, so that every
+//! task of a run uses the same settings and their partial profiles can be merged.
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of the profiling kernel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProfileOptions {
+    /// How many most (and least) frequent values to report per column.
+    pub top_k: usize,
+    /// A column's value counts stay exact (distinct count, top and bottom values) until it has
+    /// this many distinct values; past that, HLL and frequent-items sketches take over.
+    pub exact_distinct_limit: usize,
+    /// KLL sketch size: normalized rank error is about 1.65 / k^0.9 (k = 200: 1.33%).
+    pub kll_k: u16,
+    /// HLL sketch size for distinct counts (relative standard error about 1.04 / sqrt(2^lg_k)).
+    pub hll_lg_k: u8,
+    /// Frequent-items sketch map size (a power of two); its error bound is 3.5 / size × weight.
+    pub frequent_items_map_size: usize,
+    /// Number of equal-width histogram bins between a column's min and max.
+    pub histogram_bins: usize,
+    /// Detect semantic patterns (email, URL, UUID, IP, phone, dates, numbers) in strings.
+    pub patterns: bool,
+    /// Estimate duplicate rows from a sketch over whole-row hashes.
+    pub duplicates: bool,
+    /// Rows whose hashes are kept exactly before the duplicate-row count becomes an estimate.
+    pub exact_row_hash_limit: usize,
+    /// HLL sketch size for the duplicate-row estimate (larger than for columns: the estimate is a
+    /// difference of two large numbers).
+    pub row_hll_lg_k: u8,
+    /// Rows per record batch: bounds the memory of a task.
+    pub batch_rows: usize,
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        Self {
+            top_k: 10,
+            exact_distinct_limit: 10_000,
+            kll_k: 200,
+            hll_lg_k: 12,
+            frequent_items_map_size: 1024,
+            histogram_bins: 20,
+            patterns: true,
+            duplicates: true,
+            exact_row_hash_limit: 1 << 20,
+            row_hll_lg_k: 18,
+            batch_rows: 64 * 1024,
+        }
+    }
+}
+
+impl ProfileOptions {
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |detail: String| Err(crate::Error::invalid("profile options", detail));
+        if self.top_k == 0 || self.top_k > 10_000 {
+            return bad(format!("top_k must be 1..=10000, got {}", self.top_k));
+        }
+        if !(8..=65535).contains(&self.kll_k) {
+            return bad(format!("kll_k must be 8..=65535, got {}", self.kll_k));
+        }
+        if !(4..=21).contains(&self.hll_lg_k) || !(4..=21).contains(&self.row_hll_lg_k) {
+            return bad("hll_lg_k and row_hll_lg_k must be 4..=21".into());
+        }
+        if !self.frequent_items_map_size.is_power_of_two() || self.frequent_items_map_size < 8 {
+            return bad(format!(
+                "frequent_items_map_size must be a power of two >= 8, got {}",
+                self.frequent_items_map_size
+            ));
+        }
+        if self.histogram_bins == 0 || self.histogram_bins > 1000 {
+            return bad(format!(
+                "histogram_bins must be 1..=1000, got {}",
+                self.histogram_bins
+            ));
+        }
+        if self.batch_rows == 0 {
+            return bad("batch_rows must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,519 @@
+//! Partition planning, from metadata only, into a serializable plan of tasks.
+//!
+//! - `row_based`: N tasks balanced by rows, cut on row-group (Parquet) or file boundaries;
+//! - `column_based`: N column groups balanced by compressed column size; a task reads only its
+//!   columns;
+//! - `hybrid`: R row slices × C column groups;
+//! - `hash`: N tasks; task i keeps the rows whose key hashes to bucket i, so the key's distinct
+//!   count and top values are exact after the merge.
+
+use crate::dataset::{DataFile, Dataset, Format, StorageOptions};
+use crate::options::ProfileOptions;
+use crate::{Error, Result};
+use arrow::datatypes::{DataType, SchemaRef};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Version of the plan format.
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    RowBased,
+    ColumnBased,
+    Hybrid,
+    Hash,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RowBased => "row_based",
+            Strategy::ColumnBased => "column_based",
+            Strategy::Hybrid => "hybrid",
+            Strategy::Hash => "hash",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Strategy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "row_based" | "row" | "rows" => Ok(Strategy::RowBased),
+            "column_based" | "column" | "columns" => Ok(Strategy::ColumnBased),
+            "hybrid" => Ok(Strategy::Hybrid),
+            "hash" => Ok(Strategy::Hash),
+            other => Err(Error::invalid(
+                "strategy",
+                format!("`{other}` (expected row_based, column_based, hybrid or hash)"),
+            )),
+        }
+    }
+}
+
+/// What the user asks of the planner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanRequest {
+    pub strategy: Strategy,
+    /// Tasks for `row_based`, column groups for `column_based`, buckets for `hash`.
+    pub partitions: u32,
+    /// For `hybrid`: row slices and column groups (default: `partitions` × 1... see below).
+    pub row_partitions: Option<u32>,
+    pub column_partitions: Option<u32>,
+    pub hash_column: Option<String>,
+    /// Columns to profile; `None`: all.
+    pub columns: Option<Vec<String>>,
+    pub options: ProfileOptions,
+}
+
+impl PlanRequest {
+    pub fn new(strategy: Strategy, partitions: u32) -> Self {
+        PlanRequest {
+            strategy,
+            partitions,
+            row_partitions: None,
+            column_partitions: None,
+            hash_column: None,
+            columns: None,
+            options: ProfileOptions::default(),
+        }
+    }
+}
+
+/// The dataset as a plan records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRef {
+    pub uri: String,
+    pub format: Format,
+    /// Storage options without secrets (workers read credentials from their environment).
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// The dataset's Arrow schema (needed to decode CSV and JSON the same way in every task).
+    pub schema: SchemaRef,
+}
+
+/// Rows filtered by hash bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HashFilter {
+    pub column: String,
+    pub buckets: u32,
+    pub bucket: u32,
+}
+
+/// Part of one file a task reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRead {
+    /// Index into `Plan::files`.
+    pub file: u32,
+    /// Row groups of that file; `None`: the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_groups: Option<Vec<u32>>,
+}
+
+/// One unit of work: some rows (a row slice or hash bucket) of some columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: u32,
+    /// Tasks with the same row slice read the same rows (different columns).
+    pub row_slice: u32,
+    pub column_group: u32,
+    pub reads: Vec<FileRead>,
+    /// Columns this task profiles.
+    pub columns: Vec<String>,
+    /// Whether this task hashes whole rows (of all the plan's columns) for duplicate counting.
+    pub row_hash: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<HashFilter>,
+    /// Rows the task reads, when the format says (before a hash filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Bytes of its files (whole files; row groups: their compressed size).
+    pub bytes: u64,
+}
+
+/// A plan: everything a worker needs to run any of its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub version: u32,
+    /// Content hash of the plan: partial profiles name the plan they belong to.
+    pub id: String,
+    pub dataset: DatasetRef,
+    /// The profiled columns, in dataset order.
+    pub columns: Vec<String>,
+    pub files: Vec<DataFile>,
+    pub strategy: Strategy,
+    pub options: ProfileOptions,
+    pub tasks: Vec<Task>,
+}
+
+impl Plan {
+    pub fn task(&self, id: u32) -> Result<&Task> {
+        self.tasks
+            .get(id as usize)
+            .filter(|t| t.id == id)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "task",
+                    format!(
+                        "{id} is not in plan {} (it has tasks 0..{})",
+                        self.id,
+                        self.tasks.len()
+                    ),
+                )
+            })
+    }
+
+    pub fn total_rows(&self) -> Option<u64> {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("plans serialize")
+    }
+
+    pub fn from_json(bytes: &[u8], what: &str) -> Result<Plan> {
+        let plan: Plan = serde_json::from_slice(bytes)
+            .map_err(|e| Error::invalid("plan", format!("{what}: {e}")))?;
+        if plan.version != PLAN_VERSION {
+            return Err(Error::Version {
+                what: "plan",
+                found: plan.version,
+                supported: PLAN_VERSION,
+            });
+        }
+        Ok(plan)
+    }
+}
+
+/// Plans the profile of `dataset`.
+pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
+    request.options.validate()?;
+    if request.partitions == 0 {
+        return Err(Error::invalid("partitions", "must be at least 1"));
+    }
+    let schema = &dataset.schema;
+    let columns = select_columns(schema, request.columns.as_deref())?;
+    let hash_column = match (request.strategy, &request.hash_column) {
+        (Strategy::Hash, None) => {
+            return Err(Error::invalid(
+                "partitioning",
+                "the hash strategy needs a key column (--hash-column)",
+            ));
+        }
+        (Strategy::Hash, Some(c)) => {
+            let field = schema
+                .field_with_name(c)
+                .map_err(|_| unknown_column(schema, c))?;
+            if matches!(
+                field.data_type(),
+                DataType::List(_)
+                    | DataType::Struct(_)
+                    | DataType::Map(..)
+                    | DataType::LargeList(_)
+            ) {
+                return Err(Error::invalid(
+                    "hash column",
+                    format!("`{c}` is {}; use a scalar column", field.data_type()),
+                ));
+            }
+            Some(c.clone())
+        }
+        (_, Some(_)) => {
+            return Err(Error::invalid(
+                "partitioning",
+                format!(
+                    "--hash-column goes with the hash strategy, not {}",
+                    request.strategy
+                ),
+            ));
+        }
+        _ => None,
+    };
+    let (rows, cols) = match request.strategy {
+        Strategy::RowBased => (request.partitions, 1),
+        Strategy::ColumnBased => (1, request.partitions),
+        Strategy::Hybrid => {
+            let r = request.row_partitions.unwrap_or(request.partitions);
+            let c = request.column_partitions.unwrap_or(2);
+            if r == 0 || c == 0 {
+                return Err(Error::invalid(
+                    "partitioning",
+                    "row and column partitions must be at least 1",
+                ));
+            }
+            (r, c)
+        }
+        Strategy::Hash => (1, 1),
+    };
+    let slices = row_slices(&dataset.files, dataset.format, rows);
+    let groups = column_groups(&dataset.files, schema, &columns, cols);
+    let mut tasks = Vec::new();
+    match &hash_column {
+        Some(key) => {
+            let all = &slices
+                .iter()
+                .flat_map(|s| s.reads.clone())
+                .collect::<Vec<_>>();
+            let bytes = slices.iter().map(|s| s.bytes).sum();
+            for bucket in 0..request.partitions {
+                tasks.push(Task {
+                    id: bucket,
+                    row_slice: bucket,
+                    column_group: 0,
+                    reads: all.clone(),
+                    columns: columns.clone(),
+                    row_hash: request.options.duplicates,
+                    hash: Some(HashFilter {
+                        column: key.clone(),
+                        buckets: request.partitions,
+                        bucket,
+                    }),
+                    rows: dataset.total_rows(),
+                    bytes,
+                });
+            }
+        }
+        None => {
+            for (r, slice) in slices.iter().enumerate() {
+                for (c, group) in groups.iter().enumerate() {
+                    tasks.push(Task {
+                        id: tasks.len() as u32,
+                        row_slice: r as u32,
+                        column_group: c as u32,
+                        reads: slice.reads.clone(),
+                        columns: group.clone(),
+                        row_hash: request.options.duplicates && c == 0,
+                        hash: None,
+                        rows: slice.rows,
+                        bytes: slice.bytes,
+                    });
+                }
+            }
+        }
+    }
+    let mut plan = Plan {
+        version: PLAN_VERSION,
+        id: String::new(),
+        dataset: DatasetRef {
+            uri: dataset.location.uri.clone(),
+            format: dataset.format,
+            storage: dataset.options.without_secrets(),
+            schema: schema.clone(),
+        },
+        columns,
+        files: dataset.files.clone(),
+        strategy: request.strategy,
+        options: request.options.clone(),
+        tasks,
+    };
+    plan.id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&plan.to_json()));
+    Ok(plan)
+}
+
+fn unknown_column(schema: &SchemaRef, c: &str) -> Error {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    Error::invalid(
+        "column",
+        format!(
+            "`{c}` is not in the dataset (its columns: {})",
+            names.join(", ")
+        ),
+    )
+}
+
+fn select_columns(schema: &SchemaRef, asked: Option<&[String]>) -> Result<Vec<String>> {
+    let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let Some(asked) = asked.filter(|a| !a.is_empty()) else {
+        return Ok(all);
+    };
+    for c in asked {
+        if !all.contains(c) {
+            return Err(unknown_column(schema, c));
+        }
+    }
+    // Dataset order, so that every plan of the same columns lists them alike.
+    Ok(all.into_iter().filter(|c| asked.contains(c)).collect())
+}
+
+struct RowSlice {
+    reads: Vec<FileRead>,
+    rows: Option<u64>,
+    bytes: u64,
+}
+
+/// The dataset cut into at most `n` contiguous slices of about equal rows (Parquet row groups)
+/// or bytes (whole files of other formats).
+fn row_slices(files: &[DataFile], format: Format, n: u32) -> Vec<RowSlice> {
+    // Units of work that cannot be split: (file, row group or whole file, weight, rows, bytes).
+    let mut units: Vec<(u32, Option<u32>, u64, Option<u64>, u64)> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        if format == Format::Parquet && !f.row_groups.is_empty() {
+            for (g, rg) in f.row_groups.iter().enumerate() {
+                let bytes = rg.column_bytes.iter().sum();
+                units.push((i as u32, Some(g as u32), rg.rows, Some(rg.rows), bytes));
+            }
+        } else if format == Format::Parquet {
+            units.push((i as u32, Some(u32::MAX), 0, Some(0), 0)); // no row groups: nothing to read
+        } else {
+            units.push((i as u32, None, f.size, None, f.size));
+        }
+    }
+    let total: u64 = units.iter().map(|u| u.2).sum();
+    let n = (n as usize).min(units.len()).max(1);
+    let mut slices: Vec<RowSlice> = Vec::with_capacity(n);
+    let mut current = RowSlice {
+        reads: Vec::new(),
+        rows: Some(0),
+        bytes: 0,
+    };
+    let mut acc = 0u64;
+    for (idx, (file, group, weight, rows, bytes)) in units.iter().enumerate() {
+        match (current.reads.last_mut(), group) {
+            (_, Some(u32::MAX)) => {}
+            (Some(last), Some(g)) if last.file == *file => {
+                last.row_groups.get_or_insert_with(Vec::new).push(*g)
+            }
+            _ => current.reads.push(FileRead {
+                file: *file,
+                row_groups: group.map(|g| vec![g]),
+            }),
+        }
+        current.rows = current.rows.zip(*rows).map(|(a, b)| a + b);
+        current.bytes += bytes;
+        acc += weight;
+        let remaining_units = units.len() - idx - 1;
+        let remaining_slices = n - slices.len() - 1;
+        let target = (total as f64 * (slices.len() + 1) as f64 / n as f64).ceil() as u64;
+        // Cut when this slice reached its share, or when every remaining unit must start a slice.
+        if remaining_slices > 0 && (acc >= target || remaining_units == remaining_slices) {
+            slices.push(std::mem::replace(
+                &mut current,
+                RowSlice {
+                    reads: Vec::new(),
+                    rows: Some(0),
+                    bytes: 0,
+                },
+            ));
+        }
+    }
+    slices.push(current);
+    slices
+}
+
+/// Columns in at most `n` groups of about equal compressed size (largest first into the
+/// lightest group), each group in dataset order.
+fn column_groups(
+    files: &[DataFile],
+    schema: &SchemaRef,
+    columns: &[String],
+    n: u32,
+) -> Vec<Vec<String>> {
+    let n = (n as usize).min(columns.len()).max(1);
+    let size_of = |c: &str| -> u64 {
+        let idx = schema.index_of(c).unwrap_or(0);
+        let bytes: u64 = files
+            .iter()
+            .flat_map(|f| f.row_groups.iter())
+            .map(|rg| rg.column_bytes.get(idx).copied().unwrap_or(0))
+            .sum();
+        bytes.max(1)
+    };
+    let mut by_size: Vec<(&String, u64)> = columns.iter().map(|c| (c, size_of(c))).collect();
+    by_size.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut loads = vec![0u64; n];
+    let mut member = vec![Vec::new(); n];
+    for (c, size) in by_size {
+        let g = (0..n).min_by_key(|&g| (loads[g], g)).expect("n >= 1");
+        loads[g] += size;
+        member[g].push(c.clone());
+    }
+    member
+        .into_iter()
+        .map(|g| columns.iter().filter(|c| g.contains(c)).cloned().collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::RowGroupMeta;
+
+    fn files(groups: &[&[u64]]) -> Vec<DataFile> {
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, rgs)| DataFile {
+                uri: format!("/d/{i}.parquet"),
+                path: format!("d/{i}.parquet"),
+                size: 100,
+                rows: Some(rgs.iter().sum()),
+                row_groups: rgs
+                    .iter()
+                    .map(|&rows| RowGroupMeta {
+                        rows,
+                        column_bytes: vec![rows, 2 * rows, 3],
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn row_slices_are_balanced_and_cover_every_row_group_once() {
+        let f = files(&[&[10, 10, 10], &[10, 10], &[50]]);
+        for n in 1..=8 {
+            let slices = row_slices(&f, Format::Parquet, n);
+            assert_eq!(slices.len(), (n as usize).min(6));
+            let rows: u64 = slices.iter().map(|s| s.rows.unwrap()).sum();
+            assert_eq!(rows, 100);
+            let mut seen = Vec::new();
+            for s in &slices {
+                assert!(!s.reads.is_empty());
+                for r in &s.reads {
+                    for g in r.row_groups.as_ref().unwrap() {
+                        seen.push((r.file, *g));
+                    }
+                }
+            }
+            let mut sorted = seen.clone();
+            sorted.sort();
+            assert_eq!(seen, sorted, "contiguous");
+            sorted.dedup();
+            assert_eq!(sorted.len(), 6);
+        }
+        let two = row_slices(&f, Format::Parquet, 2);
+        assert_eq!(
+            two.iter().map(|s| s.rows.unwrap()).collect::<Vec<_>>(),
+            vec![50, 50]
+        );
+    }
+
+    #[test]
+    fn column_groups_balance_sizes() {
+        let f = files(&[&[100]]);
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("a", DataType::Int64, true),
+            arrow::datatypes::Field::new("b", DataType::Int64, true),
+            arrow::datatypes::Field::new("c", DataType::Int64, true),
+        ]));
+        let cols: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let groups = column_groups(&f, &schema, &cols, 2);
+        assert_eq!(
+            groups,
+            vec![
+                vec!["b".to_string()],
+                vec!["a".to_string(), "c".to_string()]
+            ]
+        );
+        assert_eq!(column_groups(&f, &schema, &cols, 9).len(), 3);
+    }
+}

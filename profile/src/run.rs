@@ -1,0 +1,223 @@
+//! Running tasks: one task's streaming pass into a partial profile, and a local pool that runs a
+//! whole plan and merges as tasks finish.
+
+use crate::dataset::{FileSlice, Location, open_slice};
+use crate::kernel::column::Scratch;
+use crate::kernel::{ColumnState, RowHashes, bucket_mask, hash_rows};
+use crate::partial::PartialProfile;
+use crate::plan::Plan;
+use crate::{Error, Result};
+use arrow::array::ArrayRef;
+use arrow::compute::filter_record_batch;
+use futures::StreamExt;
+use object_store::ObjectStore;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What a running plan reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    TaskStarted {
+        task: u32,
+    },
+    /// Rows read by a task since its last report.
+    Rows {
+        task: u32,
+        rows: u64,
+    },
+    TaskFinished {
+        task: u32,
+        rows: u64,
+        millis: u64,
+    },
+}
+
+pub type Progress = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A progress sink that ignores everything.
+pub fn no_progress() -> Progress {
+    Arc::new(|_| {})
+}
+
+/// The store a plan's dataset lives in.
+pub fn plan_store(plan: &Plan) -> Result<Arc<dyn ObjectStore>> {
+    Location::parse(&plan.dataset.uri)?.store(&plan.dataset.storage)
+}
+
+/// Runs task `task_id` of `plan`: one streaming pass over its rows and columns.
+pub async fn run_task(
+    plan: &Plan,
+    task_id: u32,
+    store: Arc<dyn ObjectStore>,
+    progress: &Progress,
+) -> Result<PartialProfile> {
+    let started = Instant::now();
+    let task = plan.task(task_id)?;
+    let schema = &plan.dataset.schema;
+    progress(Event::TaskStarted { task: task_id });
+
+    // Columns to read: the profiled ones, every plan column when hashing rows, the hash key.
+    let mut read: Vec<String> = if task.row_hash {
+        plan.columns.clone()
+    } else {
+        task.columns.clone()
+    };
+    if let Some(h) = &task.hash
+        && !read.contains(&h.column)
+    {
+        read.push(h.column.clone());
+    }
+    read.sort_by_key(|c| schema.index_of(c).unwrap_or(usize::MAX));
+    read.dedup();
+    let pos = |c: &str| read.iter().position(|r| r == c).expect("read column");
+
+    let key = task.hash.as_ref().map(|h| h.column.clone());
+    let mut states: Vec<(usize, ColumnState)> = task
+        .columns
+        .iter()
+        .map(|c| {
+            let field = schema.field_with_name(c).map_err(|_| {
+                Error::invalid("plan", format!("column `{c}` is not in the plan's schema"))
+            })?;
+            let exact = key.as_deref() == Some(c.as_str());
+            Ok((
+                pos(c),
+                ColumnState::new(c, field.data_type(), &plan.options, exact),
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let hashed: Vec<usize> = if task.row_hash {
+        plan.columns.iter().map(|c| pos(c)).collect()
+    } else {
+        Vec::new()
+    };
+    let mut row_hashes = task
+        .row_hash
+        .then(|| RowHashes::new(plan.options.exact_row_hash_limit, plan.options.row_hll_lg_k));
+    let key_pos = key.as_deref().map(pos);
+
+    let mut scratch = Scratch::default();
+    let mut rows = 0u64;
+    for r in &task.reads {
+        let file = plan.files.get(r.file as usize).ok_or_else(|| {
+            Error::invalid(
+                "plan",
+                format!(
+                    "task {task_id} reads file {} of {}",
+                    r.file,
+                    plan.files.len()
+                ),
+            )
+        })?;
+        let slice = FileSlice {
+            uri: file.uri.clone(),
+            path: file.path.clone(),
+            size: file.size,
+            row_groups: r
+                .row_groups
+                .as_ref()
+                .map(|g| g.iter().map(|&g| g as usize).collect()),
+        };
+        let mut stream = open_slice(
+            store.clone(),
+            plan.dataset.format,
+            schema.clone(),
+            &slice,
+            &read,
+            plan.options.batch_rows,
+        )
+        .await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let read_rows = batch.num_rows() as u64;
+            let batch = match (&task.hash, key_pos) {
+                (Some(h), Some(k)) => {
+                    let mask = bucket_mask(batch.column(k), h.buckets, h.bucket)?;
+                    filter_record_batch(&batch, &mask)
+                        .map_err(|e| Error::invalid("hash filter", e.to_string()))?
+                }
+                _ => batch,
+            };
+            rows += batch.num_rows() as u64;
+            for (idx, state) in &mut states {
+                state.update(batch.column(*idx), &mut scratch)?;
+            }
+            if let Some(rh) = &mut row_hashes {
+                let cols: Vec<&ArrayRef> = hashed.iter().map(|&i| batch.column(i)).collect();
+                rh.add(&hash_rows(&cols, batch.num_rows()));
+            }
+            progress(Event::Rows {
+                task: task_id,
+                rows: read_rows,
+            });
+        }
+    }
+    if let Some(h) = &task.hash {
+        for (_, state) in &mut states {
+            if state.name == h.column {
+                state.summarize_bucket(&plan.id, h.bucket);
+            }
+        }
+    }
+    let mut partial = PartialProfile::for_task(plan, task_id, task.row_slice, rows);
+    partial.columns = states.into_iter().map(|(_, s)| s).collect();
+    partial.row_hashes = row_hashes;
+    partial.task_millis = started.elapsed().as_millis() as u64;
+    partial.bytes_read = task.bytes;
+    progress(Event::TaskFinished {
+        task: task_id,
+        rows,
+        millis: partial.task_millis,
+    });
+    Ok(partial)
+}
+
+/// A task's failure, with the task named.
+#[derive(Debug, thiserror::Error)]
+#[error("task {task}: {source}")]
+pub struct TaskError {
+    pub task: u32,
+    #[source]
+    pub source: Error,
+}
+
+/// Runs every task of `plan` on `workers` concurrent tasks of the current Tokio runtime (which
+/// should have that many worker threads), merging partials as they finish. Stops at the first
+/// failure.
+pub async fn run_plan(
+    plan: Arc<Plan>,
+    workers: usize,
+    progress: Progress,
+) -> Result<PartialProfile, TaskError> {
+    let store = plan_store(&plan).map_err(|source| TaskError { task: 0, source })?;
+    let mut results = futures::stream::iter(0..plan.tasks.len() as u32)
+        .map(|id| {
+            let (plan, store, progress) = (plan.clone(), store.clone(), progress.clone());
+            async move {
+                let joined =
+                    tokio::spawn(async move { run_task(&plan, id, store, &progress).await }).await;
+                match joined {
+                    Ok(result) => result.map_err(|source| TaskError { task: id, source }),
+                    Err(panic) => Err(TaskError {
+                        task: id,
+                        source: Error::invalid("task", format!("worker panicked: {panic}")),
+                    }),
+                }
+            }
+        })
+        .buffer_unordered(workers.max(1));
+    let mut merged: Option<PartialProfile> = None;
+    while let Some(result) = results.next().await {
+        let partial = result?;
+        match &mut merged {
+            None => merged = Some(partial),
+            Some(m) => m
+                .merge(&partial)
+                .map_err(|source| TaskError { task: 0, source })?,
+        }
+    }
+    merged.ok_or(TaskError {
+        task: 0,
+        source: Error::invalid("plan", "it has no tasks"),
+    })
+}

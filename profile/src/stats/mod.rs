@@ -1,0 +1,10 @@
+//! Mergeable statistics: every accumulator here has `merge`, and merging is associative and
+//! commutative, exactly for the exact statistics and within the sketches' bounds for the others.
+
+pub mod moments;
+pub mod quantiles;
+pub mod values;
+
+pub use moments::{Moments, NeumaierSum};
+pub use quantiles::Quantiles;
+pub use values::{TopValue, ValueCounts, ValueKey, ValueSummary, Values};

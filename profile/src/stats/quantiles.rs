@@ -1,0 +1,226 @@
+//! Quantiles from Apache DataSketches KLL sketches (`kll_sketch_agg_double|bigint` in Spark
+//! produce the same bytes), and histograms derived from them.
+
+use datasketches::common::SearchCriteria;
+use datasketches::kll::{KllFloat, KllSketch};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A KLL sketch over the values of a numeric or temporal column.
+#[derive(Debug, Clone)]
+pub enum Quantiles {
+    /// Floating-point values (NaN excluded).
+    Float(KllSketch<KllFloat<f64>>),
+    /// Integers, dates, times, timestamps and durations, in their integer representation.
+    Int(KllSketch<i64>),
+}
+
+impl Quantiles {
+    pub fn new_float(k: u16) -> Quantiles {
+        Quantiles::Float(KllSketch::new(k).expect("k validated by ProfileOptions"))
+    }
+
+    pub fn new_int(k: u16) -> Quantiles {
+        Quantiles::Int(KllSketch::new(k).expect("k validated by ProfileOptions"))
+    }
+
+    #[inline]
+    pub fn update_float(&mut self, v: f64) {
+        if let (Quantiles::Float(s), Ok(v)) = (self, KllFloat::<f64>::new(v)) {
+            s.update(v);
+        }
+    }
+
+    #[inline]
+    pub fn update_int(&mut self, v: i64) {
+        if let Quantiles::Int(s) = self {
+            s.update(v);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Quantiles) -> crate::Result<()> {
+        let result = match (self, other) {
+            (Quantiles::Float(a), Quantiles::Float(b)) => a.merge(b),
+            (Quantiles::Int(a), Quantiles::Int(b)) => a.merge(b),
+            _ => {
+                return Err(crate::Error::Merge(
+                    "quantile sketches of different kinds".into(),
+                ));
+            }
+        };
+        result.map_err(|e| crate::Error::Merge(format!("KLL: {e}")))
+    }
+
+    pub fn n(&self) -> u64 {
+        match self {
+            Quantiles::Float(s) => s.n(),
+            Quantiles::Int(s) => s.n(),
+        }
+    }
+
+    pub fn is_exact(&self) -> bool {
+        match self {
+            Quantiles::Float(s) => !s.is_estimation_mode(),
+            Quantiles::Int(s) => !s.is_estimation_mode(),
+        }
+    }
+
+    /// Normalized rank error of a single quantile query (99% confidence).
+    pub fn rank_error(&self) -> f64 {
+        match self {
+            Quantiles::Float(s) => s.normalized_rank_error(),
+            Quantiles::Int(s) => s.normalized_rank_error(),
+        }
+    }
+
+    /// Normalized error of a histogram bin's mass (99% confidence).
+    pub fn pmf_error(&self) -> f64 {
+        match self {
+            Quantiles::Float(s) => s.normalized_pmf_error(),
+            Quantiles::Int(s) => s.normalized_pmf_error(),
+        }
+    }
+
+    /// The values at normalized ranks `ranks` (inclusive search), as f64.
+    pub fn quantiles(&self, ranks: &[f64]) -> Option<Vec<f64>> {
+        let one = |r: f64| -> Option<f64> {
+            match self {
+                Quantiles::Float(s) => s
+                    .quantile(r, SearchCriteria::Inclusive)
+                    .ok()
+                    .flatten()
+                    .map(|v| *v),
+                Quantiles::Int(s) => s
+                    .quantile(r, SearchCriteria::Inclusive)
+                    .ok()
+                    .flatten()
+                    .map(|v| v as f64),
+            }
+        };
+        ranks.iter().map(|&r| one(r)).collect()
+    }
+
+    /// Counts of values in `bins` equal-width bins between `min` and `max` (the last bin
+    /// includes `max`), estimated from the sketch's CDF.
+    pub fn histogram(&self, min: f64, max: f64, bins: usize) -> Option<Vec<(f64, f64, u64)>> {
+        let n = self.n();
+        if n == 0 || !min.is_finite() || !max.is_finite() || bins == 0 {
+            return None;
+        }
+        if max <= min {
+            return Some(vec![(min, max, n)]);
+        }
+        let width = (max - min) / bins as f64;
+        let edges: Vec<f64> = (1..bins).map(|i| min + width * i as f64).collect();
+        // CDF at each inner edge, counting values strictly below it.
+        let cdf = match self {
+            Quantiles::Float(s) => {
+                let points: Vec<KllFloat<f64>> = edges
+                    .iter()
+                    .filter_map(|&e| KllFloat::<f64>::new(e).ok())
+                    .collect();
+                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?
+            }
+            Quantiles::Int(s) => {
+                // Integer edges must be strictly increasing: round up and drop repeats.
+                let mut points: Vec<i64> = edges.iter().map(|e| e.ceil() as i64).collect();
+                points.dedup();
+                if points.len() != edges.len() {
+                    return self.int_histogram(s, min as i64, max as i64);
+                }
+                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?
+            }
+        };
+        let mut out = Vec::with_capacity(bins);
+        let mut prev_rank = 0.0;
+        for i in 0..bins {
+            let rank = cdf.get(i).copied().unwrap_or(1.0);
+            let lo = min + width * i as f64;
+            let hi = if i + 1 == bins {
+                max
+            } else {
+                min + width * (i + 1) as f64
+            };
+            let count = ((rank - prev_rank) * n as f64).round().max(0.0) as u64;
+            out.push((lo, hi, count));
+            prev_rank = rank;
+        }
+        Some(out)
+    }
+
+    /// Narrow integer ranges: one bin per value.
+    fn int_histogram(
+        &self,
+        s: &KllSketch<i64>,
+        min: i64,
+        max: i64,
+    ) -> Option<Vec<(f64, f64, u64)>> {
+        let n = s.n() as f64;
+        let points: Vec<i64> = (min + 1..=max).collect();
+        let cdf = s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?;
+        let mut prev = 0.0;
+        Some(
+            (min..=max)
+                .zip(cdf)
+                .map(|(v, rank)| {
+                    let c = ((rank - prev) * n).round().max(0.0) as u64;
+                    prev = rank;
+                    (v as f64, v as f64, c)
+                })
+                .collect(),
+        )
+    }
+
+    fn to_bytes(&self) -> (u8, Vec<u8>) {
+        match self {
+            Quantiles::Float(s) => (0, s.serialize()),
+            Quantiles::Int(s) => (1, s.serialize()),
+        }
+    }
+}
+
+impl Serialize for Quantiles {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_bytes().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantiles {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let (kind, bytes) = <(u8, Vec<u8>)>::deserialize(deserializer)?;
+        match kind {
+            0 => KllSketch::deserialize(&bytes)
+                .map(Quantiles::Float)
+                .map_err(D::Error::custom),
+            1 => KllSketch::deserialize(&bytes)
+                .map(Quantiles::Int)
+                .map_err(D::Error::custom),
+            k => Err(D::Error::custom(format!(
+                "unknown quantile sketch kind {k}"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_for_small_inputs_and_round_trips() {
+        let mut q = Quantiles::new_int(200);
+        for v in 1..=100 {
+            q.update_int(v);
+        }
+        assert!(q.is_exact());
+        assert_eq!(
+            q.quantiles(&[0.0, 0.5, 1.0]).unwrap(),
+            vec![1.0, 50.0, 100.0]
+        );
+        let bytes = postcard::to_allocvec(&q).unwrap();
+        let back: Quantiles = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.quantiles(&[0.25]), q.quantiles(&[0.25]));
+        let h = q.histogram(1.0, 100.0, 3).unwrap();
+        assert_eq!(h.iter().map(|b| b.2).sum::<u64>(), 100);
+    }
+}

@@ -1,0 +1,637 @@
+//! Value counts: distinct count, most and least frequent values.
+//!
+//! A column's counts stay exact (a hash map of value → count) until it has more distinct
+//! values than a limit; then an Apache DataSketches HLL sketch (distinct count) and a
+//! frequent-items sketch (top values, with error bounds) take over, fed with the exact counts
+//! gathered so far. The key column of a `hash`-partitioned plan is never limited: every value
+//! of it lives in exactly one task, so each task reduces its exact counts to a summary (distinct
+//! count, top and bottom values) and the merge adds the summaries up — exactly.
+
+use datasketches::common::NumStdDev;
+use datasketches::frequencies::{ErrorType, FrequentItemValue, FrequentItemsSketch};
+use datasketches::hash::value::{canonical_float, raw_bytes};
+use datasketches::hll::{HllSketch, HllType, HllUnion};
+use hashbrown::HashMap;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
+use std::hash::Hash;
+
+/// The owned form of a counted value: `i64` for integers and temporal values, `u64` for the bit
+/// pattern of a float, `String` for strings.
+pub trait ValueKey:
+    Clone + Eq + Hash + Ord + Send + Sync + Serialize + DeserializeOwned + FrequentItemValue + 'static
+{
+}
+impl ValueKey for i64 {}
+impl ValueKey for u64 {}
+impl ValueKey for String {}
+
+/// A borrowed value that can be counted and hashed the way other DataSketches libraries hash
+/// the same value (Java's `update(long)`, `update(double)`, `update(String)`).
+pub trait KeyRef: Hash + Eq + ToOwned<Owned = Self::Key> {
+    type Key: ValueKey + Borrow<Self>;
+    fn hll_update(&self, hll: &mut HllSketch);
+}
+
+impl KeyRef for i64 {
+    type Key = i64;
+    #[inline]
+    fn hll_update(&self, hll: &mut HllSketch) {
+        hll.update(*self);
+    }
+}
+
+impl KeyRef for u64 {
+    type Key = u64;
+    #[inline]
+    fn hll_update(&self, hll: &mut HllSketch) {
+        hll.update(canonical_float::from_f64(f64::from_bits(*self)));
+    }
+}
+
+impl KeyRef for str {
+    type Key = String;
+    #[inline]
+    fn hll_update(&self, hll: &mut HllSketch) {
+        hll.update(raw_bytes::from_str(self));
+    }
+}
+
+/// Parameters shared by every partial of a column (they come from the plan's options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueParams {
+    /// Distinct values counted exactly before sketching; `None`: always exact.
+    pub limit: Option<usize>,
+    pub hll_lg_k: u8,
+    pub freq_map_size: usize,
+    pub top_k: usize,
+}
+
+/// A value with its count, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopValue<K> {
+    pub value: K,
+    pub count: u64,
+    /// For estimates: the true count lies in `[lower_bound, upper_bound]`.
+    pub lower_bound: u64,
+    pub upper_bound: u64,
+}
+
+/// What a column's values come to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueSummary<K> {
+    pub distinct: u64,
+    pub distinct_exact: bool,
+    /// 3-sigma (99.7%) bounds of the distinct count.
+    pub distinct_bounds: (u64, u64),
+    pub top: Vec<TopValue<K>>,
+    pub top_exact: bool,
+    /// Largest possible error of a reported top count.
+    pub top_max_error: u64,
+    /// Least frequent values; `None` once the counts are sketched.
+    pub bottom: Option<Vec<TopValue<K>>>,
+}
+
+#[derive(Debug, Clone)]
+enum Mode<K: ValueKey> {
+    Exact(HashMap<K, u64>),
+    Sketch {
+        hll: HllSketch,
+        freq: FrequentItemsSketch<K>,
+    },
+    /// Exact summaries of disjoint value sets (hash buckets of one plan).
+    Disjoint {
+        plan: String,
+        buckets: BTreeSet<u32>,
+        distinct: u64,
+        top: Vec<(K, u64)>,
+        bottom: Vec<(K, u64)>,
+        hll: HllSketch,
+    },
+}
+
+/// Value counts of one column.
+#[derive(Debug, Clone)]
+pub struct Values<K: ValueKey> {
+    params: ValueParams,
+    mode: Mode<K>,
+    /// Exact counts that left the map since the last `take_evicted` (for pattern statistics,
+    /// which are computed from the map while it is exact).
+    evicted: Vec<(K, u64)>,
+}
+
+impl<K: ValueKey> Values<K> {
+    pub fn new(params: ValueParams) -> Self {
+        Values {
+            params,
+            mode: Mode::Exact(HashMap::new()),
+            evicted: Vec::new(),
+        }
+    }
+
+    pub fn params(&self) -> ValueParams {
+        self.params
+    }
+
+    pub fn is_exact_map(&self) -> bool {
+        matches!(self.mode, Mode::Exact(_))
+    }
+
+    /// The exact map, while the counts are exact.
+    pub fn exact_counts(&self) -> Option<&HashMap<K, u64>> {
+        match &self.mode {
+            Mode::Exact(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Counts one value. Returns whether it landed in the exact map (and so needs no per-value
+    /// work that the map's entries can stand in for later).
+    #[inline]
+    pub fn observe<Q>(&mut self, key: &Q) -> bool
+    where
+        Q: KeyRef<Key = K> + ?Sized,
+        K: Borrow<Q>,
+    {
+        if let Mode::Exact(map) = &mut self.mode {
+            if let Some(c) = map.get_mut(key) {
+                *c += 1;
+                return true;
+            }
+            if self.params.limit.is_none_or(|limit| map.len() < limit) {
+                map.insert(key.to_owned(), 1);
+                return true;
+            }
+            self.to_sketch();
+        }
+        match &mut self.mode {
+            Mode::Sketch { hll, freq } => {
+                key.hll_update(hll);
+                freq.update_ref(key);
+            }
+            Mode::Disjoint { .. } | Mode::Exact(_) => {
+                self.to_sketch();
+                return self.observe(key);
+            }
+        }
+        false
+    }
+
+    /// Exact counts that have left the map since the last call.
+    pub fn take_evicted(&mut self) -> Vec<(K, u64)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    fn new_hll(&self) -> HllSketch {
+        HllSketch::new(self.params.hll_lg_k, HllType::Hll8).expect("lg_k validated")
+    }
+
+    fn new_freq(&self) -> FrequentItemsSketch<K> {
+        FrequentItemsSketch::new(self.params.freq_map_size).expect("map size validated")
+    }
+
+    /// Leaves exact counting: everything seen so far goes into the sketches.
+    fn to_sketch(&mut self) {
+        let mut hll = self.new_hll();
+        let mut freq = self.new_freq();
+        match std::mem::replace(&mut self.mode, Mode::Exact(HashMap::new())) {
+            Mode::Exact(map) => {
+                for (k, c) in map {
+                    hll_update_owned(&k, &mut hll);
+                    freq.update_with_count(k.clone(), c);
+                    self.evicted.push((k, c));
+                }
+            }
+            Mode::Disjoint {
+                top,
+                bottom,
+                hll: h,
+                ..
+            } => {
+                hll = h;
+                // Only the reported values' counts survive a summary; they seed the sketch.
+                let mut seen = BTreeSet::new();
+                for (k, c) in top.into_iter().chain(bottom) {
+                    if seen.insert(k.clone()) {
+                        freq.update_with_count(k, c);
+                    }
+                }
+            }
+            sketch @ Mode::Sketch { .. } => {
+                self.mode = sketch;
+                return;
+            }
+        }
+        self.mode = Mode::Sketch { hll, freq };
+    }
+
+    /// Ends a hash-partitioned task: its exact, unlimited counts become a summary that adds up
+    /// with the other buckets' summaries.
+    pub fn summarize_bucket(&mut self, plan: &str, bucket: u32) {
+        let Mode::Exact(map) = &mut self.mode else {
+            return;
+        };
+        let map = std::mem::take(map);
+        let mut hll = self.new_hll();
+        for k in map.keys() {
+            hll_update_owned(k, &mut hll);
+        }
+        let (top, bottom) =
+            top_and_bottom(map.iter().map(|(k, c)| (k.clone(), *c)), self.params.top_k);
+        let distinct = map.len() as u64;
+        self.evicted.extend(map);
+        self.mode = Mode::Disjoint {
+            plan: plan.to_string(),
+            buckets: BTreeSet::from([bucket]),
+            distinct,
+            top,
+            bottom,
+            hll,
+        };
+    }
+
+    pub fn merge(&mut self, other: &Values<K>) -> crate::Result<()> {
+        if self.params.hll_lg_k != other.params.hll_lg_k
+            || self.params.freq_map_size != other.params.freq_map_size
+        {
+            return Err(crate::Error::Merge(
+                "value sketches were made with different sizes".into(),
+            ));
+        }
+        self.params.limit = match (self.params.limit, other.params.limit) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        self.params.top_k = self.params.top_k.max(other.params.top_k);
+        // Disjoint summaries of different buckets of the same plan add up exactly.
+        if let (
+            Mode::Disjoint {
+                plan: pa,
+                buckets: ba,
+                distinct: da,
+                top: ta,
+                bottom: boa,
+                hll: ha,
+            },
+            Mode::Disjoint {
+                plan: pb,
+                buckets: bb,
+                distinct: db,
+                top: tb,
+                bottom: bob,
+                hll: hb,
+            },
+        ) = (&mut self.mode, &other.mode)
+        {
+            if pa == pb && ba.is_disjoint(bb) {
+                ba.extend(bb.iter().copied());
+                *da += db;
+                let k = self.params.top_k;
+                let (top, _) = top_and_bottom(ta.iter().chain(tb).cloned(), k);
+                let (_, bottom) = top_and_bottom(boa.iter().chain(bob).cloned(), k);
+                *ta = top;
+                *boa = bottom;
+                *ha = union_hll(ha, hb, self.params.hll_lg_k);
+                return Ok(());
+            }
+        }
+        if let (Mode::Exact(a), Mode::Exact(b)) = (&mut self.mode, &other.mode) {
+            for (k, c) in b {
+                match a.get_mut(k) {
+                    Some(mine) => *mine += c,
+                    None => {
+                        a.insert(k.clone(), *c);
+                    }
+                }
+            }
+            if self.params.limit.is_some_and(|limit| a.len() > limit) {
+                self.to_sketch();
+            }
+            return Ok(());
+        }
+        // Otherwise both sides become sketches.
+        self.to_sketch();
+        let mut theirs = other.clone();
+        theirs.to_sketch();
+        if let (Mode::Sketch { hll, freq }, Mode::Sketch { hll: h2, freq: f2 }) =
+            (&mut self.mode, &theirs.mode)
+        {
+            *hll = union_hll(hll, h2, self.params.hll_lg_k);
+            freq.merge(f2);
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self) -> ValueSummary<K> {
+        let k = self.params.top_k;
+        let exact = |distinct: u64, top: Vec<(K, u64)>, bottom: Vec<(K, u64)>| ValueSummary {
+            distinct,
+            distinct_exact: true,
+            distinct_bounds: (distinct, distinct),
+            top: top.into_iter().map(exact_value).collect(),
+            top_exact: true,
+            top_max_error: 0,
+            bottom: Some(bottom.into_iter().map(exact_value).collect()),
+        };
+        match &self.mode {
+            Mode::Exact(map) => {
+                let (top, bottom) = top_and_bottom(map.iter().map(|(k, c)| (k.clone(), *c)), k);
+                exact(map.len() as u64, top, bottom)
+            }
+            Mode::Disjoint {
+                distinct,
+                top,
+                bottom,
+                ..
+            } => exact(*distinct, top.clone(), bottom.clone()),
+            Mode::Sketch { hll, freq } => {
+                let mut rows: Vec<TopValue<K>> = freq
+                    .frequent_items(ErrorType::NoFalsePositives)
+                    .into_iter()
+                    .map(|r| TopValue {
+                        value: r.item().clone(),
+                        count: r.estimate(),
+                        lower_bound: r.lower_bound(),
+                        upper_bound: r.upper_bound(),
+                    })
+                    .collect();
+                rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+                rows.truncate(k);
+                let estimate = hll.estimate().round().max(0.0) as u64;
+                ValueSummary {
+                    distinct: estimate,
+                    distinct_exact: false,
+                    distinct_bounds: (
+                        hll.lower_bound(NumStdDev::Three).floor().max(0.0) as u64,
+                        hll.upper_bound(NumStdDev::Three).ceil() as u64,
+                    ),
+                    top: rows,
+                    top_exact: false,
+                    top_max_error: freq.maximum_error(),
+                    bottom: None,
+                }
+            }
+        }
+    }
+}
+
+fn exact_value<K>((value, count): (K, u64)) -> TopValue<K> {
+    TopValue {
+        value,
+        count,
+        lower_bound: count,
+        upper_bound: count,
+    }
+}
+
+fn hll_update_owned<K: ValueKey>(k: &K, hll: &mut HllSketch) {
+    // Dispatch on the concrete key type through the borrowed form.
+    let any: &dyn std::any::Any = k;
+    if let Some(v) = any.downcast_ref::<i64>() {
+        v.hll_update(hll);
+    } else if let Some(v) = any.downcast_ref::<u64>() {
+        v.hll_update(hll);
+    } else if let Some(v) = any.downcast_ref::<String>() {
+        v.as_str().hll_update(hll);
+    }
+}
+
+fn union_hll(a: &HllSketch, b: &HllSketch, lg_k: u8) -> HllSketch {
+    let mut u = HllUnion::new(lg_k).expect("lg_k validated");
+    u.update(a);
+    u.update(b);
+    u.to_sketch(HllType::Hll8)
+}
+
+/// The `k` most frequent (count desc, value asc) and `k` least frequent (count asc, value asc)
+/// entries: a total order, so every merge order reports the same values.
+fn top_and_bottom<K: Ord + Clone>(
+    entries: impl Iterator<Item = (K, u64)>,
+    k: usize,
+) -> (Vec<(K, u64)>, Vec<(K, u64)>) {
+    let mut all: Vec<(K, u64)> = entries.collect();
+    // Entries of the same value (possible only when summaries overlap) are added up.
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.dedup_by(|b, a| {
+        if a.0 == b.0 {
+            a.1 += b.1;
+            true
+        } else {
+            false
+        }
+    });
+    let mut top = all.clone();
+    let cut = |v: &mut Vec<(K, u64)>, cmp: &dyn Fn(&(K, u64), &(K, u64)) -> std::cmp::Ordering| {
+        if v.len() > k {
+            v.select_nth_unstable_by(k - 1, |a, b| cmp(a, b));
+            v.truncate(k);
+        }
+        v.sort_by(|a, b| cmp(a, b));
+    };
+    cut(&mut top, &|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut bottom = all;
+    cut(&mut bottom, &|a, b| {
+        a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0))
+    });
+    (top, bottom)
+}
+
+/// The serialized form: sketches as their DataSketches bytes.
+#[derive(Serialize, Deserialize)]
+enum Stored<K> {
+    Exact(Vec<(K, u64)>),
+    Sketch {
+        hll: Vec<u8>,
+        freq: Vec<u8>,
+    },
+    Disjoint {
+        plan: String,
+        buckets: BTreeSet<u32>,
+        distinct: u64,
+        top: Vec<(K, u64)>,
+        bottom: Vec<(K, u64)>,
+        hll: Vec<u8>,
+    },
+}
+
+impl<K: ValueKey> Serialize for Values<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let stored = match &self.mode {
+            Mode::Exact(map) => {
+                let mut v: Vec<(K, u64)> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                Stored::Exact(v)
+            }
+            Mode::Sketch { hll, freq } => Stored::Sketch {
+                hll: hll.serialize(),
+                freq: freq.serialize(),
+            },
+            Mode::Disjoint {
+                plan,
+                buckets,
+                distinct,
+                top,
+                bottom,
+                hll,
+            } => Stored::Disjoint {
+                plan: plan.clone(),
+                buckets: buckets.clone(),
+                distinct: *distinct,
+                top: top.clone(),
+                bottom: bottom.clone(),
+                hll: hll.serialize(),
+            },
+        };
+        (self.params, stored).serialize(serializer)
+    }
+}
+
+impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let (params, stored) = <(ValueParams, Stored<K>)>::deserialize(deserializer)?;
+        let hll = |b: &[u8]| HllSketch::deserialize(b).map_err(D::Error::custom);
+        let mode = match stored {
+            Stored::Exact(v) => Mode::Exact(v.into_iter().collect()),
+            Stored::Sketch { hll: h, freq } => Mode::Sketch {
+                hll: hll(&h)?,
+                freq: FrequentItemsSketch::deserialize(&freq).map_err(D::Error::custom)?,
+            },
+            Stored::Disjoint {
+                plan,
+                buckets,
+                distinct,
+                top,
+                bottom,
+                hll: h,
+            } => Mode::Disjoint {
+                plan,
+                buckets,
+                distinct,
+                top,
+                bottom,
+                hll: hll(&h)?,
+            },
+        };
+        Ok(Values {
+            params,
+            mode,
+            evicted: Vec::new(),
+        })
+    }
+}
+
+/// Value counts of a column, by the kind of its values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ValueCounts {
+    Int(Values<i64>),
+    Float(Values<u64>),
+    Str(Values<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(limit: Option<usize>) -> ValueParams {
+        ValueParams {
+            limit,
+            hll_lg_k: 12,
+            freq_map_size: 64,
+            top_k: 3,
+        }
+    }
+
+    #[test]
+    fn exact_until_the_limit_then_sketched() {
+        let mut v = Values::<i64>::new(params(Some(100)));
+        for i in 0..100i64 {
+            for _ in 0..=(i % 5) {
+                assert!(v.observe(&i));
+            }
+        }
+        let s = v.summary();
+        assert!(s.distinct_exact);
+        assert_eq!(s.distinct, 100);
+        assert_eq!(s.top[0].value, 4);
+        assert_eq!(s.top[0].count, 5);
+        assert_eq!(s.bottom.as_ref().unwrap()[0].value, 0);
+        assert!(!v.observe(&1000));
+        assert_eq!(v.take_evicted().len(), 100);
+        let s = v.summary();
+        assert!(!s.distinct_exact);
+        assert!(
+            s.distinct_bounds.0 <= 101 && 101 <= s.distinct_bounds.1,
+            "{s:?}"
+        );
+        assert!(s.bottom.is_none());
+    }
+
+    #[test]
+    fn merges_exact_maps_and_overflows_on_merge() {
+        let mut a = Values::<String>::new(params(Some(4)));
+        let mut b = Values::<String>::new(params(Some(4)));
+        for s in ["x", "y", "x"] {
+            a.observe(s);
+        }
+        for s in ["z", "x"] {
+            b.observe(s);
+        }
+        a.merge(&b).unwrap();
+        let s = a.summary();
+        assert_eq!(s.distinct, 3);
+        assert_eq!((s.top[0].value.as_str(), s.top[0].count), ("x", 3));
+        let mut c = Values::<String>::new(params(Some(4)));
+        for s in ["p", "q"] {
+            c.observe(s);
+        }
+        a.merge(&c).unwrap();
+        assert!(!a.is_exact_map());
+        assert_eq!(a.take_evicted().iter().map(|e| e.1).sum::<u64>(), 6);
+    }
+
+    #[test]
+    fn disjoint_bucket_summaries_add_up_exactly() {
+        let mut buckets: Vec<Values<i64>> = (0..3).map(|_| Values::new(params(None))).collect();
+        for i in 0..3000i64 {
+            let b = (i % 3) as usize;
+            for _ in 0..(1 + (i % 7)) {
+                buckets[b].observe(&i);
+            }
+        }
+        for (i, b) in buckets.iter_mut().enumerate() {
+            b.summarize_bucket("plan", i as u32);
+        }
+        let mut merged = buckets[2].clone();
+        merged.merge(&buckets[0]).unwrap();
+        merged.merge(&buckets[1]).unwrap();
+        let s = merged.summary();
+        assert!(s.distinct_exact);
+        assert_eq!(s.distinct, 3000);
+        assert_eq!(
+            s.top.iter().map(|t| t.value).collect::<Vec<_>>(),
+            vec![6, 13, 20]
+        );
+        assert_eq!(
+            s.bottom
+                .unwrap()
+                .iter()
+                .map(|t| t.value)
+                .collect::<Vec<_>>(),
+            vec![0, 7, 14]
+        );
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let mut v = Values::<u64>::new(params(Some(2)));
+        for f in [1.5f64, 2.5, 3.5, 1.5] {
+            v.observe(&f.to_bits());
+        }
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        let back: Values<u64> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back.summary(), v.summary());
+    }
+}

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# test.sh: THE test command (README, CI). From a clean checkout with the Rust toolchain, python3
+# and pip, it runs in order and stops at the first failure:
+#
+#   1. cargo fmt --all -- --check
+#   2. cargo clippy --workspace --all-targets -- -D warnings
+#   3. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh)
+#   4. schema drift: schema/profile.schema.json == `th schema` (only if that file exists)
+#
+# The S3 server is installed in the background while fmt/clippy run (one-time pip install), is
+# started just before the tests, and is stopped on every exit path (success, failure, Ctrl-C).
+# The S3 credentials are set only in the environment of `cargo test`, and any AWS session or
+# profile of the caller is removed from it, so tests never reach a real account.
+#
+#   scripts/test.sh                      everything
+#   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
+#
+# Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT, if already
+# set, is used as is and no server is started; TH_CACHE is passed on to s3-server.sh.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+S3=$ROOT/scripts/s3-server.sh
+
+T_ALL=${EPOCHREALTIME/[.,]/}
+now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
+secs() { local d=$(($(now_us) - $1)); printf '%d.%01d' $((d / 1000000)) $((d % 1000000 / 100000)); }
+say() { printf '\n==> %s\n' "$*" >&2; }
+
+CURRENT=""
+# step NAME CMD...: run one step with a header and its duration; a failing step ends the script
+step() {
+  local name=$1 t0
+  shift
+  CURRENT=$name
+  t0=$(now_us)
+  say "[$name] $*"
+  if "$@"; then
+    printf '==> [%s] ok (%ss)\n' "$name" "$(secs "$t0")" >&2
+  else
+    local rc=$?
+    printf '==> [%s] FAILED with exit code %d (%ss)\n' "$name" "$rc" "$(secs "$t0")" >&2
+    exit "$rc"
+  fi
+  CURRENT=""
+}
+
+# ---- S3 server lifecycle -------------------------------------------------------------------
+S3_RUN=""
+INSTALL_PID=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  # an unfinished one-time install is left to complete on its own (output goes to a log, so it
+  # holds no pipe of the caller open); a half-done venv would be redone next time anyway
+  if [ -n "$S3_RUN" ]; then
+    S3_RUN_DIR=$S3_RUN "$S3" stop || true
+    rm -rf "$S3_RUN"
+  fi
+  if [ "$rc" -eq 0 ]; then
+    printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
+  else
+    printf '\n==> FAILED%s, exit code %d (%ss)\n' "${CURRENT:+ in step [$CURRENT]}" "$rc" "$(secs "$T_ALL")" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
+  # a private run dir: several test runs on one machine each get their own server
+  S3_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-s3.XXXXXX")
+  export S3_RUN_DIR=$S3_RUN
+  # one-time pip install overlaps with fmt/clippy; its output goes to a log
+  "$S3" install >"$S3_RUN/install.log" 2>&1 &
+  INSTALL_PID=$!
+fi
+
+start_s3() {
+  if [ -n "$INSTALL_PID" ]; then
+    local rc=0
+    wait "$INSTALL_PID" || rc=$?
+    INSTALL_PID=""
+    if [ "$rc" -ne 0 ]; then
+      cat "$S3_RUN/install.log" >&2
+      return "$rc"
+    fi
+  fi
+  local line
+  line=$("$S3" start) || return
+  TH_TEST_S3_ENDPOINT=${line#export TH_TEST_S3_ENDPOINT=}
+  echo "TH_TEST_S3_ENDPOINT=$TH_TEST_S3_ENDPOINT" >&2
+}
+
+ensure_component() {  # cargo subcommand, rustup component
+  cargo "$1" --version >/dev/null 2>&1 && return 0
+  if command -v rustup >/dev/null 2>&1; then
+    echo "cargo $1 missing; rustup component add $2" >&2
+    rustup component add "$2"
+  else
+    echo "cargo $1 is not installed (rustup component add $2)" >&2
+    return 1
+  fi
+}
+
+run_tests() {
+  env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT -u AWS_ENDPOINT_URL \
+    TH_TEST_S3_ENDPOINT="$TH_TEST_S3_ENDPOINT" \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+    AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
+    cargo test --workspace "$@"
+}
+
+check_schema() {
+  local committed=schema/profile.schema.json out
+  out=$(mktemp "${TMPDIR:-/tmp}/th-schema.XXXXXX")
+  if ! cargo run -q -p truthound-cli --bin th -- schema >"$out"; then
+    rm -f "$out"
+    return 1
+  fi
+  if cmp -s "$committed" "$out"; then
+    echo "$committed is up to date" >&2
+    rm -f "$out"
+    return 0
+  fi
+  echo "$committed differs from \`th schema\` (- committed, + generated):" >&2
+  diff -u "$committed" "$out" | head -n 200 >&2 || true
+  echo "regenerate with: cargo run -q -p truthound-cli --bin th -- schema > $committed" >&2
+  rm -f "$out"
+  return 1
+}
+
+echo "target dir: ${CARGO_TARGET_DIR:-$ROOT/target}" >&2
+step fmt-toolchain ensure_component fmt rustfmt
+step fmt cargo fmt --all -- --check
+step clippy-toolchain ensure_component clippy clippy
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
+  step s3-start start_s3
+else
+  echo "using the S3 endpoint given in TH_TEST_S3_ENDPOINT=$TH_TEST_S3_ENDPOINT" >&2
+fi
+step test run_tests "$@"
+if [ -f schema/profile.schema.json ]; then
+  step schema check_schema
+else
+  echo "schema/profile.schema.json not present; schema drift check skipped" >&2
+fi
