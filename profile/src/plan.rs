@@ -354,7 +354,8 @@ struct RowSlice {
 /// or bytes (whole files of other formats).
 fn row_slices(files: &[DataFile], format: Format, n: u32) -> Vec<RowSlice> {
     // Units of work that cannot be split: (file, row group or whole file, weight, rows, bytes).
-    let mut units: Vec<(u32, Option<u32>, u64, Option<u64>, u64)> = Vec::new();
+    type Unit = (u32, Option<u32>, u64, Option<u64>, u64);
+    let mut units: Vec<Unit> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         if format == Format::Parquet && !f.row_groups.is_empty() {
             for (g, rg) in f.row_groups.iter().enumerate() {

@@ -37,7 +37,7 @@ impl RowHashes {
         if let State::Exact(set) = &mut self.state {
             set.extend(hashes.iter().copied());
             if set.len() > self.limit {
-                self.to_sketch();
+                self.switch_to_sketch();
             }
             return;
         }
@@ -48,7 +48,7 @@ impl RowHashes {
         }
     }
 
-    fn to_sketch(&mut self) {
+    fn switch_to_sketch(&mut self) {
         if let State::Exact(set) = &self.state {
             let mut hll = HllSketch::new(self.lg_k, HllType::Hll8).expect("lg_k validated");
             for &h in set {
@@ -64,13 +64,13 @@ impl RowHashes {
         if let (State::Exact(a), State::Exact(b)) = (&mut self.state, &other.state) {
             a.extend(b.iter().copied());
             if a.len() > self.limit {
-                self.to_sketch();
+                self.switch_to_sketch();
             }
             return;
         }
-        self.to_sketch();
+        self.switch_to_sketch();
         let mut theirs = other.clone();
-        theirs.to_sketch();
+        theirs.switch_to_sketch();
         if let (State::Sketch(a), State::Sketch(b)) = (&mut self.state, &theirs.state) {
             let mut u = HllUnion::new(self.lg_k).expect("lg_k validated");
             u.update(a);

@@ -164,7 +164,7 @@ impl<K: ValueKey> Values<K> {
                 map.insert(key.to_owned(), 1);
                 return true;
             }
-            self.to_sketch();
+            self.switch_to_sketch();
         }
         match &mut self.mode {
             Mode::Sketch { hll, freq } => {
@@ -172,7 +172,7 @@ impl<K: ValueKey> Values<K> {
                 freq.update_ref(key);
             }
             Mode::Disjoint { .. } | Mode::Exact(_) => {
-                self.to_sketch();
+                self.switch_to_sketch();
                 return self.observe(key);
             }
         }
@@ -193,7 +193,7 @@ impl<K: ValueKey> Values<K> {
     }
 
     /// Leaves exact counting: everything seen so far goes into the sketches.
-    fn to_sketch(&mut self) {
+    fn switch_to_sketch(&mut self) {
         let mut hll = self.new_hll();
         let mut freq = self.new_freq();
         match std::mem::replace(&mut self.mode, Mode::Exact(HashMap::new())) {
@@ -284,18 +284,18 @@ impl<K: ValueKey> Values<K> {
                 hll: hb,
             },
         ) = (&mut self.mode, &other.mode)
+            && pa == pb
+            && ba.is_disjoint(bb)
         {
-            if pa == pb && ba.is_disjoint(bb) {
-                ba.extend(bb.iter().copied());
-                *da += db;
-                let k = self.params.top_k;
-                let (top, _) = top_and_bottom(ta.iter().chain(tb).cloned(), k);
-                let (_, bottom) = top_and_bottom(boa.iter().chain(bob).cloned(), k);
-                *ta = top;
-                *boa = bottom;
-                *ha = union_hll(ha, hb, self.params.hll_lg_k);
-                return Ok(());
-            }
+            ba.extend(bb.iter().copied());
+            *da += db;
+            let k = self.params.top_k;
+            let (top, _) = top_and_bottom(ta.iter().chain(tb).cloned(), k);
+            let (_, bottom) = top_and_bottom(boa.iter().chain(bob).cloned(), k);
+            *ta = top;
+            *boa = bottom;
+            *ha = union_hll(ha, hb, self.params.hll_lg_k);
+            return Ok(());
         }
         if let (Mode::Exact(a), Mode::Exact(b)) = (&mut self.mode, &other.mode) {
             for (k, c) in b {
@@ -307,14 +307,16 @@ impl<K: ValueKey> Values<K> {
                 }
             }
             if self.params.limit.is_some_and(|limit| a.len() > limit) {
-                self.to_sketch();
+                self.switch_to_sketch();
             }
             return Ok(());
         }
         // Otherwise both sides become sketches.
-        self.to_sketch();
+        self.switch_to_sketch();
         let mut theirs = other.clone();
-        theirs.to_sketch();
+        theirs.switch_to_sketch();
+        // Their exact counts leave a map too: whoever tracks evictions must see them.
+        self.evicted.append(&mut theirs.evicted);
         if let (Mode::Sketch { hll, freq }, Mode::Sketch { hll: h2, freq: f2 }) =
             (&mut self.mode, &theirs.mode)
         {
@@ -410,7 +412,7 @@ fn union_hll(a: &HllSketch, b: &HllSketch, lg_k: u8) -> HllSketch {
 fn top_and_bottom<K: Ord + Clone>(
     entries: impl Iterator<Item = (K, u64)>,
     k: usize,
-) -> (Vec<(K, u64)>, Vec<(K, u64)>) {
+) -> (Counts<K>, Counts<K>) {
     let mut all: Vec<(K, u64)> = entries.collect();
     // Entries of the same value (possible only when summaries overlap) are added up.
     all.sort_by(|a, b| a.0.cmp(&b.0));
@@ -423,19 +425,30 @@ fn top_and_bottom<K: Ord + Clone>(
         }
     });
     let mut top = all.clone();
-    let cut = |v: &mut Vec<(K, u64)>, cmp: &dyn Fn(&(K, u64), &(K, u64)) -> std::cmp::Ordering| {
-        if v.len() > k {
-            v.select_nth_unstable_by(k - 1, |a, b| cmp(a, b));
-            v.truncate(k);
-        }
-        v.sort_by(|a, b| cmp(a, b));
-    };
-    cut(&mut top, &|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    keep_first(&mut top, k, |a, b| {
+        b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+    });
     let mut bottom = all;
-    cut(&mut bottom, &|a, b| {
+    keep_first(&mut bottom, k, |a, b| {
         a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0))
     });
     (top, bottom)
+}
+
+/// Values with their counts.
+type Counts<K> = Vec<(K, u64)>;
+
+/// Keeps the first `k` entries in `order`, sorted.
+fn keep_first<K>(
+    v: &mut Counts<K>,
+    k: usize,
+    order: impl Fn(&(K, u64), &(K, u64)) -> std::cmp::Ordering,
+) {
+    if v.len() > k {
+        v.select_nth_unstable_by(k - 1, &order);
+        v.truncate(k);
+    }
+    v.sort_by(order);
 }
 
 /// The serialized form: sketches as their DataSketches bytes.
@@ -589,7 +602,7 @@ mod tests {
         }
         a.merge(&c).unwrap();
         assert!(!a.is_exact_map());
-        assert_eq!(a.take_evicted().iter().map(|e| e.1).sum::<u64>(), 6);
+        assert_eq!(a.take_evicted().iter().map(|e| e.1).sum::<u64>(), 7);
     }
 
     #[test]
