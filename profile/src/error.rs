@@ -36,6 +36,9 @@ pub enum Error {
     #[error("{file}: {detail}")]
     BadRecord { file: String, detail: String },
 
+    #[error("{file}: changed since the plan was made ({detail}); plan the profile again")]
+    Changed { file: String, detail: String },
+
     #[error("schema mismatch: column `{column}` {detail}")]
     SchemaMismatch { column: String, detail: String },
 
@@ -67,6 +70,7 @@ impl Error {
             | Error::EmptyFile { .. }
             | Error::Corrupt { .. }
             | Error::BadRecord { .. }
+            | Error::Changed { .. }
             | Error::SchemaMismatch { .. } => ErrorClass::BadData,
             Error::Invalid { .. } | Error::Merge(_) | Error::Version { .. } => ErrorClass::Invalid,
             Error::AccessDenied { .. } | Error::Storage { .. } => ErrorClass::Transient,

@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use arrow::array::ArrayRef;
 use arrow::compute::filter_record_batch;
 use futures::StreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,6 +109,7 @@ pub async fn run_task(
                 ),
             )
         })?;
+        check_unchanged(store.as_ref(), &file.uri, &file.path, file.size).await?;
         let slice = FileSlice {
             uri: file.uri.clone(),
             path: file.path.clone(),
@@ -170,6 +171,21 @@ pub async fn run_task(
         millis: partial.task_millis,
     });
     Ok(partial)
+}
+
+/// A file that is not what the plan saw would give a partial of other data than its siblings'.
+async fn check_unchanged(store: &dyn ObjectStore, uri: &str, path: &str, size: u64) -> Result<()> {
+    let meta = store
+        .head(&object_store::path::Path::from(path))
+        .await
+        .map_err(|e| Error::from_store(uri, e))?;
+    if meta.size != size {
+        return Err(Error::Changed {
+            file: uri.to_string(),
+            detail: format!("{size} bytes then, {} now", meta.size),
+        });
+    }
+    Ok(())
 }
 
 /// A task's failure, with the task named.

@@ -437,8 +437,7 @@ async fn ipc_files(
     let mut files = Vec::with_capacity(objects.len());
     for object in objects {
         let uri = location.uri_of(&object.location);
-        let head = head_bytes(store.as_ref(), object, &uri).await?;
-        let this = ipc_schema(&head, &uri)?;
+        let this = ipc_schema(store.as_ref(), object, &uri).await?;
         match &schema {
             None => schema = Some((this, uri.clone())),
             Some((s, first)) => check_same_schema(s, first, &this, &uri)?,
@@ -455,17 +454,38 @@ async fn ipc_files(
     Ok((files, schema))
 }
 
-/// An IPC file starts with `ARROW1\0\0` and then the schema as a stream message.
-fn ipc_schema(head: &[u8], uri: &str) -> Result<SchemaRef> {
+/// An IPC file ends with its footer (which holds the schema), the footer's length and the
+/// `ARROW1` magic.
+async fn ipc_schema(store: &dyn ObjectStore, object: &ObjectMeta, uri: &str) -> Result<SchemaRef> {
     let corrupt = |detail: String| Error::Corrupt {
         file: uri.to_string(),
         format: "Arrow IPC",
         detail,
     };
-    if head.len() < 8 || &head[..6] != b"ARROW1" {
-        return Err(corrupt("missing the ARROW1 magic bytes".into()));
+    if object.size < 18 {
+        return Err(corrupt("too short for an Arrow IPC file".into()));
     }
-    let reader = arrow::ipc::reader::StreamReader::try_new(Cursor::new(&head[8..]), None)
-        .map_err(|e| corrupt(e.to_string()))?;
-    Ok(plain_schema(&reader.schema()))
+    let fetch = |range: std::ops::Range<u64>| async move {
+        store
+            .get_range(&object.location, range)
+            .await
+            .map_err(|e| Error::from_store(uri, e))
+    };
+    let tail = fetch(object.size - 10..object.size).await?;
+    let tail: [u8; 10] = tail[..]
+        .try_into()
+        .map_err(|_| corrupt("short read".into()))?;
+    let len =
+        arrow::ipc::reader::read_footer_length(tail).map_err(|e| corrupt(e.to_string()))? as u64;
+    if len + 10 > object.size {
+        return Err(corrupt(format!(
+            "footer of {len} bytes is larger than the file"
+        )));
+    }
+    let footer_bytes = fetch(object.size - 10 - len..object.size - 10).await?;
+    let footer = arrow::ipc::root_as_footer(&footer_bytes).map_err(|e| corrupt(e.to_string()))?;
+    let fb = footer
+        .schema()
+        .ok_or_else(|| corrupt("footer has no schema".into()))?;
+    Ok(plain_schema(&arrow::ipc::convert::fb_to_schema(fb)))
 }

@@ -7,10 +7,13 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::http::HttpBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use url::Url;
 
 /// How to reach an object store beyond what the environment says (`AWS_*`, `GOOGLE_*`,
@@ -168,8 +171,19 @@ fn local_url(path: &str) -> Result<Url> {
             .map_err(|e| Error::invalid("path", format!("{}: {e}", path.display())))?
             .join(path)
     };
+    // `a/../b` is `b`: object store paths reject `..` segments.
+    let mut normal = std::path::PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
     // Keep glob characters: Url::from_file_path percent-encodes them, and we decode again.
-    Url::from_file_path(&absolute)
+    Url::from_file_path(&normal)
         .map_err(|()| Error::invalid("path", format!("{}: not a valid path", absolute.display())))
 }
 
@@ -202,6 +216,21 @@ fn split_glob(path: &str) -> (&str, Option<&str>) {
     (&path[..cut], Some(path))
 }
 
+/// Transient failures are retried a few times within seconds, not object_store's default of
+/// minutes: an unreachable endpoint should be reported while the user still waits for it (a
+/// caller that wants more patience retries the whole task).
+fn retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(20),
+    }
+}
+
 fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
     let storage_err = |e: object_store::Error| Error::Storage {
         uri: root.to_string(),
@@ -215,7 +244,9 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
     let store: Arc<dyn ObjectStore> = match root.scheme() {
         "file" => Arc::new(LocalFileSystem::new()),
         "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env().with_url(root.as_str());
+            let mut b = AmazonS3Builder::from_env()
+                .with_url(root.as_str())
+                .with_retry(retry());
             if let Some(endpoint) = &options.endpoint {
                 b = b
                     .with_endpoint(endpoint)
@@ -234,7 +265,9 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             Arc::new(b.build().map_err(storage_err)?)
         }
         "gs" => {
-            let mut b = GoogleCloudStorageBuilder::from_env().with_url(root.as_str());
+            let mut b = GoogleCloudStorageBuilder::from_env()
+                .with_url(root.as_str())
+                .with_retry(retry());
             for (k, v) in &options.extra {
                 let key = k.to_ascii_lowercase().parse().map_err(storage_err)?;
                 b = b.with_config(key, v);
@@ -242,7 +275,9 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             Arc::new(b.build().map_err(storage_err)?)
         }
         "az" | "adl" | "azure" | "abfs" | "abfss" => {
-            let mut b = MicrosoftAzureBuilder::from_env().with_url(root.as_str());
+            let mut b = MicrosoftAzureBuilder::from_env()
+                .with_url(root.as_str())
+                .with_retry(retry());
             if let Some(endpoint) = &options.endpoint {
                 b = b.with_endpoint(endpoint.clone());
             }
@@ -261,6 +296,7 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             Arc::new(
                 HttpBuilder::new()
                     .with_url(root.as_str())
+                    .with_retry(retry())
                     .with_client_options(client)
                     .build()
                     .map_err(storage_err)?,
@@ -338,6 +374,8 @@ mod tests {
         assert!(loc.is_local());
         assert!(loc.uri.starts_with('/'));
         assert!(loc.path.as_ref().ends_with("some/dir"));
+        let loc = Location::parse("/data/x/../y/./z.csv").unwrap();
+        assert_eq!(loc.path.as_ref(), "data/y/z.csv");
         let loc = Location::parse("file:///tmp/a%20b.parquet").unwrap();
         assert_eq!(loc.path.as_ref(), "tmp/a b.parquet");
         assert_eq!(loc.uri_of(&loc.path), "/tmp/a b.parquet");

@@ -1,0 +1,423 @@
+//! `th` as a user runs it: profiles of every format, and bad input that must end in a clear
+//! error naming the thing at fault, a meaningful exit code, and no panic.
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use arrow::record_batch::RecordBatch;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+fn th(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_th"))
+        .args(args)
+        .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND")
+        .output()
+        .expect("th runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `th` expecting failure with `code`, and returns stderr.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = th(args);
+    let err = stderr(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "th {args:?}\nstderr: {err}\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+fn batch(ids: &[i64]) -> RecordBatch {
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from(ids.to_vec()))),
+        (
+            "name",
+            Arc::new(StringArray::from(
+                ids.iter()
+                    .map(|i| format!("n{}", i % 3))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "x",
+            Arc::new(Float64Array::from(
+                ids.iter().map(|i| *i as f64 / 2.0).collect::<Vec<_>>(),
+            )),
+        ),
+    ];
+    RecordBatch::try_from_iter(cols).unwrap()
+}
+
+fn write_parquet(path: &Path, b: &RecordBatch) {
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), b.schema(), None).unwrap();
+    w.write(b).unwrap();
+    w.close().unwrap();
+}
+
+fn profile_json(args: &[&str]) -> Value {
+    let mut all = vec!["profile"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = th(&all);
+    assert!(out.status.success(), "th {all:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn col<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap()
+}
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample")
+}
+
+#[test]
+fn every_format_gives_the_same_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = batch(&(0..500).collect::<Vec<_>>());
+    write_parquet(&dir.path().join("d.parquet"), &b);
+    let mut csv = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(std::fs::File::create(dir.path().join("d.csv")).unwrap());
+    csv.write(&b).unwrap();
+    drop(csv);
+    let mut json = arrow::json::LineDelimitedWriter::new(
+        std::fs::File::create(dir.path().join("d.ndjson")).unwrap(),
+    );
+    json.write(&b).unwrap();
+    json.finish().unwrap();
+    let mut ipc = arrow::ipc::writer::FileWriter::try_new(
+        std::fs::File::create(dir.path().join("d.arrow")).unwrap(),
+        &b.schema(),
+    )
+    .unwrap();
+    ipc.write(&b).unwrap();
+    ipc.finish().unwrap();
+    let reference = profile_json(&[dir.path().join("d.parquet").to_str().unwrap()]);
+    for f in ["d.csv", "d.ndjson", "d.arrow"] {
+        let p = profile_json(&[dir.path().join(f).to_str().unwrap()]);
+        assert_eq!(p["row_count"], 500, "{f}");
+        for c in ["id", "name", "x"] {
+            for field in [
+                "null_count",
+                "distinct_count",
+                "min",
+                "max",
+                "sum",
+                "top_values",
+            ] {
+                assert_eq!(
+                    col(&p, c)[field],
+                    col(&reference, c)[field],
+                    "{f}: {c}.{field}"
+                );
+            }
+            // Moments are exact; quantiles come from a randomized KLL sketch and may differ
+            // within its bounds from run to run.
+            for field in ["mean", "std", "skewness", "kurtosis", "min", "max"] {
+                assert_eq!(
+                    col(&p, c)["distribution"][field],
+                    col(&reference, c)["distribution"][field],
+                    "{f}: {c}.{field}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn profiles_the_bundled_sample_with_every_strategy() {
+    let sample = sample().join("events");
+    let reference = profile_json(&[sample.to_str().unwrap(), "--partitions", "1"]);
+    assert_eq!(reference["row_count"], 3000);
+    assert_eq!(reference["duplicate_row_count"], 12);
+    assert_eq!(col(&reference, "email")["inferred_type"], "email");
+    assert_eq!(col(&reference, "device_id")["inferred_type"], "uuid");
+    assert_eq!(col(&reference, "note")["inferred_type"], "empty");
+    assert_eq!(col(&reference, "plan")["is_constant"], true);
+    for args in [
+        vec!["--strategy", "row_based", "--partitions", "5"],
+        vec!["--strategy", "column_based", "--partitions", "4"],
+        vec![
+            "--strategy",
+            "hybrid",
+            "--row-partitions",
+            "3",
+            "--column-partitions",
+            "2",
+        ],
+        vec![
+            "--strategy",
+            "hash",
+            "--hash-column",
+            "country",
+            "--partitions",
+            "3",
+        ],
+        vec!["--distributed", "--backend", "local", "--workers", "4"],
+    ] {
+        let mut all = vec![sample.to_str().unwrap()];
+        all.extend(args.iter().copied());
+        let p = profile_json(&all);
+        assert_eq!(p["row_count"], 3000, "{args:?}");
+        assert_eq!(p["duplicate_row_count"], 12, "{args:?}");
+        for c in reference["columns"].as_array().unwrap() {
+            let name = c["name"].as_str().unwrap();
+            for field in [
+                "null_count",
+                "distinct_count",
+                "min",
+                "max",
+                "sum",
+                "top_values",
+                "detected_patterns",
+                "empty_string_count",
+            ] {
+                assert_eq!(col(&p, name)[field], c[field], "{args:?}: {name}.{field}");
+            }
+        }
+    }
+}
+
+#[test]
+fn summary_and_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("nested/profile.json");
+    let out = th(&[
+        "profile",
+        sample().join("events.csv").to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1,000 rows × 15 columns"), "{text}");
+    assert!(
+        text.contains("country") && text.contains("categorical"),
+        "{text}"
+    );
+    let written: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap()).unwrap();
+    assert_eq!(written["schema_version"], "1.0");
+    assert_eq!(written["row_count"], 1000);
+}
+
+#[test]
+fn merge_of_kept_states_equals_the_profile_of_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_parquet(&a, &batch(&(0..300).collect::<Vec<_>>()));
+    write_parquet(&b, &batch(&(300..1000).collect::<Vec<_>>()));
+    let (pa, pb) = (dir.path().join("pa.json"), dir.path().join("pb.json"));
+    for (data, out) in [(&a, &pa), (&b, &pb)] {
+        let o = th(&[
+            "profile",
+            data.to_str().unwrap(),
+            "--keep-state",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let merged = th(&["merge", pa.to_str().unwrap(), pb.to_str().unwrap()]);
+    assert!(merged.status.success(), "{}", stderr(&merged));
+    let merged: Value = serde_json::from_slice(&merged.stdout).unwrap();
+    let whole = profile_json(&[dir.path().join("*.parquet").to_str().unwrap()]);
+    assert_eq!(merged["row_count"], 1000);
+    assert_eq!(merged["sources"].as_array().unwrap().len(), 2);
+    for c in ["id", "name", "x"] {
+        for field in [
+            "null_count",
+            "distinct_count",
+            "min",
+            "max",
+            "sum",
+            "top_values",
+        ] {
+            assert_eq!(col(&merged, c)[field], col(&whole, c)[field], "{c}.{field}");
+        }
+    }
+    for c in ["id", "x"] {
+        let (m, w) = (
+            &col(&merged, c)["distribution"],
+            &col(&whole, c)["distribution"],
+        );
+        for f in ["mean", "std"] {
+            let (x, y) = (m[f].as_f64().unwrap(), w[f].as_f64().unwrap());
+            assert!(
+                (x - y).abs() <= 1e-9 * x.abs().max(y.abs()),
+                "{c}.{f}: {x} vs {y}"
+            );
+        }
+    }
+    // Merging a profile with itself would count its rows twice.
+    let err = fails(&["merge", pa.to_str().unwrap(), pa.to_str().unwrap()], 64);
+    assert!(err.contains("twice"), "{err}");
+    // A profile written without state cannot be merged, and says how to fix that.
+    let plain = dir.path().join("plain.json");
+    assert!(
+        th(&[
+            "profile",
+            a.to_str().unwrap(),
+            "-q",
+            "-o",
+            plain.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let err = fails(&["merge", plain.to_str().unwrap(), pb.to_str().unwrap()], 1);
+    assert!(err.contains("--keep-state"), "{err}");
+}
+
+#[test]
+fn missing_path() {
+    let err = fails(&["profile", "/nonexistent/dir/data.parquet"], 65);
+    assert!(
+        err.contains("/nonexistent/dir/data.parquet: not found"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+}
+
+#[test]
+fn empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.parquet");
+    std::fs::write(&f, b"").unwrap();
+    let err = fails(&["profile", f.to_str().unwrap()], 65);
+    assert!(
+        err.contains(&format!("{}: file is empty", f.display())),
+        "{err}"
+    );
+    let c = dir.path().join("empty.csv");
+    std::fs::write(&c, b"").unwrap();
+    let err = fails(&["profile", c.to_str().unwrap()], 65);
+    assert!(err.contains("empty.csv"), "{err}");
+}
+
+#[test]
+fn corrupt_parquet_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("broken.parquet");
+    write_parquet(&f, &batch(&[1, 2, 3]));
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&[0xff, 0xff, 0xff, 0x7f]); // footer length past the file
+    std::fs::write(&f, &bytes).unwrap();
+    let err = fails(&["profile", f.to_str().unwrap()], 65);
+    assert!(
+        err.contains(&format!("{}: not a readable Parquet file", f.display())),
+        "{err}"
+    );
+    bytes[n - 4..].copy_from_slice(b"XXXX"); // no magic at all
+    std::fs::write(&f, &bytes).unwrap();
+    let err = fails(&["profile", f.to_str().unwrap()], 65);
+    assert!(err.contains("broken.parquet"), "{err}");
+}
+
+#[test]
+fn schema_mismatch_names_both_files_and_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    write_parquet(&dir.path().join("a.parquet"), &batch(&[1, 2]));
+    let other = RecordBatch::try_from_iter(vec![
+        ("id", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ("name", Arc::new(StringArray::from(vec!["y"])) as ArrayRef),
+        ("x", Arc::new(Float64Array::from(vec![1.0])) as ArrayRef),
+    ])
+    .unwrap();
+    write_parquet(&dir.path().join("b.parquet"), &other);
+    let err = fails(&["profile", dir.path().to_str().unwrap()], 65);
+    assert!(err.contains("column `id`"), "{err}");
+    assert!(
+        err.contains("a.parquet") && err.contains("b.parquet"),
+        "{err}"
+    );
+    assert!(err.contains("Int64") && err.contains("Utf8"), "{err}");
+}
+
+#[test]
+fn csv_row_with_the_wrong_field_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.csv");
+    std::fs::write(&f, "a,b,c\n1,2,3\n4,5\n6,7,8\n").unwrap();
+    // Caught while the schema is inferred from the head of the file…
+    let err = fails(&["profile", f.to_str().unwrap()], 65);
+    assert!(err.contains("bad.csv"), "{err}");
+    assert!(
+        err.contains("Expected 3 records, found 2 records at line 3"),
+        "{err}"
+    );
+    // …and past the head, while the rows are decoded.
+    let mut text = String::from("a,b,c\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("{i},{i},{i}\n"));
+    }
+    text.push_str("1,2\n");
+    std::fs::write(&f, text).unwrap();
+    let err = fails(&["profile", f.to_str().unwrap()], 65);
+    assert!(err.contains("bad.csv"), "{err}");
+    assert!(err.contains("expected 3 got 2"), "{err}");
+}
+
+#[test]
+fn invalid_requests() {
+    let s = sample().join("events");
+    let s = s.to_str().unwrap();
+    let err = fails(&["profile", s, "--strategy", "hash"], 64);
+    assert!(err.contains("--hash-column"), "{err}");
+    let err = fails(&["profile", s, "--columns", "id,nope"], 64);
+    assert!(err.contains("`nope` is not in the dataset"), "{err}");
+    let err = fails(&["profile", s, "--partitions", "0"], 64);
+    assert!(err.contains("partitions"), "{err}");
+    let err = fails(&["profile", "ftp://host/x.csv"], 64);
+    assert!(err.contains("unsupported scheme `ftp`"), "{err}");
+}
+
+#[test]
+fn remote_backends_say_they_are_not_available_yet() {
+    for backend in ["spark", "dask", "ray"] {
+        let err = fails(&["profile", "x.parquet", "--backend", backend], 69);
+        assert!(
+            err.contains(&format!("the {backend} backend is not available")),
+            "{err}"
+        );
+        assert!(err.contains("--backend local"), "{err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_th"))
+        .args(["profile", "x.parquet"])
+        .env("TRUTHOUND_DISTRIBUTED_BACKEND", "ray")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+}
+
+#[test]
+fn schema_command_prints_the_published_schema() {
+    let out = th(&["schema"]);
+    assert!(out.status.success());
+    let published = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/profile.schema.json"),
+    )
+    .expect("schema/profile.schema.json is committed");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        published,
+        "regenerate with: th schema > schema/profile.schema.json"
+    );
+}

@@ -1,0 +1,168 @@
+//! `th-worker run-task` as a worker pod runs it: a plan from `th plan`, one task, a partial out;
+//! exit codes that say whether to retry.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn worker(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_th-worker"))
+        .args(args)
+        .output()
+        .expect("th-worker runs")
+}
+
+fn sample_plan(dir: &Path) -> std::path::PathBuf {
+    // A plan as `th plan` writes it, made here with the library to keep this crate's tests
+    // free of the CLI.
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(async {
+        let ds = truthound_profile::dataset::discover(
+            sample.to_str().unwrap(),
+            None,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        truthound_profile::plan::plan(
+            &ds,
+            &truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 3),
+        )
+        .unwrap()
+    });
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan.to_json()).unwrap();
+    path
+}
+
+#[test]
+fn runs_each_task_and_the_partials_merge_to_the_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let mut merged: Option<truthound_profile::PartialProfile> = None;
+    for t in 0..3 {
+        let out = dir.path().join(format!("partials/{t}"));
+        let o = worker(&[
+            "run-task",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--task",
+            &t.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let p =
+            truthound_profile::PartialProfile::from_bytes(&std::fs::read(&out).unwrap(), "partial")
+                .unwrap();
+        match &mut merged {
+            None => merged = Some(p),
+            Some(m) => m.merge(&p).unwrap(),
+        }
+    }
+    let merged = merged.unwrap();
+    assert!(merged.missing_tasks().is_empty());
+    assert_eq!(merged.row_count(), 3000);
+}
+
+#[test]
+fn the_task_index_comes_from_an_indexed_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let out = dir.path().join("p2");
+    let o = Command::new(env!("CARGO_BIN_EXE_th-worker"))
+        .args([
+            "run-task",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env("JOB_COMPLETION_INDEX", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let p = truthound_profile::PartialProfile::from_bytes(&std::fs::read(&out).unwrap(), "partial")
+        .unwrap();
+    assert_eq!(p.tasks.iter().map(|t| t.1).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let p = plan.to_str().unwrap();
+    let out = dir.path().join("o").to_str().unwrap().to_string();
+    // Usage error: 2.
+    assert_eq!(worker(&["run-task"]).status.code(), Some(2));
+    // A task the plan does not have: 64, retrying will not help.
+    let o = worker(&["run-task", "--plan", p, "--task", "7", "--out", &out]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("task: 7 is not in plan"));
+    // A plan that is not a plan: 64.
+    std::fs::write(dir.path().join("bad.json"), "{}").unwrap();
+    let o = worker(&[
+        "run-task",
+        "--plan",
+        dir.path().join("bad.json").to_str().unwrap(),
+        "--task",
+        "0",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(64),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The data changed since the plan: bad data, 65, with the file named.
+    let data = dir.path().join("data.parquet");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events/part-0.parquet"),
+        &data,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(async {
+        let ds =
+            truthound_profile::dataset::discover(data.to_str().unwrap(), None, &Default::default())
+                .await
+                .unwrap();
+        truthound_profile::plan::plan(
+            &ds,
+            &truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1),
+        )
+        .unwrap()
+    });
+    std::fs::write(dir.path().join("p1.json"), plan.to_json()).unwrap();
+    std::fs::write(&data, b"PAR1 truncated").unwrap();
+    let o = worker(&[
+        "run-task",
+        "--plan",
+        dir.path().join("p1.json").to_str().unwrap(),
+        "--task",
+        "0",
+        "--out",
+        &out,
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("data.parquet: changed since the plan was made"),
+        "{err}"
+    );
+    // Structured (JSON) logs on stderr carry the exit code.
+    let json_line = err
+        .lines()
+        .find(|l| l.contains("task failed"))
+        .expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(v["fields"]["exit_code"], 65);
+}
