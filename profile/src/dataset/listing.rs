@@ -487,5 +487,6 @@ async fn ipc_schema(store: &dyn ObjectStore, object: &ObjectMeta, uri: &str) -> 
     let fb = footer
         .schema()
         .ok_or_else(|| corrupt("footer has no schema".into()))?;
-    Ok(plain_schema(&arrow::ipc::convert::fb_to_schema(fb)))
+    let schema = arrow::ipc::convert::try_fb_to_schema(fb).map_err(|e| corrupt(e.to_string()))?;
+    Ok(plain_schema(&schema))
 }
