@@ -54,6 +54,20 @@ fn profiles_a_bucket_and_writes_the_profile_back() {
     assert_eq!(written["partitioning"]["tasks_merged"], 4);
     assert_same_exact(&written, &local_profile(local.path()));
 
+    // Endpoint and region from the environment alone, as the AWS tools read them.
+    let out = std::process::Command::new(bin("th"))
+        .args(["profile", &uri, "--json"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let from_env: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_env["row_count"], FILES * ROWS);
+
     // A glob over the bucket selects files.
     let out = run(
         "th",

@@ -56,17 +56,16 @@ pub fn print(
         p.partitioning.strategies.join(", "),
     )?;
     if let Some(d) = p.duplicate_row_count {
-        let approx = p
-            .accuracy
-            .duplicate_row_count
-            .as_ref()
-            .is_some_and(|e| !e.exact);
-        writeln!(
-            out,
-            "duplicate rows: {}{}",
-            if approx { "≈" } else { "" },
-            thousands(d)
-        )?;
+        match p.accuracy.duplicate_row_count.as_ref().filter(|e| !e.exact) {
+            Some(e) => writeln!(
+                out,
+                "duplicate rows: ≈{} (between {} and {}, 99.7%)",
+                thousands(d),
+                thousands(e.lower_bound.unwrap_or(0.0) as u64),
+                thousands(e.upper_bound.unwrap_or(0.0) as u64)
+            )?,
+            None => writeln!(out, "duplicate rows: {}", thousands(d))?,
+        }
     }
     writeln!(out)?;
     let header = [

@@ -39,7 +39,7 @@ impl Default for ProfileOptions {
             top_k: 10,
             exact_distinct_limit: 10_000,
             kll_k: 200,
-            hll_lg_k: 12,
+            hll_lg_k: 14,
             frequent_items_map_size: 1024,
             histogram_bins: 20,
             patterns: true,
