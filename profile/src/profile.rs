@@ -5,11 +5,11 @@
 //! `pos_inf_count`, `neg_inf_count`). Every figure that is an estimate is listed under the
 //! column's `accuracy` with its error bound.
 
-use crate::kernel::column::{TemporalUnit, Unit, float_key};
-use crate::kernel::{ColumnState, ColumnStats, IntState};
+use crate::kernel::column::{TemporalUnit, Unit};
+use crate::kernel::{ColumnState, ColumnStats, FloatState, IntState};
 use crate::partial::PartialProfile;
 use crate::patterns::Pattern;
-use crate::stats::{Quantiles, TopValue, ValueSummary};
+use crate::stats::{ExactQuantiles, Quantiles, TopValue, ValueSummary};
 use crate::{Error, Result};
 use base64::Engine;
 use schemars::JsonSchema;
@@ -516,7 +516,8 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
             p.min = s.min.map(Value::from);
             p.max = s.max.map(Value::from);
             p.sum = (non_null > 0).then(|| int_value(s.sum));
-            let q = quantile_values(&s.quantiles);
+            let dist = Dist::of_ints(s);
+            let q = dist.quantiles();
             p.distribution = Some(distribution(
                 &s.moments,
                 s.min.map(|v| v as f64),
@@ -524,14 +525,9 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
                 q.as_deref(),
             ));
             p.quantiles = q.map(|q| named_quantiles(q.iter().map(|v| Value::from(*v as i64))));
-            p.histogram = histogram(
-                &s.quantiles,
-                s.min.map(|v| v as f64),
-                s.max.map(|v| v as f64),
-                bins,
-            );
+            p.histogram = dist.histogram(s.min.map(|v| v as f64), s.max.map(|v| v as f64), bins);
             values_into(&mut p, &s.values.summary(), non_null, Value::from);
-            quantile_accuracy(&mut p, &s.quantiles);
+            dist.accuracy(&mut p);
         }
         ColumnStats::Float(s) => {
             p.nan_count = Some(s.nan);
@@ -543,7 +539,8 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
             p.max = s.max.and_then(finite).map(Value::from);
             p.sum =
                 (s.moments.n > 0).then(|| finite(s.sum.value()).map_or(Value::Null, Value::from));
-            let q = quantile_values(&s.quantiles);
+            let dist = Dist::of_floats(s);
+            let q = dist.quantiles();
             p.distribution = Some(distribution(&s.moments, s.min, s.max, q.as_deref()));
             p.quantiles = q.map(|q| {
                 named_quantiles(
@@ -551,14 +548,13 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
                         .map(|v| finite(*v).map_or(Value::Null, Value::from)),
                 )
             });
-            p.histogram = histogram(&s.quantiles, s.min, s.max, bins);
+            p.histogram = dist.histogram(s.min, s.max, bins);
             let summary = s.values.summary();
             // Distinct values exclude NaN, which never enters the counts.
             values_into(&mut p, &summary, non_null - s.nan, |bits: u64| {
                 finite(f64::from_bits(bits)).map_or(Value::Null, Value::from)
             });
-            quantile_accuracy(&mut p, &s.quantiles);
-            let _ = float_key;
+            dist.accuracy(&mut p);
         }
         ColumnStats::Temporal { unit, state } => {
             temporal_into(&mut p, unit, state, non_null, bins);
@@ -606,11 +602,6 @@ fn int_value(v: i128) -> Value {
         .unwrap_or_else(|_| Value::from(v as f64))
 }
 
-fn quantile_values(q: &Quantiles) -> Option<Vec<f64>> {
-    let ranks: Vec<f64> = QUANTILES.iter().map(|(_, r)| *r).collect();
-    q.quantiles(&ranks)
-}
-
 fn named_quantiles(values: impl Iterator<Item = Value>) -> BTreeMap<String, Value> {
     QUANTILES
         .iter()
@@ -643,43 +634,90 @@ fn distribution(
     }
 }
 
-fn histogram(
-    q: &Quantiles,
-    min: Option<f64>,
-    max: Option<f64>,
-    bins: usize,
-) -> Option<Vec<HistogramBin>> {
-    let (lo, hi) = (min.and_then(finite)?, max.and_then(finite)?);
-    Some(
-        q.histogram(lo, hi, bins)?
-            .into_iter()
-            .map(|(lower, upper, count)| HistogramBin {
-                lower,
-                upper,
-                count,
-            })
-            .collect(),
-    )
+/// Where a column's quantiles and histogram come from: its exact value counts while it has
+/// them, else its KLL sketch.
+enum Dist<'a> {
+    Exact(ExactQuantiles),
+    Sketch(&'a Quantiles),
 }
 
-fn quantile_accuracy(p: &mut ColumnProfile, q: &Quantiles) {
-    if q.n() == 0 {
-        return;
+impl<'a> Dist<'a> {
+    fn of_ints(s: &'a IntState) -> Dist<'a> {
+        match s.values.exact_counts() {
+            Some(map) => Dist::Exact(ExactQuantiles::new(
+                map.iter().map(|(v, c)| (*v as f64, *c)).collect(),
+                true,
+            )),
+            None => Dist::Sketch(&s.quantiles),
+        }
     }
-    if q.is_exact() {
-        p.accuracy.quantiles = Some(Estimate::exact());
-        p.accuracy.histogram = Some(Estimate::exact());
-    } else {
-        p.accuracy.quantiles = Some(Estimate {
-            normalized_rank_error: Some(q.rank_error()),
-            confidence: Some(0.99),
-            ..Estimate::method("kll")
-        });
-        p.accuracy.histogram = Some(Estimate {
-            normalized_rank_error: Some(q.pmf_error()),
-            confidence: Some(0.99),
-            ..Estimate::method("kll")
-        });
+
+    fn of_floats(s: &'a FloatState) -> Dist<'a> {
+        match s.values.exact_counts() {
+            Some(map) => Dist::Exact(ExactQuantiles::new(
+                map.iter()
+                    .map(|(bits, c)| (f64::from_bits(*bits), *c))
+                    .collect(),
+                false,
+            )),
+            None => Dist::Sketch(&s.quantiles),
+        }
+    }
+
+    fn quantiles(&self) -> Option<Vec<f64>> {
+        let ranks: Vec<f64> = QUANTILES.iter().map(|(_, r)| *r).collect();
+        match self {
+            Dist::Exact(e) => e.quantiles(&ranks),
+            Dist::Sketch(q) => q.quantiles(&ranks),
+        }
+    }
+
+    fn histogram(
+        &self,
+        min: Option<f64>,
+        max: Option<f64>,
+        bins: usize,
+    ) -> Option<Vec<HistogramBin>> {
+        let (lo, hi) = (min.and_then(finite)?, max.and_then(finite)?);
+        let bins = match self {
+            Dist::Exact(e) => e.histogram(lo, hi, bins)?,
+            Dist::Sketch(q) => q.histogram(lo, hi, bins)?,
+        };
+        Some(
+            bins.into_iter()
+                .map(|(lower, upper, count)| HistogramBin {
+                    lower,
+                    upper,
+                    count,
+                })
+                .collect(),
+        )
+    }
+
+    fn accuracy(&self, p: &mut ColumnProfile) {
+        match self {
+            Dist::Exact(e) if e.n() > 0 => {
+                p.accuracy.quantiles = Some(Estimate::exact());
+                p.accuracy.histogram = Some(Estimate::exact());
+            }
+            Dist::Sketch(q) if q.n() > 0 && q.is_exact() => {
+                p.accuracy.quantiles = Some(Estimate::exact());
+                p.accuracy.histogram = Some(Estimate::exact());
+            }
+            Dist::Sketch(q) if q.n() > 0 => {
+                p.accuracy.quantiles = Some(Estimate {
+                    normalized_rank_error: Some(q.rank_error()),
+                    confidence: Some(0.99),
+                    ..Estimate::method("kll")
+                });
+                p.accuracy.histogram = Some(Estimate {
+                    normalized_rank_error: Some(q.pmf_error()),
+                    confidence: Some(0.99),
+                    ..Estimate::method("kll")
+                });
+            }
+            _ => {}
+        }
     }
 }
 
@@ -737,17 +775,13 @@ fn temporal_into(
     let render = |v: i64| render_temporal(unit, v);
     p.min = s.min.map(render);
     p.max = s.max.map(render);
-    if let Some(q) = quantile_values(&s.quantiles) {
+    let dist = Dist::of_ints(s);
+    if let Some(q) = dist.quantiles() {
         p.quantiles = Some(named_quantiles(q.iter().map(|v| render(*v as i64))));
     }
-    p.histogram = histogram(
-        &s.quantiles,
-        s.min.map(|v| v as f64),
-        s.max.map(|v| v as f64),
-        bins,
-    );
+    p.histogram = dist.histogram(s.min.map(|v| v as f64), s.max.map(|v| v as f64), bins);
     values_into(p, &s.values.summary(), non_null, render);
-    quantile_accuracy(p, &s.quantiles);
+    dist.accuracy(p);
 }
 
 /// A temporal value as ISO 8601 text.

@@ -387,9 +387,13 @@ impl ColumnState {
     pub fn summarize_bucket(&mut self, plan: &str, bucket: u32) {
         match &mut self.stats {
             ColumnStats::Integer(s) | ColumnStats::Temporal { state: s, .. } => {
-                s.values.summarize_bucket(plan, bucket)
+                s.values.summarize_bucket(plan, bucket);
+                s.replay_evicted();
             }
-            ColumnStats::Float(s) => s.values.summarize_bucket(plan, bucket),
+            ColumnStats::Float(s) => {
+                s.values.summarize_bucket(plan, bucket);
+                s.replay_evicted();
+            }
             ColumnStats::String(s) => {
                 s.values.summarize_bucket(plan, bucket);
                 s.absorb_evicted();
@@ -482,9 +486,13 @@ impl IntState {
             if moments {
                 floats.push(v as f64);
             }
-            self.quantiles.update_int(v);
-            self.values.observe(&v);
+            // While counts are exact the map holds the distribution; the sketch takes only
+            // what the map does not (see `replay_evicted`).
+            if !self.values.observe(&v) {
+                self.quantiles.update_int(v);
+            }
         });
+        self.replay_evicted();
         self.min = min_opt(self.min, Some(lo));
         self.max = max_opt(self.max, Some(hi));
         self.zeros += zeros;
@@ -503,7 +511,19 @@ impl IntState {
         self.sum += o.sum;
         self.moments.merge(&o.moments);
         self.quantiles.merge(&o.quantiles)?;
-        self.values.merge(&o.values)
+        self.values.merge(&o.values)?;
+        self.replay_evicted();
+        Ok(())
+    }
+
+    /// Values that left the exact map now go into the quantile sketch: every value is counted
+    /// in exactly one of the two.
+    fn replay_evicted(&mut self) {
+        for (v, c) in self.values.take_evicted() {
+            for _ in 0..c {
+                self.quantiles.update_int(v);
+            }
+        }
     }
 }
 
@@ -530,9 +550,11 @@ impl FloatState {
             zeros += u64::from(v == 0.0);
             negatives += u64::from(v < 0.0);
             floats.push(v);
-            self.quantiles.update_float(v);
-            self.values.observe(&float_key(v));
+            if !self.values.observe(&float_key(v)) {
+                self.quantiles.update_float(v);
+            }
         });
+        self.replay_evicted();
         if !floats.is_empty() {
             self.min = min_opt(self.min, Some(lo));
             self.max = max_opt(self.max, Some(hi));
@@ -559,7 +581,17 @@ impl FloatState {
         self.sum.merge(&o.sum);
         self.moments.merge(&o.moments);
         self.quantiles.merge(&o.quantiles)?;
-        self.values.merge(&o.values)
+        self.values.merge(&o.values)?;
+        self.replay_evicted();
+        Ok(())
+    }
+
+    fn replay_evicted(&mut self) {
+        for (bits, c) in self.values.take_evicted() {
+            for _ in 0..c {
+                self.quantiles.update_float(f64::from_bits(bits));
+            }
+        }
     }
 }
 

@@ -6,5 +6,5 @@ pub mod quantiles;
 pub mod values;
 
 pub use moments::{Moments, NeumaierSum};
-pub use quantiles::Quantiles;
+pub use quantiles::{ExactQuantiles, Quantiles};
 pub use values::{TopValue, ValueCounts, ValueKey, ValueSummary, Values};

@@ -99,75 +99,28 @@ impl Quantiles {
         ranks.iter().map(|&r| one(r)).collect()
     }
 
-    /// Counts of values in `bins` equal-width bins between `min` and `max` (the last bin
-    /// includes `max`), estimated from the sketch's CDF.
-    pub fn histogram(&self, min: f64, max: f64, bins: usize) -> Option<Vec<(f64, f64, u64)>> {
-        let n = self.n();
-        if n == 0 || !min.is_finite() || !max.is_finite() || bins == 0 {
-            return None;
-        }
-        if max <= min {
-            return Some(vec![(min, max, n)]);
-        }
-        let width = (max - min) / bins as f64;
-        let edges: Vec<f64> = (1..bins).map(|i| min + width * i as f64).collect();
-        // CDF at each inner edge, counting values strictly below it.
-        let cdf = match self {
+    /// Fractions of values strictly below each point (points increasing).
+    fn cdf_below(&self, points: &[f64]) -> Option<Vec<f64>> {
+        match self {
             Quantiles::Float(s) => {
-                let points: Vec<KllFloat<f64>> = edges
+                let points: Vec<KllFloat<f64>> = points
                     .iter()
                     .filter_map(|&e| KllFloat::<f64>::new(e).ok())
                     .collect();
-                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?
+                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()
             }
             Quantiles::Int(s) => {
-                // Integer edges must be strictly increasing: round up and drop repeats.
-                let mut points: Vec<i64> = edges.iter().map(|e| e.ceil() as i64).collect();
-                points.dedup();
-                if points.len() != edges.len() {
-                    return self.int_histogram(s, min as i64, max as i64);
-                }
-                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?
+                let points: Vec<i64> = points.iter().map(|&p| p as i64).collect();
+                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()
             }
-        };
-        let mut out = Vec::with_capacity(bins);
-        let mut prev_rank = 0.0;
-        for i in 0..bins {
-            let rank = cdf.get(i).copied().unwrap_or(1.0);
-            let lo = min + width * i as f64;
-            let hi = if i + 1 == bins {
-                max
-            } else {
-                min + width * (i + 1) as f64
-            };
-            let count = ((rank - prev_rank) * n as f64).round().max(0.0) as u64;
-            out.push((lo, hi, count));
-            prev_rank = rank;
         }
-        Some(out)
     }
 
-    /// Narrow integer ranges: one bin per value.
-    fn int_histogram(
-        &self,
-        s: &KllSketch<i64>,
-        min: i64,
-        max: i64,
-    ) -> Option<Vec<(f64, f64, u64)>> {
-        let n = s.n() as f64;
-        let points: Vec<i64> = (min + 1..=max).collect();
-        let cdf = s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()?;
-        let mut prev = 0.0;
-        Some(
-            (min..=max)
-                .zip(cdf)
-                .map(|(v, rank)| {
-                    let c = ((rank - prev) * n).round().max(0.0) as u64;
-                    prev = rank;
-                    (v as f64, v as f64, c)
-                })
-                .collect(),
-        )
+    /// Counts of values in `bins` equal-width bins between `min` and `max`, estimated from the
+    /// sketch's CDF.
+    pub fn histogram(&self, min: f64, max: f64, bins: usize) -> Option<Vec<(f64, f64, u64)>> {
+        let integer = matches!(self, Quantiles::Int(_));
+        histogram(self.n(), min, max, bins, integer, |p| self.cdf_below(p))
     }
 
     fn to_bytes(&self) -> (u8, Vec<u8>) {
@@ -175,6 +128,125 @@ impl Quantiles {
             Quantiles::Float(s) => (0, s.serialize()),
             Quantiles::Int(s) => (1, s.serialize()),
         }
+    }
+}
+
+/// Equal-width bins between `min` and `max` (the last bin includes `max`), counted from
+/// `cdf_below` (the fraction of values strictly below each point). Integer columns spanning
+/// fewer integers than bins get one bin per integer.
+fn histogram(
+    n: u64,
+    min: f64,
+    max: f64,
+    bins: usize,
+    integer: bool,
+    cdf_below: impl Fn(&[f64]) -> Option<Vec<f64>>,
+) -> Option<Vec<(f64, f64, u64)>> {
+    if n == 0 || !min.is_finite() || !max.is_finite() || bins == 0 {
+        return None;
+    }
+    if max <= min {
+        return Some(vec![(min, max, n)]);
+    }
+    let count = |lo: f64, hi: f64| ((hi - lo) * n as f64).round().max(0.0) as u64;
+    if integer && max - min < bins as f64 {
+        let points: Vec<f64> = (min as i64 + 1..=max as i64).map(|v| v as f64).collect();
+        let cdf = cdf_below(&points)?;
+        let mut prev = 0.0;
+        let mut out = Vec::with_capacity(points.len() + 1);
+        for (v, rank) in (min as i64..=max as i64).zip(cdf.into_iter().chain([1.0])) {
+            out.push((v as f64, v as f64, count(prev, rank)));
+            prev = rank;
+        }
+        return Some(out);
+    }
+    let width = (max - min) / bins as f64;
+    let mut edges: Vec<f64> = (1..bins).map(|i| min + width * i as f64).collect();
+    if integer {
+        // An integer lies below edge e exactly when it lies below ceil(e).
+        edges.iter_mut().for_each(|e| *e = e.ceil());
+    }
+    let cdf = cdf_below(&edges)?;
+    let mut out = Vec::with_capacity(bins);
+    let mut prev = 0.0;
+    for i in 0..bins {
+        let rank = cdf.get(i).copied().unwrap_or(1.0);
+        let lo = min + width * i as f64;
+        let hi = if i + 1 == bins {
+            max
+        } else {
+            min + width * (i + 1) as f64
+        };
+        out.push((lo, hi, count(prev, rank)));
+        prev = rank;
+    }
+    Some(out)
+}
+
+/// Quantiles and histograms of exactly counted values, with the KLL sketch's semantics (the
+/// inclusive quantile of rank r is the first value whose cumulative count reaches ⌈r·n⌉), so
+/// that exact and sketched answers agree wherever the sketch is exact too.
+pub struct ExactQuantiles {
+    /// (value, cumulative count), by value.
+    cumulative: Vec<(f64, u64)>,
+    integer: bool,
+}
+
+impl ExactQuantiles {
+    pub fn new(mut counts: Vec<(f64, u64)>, integer: bool) -> Self {
+        counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut total = 0;
+        let cumulative = counts
+            .into_iter()
+            .map(|(v, c)| {
+                total += c;
+                (v, total)
+            })
+            .collect();
+        ExactQuantiles {
+            cumulative,
+            integer,
+        }
+    }
+
+    pub fn n(&self) -> u64 {
+        self.cumulative.last().map_or(0, |c| c.1)
+    }
+
+    pub fn quantiles(&self, ranks: &[f64]) -> Option<Vec<f64>> {
+        let n = self.n();
+        if n == 0 {
+            return None;
+        }
+        Some(
+            ranks
+                .iter()
+                .map(|&r| {
+                    let target = (r * n as f64).ceil() as u64;
+                    let i = self.cumulative.partition_point(|c| c.1 < target);
+                    self.cumulative[i.min(self.cumulative.len() - 1)].0
+                })
+                .collect(),
+        )
+    }
+
+    pub fn histogram(&self, min: f64, max: f64, bins: usize) -> Option<Vec<(f64, f64, u64)>> {
+        let n = self.n() as f64;
+        histogram(self.n(), min, max, bins, self.integer, |points| {
+            Some(
+                points
+                    .iter()
+                    .map(|&p| {
+                        let i = self.cumulative.partition_point(|c| c.0 < p);
+                        if i == 0 {
+                            0.0
+                        } else {
+                            self.cumulative[i - 1].1 as f64 / n
+                        }
+                    })
+                    .collect(),
+            )
+        })
     }
 }
 
