@@ -292,12 +292,21 @@ impl ColumnState {
                 state.update(a.as_primitive(), &mut scratch.floats);
             }
             ColumnStats::String(state) => match array.data_type() {
-                DataType::Utf8 => state.update(array.as_string::<i32>().iter()),
-                DataType::LargeUtf8 => state.update(array.as_string::<i64>().iter()),
-                DataType::Utf8View => state.update(array.as_string_view().iter()),
+                // One SIMD pass tells whether every byte is ASCII: then a length in
+                // characters is a length in bytes.
+                DataType::Utf8 => {
+                    let a = array.as_string::<i32>();
+                    state.update(a.iter(), a.value_data().is_ascii())
+                }
+                DataType::LargeUtf8 => {
+                    let a = array.as_string::<i64>();
+                    state.update(a.iter(), a.value_data().is_ascii())
+                }
+                DataType::Utf8View => state.update(array.as_string_view().iter(), false),
                 _ => {
                     let a = convert(&DataType::Utf8)?;
-                    state.update(a.as_string::<i32>().iter());
+                    let a = a.as_string::<i32>();
+                    state.update(a.iter(), a.value_data().is_ascii());
                 }
             },
             ColumnStats::Binary {
@@ -595,22 +604,37 @@ impl FloatState {
     }
 }
 
+/// `a < b` for strings (byte order), deciding most pairs on their first eight bytes as one
+/// big-endian integer before falling back to a full comparison.
+#[inline]
+fn less(a: &str, b: &str) -> bool {
+    #[inline]
+    fn prefix(s: &[u8]) -> u64 {
+        let mut word = [0u8; 8];
+        let n = s.len().min(8);
+        word[..n].copy_from_slice(&s[..n]);
+        u64::from_be_bytes(word)
+    }
+    let (pa, pb) = (prefix(a.as_bytes()), prefix(b.as_bytes()));
+    if pa != pb { pa < pb } else { a < b }
+}
+
 impl StringState {
-    fn update<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>) {
+    fn update<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>, ascii: bool) {
         let mut batch_min: Option<&str> = None;
         let mut batch_max: Option<&str> = None;
         let (mut lmin, mut lmax, mut total, mut empty) = (u64::MAX, 0u64, 0u64, 0u64);
         let mut seen = false;
         for s in values.flatten() {
             seen = true;
-            let len = s.chars().count() as u64;
+            let len = if ascii { s.len() } else { s.chars().count() } as u64;
             lmin = lmin.min(len);
             lmax = lmax.max(len);
             total += len;
-            if batch_min.is_none_or(|m| s < m) {
+            if batch_min.is_none_or(|m| less(s, m)) {
                 batch_min = Some(s);
             }
-            if batch_max.is_none_or(|m| s > m) {
+            if batch_max.is_none_or(|m| less(m, s)) {
                 batch_max = Some(s);
             }
             let in_map = self.values.observe(s);
@@ -685,5 +709,33 @@ impl StringState {
             }
         }
         Some(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::less;
+
+    #[test]
+    fn prefix_comparison_agrees_with_string_order() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "ab\0",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdefgg~",
+            "b",
+            "é",
+            "東京",
+            "~",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(less(a, b), a < b, "{a:?} < {b:?}");
+            }
+        }
     }
 }
