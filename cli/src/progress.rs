@@ -1,6 +1,6 @@
 //! The progress bar on a terminal: partitions done/total, rows per second, ETA.
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ impl Bar {
             let (len, template) = match plan.tasks.iter().map(|t| t.rows).sum::<Option<u64>>() {
                 Some(rows) => (
                     rows,
-                    "{spinner} [{bar:30}] {msg} · {human_pos}/{human_len} rows · {per_sec} · ETA {eta}",
+                    "{spinner} [{bar:30}] {msg} · {human_pos}/{human_len} rows · {rate} · ETA {eta}",
                 ),
                 None => (tasks, "{spinner} [{bar:30}] {msg} · {elapsed}"),
             };
@@ -31,6 +31,9 @@ impl Bar {
             bar.set_style(
                 ProgressStyle::with_template(template)
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{} rows/s", HumanCount(state.per_sec() as u64));
+                    })
                     .progress_chars("=> "),
             );
             bar.set_message(format!("0/{tasks} partitions"));

@@ -190,6 +190,8 @@ impl Plan {
                 supported: PLAN_VERSION,
             });
         }
+        // A plan comes from storage: its settings are input like any other.
+        plan.options.validate()?;
         Ok(plan)
     }
 }

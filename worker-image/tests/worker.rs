@@ -166,3 +166,27 @@ fn exit_codes() {
     let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
     assert_eq!(v["fields"]["exit_code"], 65);
 }
+
+#[test]
+fn a_plan_with_settings_the_sketches_reject_is_an_invalid_request_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    json["options"]["kll_k"] = 2.into();
+    std::fs::write(&plan, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = dir.path().join("o");
+    let o = worker(&[
+        "run-task",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--task",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(64), "{err}");
+    assert!(err.contains("kll_k must be 8..=65535"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

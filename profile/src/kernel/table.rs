@@ -125,6 +125,11 @@ impl<'de> Deserialize<'de> for RowHashes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let (limit, lg_k, hashed_rows, stored) = <(usize, u8, u64, Stored)>::deserialize(d)?;
+        if !(4..=21).contains(&lg_k) {
+            return Err(D::Error::custom(format!(
+                "invalid row-hash sketch size {lg_k}"
+            )));
+        }
         let state = match stored {
             Stored::Exact(v) => State::Exact(v.into_iter().collect()),
             Stored::Sketch(b) => {

@@ -505,6 +505,16 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
         let (params, stored) = <(ValueParams, Stored<K>)>::deserialize(deserializer)?;
+        // Partials come from storage: sizes the sketches reject must fail here, not later.
+        if !(4..=21).contains(&params.hll_lg_k)
+            || params.freq_map_size < 8
+            || !params.freq_map_size.is_power_of_two()
+            || params.top_k == 0
+        {
+            return Err(D::Error::custom(format!(
+                "invalid value-count parameters {params:?}"
+            )));
+        }
         let hll = |b: &[u8]| HllSketch::deserialize(b).map_err(D::Error::custom);
         let mode = match stored {
             Stored::Exact(v) => Mode::Exact(v.into_iter().collect()),
@@ -635,6 +645,15 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![0, 7, 14]
         );
+    }
+
+    #[test]
+    fn rejects_stored_parameters_the_sketches_cannot_take() {
+        let mut v = Values::<i64>::new(params(Some(2)));
+        v.observe(&1);
+        v.params.hll_lg_k = 40;
+        let bytes = postcard::to_allocvec(&v).unwrap();
+        assert!(postcard::from_bytes::<Values<i64>>(&bytes).is_err());
     }
 
     #[test]
