@@ -19,6 +19,7 @@ fn thousands(n: u64) -> String {
 fn short(v: &Option<Value>, width: usize) -> String {
     let text = match v {
         None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) if s.is_empty() => "\"\"".to_string(),
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(f) if n.is_f64() => format!("{}", (f * 1e4).round() / 1e4),
@@ -27,6 +28,14 @@ fn short(v: &Option<Value>, width: usize) -> String {
         Some(other) => other.to_string(),
     };
     truncate(&text, width)
+}
+
+/// A min or max; an infinite one is `null` in the JSON, with its count beside it.
+fn bound(v: &Option<Value>, infinities: Option<u64>, infinity: &str) -> String {
+    match (v, infinities) {
+        (None | Some(Value::Null), Some(n)) if n > 0 => infinity.to_string(),
+        _ => short(v, 16),
+    }
 }
 
 fn truncate(s: &str, width: usize) -> String {
@@ -109,8 +118,8 @@ pub fn print(
             c.inferred_type.clone(),
             format!("{:.1}%", c.null_ratio * 100.0),
             distinct,
-            short(&c.min, 16),
-            short(&c.max, 16),
+            bound(&c.min, c.neg_inf_count, "-inf"),
+            bound(&c.max, c.pos_inf_count, "inf"),
             mean,
             top,
         ]);
