@@ -188,6 +188,7 @@ const C_AT: u8 = 1;
 const C_COLON: u8 = 1 << 1;
 const C_SEP: u8 = 1 << 2; // '-', '/', '.', ' ', '(', ')' (dates, phones, IPv4)
 const C_OTHER: u8 = 1 << 3; // anything else but ASCII letters, digits and '+'
+const C_LETTER: u8 = 1 << 4; // ASCII letters but 'e'/'E' (the only letter a number may hold)
 
 const fn byte_classes() -> [u8; 256] {
     let mut t = [C_OTHER; 256];
@@ -195,7 +196,8 @@ const fn byte_classes() -> [u8; 256] {
     while c < 256 {
         let b = c as u8;
         t[c] = match b {
-            b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'+' => 0,
+            b'0'..=b'9' | b'+' | b'e' | b'E' => 0,
+            b'a'..=b'z' | b'A'..=b'Z' => C_LETTER,
             b'@' => C_AT,
             b':' => C_COLON,
             b'-' | b'/' | b'.' | b' ' | b'(' | b')' => C_SEP,
@@ -229,7 +231,12 @@ fn classify_with(value: &str, gated: bool) -> u16 {
             // Numbers exclude every other pattern (a phone must not be a
             // decimal, and an unsigned integer has no '+' or separator), and
             // anything laid out like a date, valid or not, is not a phone.
-            let num = number_bits(b);
+            // A letter other than e/E rules out a number (a gate on presence, so off when ungated).
+            let num = if gated && has(C_LETTER) {
+                0
+            } else {
+                number_bits(b)
+            };
             if num != 0 {
                 return num;
             }
