@@ -172,10 +172,6 @@ impl Plan {
             })
     }
 
-    pub fn total_rows(&self) -> Option<u64> {
-        self.files.iter().map(|f| f.rows).sum()
-    }
-
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("plans serialize")
     }

@@ -188,11 +188,11 @@ async fn check_unchanged(store: &dyn ObjectStore, uri: &str, path: &str, size: u
     Ok(())
 }
 
-/// A task's failure, with the task named.
+/// A run's failure, with the task named when one task failed.
 #[derive(Debug, thiserror::Error)]
-#[error("task {task}: {source}")]
+#[error("{}{source}", task.map(|t| format!("task {t}: ")).unwrap_or_default())]
 pub struct TaskError {
-    pub task: u32,
+    pub task: Option<u32>,
     #[source]
     pub source: Error,
 }
@@ -205,7 +205,7 @@ pub async fn run_plan(
     workers: usize,
     progress: Progress,
 ) -> Result<PartialProfile, TaskError> {
-    let store = plan_store(&plan).map_err(|source| TaskError { task: 0, source })?;
+    let store = plan_store(&plan).map_err(|source| TaskError { task: None, source })?;
     let mut results = futures::stream::iter(0..plan.tasks.len() as u32)
         .map(|id| {
             let (plan, store, progress) = (plan.clone(), store.clone(), progress.clone());
@@ -213,9 +213,12 @@ pub async fn run_plan(
                 let joined =
                     tokio::spawn(async move { run_task(&plan, id, store, &progress).await }).await;
                 match joined {
-                    Ok(result) => result.map_err(|source| TaskError { task: id, source }),
+                    Ok(result) => result.map_err(|source| TaskError {
+                        task: Some(id),
+                        source,
+                    }),
                     Err(panic) => Err(TaskError {
-                        task: id,
+                        task: Some(id),
                         source: Error::invalid("task", format!("worker panicked: {panic}")),
                     }),
                 }
@@ -229,11 +232,11 @@ pub async fn run_plan(
             None => merged = Some(partial),
             Some(m) => m
                 .merge(&partial)
-                .map_err(|source| TaskError { task: 0, source })?,
+                .map_err(|source| TaskError { task: None, source })?,
         }
     }
     merged.ok_or(TaskError {
-        task: 0,
+        task: None,
         source: Error::invalid("plan", "it has no tasks"),
     })
 }

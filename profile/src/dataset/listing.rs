@@ -54,10 +54,6 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
-    }
-
     /// Total rows, when every file records its row count.
     pub fn total_rows(&self) -> Option<u64> {
         self.files.iter().map(|f| f.rows).sum()

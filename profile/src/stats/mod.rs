@@ -7,4 +7,4 @@ pub mod values;
 
 pub use moments::{Moments, NeumaierSum};
 pub use quantiles::{ExactQuantiles, Quantiles};
-pub use values::{TopValue, ValueCounts, ValueKey, ValueSummary, Values};
+pub use values::{TopValue, ValueKey, ValueSummary, Values};

@@ -131,10 +131,6 @@ impl<K: ValueKey> Values<K> {
         }
     }
 
-    pub fn params(&self) -> ValueParams {
-        self.params
-    }
-
     pub fn is_exact_map(&self) -> bool {
         matches!(self.mode, Mode::Exact(_))
     }
@@ -544,14 +540,6 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
             evicted: Vec::new(),
         })
     }
-}
-
-/// Value counts of a column, by the kind of its values.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum ValueCounts {
-    Int(Values<i64>),
-    Float(Values<u64>),
-    Str(Values<String>),
 }
 
 #[cfg(test)]
