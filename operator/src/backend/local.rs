@@ -1,0 +1,291 @@
+//! The local backend: a `batch/v1` Indexed Job, one index per task, each pod running
+//! `th-worker run-task` on the plan in object storage and writing the task's partial beside it.
+//!
+//! Failures are the Job controller's to retry: `backoffLimitPerIndex` retries a task,
+//! `podFailurePolicy` ignores disruptions (preemption, node drain: not the task's fault) and
+//! fails an index at once on the exit codes that say retrying cannot help (64 invalid, 65 bad
+//! data).
+
+use crate::crd::ProfileJob;
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret, SecretEnvSource,
+    SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use std::collections::BTreeMap;
+
+/// The worker container's name (podFailurePolicy rules refer to it).
+pub const CONTAINER: &str = "worker";
+/// Label on every child: the ProfileJob's name.
+pub const JOB_LABEL: &str = "truthound.io/profilejob";
+/// Kueue's queue label, passed from the ProfileJob to its worker Job.
+pub const KUEUE_QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
+/// Exit codes of `th-worker` that fail a task at once (retrying cannot help).
+pub const PERMANENT_EXIT_CODES: [i32; 2] = [64, 65];
+/// Default worker pods running at once.
+pub const DEFAULT_PARALLELISM: i32 = 4;
+/// Default retries per task.
+pub const DEFAULT_BACKOFF_PER_TASK: i32 = 3;
+
+/// What the worker Job needs besides the ProfileJob.
+#[derive(Debug, Clone)]
+pub struct WorkerParams {
+    /// The Job's name (deterministic, see [`crate::decide::workers_name`]).
+    pub name: String,
+    pub tasks: u32,
+    pub plan_uri: String,
+    /// `<work prefix>/partials`; task i writes `<partials>/<i>`.
+    pub partials_prefix: String,
+    /// The image when the ProfileJob names none.
+    pub default_image: String,
+    /// The operator's progress service (`http://host:port`), if it runs one.
+    pub progress_endpoint: Option<String>,
+    /// The Secret holding this job's progress token (key `token`).
+    pub token_secret: String,
+    /// Heartbeat period of the workers.
+    pub heartbeat_seconds: u64,
+}
+
+fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
+    let name = pj.metadata.name.clone().unwrap_or_default();
+    let mut l = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "truthound".to_string()),
+        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "truthound-operator".to_string(),
+        ),
+        (JOB_LABEL.to_string(), name),
+    ]);
+    if let Some(q) = pj
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
+    {
+        l.insert(KUEUE_QUEUE_LABEL.to_string(), q.clone());
+    }
+    l
+}
+
+fn owned_meta(pj: &ProfileJob, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: pj.metadata.namespace.clone(),
+        labels: Some(labels(pj, component)),
+        owner_references: pj.controller_owner_ref(&()).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// The Secret holding the job's progress token: workers read it from their environment, so the
+/// token never appears in the Job's spec.
+pub fn token_secret(pj: &ProfileJob, name: &str, token: &str) -> Secret {
+    Secret {
+        metadata: owned_meta(pj, name, "progress-token"),
+        string_data: Some(BTreeMap::from([("token".to_string(), token.to_string())])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// Storage flags of `th-worker` for the plan and the output (the dataset's own options travel
+/// inside the plan).
+fn storage_args(pj: &ProfileJob) -> Vec<String> {
+    let opts = pj
+        .spec
+        .output
+        .options
+        .as_ref()
+        .unwrap_or(&pj.spec.dataset.options);
+    let mut args = Vec::new();
+    if let Some(e) = &opts.endpoint {
+        args.extend(["--endpoint".to_string(), e.clone()]);
+    }
+    if let Some(r) = &opts.region {
+        args.extend(["--region".to_string(), r.clone()]);
+    }
+    if opts.allow_http == Some(true) {
+        args.push("--allow-http".to_string());
+    }
+    args
+}
+
+/// The worker Job.
+pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
+    let local = pj.spec.backend.local.clone().unwrap_or_default();
+    let tasks = p.tasks.max(1) as i32;
+    let parallelism = local.parallelism.unwrap_or(DEFAULT_PARALLELISM).clamp(1, tasks);
+    let backoff = pj
+        .spec
+        .backoff_limit_per_task
+        .unwrap_or(DEFAULT_BACKOFF_PER_TASK)
+        .max(0);
+
+    let mut args = vec![
+        "run-task".to_string(),
+        "--plan".to_string(),
+        p.plan_uri.clone(),
+        "--out".to_string(),
+        // The kubelet expands $(VAR) from the container's environment; the Job controller
+        // injects JOB_COMPLETION_INDEX, the task id.
+        format!("{}/$(JOB_COMPLETION_INDEX)", p.partials_prefix),
+    ];
+    args.extend(storage_args(pj));
+
+    let mut env_vars = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        env("TH_JOB_UID", pj.metadata.uid.clone().unwrap_or_default()),
+        env("TH_HEARTBEAT_SECONDS", p.heartbeat_seconds.to_string()),
+        env("TH_TERMINATION_LOG", "/dev/termination-log"),
+    ];
+    if let Some(endpoint) = &p.progress_endpoint {
+        env_vars.push(env("TH_PROGRESS_ENDPOINT", endpoint.clone()));
+        env_vars.push(EnvVar {
+            name: "TH_PROGRESS_TOKEN".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: p.token_secret.clone(),
+                    key: "token".into(),
+                    optional: Some(true),
+                }),
+                ..EnvVarSource::default()
+            }),
+        });
+    }
+    env_vars.extend(local.env.clone().unwrap_or_default());
+
+    // Credentials: the dataset's Secret, then the output's (a key in both: the output's wins).
+    let env_from: Vec<EnvFromSource> = [
+        pj.spec.dataset.credentials_secret_ref.as_ref(),
+        pj.spec.output.credentials_secret_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: s.name.clone(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    })
+    .collect();
+
+    let container = Container {
+        name: CONTAINER.into(),
+        image: Some(local.image.clone().unwrap_or_else(|| p.default_image.clone())),
+        args: Some(args),
+        env: Some(env_vars),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        resources: local.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+
+    let rules = vec![
+        PodFailurePolicyRule {
+            action: "Ignore".into(),
+            on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                type_: "DisruptionTarget".into(),
+                status: "True".into(),
+            }]),
+            on_exit_codes: None,
+        },
+        PodFailurePolicyRule {
+            action: "FailIndex".into(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(CONTAINER.into()),
+                operator: "In".into(),
+                values: PERMANENT_EXIT_CODES.to_vec(),
+            }),
+            on_pod_conditions: None,
+        },
+    ];
+
+    let mut template_meta = ObjectMeta {
+        labels: Some(labels(pj, "worker")),
+        ..ObjectMeta::default()
+    };
+    if let Some(l) = template_meta.labels.as_mut() {
+        l.remove(KUEUE_QUEUE_LABEL);
+    }
+
+    Job {
+        metadata: owned_meta(pj, &p.name, "worker"),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(tasks),
+            parallelism: Some(parallelism),
+            backoff_limit_per_index: Some(backoff),
+            // The job-level limits are the operator's (maxFailedTasks), but the Job must not
+            // stop scheduling other tasks while the operator decides.
+            max_failed_indexes: Some(tasks),
+            pod_failure_policy: Some(PodFailurePolicy { rules }),
+            // Required with a podFailurePolicy: a replacement starts only once the old pod is
+            // gone, so two pods never write the same partial at once.
+            pod_replacement_policy: Some("Failed".into()),
+            suspend: Some(pj.spec.suspend),
+            template: PodTemplateSpec {
+                metadata: Some(template_meta),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    service_account_name: local.service_account_name.clone(),
+                    automount_service_account_token: Some(local.service_account_name.is_some()),
+                    node_selector: local.node_selector.clone(),
+                    tolerations: local.tolerations.clone(),
+                    affinity: local.affinity.clone(),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,968 @@
+//! The reconciler's decisions: a pure function from what was observed (the ProfileJob, its worker
+//! Job, the plan and partials in object storage, the workers' progress) to what to do (actions),
+//! what the status says, and which events to emit.
+//!
+//! Level-triggered: nothing here remembers the previous call. The status is the record of what
+//! was done, and every action is safe to repeat (deterministic names, "already exists" means
+//! done, a re-run task finds its partial and stops), so an operator restart anywhere is just one
+//! more call with the same observations.
+
+use crate::crd::{
+    BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus,
+    ResultStatus, Submission, TaskCounts, TaskFailure,
+};
+use crate::status::{self, *};
+use std::collections::BTreeSet;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Operator-wide settings the decisions depend on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often a running job's status is refreshed (bounds the status write rate).
+    pub progress_interval: Duration,
+    /// A running task with no report for this long is stalled: its pod is replaced.
+    pub stall_timeout: Duration,
+    /// Consecutive transient errors (storage unreachable, access denied) tolerated while
+    /// planning or merging before the job fails.
+    pub max_consecutive_errors: u32,
+    /// Merge in a pod instead of in the operator past this many partials ...
+    pub merge_in_pod_tasks: u32,
+    /// ... or past this many rows (a proxy for the partials' size).
+    pub merge_in_pod_rows: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            progress_interval: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(120),
+            max_consecutive_errors: 5,
+            merge_in_pod_tasks: 2_000,
+            merge_in_pod_rows: 2_000_000_000,
+        }
+    }
+}
+
+/// The plan of the current attempt, as far as decisions need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanSummary {
+    pub id: String,
+    pub uri: String,
+    /// Rows of each task (index = task id); a column-based task counts the rows it reads.
+    pub task_rows: Vec<u64>,
+}
+
+impl PlanSummary {
+    pub fn tasks(&self) -> u32 {
+        self.task_rows.len() as u32
+    }
+}
+
+/// The worker Job as observed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkersObserved {
+    pub name: String,
+    pub suspended: bool,
+    /// Pods running now.
+    pub active: u32,
+    /// Pods that failed (each failure of a retried task counts).
+    pub failed_pods: u32,
+    /// The Job's `completedIndexes`.
+    pub completed: BTreeSet<u32>,
+    /// The Job's `failedIndexes`: tasks whose retries are exhausted.
+    pub failed: BTreeSet<u32>,
+    /// The Job finished (`Complete` or `Failed` condition).
+    pub finished: bool,
+    /// Failures read from the pods (exit code and termination message).
+    pub failures: Vec<TaskFailure>,
+}
+
+/// The merge pod's Job, when the merge runs in a pod.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeObserved {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// Progress reported by the workers (gRPC), summed for the job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProgressObserved {
+    /// Rows done by tasks that are still running.
+    pub running_rows: u64,
+    /// Rows per second over the recent reports.
+    pub rows_per_second: f64,
+    /// Running tasks with no report for longer than the stall timeout.
+    pub stalled: Vec<u32>,
+}
+
+/// Everything a decision is made from.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub now: OffsetDateTime,
+    pub job: &'a ProfileJob,
+    /// The plan in object storage, when it was read.
+    pub plan: Option<PlanSummary>,
+    /// The worker Job; `None` when it does not exist.
+    pub workers: Option<WorkersObserved>,
+    /// Tasks whose partial profile is in object storage, when they were listed.
+    pub partials: Option<BTreeSet<u32>>,
+    pub progress: ProgressObserved,
+    /// The merge Job, when the merge runs in a pod and the Job exists.
+    pub merge: Option<MergeObserved>,
+    /// Our finalizer is on the object.
+    pub has_finalizer: bool,
+}
+
+/// Something to do. Each is idempotent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// List the dataset, plan the tasks and write the plan (reusing a plan already written).
+    Plan,
+    /// Create the worker Job (and its progress-token Secret) for `tasks` tasks.
+    CreateWorkers { name: String, tasks: u32 },
+    /// Set the worker Job's `suspend`.
+    SuspendWorkers(bool),
+    /// Delete the worker Job and its pods (completed partials stay).
+    DeleteWorkers,
+    /// Delete the pods of stalled tasks; the Job replaces them.
+    ReplacePods(Vec<u32>),
+    /// Merge the partials and write the profile; `in_pod` runs it as a Job.
+    Merge { missing: Vec<u32>, in_pod: bool },
+    /// TTL expired: delete the ProfileJob (children go with it).
+    DeleteJob,
+    /// Remove our finalizer (nothing external is left to cancel).
+    RemoveFinalizer,
+}
+
+/// A Kubernetes event to emit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventNote {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What to do, and what the status says afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub status: ProfileJobStatus,
+    pub actions: Vec<Action>,
+    pub events: Vec<EventNote>,
+    /// When to look again (in addition to watch events).
+    pub requeue: Option<Duration>,
+}
+
+/// The worker Job's name: deterministic, so a repeated create finds the first one. Kubernetes
+/// puts it in a label (63 characters at most), so long names are cut and made unique again with
+/// a hash of the ProfileJob's uid.
+pub fn workers_name(job_name: &str, uid: &str, attempt: i32) -> String {
+    child_name(job_name, uid, &format!("w{attempt}"))
+}
+
+/// The merge Job's name.
+pub fn merge_name(job_name: &str, uid: &str, attempt: i32) -> String {
+    child_name(job_name, uid, &format!("m{attempt}"))
+}
+
+fn child_name(job_name: &str, uid: &str, suffix: &str) -> String {
+    let full = format!("{job_name}-{suffix}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(uid.as_bytes());
+    let tail = format!("-{:08x}-{suffix}", hash as u32);
+    let mut head = &job_name[..63 - tail.len()];
+    head = head.trim_end_matches(['-', '.']);
+    format!("{head}{tail}")
+}
+
+/// Where a job's working files live: `<dir of output>/.truthound/<uid>`.
+pub fn work_prefix(output_uri: &str, uid: &str) -> String {
+    let dir = match output_uri.rfind('/') {
+        Some(i) if !output_uri[..i].ends_with('/') => &output_uri[..i],
+        _ => output_uri,
+    };
+    format!("{dir}/.truthound/{uid}")
+}
+
+/// Checks of the spec that the schema cannot express. `Err` is a message for the user.
+pub fn validate(job: &ProfileJob) -> Result<(), String> {
+    let spec = &job.spec;
+    truthound_profile::dataset::Location::parse(&spec.dataset.uri)
+        .map_err(|e| format!("spec.dataset.uri: {e}"))?;
+    let out = truthound_profile::dataset::Location::parse(&spec.output.uri)
+        .map_err(|e| format!("spec.output.uri: {e}"))?;
+    if out.glob.is_some() || spec.output.uri.ends_with('/') {
+        return Err(format!(
+            "spec.output.uri `{}` must name a file (the profile JSON), not a prefix or glob",
+            spec.output.uri
+        ));
+    }
+    let secretish = ["secret", "token", "password", "key", "sas", "credential"];
+    let extras = spec
+        .dataset
+        .options
+        .extra
+        .keys()
+        .chain(spec.output.options.iter().flat_map(|o| o.extra.keys()));
+    for k in extras {
+        let lower = k.to_ascii_lowercase();
+        if secretish.iter().any(|s| lower.contains(s)) && !lower.ends_with("skip_signature") {
+            return Err(format!(
+                "storage option `{k}` looks like a secret: put it in the Secret named by credentialsSecretRef"
+            ));
+        }
+    }
+    let p = &spec.partitioning;
+    if p.strategy == crate::crd::PartitionStrategy::Hash && p.hash_column.is_none() {
+        return Err("spec.partitioning.strategy hash needs spec.partitioning.hashColumn".into());
+    }
+    if let Some(cols) = &spec.dataset.columns {
+        if cols.is_empty() {
+            return Err("spec.dataset.columns is empty: omit it to profile every column".into());
+        }
+    }
+    if let Some(s) = &spec.profile.sampling {
+        if !(s.fraction > 0.0 && s.fraction <= 1.0) {
+            return Err(format!(
+                "spec.profile.sampling.fraction must be in (0, 1], got {}",
+                s.fraction
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The backend that will run the job, and why; `Err` when it cannot run here.
+pub fn choose_backend(job: &ProfileJob) -> Result<BackendChoice, String> {
+    match job.spec.backend.kind {
+        BackendType::Local => Ok(BackendChoice {
+            kind: "local".into(),
+            reason: None,
+        }),
+        BackendType::Auto => Ok(BackendChoice {
+            kind: "local".into(),
+            reason: Some("auto: no remote cluster is configured; worker pods run the tasks".into()),
+        }),
+        other => Err(format!(
+            "backend `{}` is not available in this operator version; use `local` or `auto`",
+            other.name()
+        )),
+    }
+}
+
+/// The decision for one reconcile.
+pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
+    let job = obs.job;
+    let generation = job.metadata.generation;
+    let mut d = Decision {
+        status: job.status.clone().unwrap_or_default(),
+        actions: Vec::new(),
+        events: Vec::new(),
+        requeue: None,
+    };
+    d.status.observed_generation = generation;
+
+    if job.metadata.deletion_timestamp.is_some() {
+        // Children carry owner references and go with the ProfileJob; the local backend has
+        // nothing external to cancel, so only a finalizer left by an older version is removed.
+        if obs.has_finalizer {
+            d.actions.push(Action::DeleteWorkers);
+            d.actions.push(Action::RemoveFinalizer);
+        }
+        return d;
+    }
+
+    match d.status.phase {
+        None => first_visit(obs, &mut d),
+        Some(Phase::Pending) => pending(obs, settings, &mut d),
+        Some(Phase::Running) | Some(Phase::Suspended) => running(obs, settings, &mut d),
+        Some(Phase::Merging) => merging(obs, settings, &mut d),
+        Some(Phase::Succeeded) | Some(Phase::Failed) => finished(obs, &mut d),
+    }
+    d
+}
+
+fn first_visit(obs: &Observed, d: &mut Decision) {
+    let job = obs.job;
+    let now = obs.now;
+    let generation = job.metadata.generation;
+    let checked = validate(job).and_then(|()| choose_backend(job));
+    let backend = match checked {
+        Ok(b) => b,
+        Err(message) => {
+            set_condition(
+                &mut d.status.conditions,
+                ACCEPTED,
+                false,
+                "InvalidSpec",
+                &message,
+                now,
+                generation,
+            );
+            fail(d, "InvalidSpec", &message, now, generation);
+            return;
+        }
+    };
+    let uid = job.metadata.uid.clone().unwrap_or_default();
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let prefix = work_prefix(&job.spec.output.uri, &uid);
+    d.status.phase = Some(Phase::Pending);
+    d.status.attempt = Some(1);
+    d.status.start_time = Some(rfc3339(now));
+    d.status.submission = Some(Submission {
+        attempt: 1,
+        plan_id: None,
+        plan_uri: Some(format!("{prefix}/plan")),
+        id: Some(workers_name(&name, &uid, 1)),
+    });
+    let msg = format!(
+        "profiling {} with the {} backend",
+        job.spec.dataset.uri, backend.kind
+    );
+    d.status.backend = Some(backend);
+    set_condition(
+        &mut d.status.conditions,
+        ACCEPTED,
+        true,
+        "Accepted",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        "Planning",
+        "planning the tasks",
+        now,
+        generation,
+    );
+    d.events.push(EventNote {
+        warning: false,
+        reason: "Accepted".into(),
+        message: msg,
+    });
+    d.actions.push(Action::Plan);
+}
+
+fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    if deadline_passed(obs) {
+        fail(
+            d,
+            "DeadlineExceeded",
+            "activeDeadlineSeconds passed before the tasks were planned",
+            now,
+            generation,
+        );
+        return;
+    }
+    let Some(plan) = &obs.plan else {
+        d.actions.push(Action::Plan);
+        return;
+    };
+    if let Some(sub) = d.status.submission.as_mut() {
+        sub.plan_id = Some(plan.id.clone());
+    }
+    d.status.consecutive_errors = None;
+    if plan.tasks() == 0 {
+        // An empty dataset has nothing to run: its profile is merged from no partials.
+        enter_merging(d, Vec::new(), plan, settings, now, generation);
+        return;
+    }
+    let name = workers_name_of(obs);
+    d.actions.push(Action::CreateWorkers {
+        name: name.clone(),
+        tasks: plan.tasks(),
+    });
+    d.status.phase = Some(Phase::Running);
+    let msg = format!("worker Job {name} runs {} tasks", plan.tasks());
+    set_condition(
+        &mut d.status.conditions,
+        RUNNING,
+        true,
+        "WorkersCreated",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        "Running",
+        "tasks are running",
+        now,
+        generation,
+    );
+    d.events.push(EventNote {
+        warning: false,
+        reason: "WorkersCreated".into(),
+        message: msg,
+    });
+    counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), d);
+    // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
+    if obs.job.spec.suspend {
+        suspend(d, now, generation);
+    }
+    d.requeue = Some(settings.progress_interval);
+}
+
+fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    let Some(plan) = &obs.plan else {
+        // The plan is written before the workers are created; if it is gone, plan again (the
+        // planner writes the same plan for the same dataset).
+        d.actions.push(Action::Plan);
+        return;
+    };
+    let total = plan.tasks();
+    let mut completed: BTreeSet<u32> = BTreeSet::new();
+    let mut failed: BTreeSet<u32> = BTreeSet::new();
+    if let Some(w) = &obs.workers {
+        completed.extend(w.completed.iter().copied().filter(|&t| t < total));
+        failed.extend(w.failed.iter().copied().filter(|&t| t < total));
+        status::push_failures(&mut d.status.last_failures, w.failures.iter().cloned());
+    }
+    if let Some(p) = &obs.partials {
+        completed.extend(p.iter().copied().filter(|&t| t < total));
+    }
+    // A partial in storage is the truth: a task whose partial exists is done, whatever its pods.
+    failed.retain(|t| !completed.contains(t));
+    // A finished Job that left tasks neither done nor failed lost their partials (deleted from
+    // storage meanwhile): those tasks count as failed rather than leaving the job stuck.
+    if let (Some(w), Some(_)) = (&obs.workers, &obs.partials) {
+        if w.finished {
+            let lost: Vec<u32> = (0..total)
+                .filter(|t| !completed.contains(t) && !failed.contains(t))
+                .collect();
+            for &t in &lost {
+                failed.insert(t);
+                status::push_failures(
+                    &mut d.status.last_failures,
+                    [TaskFailure {
+                        task: t,
+                        reason: "PartialMissing".into(),
+                        message: "the worker Job finished but the task's partial profile is not in storage".into(),
+                        time: rfc3339(now),
+                    }],
+                );
+            }
+        }
+    }
+    counts_and_progress(obs, plan, &completed, &failed, d);
+
+    if deadline_passed(obs) {
+        d.actions.push(Action::DeleteWorkers);
+        let msg = format!(
+            "activeDeadlineSeconds ({}) passed with {} of {total} tasks done",
+            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
+            completed.len()
+        );
+        fail(d, "DeadlineExceeded", &msg, now, generation);
+        return;
+    }
+    let max_failed = obs.job.spec.max_failed_tasks.unwrap_or(0).max(0) as usize;
+    if failed.len() > max_failed {
+        d.actions.push(Action::DeleteWorkers);
+        let last = d
+            .status
+            .last_failures
+            .iter()
+            .rev()
+            .find(|f| failed.contains(&f.task))
+            .map(|f| format!("; task {}: {}: {}", f.task, f.reason, f.message))
+            .unwrap_or_default();
+        let msg = format!(
+            "{} task(s) failed ({}), more than maxFailedTasks ({max_failed}){last}",
+            failed.len(),
+            bounded_ranges(&failed).unwrap_or_default()
+        );
+        fail(d, "TooManyFailedTasks", &msg, now, generation);
+        return;
+    }
+    if completed.len() + failed.len() == total as usize && obs.partials.is_some() {
+        let missing: Vec<u32> = failed.iter().copied().collect();
+        enter_merging(d, missing, plan, settings, now, generation);
+        return;
+    }
+
+    let suspended_now = d.status.phase == Some(Phase::Suspended);
+    match &obs.workers {
+        None => {
+            if obs.job.spec.suspend {
+                // Nothing runs; creating the Job suspended would be the same.
+                suspend(d, now, generation);
+                return;
+            }
+            // Deleted by someone, or the operator stopped between writing the status and
+            // creating the Job. Re-creating is safe: tasks with a partial exit at once.
+            let name = workers_name_of(obs);
+            d.actions.push(Action::CreateWorkers {
+                name: name.clone(),
+                tasks: total,
+            });
+            d.events.push(EventNote {
+                warning: suspended_now,
+                reason: "WorkersCreated".into(),
+                message: format!(
+                    "worker Job {name} (re)created for {} remaining tasks",
+                    total as usize - completed.len() - failed.len()
+                ),
+            });
+        }
+        Some(w) => {
+            if obs.job.spec.suspend {
+                if !w.suspended {
+                    d.actions.push(Action::SuspendWorkers(true));
+                }
+                suspend(d, now, generation);
+                return;
+            }
+            if w.suspended {
+                d.actions.push(Action::SuspendWorkers(false));
+            }
+            if !obs.progress.stalled.is_empty() {
+                let stalled: Vec<u32> = obs
+                    .progress
+                    .stalled
+                    .iter()
+                    .copied()
+                    .filter(|t| !completed.contains(t) && !failed.contains(t))
+                    .collect();
+                if !stalled.is_empty() {
+                    d.events.push(EventNote {
+                        warning: true,
+                        reason: "TaskStalled".into(),
+                        message: format!(
+                            "no heartbeat from task(s) {} for {}s: replacing their pods",
+                            bounded_ranges(&stalled.iter().copied().collect()).unwrap_or_default(),
+                            settings.stall_timeout.as_secs()
+                        ),
+                    });
+                    d.actions.push(Action::ReplacePods(stalled));
+                }
+            }
+        }
+    }
+    if suspended_now {
+        d.events.push(EventNote {
+            warning: false,
+            reason: "Resumed".into(),
+            message: "spec.suspend is false: workers resume; completed tasks are kept".into(),
+        });
+        set_condition(
+            &mut d.status.conditions,
+            SUSPENDED,
+            false,
+            "Resumed",
+            "the job was resumed",
+            now,
+            generation,
+        );
+    }
+    d.status.phase = Some(Phase::Running);
+    let msg = format!("{} of {total} tasks done", completed.len());
+    set_condition(
+        &mut d.status.conditions,
+        RUNNING,
+        true,
+        "TasksRunning",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        "Running",
+        &msg,
+        now,
+        generation,
+    );
+    d.requeue = Some(settings.progress_interval);
+}
+
+fn enter_merging(
+    d: &mut Decision,
+    missing: Vec<u32>,
+    plan: &PlanSummary,
+    settings: &Settings,
+    now: OffsetDateTime,
+    generation: Option<i64>,
+) {
+    let rows: u64 = plan.task_rows.iter().sum();
+    let in_pod = plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows;
+    d.status.phase = Some(Phase::Merging);
+    set_condition(
+        &mut d.status.conditions,
+        RUNNING,
+        false,
+        "TasksDone",
+        "every task has finished",
+        now,
+        generation,
+    );
+    let msg = if missing.is_empty() {
+        format!("merging {} partial profiles", plan.tasks())
+    } else {
+        format!(
+            "merging {} partial profiles; {} failed task(s) tolerated by maxFailedTasks are missing",
+            plan.tasks() as usize - missing.len(),
+            missing.len()
+        )
+    };
+    set_condition(
+        &mut d.status.conditions,
+        MERGING,
+        true,
+        "Merging",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        "Merging",
+        &msg,
+        now,
+        generation,
+    );
+    d.events.push(EventNote {
+        warning: false,
+        reason: "Merging".into(),
+        message: msg,
+    });
+    d.actions.push(Action::Merge { missing, in_pod });
+}
+
+fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    if deadline_passed(obs) {
+        fail(
+            d,
+            "DeadlineExceeded",
+            "activeDeadlineSeconds passed while merging",
+            now,
+            generation,
+        );
+        return;
+    }
+    let Some(plan) = &obs.plan else {
+        d.actions.push(Action::Plan);
+        return;
+    };
+    let missing: Vec<u32> = d
+        .status
+        .failed_tasks
+        .as_deref()
+        .map(|s| parse_ranges(s).into_iter().collect())
+        .unwrap_or_default();
+    match &obs.merge {
+        Some(MergeObserved::Failed(message)) => {
+            fail(d, "MergeFailed", message, now, generation);
+        }
+        Some(MergeObserved::Running) => d.requeue = Some(settings.progress_interval),
+        // The merge pod wrote the profile; the reconciler reads its summary and finishes.
+        Some(MergeObserved::Succeeded) | None => {
+            let rows: u64 = plan.task_rows.iter().sum();
+            let in_pod =
+                plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows;
+            d.actions.push(Action::Merge { missing, in_pod });
+        }
+    }
+}
+
+fn finished(obs: &Observed, d: &mut Decision) {
+    let Some(ttl) = obs.job.spec.ttl_seconds_after_finished else {
+        return;
+    };
+    let Some(done) = d.status.completion_time.as_deref().and_then(parse_time) else {
+        return;
+    };
+    let expires = done + time::Duration::seconds(i64::from(ttl.max(0)));
+    if obs.now >= expires {
+        d.actions.push(Action::DeleteJob);
+    } else {
+        let left = (expires - obs.now).whole_seconds().max(1) as u64;
+        d.requeue = Some(Duration::from_secs(left));
+    }
+}
+
+/// The merge wrote the profile: the job succeeded.
+pub fn merged(
+    job: &ProfileJob,
+    mut status: ProfileJobStatus,
+    result: ResultStatus,
+    now: OffsetDateTime,
+) -> (ProfileJobStatus, EventNote) {
+    let generation = job.metadata.generation;
+    status.phase = Some(Phase::Succeeded);
+    status.completion_time = Some(rfc3339(now));
+    status.consecutive_errors = None;
+    let msg = format!(
+        "profile of {} rows and {} columns written to {}",
+        result.rows, result.columns, result.profile_uri
+    );
+    status.result = Some(result);
+    if let Some(p) = status.progress.as_mut() {
+        p.percent = 100.0;
+        p.rows_processed = p.rows_total;
+        p.eta_seconds = Some(0);
+        p.display = "100%".into();
+    }
+    set_condition(
+        &mut status.conditions,
+        MERGING,
+        false,
+        "Merged",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        SUCCEEDED,
+        true,
+        "ProfileWritten",
+        &msg,
+        now,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        READY,
+        true,
+        "Succeeded",
+        &msg,
+        now,
+        generation,
+    );
+    (
+        status,
+        EventNote {
+            warning: false,
+            reason: "Succeeded".into(),
+            message: msg,
+        },
+    )
+}
+
+/// The kind of an action's failure, from the engine's error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The input is at fault (missing file, corrupt footer, schema mismatch): fail now.
+    BadData,
+    /// The request is invalid (bad URI, bad option): fail now.
+    Invalid,
+    /// Storage or API unreachable, access denied: retry with backoff, then fail.
+    Transient,
+}
+
+/// An action failed: what the status says now, the event, and whether to retry.
+pub fn action_failed(
+    job: &ProfileJob,
+    mut status: ProfileJobStatus,
+    what: &str,
+    kind: FailureKind,
+    message: &str,
+    settings: &Settings,
+    now: OffsetDateTime,
+) -> (ProfileJobStatus, EventNote, bool) {
+    let generation = job.metadata.generation;
+    let errors = status.consecutive_errors.unwrap_or(0) + 1;
+    let (reason, retry) = match kind {
+        FailureKind::BadData => ("BadData", false),
+        FailureKind::Invalid => ("InvalidSpec", false),
+        FailureKind::Transient => ("StorageUnavailable", errors < settings.max_consecutive_errors),
+    };
+    let msg = format!("{what}: {message}");
+    if retry {
+        status.consecutive_errors = Some(errors);
+        set_condition(
+            &mut status.conditions,
+            READY,
+            false,
+            reason,
+            &format!(
+                "{msg} (attempt {errors} of {}, retrying)",
+                settings.max_consecutive_errors
+            ),
+            now,
+            generation,
+        );
+    } else {
+        let mut d = Decision {
+            status,
+            actions: Vec::new(),
+            events: Vec::new(),
+            requeue: None,
+        };
+        fail(&mut d, reason, &msg, now, generation);
+        status = d.status;
+    }
+    (
+        status,
+        EventNote {
+            warning: true,
+            reason: reason.into(),
+            message: msg,
+        },
+        retry,
+    )
+}
+
+fn workers_name_of(obs: &Observed) -> String {
+    let job = obs.job;
+    let attempt = job
+        .status
+        .as_ref()
+        .and_then(|s| s.attempt)
+        .unwrap_or(1)
+        .max(1);
+    workers_name(
+        job.metadata.name.as_deref().unwrap_or_default(),
+        job.metadata.uid.as_deref().unwrap_or_default(),
+        attempt,
+    )
+}
+
+fn deadline_passed(obs: &Observed) -> bool {
+    let (Some(limit), Some(start)) = (
+        obs.job.spec.active_deadline_seconds,
+        obs.job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_deref())
+            .and_then(parse_time),
+    ) else {
+        return false;
+    };
+    obs.now >= start + time::Duration::seconds(limit)
+}
+
+fn suspend(d: &mut Decision, now: OffsetDateTime, generation: Option<i64>) {
+    if d.status.phase != Some(Phase::Suspended) {
+        d.events.push(EventNote {
+            warning: false,
+            reason: "Suspended".into(),
+            message: "spec.suspend is true: workers are stopped; completed tasks are kept".into(),
+        });
+    }
+    d.status.phase = Some(Phase::Suspended);
+    set_condition(
+        &mut d.status.conditions,
+        SUSPENDED,
+        true,
+        "Suspended",
+        "spec.suspend is true",
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        RUNNING,
+        false,
+        "Suspended",
+        "spec.suspend is true",
+        now,
+        generation,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        "Suspended",
+        "spec.suspend is true",
+        now,
+        generation,
+    );
+}
+
+fn fail(d: &mut Decision, reason: &str, message: &str, now: OffsetDateTime, gen_: Option<i64>) {
+    d.status.phase = Some(Phase::Failed);
+    d.status.completion_time = Some(rfc3339(now));
+    for t in [RUNNING, MERGING] {
+        if condition(&d.status.conditions, t).is_some() {
+            set_condition(&mut d.status.conditions, t, false, reason, message, now, gen_);
+        }
+    }
+    set_condition(&mut d.status.conditions, FAILED, true, reason, message, now, gen_);
+    set_condition(&mut d.status.conditions, READY, false, reason, message, now, gen_);
+    d.events.push(EventNote {
+        warning: true,
+        reason: reason.into(),
+        message: message.into(),
+    });
+}
+
+fn counts_and_progress(
+    obs: &Observed,
+    plan: &PlanSummary,
+    completed: &BTreeSet<u32>,
+    failed: &BTreeSet<u32>,
+    d: &mut Decision,
+) {
+    let total = plan.tasks();
+    let running = obs
+        .workers
+        .as_ref()
+        .map(|w| w.active)
+        .unwrap_or(0)
+        .min(total.saturating_sub((completed.len() + failed.len()) as u32));
+    let succeeded = completed.len() as u32;
+    let failed_n = failed.len() as u32;
+    let retried = obs
+        .workers
+        .as_ref()
+        .map(|w| w.failed_pods.saturating_sub(failed_n))
+        .unwrap_or(0)
+        .max(d.status.tasks.as_ref().map(|t| t.retried).unwrap_or(0));
+    d.status.tasks = Some(TaskCounts {
+        total,
+        pending: total.saturating_sub(succeeded + failed_n + running),
+        running,
+        succeeded,
+        failed: failed_n,
+        retried,
+        summary: format!("{succeeded}/{total}"),
+    });
+    d.status.completed_tasks = bounded_ranges(completed);
+    d.status.failed_tasks = bounded_ranges(failed);
+
+    let rows_total: u64 = plan.task_rows.iter().sum();
+    let done_rows: u64 = completed
+        .iter()
+        .filter_map(|&t| plan.task_rows.get(t as usize))
+        .sum();
+    let processed = (done_rows + obs.progress.running_rows).min(rows_total);
+    let percent = if rows_total == 0 {
+        if total == 0 {
+            100.0
+        } else {
+            100.0 * succeeded as f64 / total as f64
+        }
+    } else {
+        100.0 * processed as f64 / rows_total as f64
+    };
+    let rate = obs.progress.rows_per_second;
+    let eta = (rate > 0.0).then(|| ((rows_total - processed) as f64 / rate).ceil() as u64);
+    d.status.progress = Some(ProgressStatus {
+        percent: (percent * 10.0).round() / 10.0,
+        rows_processed: processed,
+        rows_total,
+        rows_per_second: rate.round(),
+        eta_seconds: eta,
+        display: format!("{}%", percent.floor() as u64),
+    });
+}

@@ -1,0 +1,21 @@
+//! The truthound operator: the `ProfileJob` resource and the controller that runs it.
+//!
+//! - [`crd`]: the resource's types (spec and status); `crdgen` writes them to `crds/`.
+//! - [`decide`]: the reconciler's decisions, a pure function of what was observed.
+//! - [`reconcile`]: observes the cluster and object storage, applies the decisions.
+//! - [`backend`]: where tasks run (`local`: an Indexed Job of `th-worker` pods).
+//! - [`status`]: conditions, index ranges and the bounded task record.
+//! - [`progress`]: the gRPC service workers report progress and heartbeats to.
+//! - [`metrics`], [`http`], [`leader`]: Prometheus metrics, health endpoints, leader election.
+
+pub mod backend;
+pub mod crd;
+pub mod decide;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod progress;
+pub mod reconcile;
+pub mod status;
+
+pub use crd::{ProfileJob, ProfileJobSpec, ProfileJobStatus};

@@ -1,0 +1,927 @@
+//! The reconciler: observe (the ProfileJob, its worker Job and pods, the plan and partials in
+//! object storage, the workers' progress), [`decide`](crate::decide::decide), write the status,
+//! then act. The status is written before acting, so what an action is about to create is on
+//! record first; every action is idempotent, so a crash between the two is repaired by the next
+//! reconcile.
+
+use crate::backend::local::{self, WorkerParams};
+use crate::crd::{ProfileJob, ProfileJobStatus, ResultStatus, TaskFailure};
+use crate::decide::{
+    self, Action, Decision, EventNote, FailureKind, MergeObserved, Observed, PlanSummary,
+    ProgressObserved, Settings, WorkersObserved,
+};
+use crate::status::{parse_ranges, rfc3339};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+use truthound_profile::dataset::{self, Location, StorageOptions};
+use truthound_profile::plan::Strategy;
+use truthound_profile::{ErrorClass, PartialProfile, Plan, PlanRequest, TableProfile};
+
+/// The field manager of everything the operator writes (server-side apply).
+pub const FIELD_MANAGER: &str = "truthound-operator";
+/// Finalizer of jobs whose backend has external work to cancel (remote backends).
+pub const FINALIZER: &str = "truthound.io/cancel-remote-work";
+
+/// Where the operator's workers report progress, and how it is read back.
+pub trait ProgressSource: Send + Sync {
+    /// The token a job's workers present.
+    fn token(&self, job_uid: &str) -> String;
+    /// Progress of a job's running tasks, and those stalled for longer than `stall_timeout`.
+    fn observe(&self, job_uid: &str, stall_timeout: Duration) -> ProgressObserved;
+    /// The job is finished or gone.
+    fn forget(&self, job_uid: &str);
+}
+
+/// What the reconciler reports to the metrics.
+pub trait MetricsSink: Send + Sync {
+    fn job_phase(&self, job_key: &str, phase: Option<&str>);
+    fn job_tasks(&self, job_key: &str, pending: u32, running: u32, succeeded: u32, failed: u32);
+    fn reconcile_failed(&self, reason: &str);
+}
+
+/// Operator configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Worker image when a ProfileJob names none.
+    pub worker_image: String,
+    /// Address workers reach the progress service at (`http://service.namespace:port`).
+    pub progress_endpoint: Option<String>,
+    pub heartbeat_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            worker_image: "ghcr.io/truthound/th-worker:latest".into(),
+            progress_endpoint: None,
+            heartbeat_seconds: 10,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub config: Config,
+    pub recorder: Recorder,
+    pub progress: Option<Arc<dyn ProgressSource>>,
+    pub metrics: Option<Arc<dyn MetricsSink>>,
+    /// Plans read from storage, by URI (a plan never changes once written).
+    plans: Mutex<HashMap<String, PlanSummary>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, config: Config, recorder: Recorder) -> Self {
+        Context {
+            client,
+            settings,
+            config,
+            recorder,
+            progress: None,
+            metrics: None,
+            plans: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Reconcile failures. Each says which object or action was at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// An action's failure, classified.
+#[derive(Debug)]
+struct ActionError {
+    kind: FailureKind,
+    message: String,
+}
+
+impl From<truthound_profile::Error> for ActionError {
+    fn from(e: truthound_profile::Error) -> Self {
+        let kind = match e.class() {
+            ErrorClass::BadData => FailureKind::BadData,
+            ErrorClass::Invalid => FailureKind::Invalid,
+            ErrorClass::Transient => FailureKind::Transient,
+        };
+        ActionError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Retry delay after a failed reconcile: exponential in the consecutive errors, capped.
+pub fn backoff(consecutive: u32) -> Duration {
+    Duration::from_secs((5u64 << consecutive.min(6)).min(300))
+}
+
+/// The controller's error policy: retry after a delay (the decisions are idempotent).
+pub fn error_policy(pj: Arc<ProfileJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(job = %pj.name_any(), error = %err, "reconcile failed");
+    if let Some(m) = &ctx.metrics {
+        m.reconcile_failed(err.metric_label());
+    }
+    Requeue::requeue(Duration::from_secs(15))
+}
+
+/// One reconcile of one ProfileJob.
+pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = pj
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a ProfileJob must be namespaced".into()))?;
+    let key = format!("{ns}/{}", pj.name_any());
+    let now = OffsetDateTime::now_utc();
+    let obs = observe(&pj, &ctx, now).await?;
+    let decision = decide::decide(&obs, &ctx.settings);
+    drop(obs);
+    let Decision {
+        status,
+        actions,
+        events,
+        requeue,
+    } = decision;
+
+    write_status(&pj, &ctx, &status).await?;
+    for e in &events {
+        publish(&pj, &ctx, e).await;
+    }
+    if let Some(m) = &ctx.metrics {
+        m.job_phase(&key, status.phase.map(|p| p.name()));
+        if let Some(t) = &status.tasks {
+            m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
+        }
+    }
+    if status.phase.is_some_and(|p| p.is_finished()) {
+        if let Some(p) = &ctx.progress {
+            p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
+        }
+    }
+
+    let mut requeue = requeue;
+    for action in actions {
+        match execute(&pj, &ctx, &status, &action, now).await {
+            Ok(Outcome::Done) => {}
+            Ok(Outcome::Again) => requeue = Some(Duration::ZERO),
+            Ok(Outcome::Merged(result)) => {
+                let (done, event) = decide::merged(&pj, status.clone(), result, now);
+                write_status(&pj, &ctx, &done).await?;
+                publish(&pj, &ctx, &event).await;
+                if let Some(m) = &ctx.metrics {
+                    m.job_phase(&key, done.phase.map(|p| p.name()));
+                }
+                if let Some(p) = &ctx.progress {
+                    p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
+                }
+                requeue = pj
+                    .spec
+                    .ttl_seconds_after_finished
+                    .map(|ttl| Duration::from_secs(ttl.max(0) as u64));
+            }
+            Ok(Outcome::Gone) => return Ok(Requeue::await_change()),
+            Err(ActionError { kind, message }) => {
+                let what = action_name(&action);
+                let (failed, event, retry) = decide::action_failed(
+                    &pj,
+                    status.clone(),
+                    what,
+                    kind,
+                    &message,
+                    &ctx.settings,
+                    now,
+                );
+                warn!(job = %key, action = what, error = %message, retry, "action failed");
+                write_status(&pj, &ctx, &failed).await?;
+                publish(&pj, &ctx, &event).await;
+                if let Some(m) = &ctx.metrics {
+                    m.reconcile_failed(what);
+                    m.job_phase(&key, failed.phase.map(|p| p.name()));
+                }
+                return Ok(if retry {
+                    Requeue::requeue(backoff(failed.consecutive_errors.unwrap_or(1)))
+                } else {
+                    Requeue::await_change()
+                });
+            }
+        }
+    }
+    Ok(match requeue {
+        Some(d) => Requeue::requeue(d),
+        None => Requeue::await_change(),
+    })
+}
+
+fn action_name(action: &Action) -> &'static str {
+    match action {
+        Action::Plan => "planning",
+        Action::CreateWorkers { .. } => "creating the worker Job",
+        Action::SuspendWorkers(_) => "suspending the worker Job",
+        Action::DeleteWorkers => "deleting the worker Job",
+        Action::ReplacePods(_) => "replacing stalled pods",
+        Action::Merge { .. } => "merging",
+        Action::DeleteJob => "deleting the finished ProfileJob",
+        Action::RemoveFinalizer => "removing the finalizer",
+    }
+}
+
+/// Writes the status with server-side apply, only when it changed.
+async fn write_status(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+) -> Result<(), Error> {
+    if pj.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<ProfileJob> =
+        Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "truthound.io/v1alpha1",
+        "kind": "ProfileJob",
+        "status": status,
+    });
+    api.patch_status(
+        &pj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(pj: &ProfileJob, ctx: &Context, e: &EventNote) {
+    let event = Event {
+        type_: if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: e.reason.clone(),
+        note: Some(crate::status::truncate(&e.message, 1000)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    // An event is best-effort: failing to record one must not fail the reconcile.
+    if let Err(err) = ctx.recorder.publish(&event, &pj.object_ref(&())).await {
+        warn!(job = %pj.name_any(), error = %err, "cannot publish event");
+    }
+}
+
+// ---- observing ---------------------------------------------------------------------------
+
+/// Storage options (with credentials from the referenced Secret) for the dataset and output.
+async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<StorageOptions, Error> {
+    let spec = &pj.spec;
+    let (opts, secret) = if output {
+        (
+            spec.output.options.as_ref().unwrap_or(&spec.dataset.options),
+            spec.output
+                .credentials_secret_ref
+                .as_ref()
+                .or(spec.dataset.credentials_secret_ref.as_ref()),
+        )
+    } else {
+        (
+            &spec.dataset.options,
+            spec.dataset.credentials_secret_ref.as_ref(),
+        )
+    };
+    let mut extra = opts.extra.clone();
+    if let Some(secret) = secret {
+        let api: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+        let s = api.get_opt(&secret.name).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "credentials Secret `{}` not found in namespace {}",
+                secret.name,
+                pj.namespace().unwrap_or_default()
+            ))
+        })?;
+        // Keys are the environment variables workers get (AWS_ACCESS_KEY_ID, ...); lowercased,
+        // they are object_store's configuration keys.
+        for (k, v) in s.data.unwrap_or_default() {
+            if let Ok(v) = String::from_utf8(v.0) {
+                extra.insert(k.to_ascii_lowercase(), v);
+            }
+        }
+    }
+    Ok(StorageOptions {
+        endpoint: opts.endpoint.clone(),
+        region: opts.region.clone(),
+        allow_http: opts.allow_http,
+        extra,
+    })
+}
+
+fn work_prefix(pj: &ProfileJob) -> String {
+    decide::work_prefix(
+        &pj.spec.output.uri,
+        pj.metadata.uid.as_deref().unwrap_or_default(),
+    )
+}
+
+fn summary(plan: &Plan, uri: &str) -> PlanSummary {
+    PlanSummary {
+        id: plan.id.clone(),
+        uri: uri.to_string(),
+        task_rows: plan.tasks.iter().map(|t| t.rows.unwrap_or(0)).collect(),
+    }
+}
+
+async fn observe<'a>(
+    pj: &'a ProfileJob,
+    ctx: &Context,
+    now: OffsetDateTime,
+) -> Result<Observed<'a>, Error> {
+    let status = pj.status.clone().unwrap_or_default();
+    let uid = pj.metadata.uid.clone().unwrap_or_default();
+    let ns = pj.namespace().unwrap_or_default();
+    let mut obs = Observed {
+        now,
+        job: pj,
+        plan: None,
+        workers: None,
+        partials: None,
+        progress: ProgressObserved::default(),
+        merge: None,
+        has_finalizer: pj.finalizers().iter().any(|f| f == FINALIZER),
+    };
+    let Some(phase) = status.phase else {
+        return Ok(obs);
+    };
+    if phase.is_finished() || pj.metadata.deletion_timestamp.is_some() {
+        return Ok(obs);
+    }
+    let out_opts = storage(pj, ctx, true).await?;
+    if let Some(uri) = status.submission.as_ref().and_then(|s| s.plan_uri.clone()) {
+        obs.plan = read_plan(ctx, &uri, &out_opts).await;
+    }
+    let Some(plan) = obs.plan.clone() else {
+        return Ok(obs);
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    if matches!(
+        phase,
+        crate::crd::Phase::Running | crate::crd::Phase::Suspended
+    ) {
+        let name = status
+            .submission
+            .as_ref()
+            .and_then(|s| s.id.clone())
+            .unwrap_or_default();
+        if let Some(job) = jobs.get_opt(&name).await? {
+            let mut w = workers_observed(&job);
+            if w.failed_pods > 0 {
+                w.failures = pod_failures(ctx, &ns, &name, now).await?;
+            }
+            obs.workers = Some(w);
+        }
+        if let Some(p) = &ctx.progress {
+            obs.progress = p.observe(&uid, ctx.settings.stall_timeout);
+        }
+        let known = obs
+            .workers
+            .as_ref()
+            .map(|w| w.completed.len() + w.failed.len())
+            .unwrap_or(0);
+        let need_listing = match &obs.workers {
+            None => true,
+            Some(w) => w.finished || known >= plan.tasks() as usize,
+        };
+        if need_listing {
+            obs.partials = Some(list_partials(&work_prefix(pj), &out_opts).await);
+        }
+    }
+    if phase == crate::crd::Phase::Merging {
+        let name = decide::merge_name(&pj.name_any(), &uid, status.attempt.unwrap_or(1));
+        if let Some(job) = jobs.get_opt(&name).await? {
+            let w = workers_observed(&job);
+            obs.merge = Some(if w.completed.contains(&0) || job_succeeded(&job) {
+                MergeObserved::Succeeded
+            } else if w.finished {
+                MergeObserved::Failed(format!("the merge Job {name} failed; see its pod's logs"))
+            } else {
+                MergeObserved::Running
+            });
+        }
+    }
+    Ok(obs)
+}
+
+async fn read_plan(ctx: &Context, uri: &str, opts: &StorageOptions) -> Option<PlanSummary> {
+    if let Some(p) = ctx.plans.lock().ok().and_then(|m| m.get(uri).cloned()) {
+        return Some(p);
+    }
+    let bytes = dataset::read_object(uri, opts).await.ok()?;
+    let plan = Plan::from_json(&bytes, uri).ok()?;
+    let s = summary(&plan, uri);
+    if let Ok(mut m) = ctx.plans.lock() {
+        if m.len() > 1024 {
+            m.clear();
+        }
+        m.insert(uri.to_string(), s.clone());
+    }
+    Some(s)
+}
+
+/// Task ids with a partial under `<prefix>/partials/`. A listing failure is an empty set: the
+/// Job's own record still counts, and the next reconcile lists again.
+async fn list_partials(prefix: &str, opts: &StorageOptions) -> BTreeSet<u32> {
+    let dir = format!("{prefix}/partials/");
+    let listed: Result<Vec<String>, String> = async {
+        let loc = Location::parse(&dir).map_err(|e| e.to_string())?;
+        let store = loc.store(opts).map_err(|e| e.to_string())?;
+        store
+            .list(Some(&loc.path))
+            .map_ok(|m| m.location.filename().unwrap_or_default().to_string())
+            .try_collect()
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match listed {
+        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
+        Err(e) => {
+            warn!(prefix = %dir, error = %e, "cannot list partials");
+            BTreeSet::new()
+        }
+    }
+}
+
+fn job_succeeded(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "SuccessCriteriaMet") && c.status == "True")
+        })
+}
+
+/// What the Job's status says.
+pub fn workers_observed(job: &Job) -> WorkersObserved {
+    let s = job.status.clone().unwrap_or_default();
+    let finished = s.conditions.as_ref().is_some_and(|c| {
+        c.iter().any(|c| {
+            (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
+        })
+    });
+    WorkersObserved {
+        name: job.name_any(),
+        suspended: job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
+        active: s.active.unwrap_or(0).max(0) as u32,
+        failed_pods: s.failed.unwrap_or(0).max(0) as u32,
+        completed: s.completed_indexes.as_deref().map(parse_ranges).unwrap_or_default(),
+        failed: s.failed_indexes.as_deref().map(parse_ranges).unwrap_or_default(),
+        finished,
+        failures: Vec::new(),
+    }
+}
+
+/// Why a worker exited, from its exit code (see th-worker's exit codes).
+pub fn failure_reason(exit_code: i32) -> &'static str {
+    match exit_code {
+        65 => "BadData",
+        64 => "Invalid",
+        75 => "Transient",
+        137 => "Killed",
+        _ => "Error",
+    }
+}
+
+async fn pod_failures(
+    ctx: &Context,
+    ns: &str,
+    job_name: &str,
+    now: OffsetDateTime,
+) -> Result<Vec<TaskFailure>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await?;
+    let mut out = Vec::new();
+    for pod in list.items {
+        let Some(task) = pod
+            .annotations()
+            .get("batch.kubernetes.io/job-completion-index")
+            .and_then(|i| i.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(status) = &pod.status else { continue };
+        if status.phase.as_deref() != Some("Failed") {
+            continue;
+        }
+        let term = status
+            .container_statuses
+            .iter()
+            .flatten()
+            .find(|c| c.name == local::CONTAINER)
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref());
+        let (reason, message) = match term {
+            Some(t) => {
+                let reason = match t.reason.as_deref() {
+                    Some("OOMKilled") => "OOMKilled",
+                    _ => failure_reason(t.exit_code),
+                };
+                let message = t
+                    .message
+                    .clone()
+                    .filter(|m| !m.trim().is_empty())
+                    .unwrap_or_else(|| format!("exit code {}", t.exit_code));
+                (reason, message)
+            }
+            None => (
+                "Error",
+                status
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| "the pod failed".into()),
+            ),
+        };
+        out.push(TaskFailure {
+            task,
+            reason: reason.into(),
+            message: message.trim().to_string(),
+            time: rfc3339(now),
+        });
+    }
+    out.sort_by_key(|f| f.task);
+    Ok(out)
+}
+
+// ---- acting ------------------------------------------------------------------------------
+
+enum Outcome {
+    Done,
+    /// Look again at once (the next step can follow).
+    Again,
+    Merged(ResultStatus),
+    /// The ProfileJob was deleted.
+    Gone,
+}
+
+async fn execute(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+    action: &Action,
+    now: OffsetDateTime,
+) -> Result<Outcome, ActionError> {
+    let ns = pj.namespace().unwrap_or_default();
+    let kube_err = |e: kube::Error| ActionError {
+        kind: FailureKind::Transient,
+        message: e.to_string(),
+    };
+    let inv = |e: Error| ActionError {
+        kind: match e {
+            Error::Kube(_) => FailureKind::Transient,
+            Error::Invalid(_) => FailureKind::Invalid,
+        },
+        message: e.to_string(),
+    };
+    match action {
+        Action::Plan => {
+            plan(pj, ctx, status).await?;
+            Ok(Outcome::Again)
+        }
+        Action::CreateWorkers { name, tasks } => {
+            let uid = pj.metadata.uid.clone().unwrap_or_default();
+            let token_secret = format!("{name}-token");
+            if let (Some(p), Some(_)) = (&ctx.progress, &ctx.config.progress_endpoint) {
+                let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+                let s = local::token_secret(pj, &token_secret, &p.token(&uid));
+                create_idempotent(&secrets, &s).await.map_err(kube_err)?;
+            }
+            let prefix = work_prefix(pj);
+            let params = WorkerParams {
+                name: name.clone(),
+                tasks: *tasks,
+                plan_uri: format!("{prefix}/plan"),
+                partials_prefix: format!("{prefix}/partials"),
+                default_image: ctx.config.worker_image.clone(),
+                progress_endpoint: ctx.config.progress_endpoint.clone(),
+                token_secret,
+                heartbeat_seconds: ctx.config.heartbeat_seconds,
+            };
+            let job = local::worker_job(pj, &params);
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            create_idempotent(&jobs, &job).await.map_err(kube_err)?;
+            info!(job = %pj.name_any(), workers = %name, tasks, "worker Job created");
+            Ok(Outcome::Done)
+        }
+        Action::SuspendWorkers(suspend) => {
+            let name = workers_name(pj, status);
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            jobs.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": suspend}})),
+            )
+            .await
+            .map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        Action::DeleteWorkers => {
+            let name = workers_name(pj, status);
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            delete_idempotent(&jobs, &name).await.map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        Action::ReplacePods(tasks) => {
+            let name = workers_name(pj, status);
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+                .await
+                .map_err(kube_err)?;
+            let wanted: BTreeSet<u32> = tasks.iter().copied().collect();
+            for pod in list.items {
+                let index = pod
+                    .annotations()
+                    .get("batch.kubernetes.io/job-completion-index")
+                    .and_then(|i| i.parse::<u32>().ok());
+                let running = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_some_and(|p| p == "Running" || p == "Pending");
+                if index.is_some_and(|i| wanted.contains(&i)) && running {
+                    delete_idempotent(&pods, &pod.name_any()).await.map_err(kube_err)?;
+                }
+            }
+            Ok(Outcome::Done)
+        }
+        Action::Merge { missing, in_pod: _ } => {
+            let result = merge(pj, ctx, status, missing, now).await?;
+            Ok(Outcome::Merged(result))
+        }
+        Action::DeleteJob => {
+            let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
+            delete_idempotent(&api, &pj.name_any()).await.map_err(kube_err)?;
+            info!(job = %pj.name_any(), "ttlSecondsAfterFinished passed: deleted");
+            Ok(Outcome::Gone)
+        }
+        Action::RemoveFinalizer => {
+            let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
+            let keep: Vec<String> = pj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != FINALIZER)
+                .cloned()
+                .collect();
+            api.patch(
+                &pj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": keep}})),
+            )
+            .await
+            .map_err(|e| inv(Error::Kube(e)))?;
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn workers_name(pj: &ProfileJob, status: &ProfileJobStatus) -> String {
+    status
+        .submission
+        .as_ref()
+        .and_then(|s| s.id.clone())
+        .unwrap_or_else(|| {
+            decide::workers_name(
+                &pj.name_any(),
+                pj.metadata.uid.as_deref().unwrap_or_default(),
+                status.attempt.unwrap_or(1),
+            )
+        })
+}
+
+async fn create_idempotent<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.create(&PostParams::default(), obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete_idempotent<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The planner's request for a ProfileJob.
+pub fn plan_request(pj: &ProfileJob) -> PlanRequest {
+    let p = &pj.spec.partitioning;
+    let strategy = match p.strategy {
+        crate::crd::PartitionStrategy::RowBased => Strategy::RowBased,
+        crate::crd::PartitionStrategy::ColumnBased => Strategy::ColumnBased,
+        crate::crd::PartitionStrategy::Hybrid => Strategy::Hybrid,
+        crate::crd::PartitionStrategy::Hash => Strategy::Hash,
+    };
+    let mut req = PlanRequest::new(strategy, p.partitions.unwrap_or(4));
+    req.row_partitions = p.row_partitions;
+    req.column_partitions = p.column_partitions;
+    req.hash_column = p.hash_column.clone();
+    req.columns = pj.spec.dataset.columns.clone();
+    let prof = &pj.spec.profile;
+    let o = &mut req.options;
+    if let Some(v) = prof.top_k {
+        o.top_k = v as usize;
+    }
+    if let Some(v) = prof.quantile_sketch_k {
+        o.kll_k = v.min(u32::from(u16::MAX)) as u16;
+    }
+    if let Some(v) = prof.histogram_bins {
+        o.histogram_bins = v as usize;
+    }
+    if let Some(v) = prof.exact_distinct_limit {
+        o.exact_distinct_limit = v as usize;
+    }
+    if let Some(v) = prof.patterns {
+        o.patterns = v;
+    }
+    if let Some(v) = prof.duplicates {
+        o.duplicates = v;
+    }
+    req
+}
+
+fn format_of(pj: &ProfileJob) -> Option<dataset::Format> {
+    use crate::crd::DatasetFormat as F;
+    pj.spec.dataset.format.map(|f| match f {
+        F::Parquet => dataset::Format::Parquet,
+        F::Csv => dataset::Format::Csv,
+        F::Ndjson => dataset::Format::Ndjson,
+        F::Ipc => dataset::Format::Ipc,
+    })
+}
+
+/// Lists the dataset, plans and writes the plan, unless the plan of this attempt is already
+/// written (a restart between writing it and recording it).
+async fn plan(pj: &ProfileJob, ctx: &Context, status: &ProfileJobStatus) -> Result<(), ActionError> {
+    let uri = status
+        .submission
+        .as_ref()
+        .and_then(|s| s.plan_uri.clone())
+        .unwrap_or_else(|| format!("{}/plan", work_prefix(pj)));
+    let to_action = |e: Error| ActionError {
+        kind: match e {
+            Error::Kube(_) => FailureKind::Transient,
+            Error::Invalid(_) => FailureKind::Invalid,
+        },
+        message: e.to_string(),
+    };
+    let out_opts = storage(pj, ctx, true).await.map_err(to_action)?;
+    if read_plan(ctx, &uri, &out_opts).await.is_some() {
+        return Ok(());
+    }
+    let data_opts = storage(pj, ctx, false).await.map_err(to_action)?;
+    let t0 = Instant::now();
+    let ds = dataset::discover(&pj.spec.dataset.uri, format_of(pj), &data_opts).await?;
+    let plan = truthound_profile::plan::plan(&ds, &plan_request(pj))?;
+    dataset::write_object(&uri, &out_opts, plan.to_json()).await?;
+    info!(
+        job = %pj.name_any(),
+        plan = %plan.id,
+        tasks = plan.tasks.len(),
+        files = ds.files.len(),
+        millis = t0.elapsed().as_millis() as u64,
+        "plan written"
+    );
+    if let Ok(mut m) = ctx.plans.lock() {
+        m.insert(uri.clone(), summary(&plan, &uri));
+    }
+    Ok(())
+}
+
+/// Reads every partial, merges them, and writes the profile and the task table.
+async fn merge(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+    missing: &[u32],
+    now: OffsetDateTime,
+) -> Result<ResultStatus, ActionError> {
+    let to_action = |e: Error| ActionError {
+        kind: match e {
+            Error::Kube(_) => FailureKind::Transient,
+            Error::Invalid(_) => FailureKind::Invalid,
+        },
+        message: e.to_string(),
+    };
+    let opts = storage(pj, ctx, true).await.map_err(to_action)?;
+    let prefix = work_prefix(pj);
+    let plan_uri = format!("{prefix}/plan");
+    let plan_bytes = dataset::read_object(&plan_uri, &opts).await?;
+    let plan = Plan::from_json(&plan_bytes, &plan_uri)?;
+    let skip: BTreeSet<u32> = missing.iter().copied().collect();
+    let ids: Vec<u32> = (0..plan.tasks.len() as u32)
+        .filter(|t| !skip.contains(t))
+        .collect();
+    let partials: Vec<(u32, PartialProfile)> = futures::stream::iter(ids.iter().copied())
+        .map(|t| {
+            let opts = opts.clone();
+            let uri = format!("{prefix}/partials/{t}");
+            async move {
+                let bytes = dataset::read_object(&uri, &opts).await?;
+                let p = PartialProfile::from_bytes(&bytes, &uri)?;
+                Ok::<_, truthound_profile::Error>((t, p))
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut merged: Option<PartialProfile> = None;
+    for (_, p) in &partials {
+        match &mut merged {
+            None => merged = Some(p.clone()),
+            Some(m) => m.merge(p)?,
+        }
+    }
+    let Some(merged) = merged else {
+        return Err(ActionError {
+            kind: FailureKind::BadData,
+            message: "no partial profile to merge: every task failed or the dataset is empty"
+                .into(),
+        });
+    };
+    let started = status
+        .start_time
+        .as_deref()
+        .and_then(crate::status::parse_time)
+        .unwrap_or(now);
+    let duration = (now - started).max(time::Duration::ZERO);
+    let profile = TableProfile::from_partial(
+        &merged,
+        duration.whole_milliseconds() as u64,
+        false,
+        plan.options.histogram_bins,
+    );
+    dataset::write_object(&pj.spec.output.uri, &opts, profile.to_json()).await?;
+
+    let mut table = Vec::with_capacity(plan.tasks.len());
+    for t in &plan.tasks {
+        let state = if skip.contains(&t.id) { "failed" } else { "succeeded" };
+        table.push(json!({
+            "task": t.id,
+            "state": state,
+            "rows": t.rows,
+            "bytes": t.bytes,
+            "partial": format!("{prefix}/partials/{}", t.id),
+        }));
+    }
+    let table = json!({"plan": plan.id, "tasks": table});
+    dataset::write_object(
+        &format!("{prefix}/tasks.json"),
+        &opts,
+        serde_json::to_vec(&table).unwrap_or_default(),
+    )
+    .await?;
+    info!(job = %pj.name_any(), profile = %pj.spec.output.uri, rows = profile.row_count, "profile written");
+    Ok(ResultStatus {
+        profile_uri: pj.spec.output.uri.clone(),
+        rows: profile.row_count,
+        columns: profile.column_count as u32,
+        duration_seconds: (duration.as_seconds_f64() * 10.0).round() / 10.0,
+        missing_tasks: crate::status::bounded_ranges(&skip),
+    })
+}

@@ -1,0 +1,684 @@
+//! The reconciler's decisions, transition by transition. `decide` is a pure function of what
+//! was observed, so every state (including "the operator restarted here") is one call.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+use time::OffsetDateTime;
+use truthound_operator::crd::*;
+use truthound_operator::decide::*;
+use truthound_operator::status::{self, parse_time};
+
+const UID: &str = "7d3c9a52-0000-4000-8000-000000000001";
+
+fn t(s: &str) -> OffsetDateTime {
+    parse_time(s).expect("time")
+}
+
+fn now() -> OffsetDateTime {
+    t("2026-11-21T10:00:00Z")
+}
+
+fn job(yaml: &str) -> ProfileJob {
+    let mut pj: ProfileJob = serde_yaml::from_str(yaml).expect("ProfileJob YAML");
+    pj.metadata.name = Some("events".into());
+    pj.metadata.namespace = Some("data".into());
+    pj.metadata.uid = Some(UID.into());
+    pj.metadata.generation = Some(1);
+    pj
+}
+
+fn basic() -> ProfileJob {
+    job(r#"
+apiVersion: truthound.io/v1alpha1
+kind: ProfileJob
+metadata: {name: events}
+spec:
+  dataset: {uri: "s3://lake/events/", options: {endpoint: "http://minio:9000"}}
+  output: {uri: "s3://lake/profiles/events.json"}
+  partitioning: {strategy: row_based, partitions: 4}
+"#)
+}
+
+fn obs(pj: &ProfileJob) -> Observed<'_> {
+    Observed {
+        now: now(),
+        job: pj,
+        plan: None,
+        workers: None,
+        partials: None,
+        progress: ProgressObserved::default(),
+        merge: None,
+        has_finalizer: false,
+    }
+}
+
+fn plan(tasks: u32) -> PlanSummary {
+    PlanSummary {
+        id: "plan-abc".into(),
+        uri: format!("s3://lake/profiles/.truthound/{UID}/plan"),
+        task_rows: vec![1000; tasks as usize],
+    }
+}
+
+fn set(ids: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
+    ids.into_iter().collect()
+}
+
+/// Applies a decision's status to the job, as the API server would after the status patch.
+fn advance(pj: &mut ProfileJob, d: &Decision) {
+    pj.status = Some(d.status.clone());
+}
+
+fn cond<'a>(s: &'a ProfileJobStatus, t: &str) -> &'a Condition {
+    status::condition(&s.conditions, t).unwrap_or_else(|| panic!("no {t} condition: {s:#?}"))
+}
+
+fn workers(completed: impl IntoIterator<Item = u32>, active: u32) -> WorkersObserved {
+    WorkersObserved {
+        name: "events-w1".into(),
+        active,
+        completed: set(completed),
+        ..WorkersObserved::default()
+    }
+}
+
+/// A job in the Running phase, as after the first two reconciles.
+fn running_job() -> ProfileJob {
+    let mut pj = basic();
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &Settings::default());
+    advance(&mut pj, &d);
+    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Running));
+    pj
+}
+
+#[test]
+fn first_visit_accepts_records_the_submission_and_plans() {
+    let pj = basic();
+    let d = decide(&obs(&pj), &Settings::default());
+    assert_eq!(d.actions, vec![Action::Plan]);
+    let s = &d.status;
+    assert_eq!(s.phase, Some(Phase::Pending));
+    assert_eq!(s.attempt, Some(1));
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.start_time.as_deref(), Some("2026-11-21T10:00:00Z"));
+    let sub = s.submission.as_ref().expect("submission written before acting");
+    assert_eq!(
+        sub.plan_uri.as_deref(),
+        Some(format!("s3://lake/profiles/.truthound/{UID}/plan").as_str())
+    );
+    assert_eq!(sub.id.as_deref(), Some("events-w1"));
+    assert_eq!(cond(s, "Accepted").status, "True");
+    assert_eq!(cond(s, "Ready").status, "False");
+    assert_eq!(s.backend.as_ref().map(|b| b.kind.as_str()), Some("local"));
+    assert!(d.events.iter().any(|e| e.reason == "Accepted" && !e.warning));
+}
+
+#[test]
+fn invalid_specs_fail_at_once_with_the_field_named() {
+    let cases = [
+        ("ftp://x/y", "s3://b/p.json", "local", "spec.dataset.uri"),
+        ("s3://b/d/", "s3://b/out/*.json", "local", "spec.output.uri"),
+        ("s3://b/d/", "s3://b/out/", "local", "must name a file"),
+        ("s3://b/d/", "s3://b/p.json", "spark", "backend `spark`"),
+    ];
+    for (data, out, backend, needle) in cases {
+        let pj = job(&format!(
+            "apiVersion: truthound.io/v1alpha1\nkind: ProfileJob\nmetadata: {{name: x}}\nspec:\n  dataset: {{uri: '{data}'}}\n  output: {{uri: '{out}'}}\n  backend: {{type: {backend}, spark: {{connectUrl: 'sc://s:15002'}}}}\n"
+        ));
+        let d = decide(&obs(&pj), &Settings::default());
+        assert!(d.actions.is_empty(), "{data} {out}: {:?}", d.actions);
+        assert_eq!(d.status.phase, Some(Phase::Failed));
+        let failed = cond(&d.status, "Failed");
+        assert_eq!(failed.reason, "InvalidSpec");
+        assert!(failed.message.contains(needle), "{needle}: {}", failed.message);
+        assert_eq!(cond(&d.status, "Accepted").status, "False");
+        assert!(d.events.iter().any(|e| e.warning && e.reason == "InvalidSpec"));
+    }
+    let mut pj = basic();
+    pj.spec
+        .dataset
+        .options
+        .extra
+        .insert("aws_secret_access_key".into(), "x".into());
+    let d = decide(&obs(&pj), &Settings::default());
+    assert!(cond(&d.status, "Failed").message.contains("credentialsSecretRef"));
+}
+
+#[test]
+fn auto_picks_local_and_says_why() {
+    let mut pj = basic();
+    pj.spec.backend.kind = BackendType::Auto;
+    let d = decide(&obs(&pj), &Settings::default());
+    let b = d.status.backend.expect("backend choice");
+    assert_eq!(b.kind, "local");
+    assert!(b.reason.unwrap_or_default().contains("no remote cluster"));
+}
+
+#[test]
+fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
+    let mut pj = basic();
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    // Restart before the plan was written: plan again (same URI, recorded in the status).
+    let d = decide(&obs(&pj), &Settings::default());
+    assert_eq!(d.actions, vec![Action::Plan]);
+    assert_eq!(d.status, pj.status.clone().expect("status"), "nothing new to record");
+    // The plan is written: create the workers.
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::CreateWorkers {
+            name: "events-w1".into(),
+            tasks: 4
+        }]
+    );
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert_eq!(
+        d.status.submission.as_ref().and_then(|s| s.plan_id.as_deref()),
+        Some("plan-abc")
+    );
+    let counts = d.status.tasks.as_ref().expect("counts");
+    assert_eq!((counts.total, counts.pending, counts.summary.as_str()), (4, 4, "0/4"));
+    assert_eq!(d.requeue, Some(Settings::default().progress_interval));
+}
+
+#[test]
+fn suspended_at_creation_creates_a_suspended_job() {
+    let mut pj = basic();
+    pj.spec.suspend = true;
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(2));
+    let d = decide(&o, &Settings::default());
+    assert!(matches!(d.actions[0], Action::CreateWorkers { .. }));
+    assert_eq!(d.status.phase, Some(Phase::Suspended));
+    assert_eq!(cond(&d.status, "Suspended").status, "True");
+}
+
+#[test]
+fn running_tasks_are_counted_with_progress_and_nothing_is_recreated() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([0, 2], 2));
+    o.progress = ProgressObserved {
+        running_rows: 500,
+        rows_per_second: 250.0,
+        stalled: vec![],
+    };
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let s = &d.status;
+    assert_eq!(s.phase, Some(Phase::Running));
+    let c = s.tasks.as_ref().expect("counts");
+    assert_eq!(
+        (c.total, c.pending, c.running, c.succeeded, c.failed),
+        (4, 0, 2, 2, 0)
+    );
+    assert_eq!(s.completed_tasks.as_deref(), Some("0,2"));
+    let p = s.progress.as_ref().expect("progress");
+    assert_eq!((p.rows_processed, p.rows_total), (2500, 4000));
+    assert_eq!(p.percent, 62.5);
+    assert_eq!(p.eta_seconds, Some(6));
+    assert_eq!(p.display, "62%");
+    assert_eq!(cond(s, "Running").reason, "TasksRunning");
+    // The same observation again is a fixed point: same status, so no status write.
+    let mut pj2 = pj.clone();
+    advance(&mut pj2, &d);
+    let mut o2 = obs(&pj2);
+    o2.plan = o.plan.clone();
+    o2.workers = o.workers.clone();
+    o2.progress = o.progress.clone();
+    assert_eq!(decide(&o2, &Settings::default()).status, d.status);
+}
+
+#[test]
+fn a_failed_task_retried_by_the_job_is_recorded_but_not_fatal() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let mut w = workers([0], 1);
+    w.failed_pods = 2;
+    w.failures = vec![TaskFailure {
+        task: 1,
+        reason: "Transient".into(),
+        message: "exit_code=75 reason=Transient: s3 timeout".into(),
+        time: "2026-11-21T09:59:00Z".into(),
+    }];
+    o.workers = Some(w);
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    let c = d.status.tasks.as_ref().expect("counts");
+    assert_eq!((c.retried, c.failed), (2, 0));
+    assert_eq!(d.status.last_failures.len(), 1);
+    assert_eq!(d.status.last_failures[0].task, 1);
+}
+
+#[test]
+fn too_many_failed_tasks_fail_the_job_and_stop_the_workers() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let mut w = workers([0], 1);
+    w.failed = set([3]);
+    w.failed_pods = 1;
+    w.failures = vec![TaskFailure {
+        task: 3,
+        reason: "BadData".into(),
+        message: "corrupt Parquet footer in s3://lake/events/part-3.parquet".into(),
+        time: "2026-11-21T09:59:00Z".into(),
+    }];
+    o.workers = Some(w);
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.actions, vec![Action::DeleteWorkers]);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let f = cond(&d.status, "Failed");
+    assert_eq!(f.reason, "TooManyFailedTasks");
+    assert!(f.message.contains("part-3.parquet"), "{}", f.message);
+    assert_eq!(d.status.failed_tasks.as_deref(), Some("3"));
+    assert!(d.status.completion_time.is_some());
+    assert_eq!(cond(&d.status, "Ready").status, "False");
+}
+
+#[test]
+fn tolerated_failures_merge_without_the_failed_tasks() {
+    let mut pj = running_job();
+    pj.spec.max_failed_tasks = Some(1);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let mut w = workers([0, 1, 2], 0);
+    w.failed = set([3]);
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1, 2]));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::Merge {
+            missing: vec![3],
+            in_pod: false
+        }]
+    );
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert!(cond(&d.status, "Merging").message.contains("missing"));
+}
+
+#[test]
+fn a_partial_in_storage_outranks_a_failed_index() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(2));
+    let mut w = workers([0], 0);
+    w.failed = set([1]); // its pod failed after the partial was written
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1]));
+    let d = decide(&o, &Settings::default());
+    assert!(matches!(&d.actions[..], [Action::Merge { missing, .. }] if missing.is_empty()));
+}
+
+#[test]
+fn a_finished_job_with_lost_partials_fails_those_tasks_instead_of_hanging() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(3));
+    let mut w = workers([0, 1, 2], 0);
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1]));
+    let d = decide(&o, &Settings::default());
+    // Completed indexes count as done unless storage says otherwise: the Job said 2 completed,
+    // storage lists 0 and 1, and the union is trusted (a partial may be listed late).
+    assert!(matches!(&d.actions[..], [Action::Merge { .. }]));
+    // With the Job's record lost too, task 2 is failed, and with maxFailedTasks 0 the job fails.
+    let mut o = obs(&pj);
+    o.plan = Some(plan(3));
+    let mut w = workers([0, 1], 0);
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1]));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert!(d.status.last_failures.iter().any(|f| f.task == 2 && f.reason == "PartialMissing"));
+}
+
+#[test]
+fn all_partials_present_starts_the_merge() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let mut w = workers([0, 1, 2, 3], 0);
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1, 2, 3]));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::Merge {
+            missing: vec![],
+            in_pod: false
+        }]
+    );
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert_eq!(cond(&d.status, "Running").status, "False");
+    assert_eq!(cond(&d.status, "Merging").status, "True");
+    // Without a listing of storage, the Job's word alone does not start a merge.
+    o.partials = None;
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Running));
+}
+
+#[test]
+fn many_or_large_partials_merge_in_a_pod() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    let settings = Settings {
+        merge_in_pod_tasks: 3,
+        ..Settings::default()
+    };
+    o.plan = Some(plan(4));
+    o.workers = Some(workers(0..4, 0));
+    o.partials = Some(set(0..4));
+    let d = decide(&o, &settings);
+    assert!(matches!(&d.actions[..], [Action::Merge { in_pod: true, .. }]));
+}
+
+#[test]
+fn merge_done_means_succeeded_and_ready() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers(0..4, 0));
+    o.partials = Some(set(0..4));
+    let d = decide(&o, &Settings::default());
+    let result = ResultStatus {
+        profile_uri: "s3://lake/profiles/events.json".into(),
+        rows: 4000,
+        columns: 15,
+        duration_seconds: 12.5,
+        missing_tasks: None,
+    };
+    let (s, event) = merged(&pj, d.status, result, t("2026-11-21T10:00:12Z"));
+    assert_eq!(s.phase, Some(Phase::Succeeded));
+    assert_eq!(cond(&s, "Succeeded").status, "True");
+    assert_eq!(cond(&s, "Ready").status, "True");
+    assert_eq!(cond(&s, "Merging").status, "False");
+    assert_eq!(s.completion_time.as_deref(), Some("2026-11-21T10:00:12Z"));
+    assert_eq!(s.progress.as_ref().map(|p| p.display.as_str()), Some("100%"));
+    assert_eq!(event.reason, "Succeeded");
+    assert!(event.message.contains("4000 rows"));
+}
+
+#[test]
+fn restart_while_merging_merges_again() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers(0..4, 0));
+    o.partials = Some(set(0..4));
+    let d = decide(&o, &Settings::default());
+    let mut pj = pj;
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d2 = decide(&o, &Settings::default());
+    assert!(matches!(&d2.actions[..], [Action::Merge { .. }]));
+    assert_eq!(d2.status, pj.status.clone().expect("status"));
+    // A merge pod that failed fails the job with its message.
+    o.merge = Some(MergeObserved::Failed("merge pod OOMKilled".into()));
+    let d3 = decide(&o, &Settings::default());
+    assert_eq!(d3.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d3.status, "Failed").reason, "MergeFailed");
+}
+
+#[test]
+fn the_deadline_fails_the_job_in_every_active_phase() {
+    let mut pj = running_job();
+    pj.spec.active_deadline_seconds = Some(60);
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:01:00Z");
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([0], 3));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.actions, vec![Action::DeleteWorkers]);
+    assert_eq!(cond(&d.status, "Failed").reason, "DeadlineExceeded");
+    assert!(cond(&d.status, "Failed").message.contains("1 of 4 tasks"));
+    // One second earlier: still running.
+    o.now = t("2026-11-21T10:00:59Z");
+    assert_eq!(decide(&o, &Settings::default()).status.phase, Some(Phase::Running));
+    // While planning.
+    let mut pj = basic();
+    pj.spec.active_deadline_seconds = Some(60);
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:05:00Z");
+    assert_eq!(decide(&o, &Settings::default()).status.phase, Some(Phase::Failed));
+}
+
+#[test]
+fn suspend_and_resume_keep_completed_tasks() {
+    let mut pj = running_job();
+    pj.spec.suspend = true;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([0, 1], 2));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.actions, vec![Action::SuspendWorkers(true)]);
+    assert_eq!(d.status.phase, Some(Phase::Suspended));
+    assert_eq!(cond(&d.status, "Suspended").status, "True");
+    assert_eq!(d.status.completed_tasks.as_deref(), Some("0-1"));
+    assert!(d.events.iter().any(|e| e.reason == "Suspended"));
+    advance(&mut pj, &d);
+    // The Job is suspended now: no further action while suspended.
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let mut w = workers([0, 1], 0);
+    w.suspended = true;
+    o.workers = Some(w.clone());
+    assert!(decide(&o, &Settings::default()).actions.is_empty());
+    // Resume.
+    pj.spec.suspend = false;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(w);
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.actions, vec![Action::SuspendWorkers(false)]);
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert_eq!(cond(&d.status, "Suspended").status, "False");
+    assert!(d.events.iter().any(|e| e.reason == "Resumed"));
+    assert_eq!(d.status.completed_tasks.as_deref(), Some("0-1"));
+}
+
+#[test]
+fn restart_after_status_but_before_the_job_was_created_creates_it_with_the_same_name() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = None;
+    o.partials = Some(set([]));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::CreateWorkers {
+            name: "events-w1".into(),
+            tasks: 4
+        }]
+    );
+    assert_eq!(d.status.phase, Some(Phase::Running));
+}
+
+#[test]
+fn restart_with_the_job_running_submits_nothing() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([1], 3));
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+}
+
+#[test]
+fn stalled_tasks_get_their_pods_replaced() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([0], 3));
+    o.progress.stalled = vec![0, 2];
+    let d = decide(&o, &Settings::default());
+    // Task 0 is done: only task 2 is replaced.
+    assert_eq!(d.actions, vec![Action::ReplacePods(vec![2])]);
+    assert!(d.events.iter().any(|e| e.warning && e.reason == "TaskStalled"));
+}
+
+#[test]
+fn deletion_needs_no_action_and_clears_an_old_finalizer() {
+    let mut pj = running_job();
+    pj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-21T10:00:00Z".parse().expect("timestamp"),
+    ));
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    assert!(decide(&o, &Settings::default()).actions.is_empty());
+    o.has_finalizer = true;
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::DeleteWorkers, Action::RemoveFinalizer]
+    );
+}
+
+#[test]
+fn finished_jobs_are_deleted_after_their_ttl() {
+    let mut pj = running_job();
+    pj.spec.ttl_seconds_after_finished = Some(300);
+    let mut s = pj.status.clone().expect("status");
+    s.phase = Some(Phase::Succeeded);
+    s.completion_time = Some("2026-11-21T10:00:00Z".into());
+    pj.status = Some(s);
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:04:00Z");
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty());
+    assert_eq!(d.requeue, Some(Duration::from_secs(60)));
+    o.now = t("2026-11-21T10:05:00Z");
+    assert_eq!(decide(&o, &Settings::default()).actions, vec![Action::DeleteJob]);
+    // Without a TTL, a finished job is left alone.
+    pj.spec.ttl_seconds_after_finished = None;
+    let o = obs(&pj);
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty() && d.requeue.is_none());
+}
+
+#[test]
+fn transient_action_failures_retry_then_fail() {
+    let pj = basic();
+    let settings = Settings {
+        max_consecutive_errors: 3,
+        ..Settings::default()
+    };
+    let mut status = decide(&obs(&pj), &settings).status;
+    for attempt in 1..=2 {
+        let (s, event, retry) = action_failed(
+            &pj,
+            status,
+            "planning",
+            FailureKind::Transient,
+            "s3://lake/events/: connection refused",
+            &settings,
+            now(),
+        );
+        assert!(retry, "attempt {attempt}");
+        assert_eq!(s.consecutive_errors, Some(attempt));
+        assert_eq!(s.phase, Some(Phase::Pending));
+        assert!(cond(&s, "Ready").message.contains("connection refused"));
+        assert!(event.warning);
+        status = s;
+    }
+    let (s, _, retry) = action_failed(
+        &pj,
+        status,
+        "planning",
+        FailureKind::Transient,
+        "connection refused",
+        &settings,
+        now(),
+    );
+    assert!(!retry);
+    assert_eq!(s.phase, Some(Phase::Failed));
+    assert_eq!(cond(&s, "Failed").reason, "StorageUnavailable");
+}
+
+#[test]
+fn bad_data_while_planning_fails_at_once_naming_the_file() {
+    let pj = basic();
+    let status = decide(&obs(&pj), &Settings::default()).status;
+    let (s, event, retry) = action_failed(
+        &pj,
+        status,
+        "planning",
+        FailureKind::BadData,
+        "s3://lake/events/part-1.parquet: corrupt Parquet footer",
+        &Settings::default(),
+        now(),
+    );
+    assert!(!retry);
+    assert_eq!(s.phase, Some(Phase::Failed));
+    assert_eq!(cond(&s, "Failed").reason, "BadData");
+    assert!(cond(&s, "Failed").message.contains("part-1.parquet"));
+    assert!(event.warning);
+}
+
+#[test]
+fn the_status_of_a_100000_task_job_stays_under_64_kib() {
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(100_000));
+    // The worst case for ranges: every other task done, many failures recorded.
+    let mut w = workers((0..100_000).step_by(2), 2000);
+    w.failed_pods = 5000;
+    w.failures = (0..500)
+        .map(|i| TaskFailure {
+            task: 2 * i + 1,
+            reason: "Transient".into(),
+            message: "x".repeat(3000),
+            time: "2026-11-21T09:59:00Z".into(),
+        })
+        .collect();
+    w.failed = (1..20_000).step_by(2).collect();
+    o.workers = Some(w);
+    let mut pj2 = pj.clone();
+    pj2.spec.max_failed_tasks = Some(100_000);
+    o.job = &pj2;
+    let d = decide(&o, &Settings::default());
+    let bytes = serde_json::to_vec(&d.status).expect("json").len();
+    assert!(bytes < 64 * 1024, "status is {bytes} bytes");
+    let c = d.status.tasks.as_ref().expect("counts");
+    assert_eq!((c.total, c.succeeded, c.failed), (100_000, 50_000, 10_000));
+    assert!(d
+        .status
+        .completed_tasks
+        .as_deref()
+        .is_some_and(|s| s.ends_with("(50000 tasks)")));
+}
+
+#[test]
+fn child_names_are_deterministic_and_fit_a_label() {
+    assert_eq!(workers_name("events", UID, 1), "events-w1");
+    let long = "a".repeat(80);
+    let n1 = workers_name(&long, UID, 1);
+    assert!(n1.len() <= 63, "{n1}");
+    assert_eq!(n1, workers_name(&long, UID, 1));
+    assert_ne!(n1, workers_name(&long, "other-uid", 1));
+    assert_ne!(n1, merge_name(&long, UID, 1));
+    assert_eq!(
+        work_prefix("s3://lake/profiles/events.json", UID),
+        format!("s3://lake/profiles/.truthound/{UID}")
+    );
+}
