@@ -26,12 +26,18 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress.display"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[kube(doc = "A profiling run: profiles a dataset in object storage with worker pods or an existing Spark, Dask or Ray cluster, and writes the merged profile next to the data.")]
+#[kube(
+    doc = "A profiling run: profiles a dataset in object storage with worker pods or an existing Spark, Dask or Ray cluster, and writes the merged profile next to the data."
+)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "self.partitioning.strategy != 'hash' || has(self.partitioning.hashColumn)",
         "message": "partitioning.strategy hash needs partitioning.hashColumn"
+    },
+    {
+        "rule": "(!has(self.partitioning.partitions) || self.partitioning.partitions >= 1) && (!has(self.partitioning.rowPartitions) || self.partitioning.rowPartitions >= 1) && (!has(self.partitioning.columnPartitions) || self.partitioning.columnPartitions >= 1)",
+        "message": "partitioning.partitions, rowPartitions and columnPartitions must be at least 1"
     },
     {
         "rule": "self.backend.type != 'spark' || (has(self.backend.spark) && has(self.backend.spark.connectUrl))",
@@ -507,10 +513,15 @@ pub struct BackendChoice {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskCounts {
+    /// Tasks in the plan.
     pub total: u32,
+    /// Tasks not started yet.
     pub pending: u32,
+    /// Tasks with a running worker.
     pub running: u32,
+    /// Tasks whose partial profile is written.
     pub succeeded: u32,
+    /// Tasks that failed for good (retries exhausted, or bad data).
     pub failed: u32,
     /// Retries so far (a task's failed attempts that were retried).
     pub retried: u32,
@@ -538,8 +549,11 @@ pub struct TaskFailure {
 pub struct ProgressStatus {
     /// Rows processed / rows total × 100.
     pub percent: f64,
+    /// Rows read by finished and running tasks.
     pub rows_processed: u64,
+    /// Rows of the dataset (from the plan; 0 when unknown before reading, as for CSV).
     pub rows_total: u64,
+    /// Recent rate over all workers.
     pub rows_per_second: f64,
     /// Estimated seconds left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -554,7 +568,9 @@ pub struct ProgressStatus {
 pub struct ResultStatus {
     /// URI of the profile JSON.
     pub profile_uri: String,
+    /// Rows profiled.
     pub rows: u64,
+    /// Columns profiled.
     pub columns: u32,
     /// From start to the profile written, in seconds.
     pub duration_seconds: f64,

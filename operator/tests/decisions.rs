@@ -91,7 +91,10 @@ fn running_job() -> ProfileJob {
     o.plan = Some(plan(4));
     let d = decide(&o, &Settings::default());
     advance(&mut pj, &d);
-    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Running));
+    assert_eq!(
+        pj.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Running)
+    );
     pj
 }
 
@@ -105,7 +108,10 @@ fn first_visit_accepts_records_the_submission_and_plans() {
     assert_eq!(s.attempt, Some(1));
     assert_eq!(s.observed_generation, Some(1));
     assert_eq!(s.start_time.as_deref(), Some("2026-11-21T10:00:00Z"));
-    let sub = s.submission.as_ref().expect("submission written before acting");
+    let sub = s
+        .submission
+        .as_ref()
+        .expect("submission written before acting");
     assert_eq!(
         sub.plan_uri.as_deref(),
         Some(format!("s3://lake/profiles/.truthound/{UID}/plan").as_str())
@@ -114,7 +120,11 @@ fn first_visit_accepts_records_the_submission_and_plans() {
     assert_eq!(cond(s, "Accepted").status, "True");
     assert_eq!(cond(s, "Ready").status, "False");
     assert_eq!(s.backend.as_ref().map(|b| b.kind.as_str()), Some("local"));
-    assert!(d.events.iter().any(|e| e.reason == "Accepted" && !e.warning));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.reason == "Accepted" && !e.warning)
+    );
 }
 
 #[test]
@@ -134,9 +144,17 @@ fn invalid_specs_fail_at_once_with_the_field_named() {
         assert_eq!(d.status.phase, Some(Phase::Failed));
         let failed = cond(&d.status, "Failed");
         assert_eq!(failed.reason, "InvalidSpec");
-        assert!(failed.message.contains(needle), "{needle}: {}", failed.message);
+        assert!(
+            failed.message.contains(needle),
+            "{needle}: {}",
+            failed.message
+        );
         assert_eq!(cond(&d.status, "Accepted").status, "False");
-        assert!(d.events.iter().any(|e| e.warning && e.reason == "InvalidSpec"));
+        assert!(
+            d.events
+                .iter()
+                .any(|e| e.warning && e.reason == "InvalidSpec")
+        );
     }
     let mut pj = basic();
     pj.spec
@@ -145,7 +163,11 @@ fn invalid_specs_fail_at_once_with_the_field_named() {
         .extra
         .insert("aws_secret_access_key".into(), "x".into());
     let d = decide(&obs(&pj), &Settings::default());
-    assert!(cond(&d.status, "Failed").message.contains("credentialsSecretRef"));
+    assert!(
+        cond(&d.status, "Failed")
+            .message
+            .contains("credentialsSecretRef")
+    );
 }
 
 #[test]
@@ -166,7 +188,11 @@ fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
     // Restart before the plan was written: plan again (same URI, recorded in the status).
     let d = decide(&obs(&pj), &Settings::default());
     assert_eq!(d.actions, vec![Action::Plan]);
-    assert_eq!(d.status, pj.status.clone().expect("status"), "nothing new to record");
+    assert_eq!(
+        d.status,
+        pj.status.clone().expect("status"),
+        "nothing new to record"
+    );
     // The plan is written: create the workers.
     let mut o = obs(&pj);
     o.plan = Some(plan(4));
@@ -180,11 +206,17 @@ fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
     );
     assert_eq!(d.status.phase, Some(Phase::Running));
     assert_eq!(
-        d.status.submission.as_ref().and_then(|s| s.plan_id.as_deref()),
+        d.status
+            .submission
+            .as_ref()
+            .and_then(|s| s.plan_id.as_deref()),
         Some("plan-abc")
     );
     let counts = d.status.tasks.as_ref().expect("counts");
-    assert_eq!((counts.total, counts.pending, counts.summary.as_str()), (4, 4, "0/4"));
+    assert_eq!(
+        (counts.total, counts.pending, counts.summary.as_str()),
+        (4, 4, "0/4")
+    );
     assert_eq!(d.requeue, Some(Settings::default().progress_interval));
 }
 
@@ -346,7 +378,12 @@ fn a_finished_job_with_lost_partials_fails_those_tasks_instead_of_hanging() {
     o.partials = Some(set([0, 1]));
     let d = decide(&o, &Settings::default());
     assert_eq!(d.status.phase, Some(Phase::Failed));
-    assert!(d.status.last_failures.iter().any(|f| f.task == 2 && f.reason == "PartialMissing"));
+    assert!(
+        d.status
+            .last_failures
+            .iter()
+            .any(|f| f.task == 2 && f.reason == "PartialMissing")
+    );
 }
 
 #[test]
@@ -387,7 +424,10 @@ fn many_or_large_partials_merge_in_a_pod() {
     o.workers = Some(workers(0..4, 0));
     o.partials = Some(set(0..4));
     let d = decide(&o, &settings);
-    assert!(matches!(&d.actions[..], [Action::Merge { in_pod: true, .. }]));
+    assert!(matches!(
+        &d.actions[..],
+        [Action::Merge { in_pod: true, .. }]
+    ));
 }
 
 #[test]
@@ -411,7 +451,10 @@ fn merge_done_means_succeeded_and_ready() {
     assert_eq!(cond(&s, "Ready").status, "True");
     assert_eq!(cond(&s, "Merging").status, "False");
     assert_eq!(s.completion_time.as_deref(), Some("2026-11-21T10:00:12Z"));
-    assert_eq!(s.progress.as_ref().map(|p| p.display.as_str()), Some("100%"));
+    assert_eq!(
+        s.progress.as_ref().map(|p| p.display.as_str()),
+        Some("100%")
+    );
     assert_eq!(event.reason, "Succeeded");
     assert!(event.message.contains("4000 rows"));
 }
@@ -452,7 +495,10 @@ fn the_deadline_fails_the_job_in_every_active_phase() {
     assert!(cond(&d.status, "Failed").message.contains("1 of 4 tasks"));
     // One second earlier: still running.
     o.now = t("2026-11-21T10:00:59Z");
-    assert_eq!(decide(&o, &Settings::default()).status.phase, Some(Phase::Running));
+    assert_eq!(
+        decide(&o, &Settings::default()).status.phase,
+        Some(Phase::Running)
+    );
     // While planning.
     let mut pj = basic();
     pj.spec.active_deadline_seconds = Some(60);
@@ -460,7 +506,10 @@ fn the_deadline_fails_the_job_in_every_active_phase() {
     advance(&mut pj, &d);
     let mut o = obs(&pj);
     o.now = t("2026-11-21T10:05:00Z");
-    assert_eq!(decide(&o, &Settings::default()).status.phase, Some(Phase::Failed));
+    assert_eq!(
+        decide(&o, &Settings::default()).status.phase,
+        Some(Phase::Failed)
+    );
 }
 
 #[test]
@@ -535,7 +584,11 @@ fn stalled_tasks_get_their_pods_replaced() {
     let d = decide(&o, &Settings::default());
     // Task 0 is done: only task 2 is replaced.
     assert_eq!(d.actions, vec![Action::ReplacePods(vec![2])]);
-    assert!(d.events.iter().any(|e| e.warning && e.reason == "TaskStalled"));
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.reason == "TaskStalled")
+    );
 }
 
 #[test]
@@ -568,7 +621,10 @@ fn finished_jobs_are_deleted_after_their_ttl() {
     assert!(d.actions.is_empty());
     assert_eq!(d.requeue, Some(Duration::from_secs(60)));
     o.now = t("2026-11-21T10:05:00Z");
-    assert_eq!(decide(&o, &Settings::default()).actions, vec![Action::DeleteJob]);
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::DeleteJob]
+    );
     // Without a TTL, a finished job is left alone.
     pj.spec.ttl_seconds_after_finished = None;
     let o = obs(&pj);
@@ -661,11 +717,12 @@ fn the_status_of_a_100000_task_job_stays_under_64_kib() {
     assert!(bytes < 64 * 1024, "status is {bytes} bytes");
     let c = d.status.tasks.as_ref().expect("counts");
     assert_eq!((c.total, c.succeeded, c.failed), (100_000, 50_000, 10_000));
-    assert!(d
-        .status
-        .completed_tasks
-        .as_deref()
-        .is_some_and(|s| s.ends_with("(50000 tasks)")));
+    assert!(
+        d.status
+            .completed_tasks
+            .as_deref()
+            .is_some_and(|s| s.ends_with("(50000 tasks)"))
+    );
 }
 
 #[test]

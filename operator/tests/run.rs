@@ -1,0 +1,553 @@
+//! The real reconciler through whole runs, against kube-rs's mocked API server (tower-test, as
+//! kube-rs's controller-rs tests its reconciler) and real object storage (the local file system
+//! through object_store). A small fake API server keeps the ProfileJob and its children and
+//! records every request; between reconciles the test plays the Job controller and the worker
+//! pods by running each task with the engine and writing its partial where `th-worker` would.
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::api::batch::v1::Job;
+use kube::Client;
+use kube::client::Body;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use truthound_operator::crd::{Phase, ProfileJob};
+use truthound_operator::decide::Settings;
+use truthound_operator::reconcile::{self, Config, Context};
+use truthound_profile::dataset::{self, StorageOptions};
+use truthound_profile::{PartialProfile, Plan, TableProfile};
+
+const NS: &str = "data";
+const NAME: &str = "events";
+const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
+
+/// One recorded request.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    uri: String,
+    content_type: String,
+    body: Value,
+}
+
+#[derive(Default)]
+struct ApiState {
+    pj: Option<Value>,
+    jobs: BTreeMap<String, Value>,
+    requests: Vec<Seen>,
+    phases: Vec<String>,
+}
+
+type Shared = Arc<Mutex<ApiState>>;
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": reason, "reason": reason, "code": code})
+}
+
+fn merge_json(a: &mut Value, b: &Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge_json(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b.clone(),
+    }
+}
+
+/// Answers one request the way the API server would, for the few resources the reconciler uses.
+fn answer(state: &Shared, method: &Method, path: &str, body: &Value) -> (u16, Value) {
+    let mut s = state.lock().expect("state");
+    let pj_path = format!("/apis/truthound.io/v1alpha1/namespaces/{NS}/profilejobs/{NAME}");
+    let jobs_path = format!("/apis/batch/v1/namespaces/{NS}/jobs");
+    match (method, path) {
+        (&Method::GET, p) if p == pj_path => match &s.pj {
+            Some(pj) => (200, pj.clone()),
+            None => (404, status_body(404, "NotFound")),
+        },
+        (&Method::PATCH, p) if p == format!("{pj_path}/status") => {
+            let Some(pj) = s.pj.as_mut() else {
+                return (404, status_body(404, "NotFound"));
+            };
+            // Server-side apply of the whole status under our field manager: it replaces.
+            pj["status"] = body["status"].clone();
+            let phase = body["status"]["phase"].as_str().unwrap_or("").to_string();
+            let out = pj.clone();
+            if s.phases.last() != Some(&phase) {
+                s.phases.push(phase);
+            }
+            (200, out)
+        }
+        (&Method::DELETE, p) if p == pj_path => {
+            let pj = s.pj.take();
+            (200, pj.unwrap_or(Value::Null))
+        }
+        (&Method::POST, p) if p.ends_with("/events") => (201, body.clone()),
+        (&Method::PATCH, p) if p.contains("/events/") => (200, body.clone()),
+        (&Method::POST, p) if p == jobs_path => {
+            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if s.jobs.contains_key(&name) {
+                return (409, status_body(409, "AlreadyExists"));
+            }
+            let mut job = body.clone();
+            job["metadata"]["uid"] = json!(format!("job-{name}"));
+            s.jobs.insert(name, job.clone());
+            (201, job)
+        }
+        (m, p) if p.starts_with(&format!("{jobs_path}/")) => {
+            let name = p.rsplit('/').next().unwrap_or("").to_string();
+            match *m {
+                Method::GET => match s.jobs.get(&name) {
+                    Some(j) => (200, j.clone()),
+                    None => (404, status_body(404, "NotFound")),
+                },
+                Method::PATCH => match s.jobs.get_mut(&name) {
+                    Some(j) => {
+                        merge_json(j, body);
+                        (200, j.clone())
+                    }
+                    None => (404, status_body(404, "NotFound")),
+                },
+                Method::DELETE => match s.jobs.remove(&name) {
+                    Some(j) => (200, j),
+                    None => (404, status_body(404, "NotFound")),
+                },
+                _ => (405, status_body(405, "MethodNotAllowed")),
+            }
+        }
+        (&Method::GET, p) if p == format!("/api/v1/namespaces/{NS}/pods") => (
+            200,
+            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
+        ),
+        _ => (500, status_body(500, &format!("unexpected {method} {path}"))),
+    }
+}
+
+/// The mocked API server: answers every request until the client is dropped.
+fn fake_api(state: Shared) -> Client {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        while let Some((request, send)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let path = parts.uri.path().to_string();
+            let (code, out) = answer(&state, &parts.method, &path, &body);
+            state.lock().expect("state").requests.push(Seen {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                content_type: parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string(),
+                body,
+            });
+            let response = Response::builder()
+                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&out).unwrap_or_default()))
+                .expect("response");
+            send.send_response(response);
+        }
+    });
+    Client::new(service, NS)
+}
+
+fn context(client: Client) -> Arc<Context> {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "truthound-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    Arc::new(Context::new(
+        client,
+        Settings::default(),
+        Config::default(),
+        recorder,
+    ))
+}
+
+fn sample_dataset(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events");
+    let dst = dir.join("lake/events");
+    std::fs::create_dir_all(&dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("sample dataset").flatten() {
+        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
+    }
+    dst
+}
+
+fn profilejob(dataset: &Path, out: &Path, extra: Value) -> Value {
+    let mut spec = json!({
+        "dataset": {"uri": format!("file://{}/", dataset.display())},
+        "output": {"uri": format!("file://{}", out.display())},
+        "partitioning": {"strategy": "row_based", "partitions": 3},
+    });
+    merge_json(&mut spec, &extra);
+    json!({
+        "apiVersion": "truthound.io/v1alpha1",
+        "kind": "ProfileJob",
+        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1,
+                     "resourceVersion": "1", "creationTimestamp": "2026-11-21T10:00:00Z"},
+        "spec": spec,
+    })
+}
+
+fn current(state: &Shared) -> Option<ProfileJob> {
+    let pj = state.lock().expect("state").pj.clone()?;
+    Some(serde_json::from_value(pj).expect("ProfileJob"))
+}
+
+/// Plays the Job controller and the worker pods: every index of every worker Job runs its task
+/// with the engine and writes its partial where `th-worker` would (the `--out` argument).
+async fn run_workers(state: &Shared) {
+    let jobs: Vec<(String, Value)> = state
+        .lock()
+        .expect("state")
+        .jobs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, job) in jobs {
+        if job["status"]["conditions"].is_array() || job["spec"]["suspend"] == json!(true) {
+            continue;
+        }
+        let args: Vec<String> = serde_json::from_value(
+            job["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+        )
+        .expect("worker args");
+        let arg = |flag: &str| {
+            let i = args.iter().position(|a| a == flag).expect(flag);
+            args[i + 1].clone()
+        };
+        let plan_uri = arg("--plan");
+        let out = arg("--out");
+        let opts = StorageOptions::default();
+        let bytes = dataset::read_object(&plan_uri, &opts).await.expect("plan");
+        let plan = Plan::from_json(&bytes, &plan_uri).expect("plan json");
+        let completions = job["spec"]["completions"].as_u64().expect("completions") as u32;
+        assert_eq!(completions as usize, plan.tasks.len());
+        for task in 0..completions {
+            let store = truthound_profile::run::plan_store(&plan).expect("store");
+            let partial = truthound_profile::run::run_task(
+                &plan,
+                task,
+                store,
+                &truthound_profile::run::no_progress(),
+            )
+            .await
+            .expect("task");
+            let uri = out.replace("$(JOB_COMPLETION_INDEX)", &task.to_string());
+            dataset::write_object(&uri, &opts, partial.to_bytes())
+                .await
+                .expect("partial");
+        }
+        let mut s = state.lock().expect("state");
+        let j = s.jobs.get_mut(&name).expect("job");
+        j["status"] = json!({
+            "completedIndexes": format!("0-{}", completions - 1),
+            "succeeded": completions,
+            "conditions": [{"type": "Complete", "status": "True"}],
+        });
+    }
+}
+
+/// Reconciles until the job finishes, running the workers in between. Returns the reconciles.
+async fn drive(state: &Shared, ctx: &Arc<Context>, max: usize) -> usize {
+    for i in 1..=max {
+        let Some(pj) = current(state) else { return i };
+        if pj.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_finished) {
+            return i;
+        }
+        reconcile::reconcile(Arc::new(pj), ctx.clone())
+            .await
+            .expect("reconcile");
+        run_workers(state).await;
+    }
+    max
+}
+
+fn requests(state: &Shared) -> Vec<Seen> {
+    state.lock().expect("state").requests.clone()
+}
+
+#[tokio::test]
+async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("lake/profiles/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    let ctx = context(fake_api(state.clone()));
+
+    let n = drive(&state, &ctx, 10).await;
+    assert!(n <= 6, "took {n} reconciles");
+    let pj = current(&state).expect("job");
+    let status = pj.status.clone().expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert_eq!(
+        state.lock().expect("state").phases,
+        ["Pending", "Running", "Merging", "Succeeded"]
+    );
+
+    // The worker Job: one index per task, the retry and failure policies, owned by the job.
+    let seen = requests(&state);
+    let posts: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.method == Method::POST && r.uri.starts_with("/apis/batch/v1/"))
+        .collect();
+    assert_eq!(posts.len(), 1, "exactly one worker Job is created");
+    let job: Job = serde_json::from_value(posts[0].body.clone()).expect("Job");
+    let spec = job.spec.expect("spec");
+    assert_eq!(job.metadata.name.as_deref(), Some("events-w1"));
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert_eq!(spec.completions, Some(3));
+    assert_eq!(spec.backoff_limit_per_index, Some(3));
+    let rules = spec.pod_failure_policy.expect("podFailurePolicy").rules;
+    assert_eq!(rules[0].action, "Ignore");
+    assert_eq!(rules[1].action, "FailIndex");
+    assert_eq!(
+        rules[1].on_exit_codes.as_ref().map(|r| r.values.clone()),
+        Some(vec![64, 65])
+    );
+    let owner = &job.metadata.owner_references.expect("owner")[0];
+    assert_eq!((owner.uid.as_str(), owner.controller), (UID, Some(true)));
+    let pod = spec.template.spec.expect("pod spec");
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    let args = pod.containers[0].args.clone().expect("args");
+    assert!(args.contains(&format!(
+        "file://{}/.truthound/{UID}/plan",
+        out.parent().expect("dir").display()
+    )));
+
+    // Status writes: server-side apply under one field manager, forced, only when changed.
+    let status_writes: Vec<&Seen> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/profilejobs/events/status"))
+        .collect();
+    assert!(!status_writes.is_empty());
+    for w in &status_writes {
+        assert_eq!(w.method, Method::PATCH);
+        assert_eq!(w.content_type, "application/apply-patch+yaml");
+        assert!(w.uri.contains("fieldManager=truthound-operator"), "{}", w.uri);
+        assert!(w.uri.contains("force=true"), "{}", w.uri);
+    }
+    for pair in status_writes.windows(2) {
+        assert_ne!(pair[0].body, pair[1].body, "an unchanged status was written again");
+    }
+
+    // Events for each transition.
+    let reasons: Vec<String> = seen
+        .iter()
+        .filter(|r| r.uri.contains("/events"))
+        .filter_map(|r| r.body["reason"].as_str().map(String::from))
+        .collect();
+    for r in ["Accepted", "WorkersCreated", "Merging", "Succeeded"] {
+        assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
+    }
+
+    // The status record.
+    let tasks = status.tasks.expect("counts");
+    assert_eq!((tasks.total, tasks.succeeded, tasks.failed), (3, 3, 0));
+    assert_eq!(status.completed_tasks.as_deref(), Some("0-2"));
+    let result = status.result.expect("result");
+    assert_eq!(result.rows, 3000);
+    assert_eq!(result.columns, 15);
+    assert!(status.completion_time.is_some());
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.status, "True");
+
+    // The merged profile equals the single-pass profile on every exact statistic.
+    let merged: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("profile written")).expect("json");
+    let single = single_pass(&data).await;
+    assert_eq!(merged["row_count"], single["row_count"]);
+    assert_eq!(merged["duplicate_row_count"], single["duplicate_row_count"]);
+    let cols = |v: &Value| v["columns"].as_array().cloned().unwrap_or_default();
+    assert_eq!(cols(&merged).len(), 15);
+    for (m, s) in cols(&merged).iter().zip(cols(&single).iter()) {
+        for field in [
+            "name",
+            "null_count",
+            "distinct_count",
+            "empty_string_count",
+            "min_length",
+            "max_length",
+            "top_values",
+        ] {
+            assert_eq!(m[field], s[field], "{} {field}", s["name"]);
+        }
+        for field in ["min", "max"] {
+            assert_eq!(
+                m["distribution"][field], s["distribution"][field],
+                "{} {field}",
+                s["name"]
+            );
+        }
+    }
+    // The task table is beside the plan.
+    let table = dir
+        .path()
+        .join(format!("lake/profiles/.truthound/{UID}/tasks.json"));
+    let table: Value = serde_json::from_slice(&std::fs::read(table).expect("tasks.json")).expect("json");
+    assert_eq!(table["tasks"].as_array().map(Vec::len), Some(3));
+}
+
+async fn single_pass(data: &Path) -> Value {
+    let uri = format!("file://{}/", data.display());
+    let opts = StorageOptions::default();
+    let ds = dataset::discover(&uri, None, &opts).await.expect("discover");
+    let req = truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1);
+    let plan = truthound_profile::plan::plan(&ds, &req).expect("plan");
+    let store = truthound_profile::run::plan_store(&plan).expect("store");
+    let p: PartialProfile =
+        truthound_profile::run::run_task(&plan, 0, store, &truthound_profile::run::no_progress())
+            .await
+            .expect("single pass");
+    let profile = TableProfile::from_partial(&p, 0, false, plan.options.histogram_bins);
+    serde_json::from_slice(&profile.to_json()).expect("json")
+}
+
+#[tokio::test]
+async fn an_operator_restart_mid_run_submits_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    let client = fake_api(state.clone());
+
+    // First operator: accept, plan, create the workers; then it dies before the tasks finish.
+    let first = context(client.clone());
+    for _ in 0..3 {
+        let pj = current(&state).expect("job");
+        reconcile::reconcile(Arc::new(pj), first.clone())
+            .await
+            .expect("reconcile");
+    }
+    drop(first);
+    assert_eq!(
+        current(&state).and_then(|p| p.status).and_then(|s| s.phase),
+        Some(Phase::Running)
+    );
+    // A new operator (empty caches) takes over; the workers finish meanwhile.
+    let second = context(client);
+    drive(&state, &second, 10).await;
+    assert_eq!(
+        current(&state).and_then(|p| p.status).and_then(|s| s.phase),
+        Some(Phase::Succeeded)
+    );
+    let seen = requests(&state);
+    let job_posts = seen
+        .iter()
+        .filter(|r| r.method == Method::POST && r.uri.starts_with("/apis/batch/v1/"))
+        .count();
+    assert_eq!(job_posts, 1, "the worker Job was submitted again after the restart");
+    // The plan was written once: its file's id is the one recorded in the status.
+    let plan_id = current(&state)
+        .and_then(|p| p.status)
+        .and_then(|s| s.submission)
+        .and_then(|s| s.plan_id)
+        .expect("plan id");
+    let plan = std::fs::read(dir.path().join(format!("out/.truthound/{UID}/plan"))).expect("plan");
+    assert_eq!(Plan::from_json(&plan, "plan").expect("plan").id, plan_id);
+}
+
+#[tokio::test]
+async fn a_corrupt_file_fails_the_job_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    std::fs::write(data.join("part-9.parquet"), b"PAR1 this is not parquet").expect("write");
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 5).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed));
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed condition");
+    assert_eq!(failed.reason, "BadData");
+    assert!(failed.message.contains("part-9.parquet"), "{}", failed.message);
+    let warnings: Vec<Value> = requests(&state)
+        .iter()
+        .filter(|r| r.uri.contains("/events") && r.body["type"] == "Warning")
+        .map(|r| r.body.clone())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|e| e["note"].as_str().unwrap_or("").contains("part-9.parquet")),
+        "{warnings:#?}"
+    );
+    // No worker Job was created for a dataset that cannot be read.
+    assert!(state.lock().expect("state").jobs.is_empty());
+}
+
+#[tokio::test]
+async fn suspend_stops_the_workers_and_resume_finishes_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({"suspend": true})));
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 4).await;
+    let pj = current(&state).expect("job");
+    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Suspended));
+    {
+        let s = state.lock().expect("state");
+        let job = s.jobs.get("events-w1").expect("worker Job created suspended");
+        assert_eq!(job["spec"]["suspend"], json!(true));
+    }
+    // Resume: the operator un-suspends the Job, the workers run, the profile is written.
+    {
+        let mut s = state.lock().expect("state");
+        if let Some(pj) = s.pj.as_mut() {
+            pj["spec"]["suspend"] = json!(false);
+            pj["metadata"]["generation"] = json!(2);
+        }
+    }
+    drive(&state, &ctx, 8).await;
+    let pj = current(&state).expect("job");
+    let status = pj.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded));
+    assert_eq!(status.observed_generation, Some(2));
+    assert!(out.exists());
+}
+
+#[tokio::test]
+async fn ttl_deletes_the_finished_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj =
+        Some(profilejob(&data, &out, json!({"ttlSecondsAfterFinished": 0})));
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 10).await;
+    // One more reconcile of the finished job deletes it.
+    let pj = current(&state).expect("job");
+    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Succeeded));
+    reconcile::reconcile(Arc::new(pj), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(current(&state).is_none(), "the ProfileJob was not deleted");
+    assert!(out.exists(), "the profile stays in storage");
+}
