@@ -8,8 +8,8 @@
 //! more call with the same observations.
 
 use crate::crd::{
-    BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus,
-    ResultStatus, Submission, TaskCounts, TaskFailure,
+    BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus, ResultStatus,
+    Submission, TaskCounts, TaskFailure,
 };
 use crate::status::{self, *};
 use std::collections::BTreeSet;
@@ -784,7 +784,10 @@ pub fn action_failed(
     let (reason, retry) = match kind {
         FailureKind::BadData => ("BadData", false),
         FailureKind::Invalid => ("InvalidSpec", false),
-        FailureKind::Transient => ("StorageUnavailable", errors < settings.max_consecutive_errors),
+        FailureKind::Transient => (
+            "StorageUnavailable",
+            errors < settings.max_consecutive_errors,
+        ),
     };
     let msg = format!("{what}: {message}");
     if retry {
@@ -894,11 +897,35 @@ fn fail(d: &mut Decision, reason: &str, message: &str, now: OffsetDateTime, gen_
     d.status.completion_time = Some(rfc3339(now));
     for t in [RUNNING, MERGING] {
         if condition(&d.status.conditions, t).is_some() {
-            set_condition(&mut d.status.conditions, t, false, reason, message, now, gen_);
+            set_condition(
+                &mut d.status.conditions,
+                t,
+                false,
+                reason,
+                message,
+                now,
+                gen_,
+            );
         }
     }
-    set_condition(&mut d.status.conditions, FAILED, true, reason, message, now, gen_);
-    set_condition(&mut d.status.conditions, READY, false, reason, message, now, gen_);
+    set_condition(
+        &mut d.status.conditions,
+        FAILED,
+        true,
+        reason,
+        message,
+        now,
+        gen_,
+    );
+    set_condition(
+        &mut d.status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        now,
+        gen_,
+    );
     d.events.push(EventNote {
         warning: true,
         reason: reason.into(),

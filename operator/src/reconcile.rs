@@ -299,7 +299,10 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
     let spec = &pj.spec;
     let (opts, secret) = if output {
         (
-            spec.output.options.as_ref().unwrap_or(&spec.dataset.options),
+            spec.output
+                .options
+                .as_ref()
+                .unwrap_or(&spec.dataset.options),
             spec.output
                 .credentials_secret_ref
                 .as_ref()
@@ -478,8 +481,9 @@ fn job_succeeded(job: &Job) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| {
-            c.iter()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "SuccessCriteriaMet") && c.status == "True")
+            c.iter().any(|c| {
+                (c.type_ == "Complete" || c.type_ == "SuccessCriteriaMet") && c.status == "True"
+            })
         })
 }
 
@@ -487,17 +491,24 @@ fn job_succeeded(job: &Job) -> bool {
 pub fn workers_observed(job: &Job) -> WorkersObserved {
     let s = job.status.clone().unwrap_or_default();
     let finished = s.conditions.as_ref().is_some_and(|c| {
-        c.iter().any(|c| {
-            (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True"
-        })
+        c.iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
     });
     WorkersObserved {
         name: job.name_any(),
         suspended: job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
         active: s.active.unwrap_or(0).max(0) as u32,
         failed_pods: s.failed.unwrap_or(0).max(0) as u32,
-        completed: s.completed_indexes.as_deref().map(parse_ranges).unwrap_or_default(),
-        failed: s.failed_indexes.as_deref().map(parse_ranges).unwrap_or_default(),
+        completed: s
+            .completed_indexes
+            .as_deref()
+            .map(parse_ranges)
+            .unwrap_or_default(),
+        failed: s
+            .failed_indexes
+            .as_deref()
+            .map(parse_ranges)
+            .unwrap_or_default(),
         finished,
         failures: Vec::new(),
     }
@@ -658,7 +669,9 @@ async fn execute(
             let name = workers_name(pj, status);
             let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
             let list = pods
-                .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+                .list(
+                    &ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")),
+                )
                 .await
                 .map_err(kube_err)?;
             let wanted: BTreeSet<u32> = tasks.iter().copied().collect();
@@ -673,7 +686,9 @@ async fn execute(
                     .and_then(|s| s.phase.as_deref())
                     .is_some_and(|p| p == "Running" || p == "Pending");
                 if index.is_some_and(|i| wanted.contains(&i)) && running {
-                    delete_idempotent(&pods, &pod.name_any()).await.map_err(kube_err)?;
+                    delete_idempotent(&pods, &pod.name_any())
+                        .await
+                        .map_err(kube_err)?;
                 }
             }
             Ok(Outcome::Done)
@@ -684,7 +699,9 @@ async fn execute(
         }
         Action::DeleteJob => {
             let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
-            delete_idempotent(&api, &pj.name_any()).await.map_err(kube_err)?;
+            delete_idempotent(&api, &pj.name_any())
+                .await
+                .map_err(kube_err)?;
             info!(job = %pj.name_any(), "ttlSecondsAfterFinished passed: deleted");
             Ok(Outcome::Gone)
         }
@@ -797,7 +814,11 @@ fn format_of(pj: &ProfileJob) -> Option<dataset::Format> {
 
 /// Lists the dataset, plans and writes the plan, unless the plan of this attempt is already
 /// written (a restart between writing it and recording it).
-async fn plan(pj: &ProfileJob, ctx: &Context, status: &ProfileJobStatus) -> Result<(), ActionError> {
+async fn plan(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+) -> Result<(), ActionError> {
     let uri = status
         .submission
         .as_ref()
@@ -900,7 +921,11 @@ async fn merge(
 
     let mut table = Vec::with_capacity(plan.tasks.len());
     for t in &plan.tasks {
-        let state = if skip.contains(&t.id) { "failed" } else { "succeeded" };
+        let state = if skip.contains(&t.id) {
+            "failed"
+        } else {
+            "succeeded"
+        };
         table.push(json!({
             "task": t.id,
             "state": state,
@@ -924,4 +949,53 @@ async fn merge(
         duration_seconds: (duration.as_seconds_f64() * 10.0).round() / 10.0,
         missing_tasks: crate::status::bounded_ranges(&skip),
     })
+}
+
+// ---- adapters ----------------------------------------------------------------------------
+
+impl ProgressSource for crate::progress::ProgressHub {
+    fn token(&self, job_uid: &str) -> String {
+        self.token_for(job_uid)
+    }
+
+    fn observe(&self, job_uid: &str, stall_timeout: Duration) -> ProgressObserved {
+        let now = std::time::SystemTime::now();
+        let snapshot = self.snapshot(job_uid);
+        let running_rows = snapshot
+            .tasks
+            .values()
+            .filter(|t| t.running())
+            .map(|t| t.rows_done)
+            .sum();
+        let rows_per_second = snapshot
+            .first_started()
+            .and_then(|t0| now.duration_since(t0).ok())
+            .map(|d| d.as_secs_f64())
+            .filter(|s| *s >= 1.0)
+            .map(|s| snapshot.rows_done() as f64 / s)
+            .unwrap_or(0.0);
+        ProgressObserved {
+            running_rows,
+            rows_per_second,
+            stalled: self.stalled(job_uid, now, stall_timeout),
+        }
+    }
+
+    fn forget(&self, job_uid: &str) {
+        crate::progress::ProgressHub::forget(self, job_uid);
+    }
+}
+
+impl MetricsSink for crate::metrics::Metrics {
+    fn job_phase(&self, job_key: &str, phase: Option<&str>) {
+        self.set_job_phase(job_key, phase);
+    }
+
+    fn job_tasks(&self, job_key: &str, pending: u32, running: u32, succeeded: u32, failed: u32) {
+        self.set_job_tasks(job_key, pending, running, succeeded, failed);
+    }
+
+    fn reconcile_failed(&self, reason: &str) {
+        self.reconcile_failure(reason);
+    }
 }

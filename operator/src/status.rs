@@ -29,7 +29,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)
         .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Parses an RFC 3339 time written by [`rfc3339`] (or by anyone else).
@@ -169,7 +170,10 @@ mod tests {
         let s = bounded_ranges(&set).expect("ranges");
         assert_eq!(s, "0-2,5,7-8");
         assert_eq!(parse_ranges(&s), set);
-        assert_eq!(parse_ranges(" 3 , 9-10,x,4-"), [3, 9, 10].into_iter().collect());
+        assert_eq!(
+            parse_ranges(" 3 , 9-10,x,4-"),
+            [3, 9, 10].into_iter().collect()
+        );
         assert_eq!(bounded_ranges(&BTreeSet::new()), None);
     }
 
@@ -187,11 +191,43 @@ mod tests {
         let mut c = Vec::new();
         let t0 = t("2026-01-01T00:00:00Z");
         let t1 = t("2026-01-01T00:01:00Z");
-        assert!(set_condition(&mut c, RUNNING, true, "Started", "m", t0, Some(1)));
-        assert!(!set_condition(&mut c, RUNNING, true, "Started", "m", t1, Some(1)));
-        assert!(set_condition(&mut c, RUNNING, true, "Progress", "m2", t1, Some(1)));
+        assert!(set_condition(
+            &mut c,
+            RUNNING,
+            true,
+            "Started",
+            "m",
+            t0,
+            Some(1)
+        ));
+        assert!(!set_condition(
+            &mut c,
+            RUNNING,
+            true,
+            "Started",
+            "m",
+            t1,
+            Some(1)
+        ));
+        assert!(set_condition(
+            &mut c,
+            RUNNING,
+            true,
+            "Progress",
+            "m2",
+            t1,
+            Some(1)
+        ));
         assert_eq!(c[0].last_transition_time, "2026-01-01T00:00:00Z");
-        assert!(set_condition(&mut c, RUNNING, false, "Done", "", t1, Some(2)));
+        assert!(set_condition(
+            &mut c,
+            RUNNING,
+            false,
+            "Done",
+            "",
+            t1,
+            Some(2)
+        ));
         assert_eq!(c[0].last_transition_time, "2026-01-01T00:01:00Z");
         assert_eq!(c[0].observed_generation, Some(2));
         assert!(!is_true(&c, RUNNING));

@@ -123,7 +123,10 @@ fn answer(state: &Shared, method: &Method, path: &str, body: &Value) -> (u16, Va
             200,
             json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
         ),
-        _ => (500, status_body(500, &format!("unexpected {method} {path}"))),
+        _ => (
+            500,
+            status_body(500, &format!("unexpected {method} {path}")),
+        ),
     }
 }
 
@@ -265,7 +268,12 @@ async fn run_workers(state: &Shared) {
 async fn drive(state: &Shared, ctx: &Arc<Context>, max: usize) -> usize {
     for i in 1..=max {
         let Some(pj) = current(state) else { return i };
-        if pj.status.as_ref().and_then(|s| s.phase).is_some_and(Phase::is_finished) {
+        if pj
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_finished)
+        {
             return i;
         }
         reconcile::reconcile(Arc::new(pj), ctx.clone())
@@ -338,11 +346,18 @@ async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
     for w in &status_writes {
         assert_eq!(w.method, Method::PATCH);
         assert_eq!(w.content_type, "application/apply-patch+yaml");
-        assert!(w.uri.contains("fieldManager=truthound-operator"), "{}", w.uri);
+        assert!(
+            w.uri.contains("fieldManager=truthound-operator"),
+            "{}",
+            w.uri
+        );
         assert!(w.uri.contains("force=true"), "{}", w.uri);
     }
     for pair in status_writes.windows(2) {
-        assert_ne!(pair[0].body, pair[1].body, "an unchanged status was written again");
+        assert_ne!(
+            pair[0].body, pair[1].body,
+            "an unchanged status was written again"
+        );
     }
 
     // Events for each transition.
@@ -352,7 +367,10 @@ async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
         .filter_map(|r| r.body["reason"].as_str().map(String::from))
         .collect();
     for r in ["Accepted", "WorkersCreated", "Merging", "Succeeded"] {
-        assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "no {r} event in {reasons:?}"
+        );
     }
 
     // The status record.
@@ -402,14 +420,17 @@ async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
     let table = dir
         .path()
         .join(format!("lake/profiles/.truthound/{UID}/tasks.json"));
-    let table: Value = serde_json::from_slice(&std::fs::read(table).expect("tasks.json")).expect("json");
+    let table: Value =
+        serde_json::from_slice(&std::fs::read(table).expect("tasks.json")).expect("json");
     assert_eq!(table["tasks"].as_array().map(Vec::len), Some(3));
 }
 
 async fn single_pass(data: &Path) -> Value {
     let uri = format!("file://{}/", data.display());
     let opts = StorageOptions::default();
-    let ds = dataset::discover(&uri, None, &opts).await.expect("discover");
+    let ds = dataset::discover(&uri, None, &opts)
+        .await
+        .expect("discover");
     let req = truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1);
     let plan = truthound_profile::plan::plan(&ds, &req).expect("plan");
     let store = truthound_profile::run::plan_store(&plan).expect("store");
@@ -455,7 +476,10 @@ async fn an_operator_restart_mid_run_submits_nothing_twice() {
         .iter()
         .filter(|r| r.method == Method::POST && r.uri.starts_with("/apis/batch/v1/"))
         .count();
-    assert_eq!(job_posts, 1, "the worker Job was submitted again after the restart");
+    assert_eq!(
+        job_posts, 1,
+        "the worker Job was submitted again after the restart"
+    );
     // The plan was written once: its file's id is the one recorded in the status.
     let plan_id = current(&state)
         .and_then(|p| p.status)
@@ -484,7 +508,11 @@ async fn a_corrupt_file_fails_the_job_with_the_file_named() {
         .find(|c| c.type_ == "Failed")
         .expect("Failed condition");
     assert_eq!(failed.reason, "BadData");
-    assert!(failed.message.contains("part-9.parquet"), "{}", failed.message);
+    assert!(
+        failed.message.contains("part-9.parquet"),
+        "{}",
+        failed.message
+    );
     let warnings: Vec<Value> = requests(&state)
         .iter()
         .filter(|r| r.uri.contains("/events") && r.body["type"] == "Warning")
@@ -510,10 +538,16 @@ async fn suspend_stops_the_workers_and_resume_finishes_the_run() {
     let ctx = context(fake_api(state.clone()));
     drive(&state, &ctx, 4).await;
     let pj = current(&state).expect("job");
-    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Suspended));
+    assert_eq!(
+        pj.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Suspended)
+    );
     {
         let s = state.lock().expect("state");
-        let job = s.jobs.get("events-w1").expect("worker Job created suspended");
+        let job = s
+            .jobs
+            .get("events-w1")
+            .expect("worker Job created suspended");
         assert_eq!(job["spec"]["suspend"], json!(true));
     }
     // Resume: the operator un-suspends the Job, the workers run, the profile is written.
@@ -538,13 +572,19 @@ async fn ttl_deletes_the_finished_job() {
     let data = sample_dataset(dir.path());
     let out = dir.path().join("out/events.json");
     let state: Shared = Arc::default();
-    state.lock().expect("state").pj =
-        Some(profilejob(&data, &out, json!({"ttlSecondsAfterFinished": 0})));
+    state.lock().expect("state").pj = Some(profilejob(
+        &data,
+        &out,
+        json!({"ttlSecondsAfterFinished": 0}),
+    ));
     let ctx = context(fake_api(state.clone()));
     drive(&state, &ctx, 10).await;
     // One more reconcile of the finished job deletes it.
     let pj = current(&state).expect("job");
-    assert_eq!(pj.status.as_ref().and_then(|s| s.phase), Some(Phase::Succeeded));
+    assert_eq!(
+        pj.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Succeeded)
+    );
     reconcile::reconcile(Arc::new(pj), ctx.clone())
         .await
         .expect("reconcile");

@@ -55,8 +55,14 @@ pub struct WorkerParams {
 fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
     let name = pj.metadata.name.clone().unwrap_or_default();
     let mut l = BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "truthound".to_string()),
-        ("app.kubernetes.io/component".to_string(), component.to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "truthound".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            component.to_string(),
+        ),
         (
             "app.kubernetes.io/managed-by".to_string(),
             "truthound-operator".to_string(),
@@ -129,7 +135,10 @@ fn storage_args(pj: &ProfileJob) -> Vec<String> {
 pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
     let local = pj.spec.backend.local.clone().unwrap_or_default();
     let tasks = p.tasks.max(1) as i32;
-    let parallelism = local.parallelism.unwrap_or(DEFAULT_PARALLELISM).clamp(1, tasks);
+    let parallelism = local
+        .parallelism
+        .unwrap_or(DEFAULT_PARALLELISM)
+        .clamp(1, tasks);
     let backoff = pj
         .spec
         .backoff_limit_per_task
@@ -198,7 +207,12 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
 
     let container = Container {
         name: CONTAINER.into(),
-        image: Some(local.image.clone().unwrap_or_else(|| p.default_image.clone())),
+        image: Some(
+            local
+                .image
+                .clone()
+                .unwrap_or_else(|| p.default_image.clone()),
+        ),
         args: Some(args),
         env: Some(env_vars),
         env_from: (!env_from.is_empty()).then_some(env_from),

@@ -1,0 +1,296 @@
+//! `th-operator`: the ProfileJob controller.
+//!
+//! Serves `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`, the workers' progress
+//! service (gRPC) on `--progress-addr`, and reconciles ProfileJobs, optionally only while it
+//! holds a `Lease` (`--leader-elect`), so that two replicas never both act.
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{error, info, warn};
+use truthound_operator::ProfileJob;
+use truthound_operator::decide::Settings;
+use truthound_operator::http::{self, Readiness};
+use truthound_operator::leader::{LeaderConfig, LeaderElector};
+use truthound_operator::metrics::Metrics;
+use truthound_operator::progress::{self, ProgressHub};
+use truthound_operator::reconcile::{self, Config, Context};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "th-operator",
+    version,
+    about = "The truthound ProfileJob operator"
+)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "TH_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Address of the progress service (gRPC) the workers report to.
+    #[arg(long, env = "TH_PROGRESS_ADDR", default_value = "0.0.0.0:9090")]
+    progress_addr: SocketAddr,
+    /// URL workers reach the progress service at, e.g.
+    /// `http://truthound-operator.truthound-system:9090`. Without it workers do not report,
+    /// and status.progress counts finished tasks only.
+    #[arg(long, env = "TH_PROGRESS_ENDPOINT")]
+    progress_endpoint: Option<String>,
+    /// File holding the key (at least 32 bytes) behind the per-job progress tokens; keep it the
+    /// same across restarts (the Helm chart stores one in a Secret). Without it a random key is
+    /// used and workers started before a restart can no longer report.
+    #[arg(long, env = "TH_PROGRESS_KEY_FILE")]
+    progress_key_file: Option<std::path::PathBuf>,
+    /// Worker image for ProfileJobs that name none.
+    #[arg(
+        long,
+        env = "TH_WORKER_IMAGE",
+        default_value = "ghcr.io/truthound/th-worker:latest"
+    )]
+    worker_image: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "TH_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconcile only while holding the Lease `--lease-name` in `--lease-namespace`.
+    #[arg(long, env = "TH_LEADER_ELECT")]
+    leader_elect: bool,
+    #[arg(long, env = "TH_LEASE_NAME", default_value = "truthound-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the operator's own, from POD_NAMESPACE).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the election (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds between status refreshes of a running job.
+    #[arg(long, env = "TH_PROGRESS_INTERVAL_SECONDS", default_value_t = 10)]
+    progress_interval_seconds: u64,
+    /// A running task with no heartbeat for this many seconds is stalled; its pod is replaced.
+    #[arg(long, env = "TH_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
+    stall_timeout_seconds: u64,
+    /// Heartbeat period of the workers.
+    #[arg(long, env = "TH_HEARTBEAT_SECONDS", default_value_t = 10)]
+    heartbeat_seconds: u64,
+    /// Log format: json (default) or text.
+    #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
+    log_format: String,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "text" {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    init_logs(&args.log_format);
+    if let Err(err) = run(args).await {
+        error!(error = %format!("{err:#}"), "th-operator stopped");
+        return Err(err);
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: Args) -> Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes API: set KUBECONFIG or run in a pod with a service account")?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::new();
+    readiness.set_not_ready("waiting for the ProfileJob cache to sync");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    {
+        let stop_tx = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            info!("shutting down");
+            let _ = stop_tx.send(true);
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (--metrics-addr)", args.metrics_addr))?;
+    let http_server = tokio::spawn(http::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    ));
+
+    let key = match &args.progress_key_file {
+        Some(path) => std::fs::read(path)
+            .with_context(|| format!("reading the progress key {}", path.display()))?,
+        None => {
+            warn!("no --progress-key-file: progress tokens last only as long as this process");
+            ProgressHub::generate_key()
+        }
+    };
+    let hub = ProgressHub::new(key).context("the progress key")?;
+    {
+        let m = metrics.clone();
+        hub.on_finished(move |_job, _task, duration, rows| {
+            m.observe_task(duration.as_secs_f64());
+            m.add_rows(rows);
+        });
+    }
+    let progress_server = tokio::spawn(progress::serve(hub.clone(), args.progress_addr, stopped()));
+
+    // Leader election: wait for the lease before acting; losing it ends the process, so a
+    // restarted replica campaigns again instead of acting beside the new leader.
+    let mut leadership = None;
+    if args.leader_elect {
+        let identity = args
+            .identity
+            .clone()
+            .context("--leader-elect needs --identity or POD_NAME")?;
+        let elector = LeaderElector::new(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &identity,
+            LeaderConfig::default(),
+        )
+        .context("leader election")?;
+        let (mut rx, handle) = elector.run_until(stopped());
+        info!(lease = %args.lease_name, %identity, "waiting for leadership");
+        tokio::select! {
+            r = rx.wait_for(|leader| *leader) => { r.context("leader election ended")?; }
+            _ = stopped() => return Ok(()),
+        }
+        metrics.set_leader(true);
+        info!(%identity, "leading");
+        leadership = Some((rx, handle));
+    }
+
+    let settings = Settings {
+        progress_interval: Duration::from_secs(args.progress_interval_seconds.max(1)),
+        stall_timeout: Duration::from_secs(args.stall_timeout_seconds.max(1)),
+        ..Settings::default()
+    };
+    let config = Config {
+        worker_image: args.worker_image.clone(),
+        progress_endpoint: args.progress_endpoint.clone(),
+        heartbeat_seconds: args.heartbeat_seconds.max(1),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "truthound-operator".into(),
+            instance: args.identity.clone(),
+        },
+    );
+    let mut ctx = Context::new(client.clone(), settings, config, recorder);
+    ctx.progress = Some(Arc::new(hub.clone()));
+    ctx.metrics = Some(Arc::new(metrics.clone()));
+    let ctx = Arc::new(ctx);
+
+    let (pjs, jobs): (Api<ProfileJob>, Api<Job>) = match &args.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Fail early and clearly when the CRD is missing, instead of a watcher retrying forever.
+    pjs.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .context("cannot list ProfileJobs: is the CRD installed (kubectl apply -f crds/) and may the operator's service account list them?")?;
+
+    let controller = Controller::new(pjs, watcher::Config::default().any_semantic()).owns(
+        jobs,
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=truthound-operator"),
+    );
+    let store = controller.store();
+    {
+        let readiness = readiness.clone();
+        tokio::spawn(async move {
+            if store.wait_until_ready().await.is_ok() {
+                readiness.set_ready();
+            }
+        });
+    }
+    let m = metrics.clone();
+    let lost_leadership = async move {
+        match leadership {
+            Some((mut rx, _handle)) => {
+                let _ = rx.wait_for(|leader| !*leader).await;
+                warn!("lost leadership: stopping");
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let stop = stopped();
+    controller
+        .graceful_shutdown_on(async move {
+            tokio::select! {
+                _ = stop => {},
+                _ = lost_leadership => {},
+            }
+        })
+        .run(
+            move |pj, ctx| {
+                let timer = m.reconcile_timer();
+                async move {
+                    let r = reconcile::reconcile(pj, ctx).await;
+                    drop(timer);
+                    r
+                }
+            },
+            reconcile::error_policy,
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+    readiness.set_not_ready("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = http_server.await;
+    let _ = progress_server.await;
+    Ok(())
+}
