@@ -344,22 +344,6 @@ pub struct ProfileSpec {
     /// Estimate duplicate rows (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<bool>,
-    /// Profile a deterministic sample of the rows instead of all of them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sampling: Option<SamplingSpec>,
-}
-
-/// Row sampling: every task keeps each row with probability `fraction`, decided by a hash of
-/// the row's position and `seed`, so a re-run samples the same rows.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SamplingSpec {
-    /// Fraction of rows kept, in (0, 1].
-    #[schemars(range(min = 0.000001, max = 1.0))]
-    pub fraction: f64,
-    /// Seed of the row hash (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
 }
 
 /// Where the profile goes.

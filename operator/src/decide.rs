@@ -219,18 +219,8 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
     if p.strategy == crate::crd::PartitionStrategy::Hash && p.hash_column.is_none() {
         return Err("spec.partitioning.strategy hash needs spec.partitioning.hashColumn".into());
     }
-    if let Some(cols) = &spec.dataset.columns {
-        if cols.is_empty() {
-            return Err("spec.dataset.columns is empty: omit it to profile every column".into());
-        }
-    }
-    if let Some(s) = &spec.profile.sampling {
-        if !(s.fraction > 0.0 && s.fraction <= 1.0) {
-            return Err(format!(
-                "spec.profile.sampling.fraction must be in (0, 1], got {}",
-                s.fraction
-            ));
-        }
+    if spec.dataset.columns.as_ref().is_some_and(Vec::is_empty) {
+        return Err("spec.dataset.columns is empty: omit it to profile every column".into());
     }
     Ok(())
 }
@@ -437,23 +427,25 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     failed.retain(|t| !completed.contains(t));
     // A finished Job that left tasks neither done nor failed lost their partials (deleted from
     // storage meanwhile): those tasks count as failed rather than leaving the job stuck.
-    if let (Some(w), Some(_)) = (&obs.workers, &obs.partials) {
-        if w.finished {
-            let lost: Vec<u32> = (0..total)
-                .filter(|t| !completed.contains(t) && !failed.contains(t))
-                .collect();
-            for &t in &lost {
-                failed.insert(t);
-                status::push_failures(
-                    &mut d.status.last_failures,
-                    [TaskFailure {
-                        task: t,
-                        reason: "PartialMissing".into(),
-                        message: "the worker Job finished but the task's partial profile is not in storage".into(),
-                        time: rfc3339(now),
-                    }],
-                );
-            }
+    if let (Some(w), Some(_)) = (&obs.workers, &obs.partials)
+        && w.finished
+    {
+        let lost: Vec<u32> = (0..total)
+            .filter(|t| !completed.contains(t) && !failed.contains(t))
+            .collect();
+        for t in lost {
+            failed.insert(t);
+            status::push_failures(
+                &mut d.status.last_failures,
+                [TaskFailure {
+                    task: t,
+                    reason: "PartialMissing".into(),
+                    message:
+                        "the worker Job finished but the task's partial profile is not in storage"
+                            .into(),
+                    time: rfc3339(now),
+                }],
+            );
         }
     }
     counts_and_progress(obs, plan, &completed, &failed, d);

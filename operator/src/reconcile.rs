@@ -177,10 +177,10 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
             m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
         }
     }
-    if status.phase.is_some_and(|p| p.is_finished()) {
-        if let Some(p) = &ctx.progress {
-            p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
-        }
+    if status.phase.is_some_and(|p| p.is_finished())
+        && let Some(p) = &ctx.progress
+    {
+        p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
     }
 
     let mut requeue = requeue;
