@@ -11,8 +11,8 @@
 //! Every report carries a per-job token, `hex(HMAC-SHA256(key, job uid))`, in the
 //! `authorization: Bearer …` metadata. The operator hands each job's pods their job's token
 //! ([`ProgressHub::token_for`]), so a pod can report for its own job only. The key must stay the
-//! same across operator restarts (keep it in a Secret), or running pods' tokens stop working
-//! (they keep working; only their reports are refused).
+//! same across operator restarts (keep it in a Secret): under a new key the tokens of running
+//! pods no longer match, and while their tasks go on, their reports are refused.
 //!
 //! What the hub holds is soft state: after an operator restart it fills again from the next
 //! reports, and a task that is never heard from is judged by its pod's status, as without the

@@ -2,16 +2,30 @@
 //!
 //! Exit codes tell the caller whether to retry: 0 done · 64 invalid request (a bad plan or task
 //! id; retrying will not help) · 65 bad data (the input is at fault; retrying will not help) ·
-//! 75 transient (storage or network; retry) · 1 internal error · 2 usage.
+//! 75 transient (storage or network; retry) · 1 internal error · 2 usage. On failure the same
+//! code and the error go to the Kubernetes termination log, where the operator reads them from
+//! the pod's status.
+//!
+//! A task whose partial is already at `--out` is not run again: a recreated Job's pods skip the
+//! tasks that were done. With `--progress-endpoint`, the task reports its progress to the
+//! operator ([`report`]).
+
+mod report;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::Arc;
-use tracing::info;
+use std::time::Duration;
+use tracing::{info, warn};
 use truthound_profile::dataset::{self, StorageOptions};
 use truthound_profile::run::{self, Event, Progress};
-use truthound_profile::{Error, ErrorClass, Plan};
+use truthound_profile::{Error, ErrorClass, PartialProfile, Plan};
+
+/// Where Kubernetes reads a container's termination message by default.
+const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Kubernetes keeps at most 4 KiB of a termination message.
+const MAX_TERMINATION_MESSAGE: usize = 4096;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,7 +63,28 @@ enum Command {
         /// Worker threads for I/O.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        #[command(flatten)]
+        progress: ProgressArgs,
     },
+}
+
+/// Reporting to the operator's progress service (all optional; best-effort).
+#[derive(Debug, clap::Args)]
+struct ProgressArgs {
+    /// The operator's progress service (gRPC), e.g. `http://th-operator.truthound:50051`.
+    /// Without it, or without a token and job uid, nothing is reported. Reporting never fails
+    /// the task: a missing setting or an unreachable operator is logged and the task goes on.
+    #[arg(long, env = "TH_PROGRESS_ENDPOINT")]
+    progress_endpoint: Option<String>,
+    /// The job's progress token, which the operator gives the job's pods.
+    #[arg(long, env = "TH_PROGRESS_TOKEN", hide_env_values = true)]
+    progress_token: Option<String>,
+    /// The ProfileJob's uid the task belongs to.
+    #[arg(long, env = "TH_JOB_UID")]
+    job_uid: Option<String>,
+    /// Seconds between heartbeats while no progress is reported (taken as 1..=3600).
+    #[arg(long, env = "TH_HEARTBEAT_SECONDS", default_value_t = 10)]
+    heartbeat_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -68,21 +103,62 @@ fn main() -> ExitCode {
             let code = exit_code(&err);
             tracing::error!(exit_code = code, error = %format!("{err:#}"), "task failed");
             eprintln!("error: {err:#}");
+            write_termination_log(&failure_message(&err));
             ExitCode::from(code)
         }
     }
 }
 
-fn exit_code(err: &anyhow::Error) -> u8 {
-    let class = err
-        .chain()
+fn error_class(err: &anyhow::Error) -> Option<ErrorClass> {
+    err.chain()
         .find_map(|e| e.downcast_ref::<Error>())
-        .map(Error::class);
-    match class {
+        .map(Error::class)
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    match error_class(err) {
         Some(ErrorClass::BadData) => 65,
         Some(ErrorClass::Invalid) => 64,
         Some(ErrorClass::Transient) => 75,
         None => 1,
+    }
+}
+
+/// `exit_code=<n> reason=<class>: <error>`: what the termination log and the FAILED report
+/// say, one line the operator can parse without the worker's logs.
+fn failure_message(err: &anyhow::Error) -> String {
+    let reason = match error_class(err) {
+        Some(ErrorClass::BadData) => "BadData",
+        Some(ErrorClass::Invalid) => "Invalid",
+        Some(ErrorClass::Transient) => "Transient",
+        None => "Error",
+    };
+    format!("exit_code={} reason={reason}: {err:#}", exit_code(err))
+}
+
+/// Writes `message` (at most 4 KiB) to the termination log: `TH_TERMINATION_LOG` if set (created
+/// if missing), else `/dev/termination-log` if Kubernetes mounted one. Best-effort: a worker
+/// outside Kubernetes has none, and the message is on stderr anyway.
+fn write_termination_log(message: &str) {
+    use std::io::Write;
+    let (path, create) = match std::env::var_os("TH_TERMINATION_LOG") {
+        Some(p) if !p.is_empty() => (std::path::PathBuf::from(p), true),
+        _ => (std::path::PathBuf::from(TERMINATION_LOG), false),
+    };
+    let mut end = message.len().min(MAX_TERMINATION_MESSAGE);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .create(create)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&message.as_bytes()[..end]));
+    if let Err(e) = written
+        && (create || e.kind() != std::io::ErrorKind::NotFound)
+    {
+        warn!(path = %path.display(), error = %e, "cannot write the termination log");
     }
 }
 
@@ -95,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
         region,
         allow_http,
         threads,
+        progress,
     } = cli.command;
     let storage = StorageOptions {
         endpoint,
@@ -108,22 +185,124 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let bytes = dataset::read_object(&plan, &storage)
-            .await
-            .with_context(|| format!("reading the plan {plan}"))?;
-        let plan = Plan::from_json(&bytes, &plan)?;
-        let store = run::plan_store(&plan)?;
-        let progress: Progress = Arc::new(|event| {
-            if let Event::TaskFinished { task, rows, millis } = event {
-                info!(task, rows, millis, "task finished");
-            }
-        });
-        info!(plan = %plan.id, task, "task started");
-        let partial = run::run_task(&plan, task, store, &progress).await?;
-        dataset::write_object(&out, &storage, partial.to_bytes())
-            .await
-            .with_context(|| format!("writing the partial profile to {out}"))?;
-        info!(out = %out, "partial written");
-        anyhow::Ok(())
+        let reporter = report_config(progress, task).map(report::Reporter::start);
+        let result = run_task(&plan, task, &out, &storage, reporter.as_ref()).await;
+        if let Some(reporter) = reporter {
+            let outcome = match &result {
+                Ok(rows) => report::Outcome::Finished { rows: *rows },
+                Err(err) => report::Outcome::Failed {
+                    message: failure_message(err),
+                },
+            };
+            reporter.finish(outcome).await;
+        }
+        result.map(|_| ())
     })
+}
+
+/// The reporting settings, when an endpoint, a token and a job uid are given.
+fn report_config(args: ProgressArgs, task: u32) -> Option<report::ReportConfig> {
+    let nonempty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let endpoint = nonempty(args.progress_endpoint)?;
+    let (Some(token), Some(job_uid)) = (nonempty(args.progress_token), nonempty(args.job_uid))
+    else {
+        warn!(
+            endpoint = %endpoint,
+            "a progress endpoint without a token and a job uid (TH_PROGRESS_TOKEN, TH_JOB_UID); not reporting progress"
+        );
+        return None;
+    };
+    let pod = ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
+        .unwrap_or_else(|| format!("th-worker-{}", std::process::id()));
+    Some(report::ReportConfig {
+        endpoint,
+        token,
+        job_uid,
+        pod,
+        task,
+        heartbeat: Duration::from_secs(args.heartbeat_seconds.clamp(1, 3600)),
+    })
+}
+
+/// Runs the task (or finds it done) and returns the rows it read.
+async fn run_task(
+    plan_uri: &str,
+    task: u32,
+    out: &str,
+    storage: &StorageOptions,
+    reporter: Option<&report::Reporter>,
+) -> Result<u64> {
+    let bytes = dataset::read_object(plan_uri, storage)
+        .await
+        .with_context(|| format!("reading the plan {plan_uri}"))?;
+    let plan = Plan::from_json(&bytes, plan_uri)?;
+    let planned_rows = plan.task(task)?.rows;
+    if let Some(rows) = existing_partial(&plan, task, out, storage).await {
+        info!(plan = %plan.id, task, out = %out, "partial already present; not running the task again");
+        return Ok(planned_rows.unwrap_or(rows));
+    }
+    let store = run::plan_store(&plan)?;
+    if let Some(r) = reporter {
+        r.started(&plan.id, planned_rows.unwrap_or(0));
+    }
+    let report_rows = reporter.map(report::Reporter::progress);
+    let progress: Progress = Arc::new(move |event| {
+        if let Event::TaskFinished { task, rows, millis } = event {
+            info!(task, rows, millis, "task finished");
+        }
+        if let Some(p) = &report_rows {
+            p(event);
+        }
+    });
+    info!(plan = %plan.id, task, "task started");
+    let partial = run::run_task(&plan, task, store, &progress).await?;
+    dataset::write_object(out, storage, partial.to_bytes())
+        .await
+        .with_context(|| format!("writing the partial profile to {out}"))?;
+    info!(out = %out, "partial written");
+    Ok(planned_rows.unwrap_or(partial.row_count()))
+}
+
+/// The rows of the partial at `out` if it is this task's of this plan: a pod that is re-run
+/// (a replaced pod, a recreated Job) then skips work that is done. Anything else at `out` (an
+/// older plan's partial, garbage) is overwritten by running the task; a failure to look is
+/// treated the same way, since running again gives the same partial.
+async fn existing_partial(
+    plan: &Plan,
+    task: u32,
+    out: &str,
+    storage: &StorageOptions,
+) -> Option<u64> {
+    let bytes = match dataset::read_object(out, storage).await {
+        Ok(b) => b,
+        Err(Error::NotFound { .. }) => return None,
+        Err(e) => {
+            warn!(out = %out, error = %e, "cannot check for an existing partial; running the task");
+            return None;
+        }
+    };
+    match PartialProfile::from_bytes(&bytes, out) {
+        Ok(p) if is_partial_of(&p, plan, task) => Some(p.row_count()),
+        Ok(_) => {
+            info!(out = %out, "the partial at OUT is of another plan or task; replacing it");
+            None
+        }
+        Err(e) => {
+            warn!(out = %out, error = %e, "OUT holds no readable partial; replacing it");
+            None
+        }
+    }
+}
+
+/// `partial` covers exactly task `task` of `plan`.
+fn is_partial_of(partial: &PartialProfile, plan: &Plan, task: u32) -> bool {
+    partial.tasks.len() == 1
+        && partial.tasks.contains(&(plan.id.clone(), task))
+        && partial.plans.get(&plan.id).is_some_and(|r| {
+            r.total_tasks as usize == plan.tasks.len()
+                && r.dataset == plan.dataset.uri
+                && r.columns == plan.columns
+        })
 }

@@ -190,3 +190,148 @@ fn a_plan_with_settings_the_sketches_reject_is_an_invalid_request_not_a_crash() 
     assert!(err.contains("kll_k must be 8..=65535"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A plan of a copy of the sample, so that a test can take the data away.
+fn copied_sample_plan(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("events");
+    std::fs::create_dir_all(&data).unwrap();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events");
+    for f in std::fs::read_dir(&sample).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), data.join(f.file_name())).unwrap();
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let plan = rt.block_on(async {
+        let ds =
+            truthound_profile::dataset::discover(data.to_str().unwrap(), None, &Default::default())
+                .await
+                .unwrap();
+        truthound_profile::plan::plan(
+            &ds,
+            &truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 3),
+        )
+        .unwrap()
+    });
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan.to_json()).unwrap();
+    (path, data)
+}
+
+#[test]
+fn a_task_whose_partial_is_present_is_not_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, data) = copied_sample_plan(dir.path());
+    let p = plan.to_str().unwrap();
+    let out = |t: u32| dir.path().join(format!("partials/{t}"));
+    let run = |t: u32| {
+        worker(&[
+            "run-task",
+            "--plan",
+            p,
+            "--task",
+            &t.to_string(),
+            "--out",
+            out(t).to_str().unwrap(),
+        ])
+    };
+    for t in [0, 1] {
+        let o = run(t);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let first = std::fs::read(out(1)).unwrap();
+
+    // The data is gone: only a task that is done can succeed, and it does, untouched.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&data, &moved).unwrap();
+    let o = run(1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("partial already present"), "{err}");
+    assert_eq!(std::fs::read(out(1)).unwrap(), first);
+
+    // Another task's partial, or garbage, at OUT is replaced by running the task.
+    std::fs::rename(&moved, &data).unwrap();
+    std::fs::copy(out(0), out(1)).unwrap();
+    let o = run(1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("partial already present"), "{err}");
+    std::fs::write(out(2), b"not a partial").unwrap();
+    let o = run(2);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for t in [1, 2] {
+        let part =
+            truthound_profile::PartialProfile::from_bytes(&std::fs::read(out(t)).unwrap(), "p")
+                .unwrap();
+        assert_eq!(part.tasks.iter().map(|t| t.1).collect::<Vec<_>>(), [t]);
+    }
+}
+
+#[test]
+fn a_failure_is_written_to_the_termination_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let log = dir.path().join("termination-log");
+    let o = Command::new(env!("CARGO_BIN_EXE_th-worker"))
+        .args([
+            "run-task",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--task",
+            "7",
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ])
+        .env("TH_TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64));
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.starts_with("exit_code=64 reason=Invalid: invalid task: 7 is not in plan"),
+        "{message}"
+    );
+    // Kubernetes keeps 4 KiB: a long message is cut to fit.
+    let long = (0..12).fold(dir.path().to_path_buf(), |p, i| {
+        p.join(format!("{i}{}", "d".repeat(200)))
+    });
+    let o = Command::new(env!("CARGO_BIN_EXE_th-worker"))
+        .args(["run-task", "--plan"])
+        .arg(long.join("plan.json"))
+        .args(["--task", "0", "--out", "/nonexistent/o"])
+        .env("TH_TERMINATION_LOG", &log)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(65));
+    let message = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        message.starts_with("exit_code=65 reason=BadData: "),
+        "{message}"
+    );
+    assert!((4000..=4096).contains(&message.len()), "{}", message.len());
+}
+
+#[test]
+fn incomplete_progress_settings_never_fail_a_task() {
+    // As a pod whose token Secret is missing would run: endpoint set, token empty.
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let out = dir.path().join("p0");
+    let o = Command::new(env!("CARGO_BIN_EXE_th-worker"))
+        .args(["run-task", "--plan", plan.to_str().unwrap(), "--task", "0"])
+        .arg("--out")
+        .arg(&out)
+        .env("TH_PROGRESS_ENDPOINT", "http://127.0.0.1:9")
+        .env("TH_PROGRESS_TOKEN", "")
+        .env("TH_JOB_UID", "job")
+        .env("TH_HEARTBEAT_SECONDS", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not reporting progress"), "{err}");
+    assert!(out.exists());
+}
