@@ -693,7 +693,12 @@ async fn execute(
             }
             Ok(Outcome::Done)
         }
-        Action::Merge { missing, in_pod: _ } => {
+        Action::Merge { missing, in_pod } => {
+            if *in_pod {
+                // Merge pods are not written yet: the operator merges in-process, which holds
+                // every partial in memory at once.
+                warn!(job = %pj.name_any(), "large merge runs in the operator (no merge pod yet)");
+            }
             let result = merge(pj, ctx, status, missing, now).await?;
             Ok(Outcome::Merged(result))
         }
