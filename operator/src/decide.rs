@@ -283,14 +283,13 @@ fn first_visit(obs: &Observed, d: &mut Decision) {
     let backend = match checked {
         Ok(b) => b,
         Err(message) => {
-            set_condition(
-                &mut d.status.conditions,
+            cond(
+                d,
                 ACCEPTED,
                 false,
                 "InvalidSpec",
                 &message,
-                now,
-                generation,
+                (now, generation),
             );
             fail(d, "InvalidSpec", &message, now, generation);
             return;
@@ -313,23 +312,14 @@ fn first_visit(obs: &Observed, d: &mut Decision) {
         job.spec.dataset.uri, backend.kind
     );
     d.status.backend = Some(backend);
-    set_condition(
-        &mut d.status.conditions,
-        ACCEPTED,
-        true,
-        "Accepted",
-        &msg,
-        now,
-        generation,
-    );
-    set_condition(
-        &mut d.status.conditions,
+    cond(d, ACCEPTED, true, "Accepted", &msg, (now, generation));
+    cond(
+        d,
         READY,
         false,
         "Planning",
         "planning the tasks",
-        now,
-        generation,
+        (now, generation),
     );
     d.events.push(EventNote {
         warning: false,
@@ -372,23 +362,14 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     });
     d.status.phase = Some(Phase::Running);
     let msg = format!("worker Job {name} runs {} tasks", plan.tasks());
-    set_condition(
-        &mut d.status.conditions,
-        RUNNING,
-        true,
-        "WorkersCreated",
-        &msg,
-        now,
-        generation,
-    );
-    set_condition(
-        &mut d.status.conditions,
+    cond(d, RUNNING, true, "WorkersCreated", &msg, (now, generation));
+    cond(
+        d,
         READY,
         false,
         "Running",
         "tasks are running",
-        now,
-        generation,
+        (now, generation),
     );
     d.events.push(EventNote {
         warning: false,
@@ -549,36 +530,19 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
             reason: "Resumed".into(),
             message: "spec.suspend is false: workers resume; completed tasks are kept".into(),
         });
-        set_condition(
-            &mut d.status.conditions,
+        cond(
+            d,
             SUSPENDED,
             false,
             "Resumed",
             "the job was resumed",
-            now,
-            generation,
+            (now, generation),
         );
     }
     d.status.phase = Some(Phase::Running);
     let msg = format!("{} of {total} tasks done", completed.len());
-    set_condition(
-        &mut d.status.conditions,
-        RUNNING,
-        true,
-        "TasksRunning",
-        &msg,
-        now,
-        generation,
-    );
-    set_condition(
-        &mut d.status.conditions,
-        READY,
-        false,
-        "Running",
-        &msg,
-        now,
-        generation,
-    );
+    cond(d, RUNNING, true, "TasksRunning", &msg, (now, generation));
+    cond(d, READY, false, "Running", &msg, (now, generation));
     d.requeue = Some(settings.progress_interval);
 }
 
@@ -593,14 +557,13 @@ fn enter_merging(
     let rows: u64 = plan.task_rows.iter().sum();
     let in_pod = plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows;
     d.status.phase = Some(Phase::Merging);
-    set_condition(
-        &mut d.status.conditions,
+    cond(
+        d,
         RUNNING,
         false,
         "TasksDone",
         "every task has finished",
-        now,
-        generation,
+        (now, generation),
     );
     let msg = if missing.is_empty() {
         format!("merging {} partial profiles", plan.tasks())
@@ -611,24 +574,8 @@ fn enter_merging(
             missing.len()
         )
     };
-    set_condition(
-        &mut d.status.conditions,
-        MERGING,
-        true,
-        "Merging",
-        &msg,
-        now,
-        generation,
-    );
-    set_condition(
-        &mut d.status.conditions,
-        READY,
-        false,
-        "Merging",
-        &msg,
-        now,
-        generation,
-    );
+    cond(d, MERGING, true, "Merging", &msg, (now, generation));
+    cond(d, READY, false, "Merging", &msg, (now, generation));
     d.events.push(EventNote {
         warning: false,
         reason: "Merging".into(),
@@ -817,6 +764,26 @@ pub fn action_failed(
     )
 }
 
+/// Sets one condition of a decision's status at the decision's time and generation.
+fn cond(
+    d: &mut Decision,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    (now, generation): (OffsetDateTime, Option<i64>),
+) {
+    set_condition(
+        &mut d.status.conditions,
+        type_,
+        status,
+        reason,
+        message,
+        now,
+        generation,
+    );
+}
+
 fn workers_name_of(obs: &Observed) -> String {
     let job = obs.job;
     let attempt = job
@@ -855,32 +822,29 @@ fn suspend(d: &mut Decision, now: OffsetDateTime, generation: Option<i64>) {
         });
     }
     d.status.phase = Some(Phase::Suspended);
-    set_condition(
-        &mut d.status.conditions,
+    cond(
+        d,
         SUSPENDED,
         true,
         "Suspended",
         "spec.suspend is true",
-        now,
-        generation,
+        (now, generation),
     );
-    set_condition(
-        &mut d.status.conditions,
+    cond(
+        d,
         RUNNING,
         false,
         "Suspended",
         "spec.suspend is true",
-        now,
-        generation,
+        (now, generation),
     );
-    set_condition(
-        &mut d.status.conditions,
+    cond(
+        d,
         READY,
         false,
         "Suspended",
         "spec.suspend is true",
-        now,
-        generation,
+        (now, generation),
     );
 }
 
