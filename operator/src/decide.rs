@@ -554,8 +554,7 @@ fn enter_merging(
     now: OffsetDateTime,
     generation: Option<i64>,
 ) {
-    let rows: u64 = plan.task_rows.iter().sum();
-    let in_pod = plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows;
+    let in_pod = merges_in_pod(plan, settings);
     d.status.phase = Some(Phase::Merging);
     cond(
         d,
@@ -582,6 +581,12 @@ fn enter_merging(
         message: msg,
     });
     d.actions.push(Action::Merge { missing, in_pod });
+}
+
+/// Many or large partials are merged in a pod rather than in the operator's memory.
+fn merges_in_pod(plan: &PlanSummary, settings: &Settings) -> bool {
+    let rows: u64 = plan.task_rows.iter().sum();
+    plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows
 }
 
 fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
@@ -614,10 +619,10 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
         Some(MergeObserved::Running) => d.requeue = Some(settings.progress_interval),
         // The merge pod wrote the profile; the reconciler reads its summary and finishes.
         Some(MergeObserved::Succeeded) | None => {
-            let rows: u64 = plan.task_rows.iter().sum();
-            let in_pod =
-                plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows;
-            d.actions.push(Action::Merge { missing, in_pod });
+            d.actions.push(Action::Merge {
+                missing,
+                in_pod: merges_in_pod(plan, settings),
+            });
         }
     }
 }

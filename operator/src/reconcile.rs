@@ -122,6 +122,19 @@ struct ActionError {
     message: String,
 }
 
+impl From<Error> for ActionError {
+    fn from(e: Error) -> Self {
+        let kind = match e {
+            Error::Kube(_) => FailureKind::Transient,
+            Error::Invalid(_) => FailureKind::Invalid,
+        };
+        ActionError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<truthound_profile::Error> for ActionError {
     fn from(e: truthound_profile::Error) -> Self {
         let kind = match e.class() {
@@ -610,13 +623,6 @@ async fn execute(
         kind: FailureKind::Transient,
         message: e.to_string(),
     };
-    let inv = |e: Error| ActionError {
-        kind: match e {
-            Error::Kube(_) => FailureKind::Transient,
-            Error::Invalid(_) => FailureKind::Invalid,
-        },
-        message: e.to_string(),
-    };
     match action {
         Action::Plan => {
             plan(pj, ctx, status).await?;
@@ -724,7 +730,7 @@ async fn execute(
                 &Patch::Merge(json!({"metadata": {"finalizers": keep}})),
             )
             .await
-            .map_err(|e| inv(Error::Kube(e)))?;
+            .map_err(kube_err)?;
             Ok(Outcome::Done)
         }
     }
@@ -829,18 +835,11 @@ async fn plan(
         .as_ref()
         .and_then(|s| s.plan_uri.clone())
         .unwrap_or_else(|| format!("{}/plan", work_prefix(pj)));
-    let to_action = |e: Error| ActionError {
-        kind: match e {
-            Error::Kube(_) => FailureKind::Transient,
-            Error::Invalid(_) => FailureKind::Invalid,
-        },
-        message: e.to_string(),
-    };
-    let out_opts = storage(pj, ctx, true).await.map_err(to_action)?;
+    let out_opts = storage(pj, ctx, true).await?;
     if read_plan(ctx, &uri, &out_opts).await.is_some() {
         return Ok(());
     }
-    let data_opts = storage(pj, ctx, false).await.map_err(to_action)?;
+    let data_opts = storage(pj, ctx, false).await?;
     let t0 = Instant::now();
     let ds = dataset::discover(&pj.spec.dataset.uri, format_of(pj), &data_opts).await?;
     let plan = truthound_profile::plan::plan(&ds, &plan_request(pj))?;
@@ -867,14 +866,7 @@ async fn merge(
     missing: &[u32],
     now: OffsetDateTime,
 ) -> Result<ResultStatus, ActionError> {
-    let to_action = |e: Error| ActionError {
-        kind: match e {
-            Error::Kube(_) => FailureKind::Transient,
-            Error::Invalid(_) => FailureKind::Invalid,
-        },
-        message: e.to_string(),
-    };
-    let opts = storage(pj, ctx, true).await.map_err(to_action)?;
+    let opts = storage(pj, ctx, true).await?;
     let prefix = work_prefix(pj);
     let plan_uri = format!("{prefix}/plan");
     let plan_bytes = dataset::read_object(&plan_uri, &opts).await?;

@@ -1,11 +1,7 @@
 //! Prints the ProfileJob CustomResourceDefinition as YAML (`cargo run --bin crdgen > crds/profilejob.yaml`).
 //! A test (operator/tests/crd.rs) fails when `crds/` drifts from the types.
 
-use kube::CustomResourceExt;
-use truthound_operator::ProfileJob;
-
 fn main() -> anyhow::Result<()> {
     print!("{}", truthound_operator::crd::crd_yaml()?);
-    let _ = ProfileJob::crd;
     Ok(())
 }
