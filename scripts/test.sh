@@ -3,8 +3,10 @@
 # and pip, it runs in order and stops at the first failure:
 #
 #   1. cargo fmt --all -- --check
-#   2. cargo clippy --workspace --all-targets -- -D warnings
-#   3. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh)
+#   2. scripts/check-deploy.sh          the Helm chart, kustomize base, images and Argo CD health
+#                                       check, rendered and validated (no cargo needed)
+#   3. cargo clippy --workspace --all-targets -- -D warnings
+#   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh)
 #
 # The profile format's JSON Schema is checked for drift by a test (cli/tests/cli.rs,
 # schema_command_prints_the_published_schema): `th schema` must equal schema/profile.schema.json.
@@ -119,6 +121,7 @@ run_tests() {
 echo "target dir: ${CARGO_TARGET_DIR:-$ROOT/target}" >&2
 step fmt-toolchain ensure_component fmt rustfmt
 step fmt cargo fmt --all -- --check
+step deploy scripts/check-deploy.sh
 step clippy-toolchain ensure_component clippy clippy
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then

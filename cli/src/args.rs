@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use truthound_profile::dataset::{Format, StorageOptions};
-use truthound_profile::{PlanRequest, ProfileOptions, Strategy};
+use truthound_profile::{PlanRequest, ProfileOptions, SampleRows, Sampling, Strategy};
 
 /// Profile large datasets: exact counts and moments, DataSketches quantiles, distinct counts and
 /// top values, patterns, duplicates. Runs in-process by default; partial profiles merge exactly.
@@ -135,6 +135,17 @@ pub struct PlanArgs {
     /// Skip the duplicate-row count.
     #[arg(long)]
     pub no_duplicates: bool,
+    /// Profile a sample: keep each row with this probability (0 < FRACTION <= 1, or a
+    /// percentage: 0.1 and 10% keep about a tenth of the rows). Rows are chosen by a hash of the seed, their file and their position in it, so
+    /// every partitioning profiles the same rows.
+    #[arg(long, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub sample: Option<f64>,
+    /// Profile a sample of about N rows (Parquet only: the row count comes from the footers).
+    #[arg(long, value_name = "N", conflicts_with = "sample")]
+    pub sample_rows: Option<u64>,
+    /// Seed of --sample and --sample-rows: another seed samples other rows.
+    #[arg(long, value_name = "SEED", default_value_t = Sampling::DEFAULT_SEED)]
+    pub sample_seed: u64,
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -157,6 +168,7 @@ impl PlanArgs {
             histogram_bins: self.histogram_bins,
             patterns: !self.no_patterns,
             duplicates: !self.no_duplicates,
+            sampling: self.sample.map(|f| Sampling::new(f, self.sample_seed)),
             ..ProfileOptions::default()
         };
         let partitions = self
@@ -170,6 +182,10 @@ impl PlanArgs {
             hash_column: self.hash_column.clone(),
             columns: (!self.columns.is_empty()).then(|| self.columns.clone()),
             options,
+            sample_rows: self.sample_rows.map(|rows| SampleRows {
+                rows,
+                seed: self.sample_seed,
+            }),
         })
     }
 }
@@ -253,6 +269,20 @@ pub struct MergeArgs {
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
         .map_err(|e: truthound_profile::Error| e.to_string())
+}
+
+/// A fraction (0.1) or a percentage (10%).
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let text = s.trim();
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(p) => (p.trim(), 100.0),
+        None => (text, 1.0),
+    };
+    // The range is checked with the other options (exit 64, like them).
+    number
+        .parse::<f64>()
+        .map(|f| f / scale)
+        .map_err(|_| format!("`{s}` is not a number (give a fraction such as 0.1, or 10%)"))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {

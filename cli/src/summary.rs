@@ -16,6 +16,17 @@ fn thousands(n: u64) -> String {
     out
 }
 
+/// A fraction as a percentage without float noise: 0.1 → 10, 0.125 → 12.5, 1e-5 → 0.001.
+fn percent(fraction: f64) -> String {
+    let p = fraction * 100.0;
+    let rounded = (p * 1e6).round() / 1e6;
+    if rounded == 0.0 {
+        format!("{p}")
+    } else {
+        format!("{rounded}")
+    }
+}
+
 fn short(v: &Option<Value>, width: usize) -> String {
     let text = match v {
         None | Some(Value::Null) => String::new(),
@@ -64,6 +75,18 @@ pub fn print(
         p.partitioning.tasks_merged,
         p.partitioning.strategies.join(", "),
     )?;
+    if let Some(s) = &p.sampling {
+        let seed = s
+            .seed
+            .map_or("seeds differ".to_string(), |s| format!("seed {s}"));
+        writeln!(
+            out,
+            "sampled {}% ({seed}): {} of {} rows; every figure is of the sample",
+            percent(s.fraction),
+            thousands(p.row_count),
+            thousands(s.rows_scanned),
+        )?;
+    }
     if let Some(d) = p.duplicate_row_count {
         match p.accuracy.duplicate_row_count.as_ref().filter(|e| !e.exact) {
             Some(e) => writeln!(

@@ -390,6 +390,123 @@ fn invalid_requests() {
 }
 
 #[test]
+fn sample_flags_profile_the_same_rows_in_every_plan() {
+    let s = sample().join("events");
+    let s = s.to_str().unwrap();
+    let one = profile_json(&[
+        s,
+        "--sample",
+        "0.5",
+        "--sample-seed",
+        "3",
+        "--partitions",
+        "1",
+    ]);
+    assert_eq!(
+        one["sampling"],
+        serde_json::json!({"fraction": 0.5, "seed": 3, "rows_scanned": 3000})
+    );
+    let rows = one["row_count"].as_u64().unwrap();
+    assert!((1400..=1600).contains(&rows), "{rows}");
+    for args in [
+        vec!["--sample", "50%", "--sample-seed", "3", "--partitions", "7"],
+        vec![
+            "--sample",
+            "0.5",
+            "--sample-seed",
+            "3",
+            "--strategy",
+            "column_based",
+        ],
+        vec![
+            "--sample",
+            "0.5",
+            "--sample-seed",
+            "3",
+            "--strategy",
+            "hash",
+            "--hash-column",
+            "country",
+        ],
+    ] {
+        let mut all = vec![s];
+        all.extend(args.iter().copied());
+        let p = profile_json(&all);
+        assert_eq!(p["sampling"], one["sampling"], "{args:?}");
+        assert_eq!(p["row_count"], one["row_count"], "{args:?}");
+        for field in ["null_count", "sum", "min", "max"] {
+            assert_eq!(
+                col(&p, "id")[field],
+                col(&one, "id")[field],
+                "{args:?}: {field}"
+            );
+        }
+    }
+    let other = profile_json(&[s, "--sample", "0.5", "--sample-seed", "4"]);
+    assert_ne!(col(&other, "id")["sum"], col(&one, "id")["sum"]);
+    assert!(
+        profile_json(&[s, "--sample", "1"])
+            .get("sampling")
+            .is_none()
+    );
+
+    // The summary says so.
+    let out = th(&["profile", s, "--sample", "10%"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("sampled 10% (seed 0): "), "{text}");
+    assert!(text.contains(" of 3,000 rows"), "{text}");
+
+    // `th plan` writes the sampling into the plan; --sample-rows becomes a fraction.
+    let out = th(&["plan", s, "--sample", "0.25", "--sample-seed", "9"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["options"]["sampling"],
+        serde_json::json!({"fraction": 0.25, "seed": 9})
+    );
+    let out = th(&["plan", s, "--sample-rows", "300"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        plan["options"]["sampling"],
+        serde_json::json!({"fraction": 0.1, "seed": 0})
+    );
+}
+
+#[test]
+fn bad_sample_flags_are_refused() {
+    let s = sample().join("events");
+    let s = s.to_str().unwrap();
+    for bad in ["0", "1.5", "-0.1", "NaN", "inf", "0%", "150%"] {
+        let err = fails(&["profile", s, &format!("--sample={bad}")], 64);
+        assert!(
+            err.contains("fraction must be more than 0 and at most 1"),
+            "{bad}: {err}"
+        );
+    }
+    let err = fails(&["profile", s, "--sample", "half"], 2);
+    assert!(err.contains("not a number"), "{err}");
+    let err = fails(&["profile", s, "--sample", "0.1", "--sample-rows", "10"], 2);
+    assert!(err.contains("--sample-rows"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("d.csv");
+    let mut w = arrow::csv::WriterBuilder::new()
+        .with_header(true)
+        .build(std::fs::File::create(&csv).unwrap());
+    w.write(&batch(&[1, 2, 3])).unwrap();
+    drop(w);
+    let err = fails(
+        &["profile", csv.to_str().unwrap(), "--sample-rows", "2"],
+        64,
+    );
+    assert!(
+        err.contains("Parquet") && err.contains("--sample 0.1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn remote_backends_say_they_are_not_available_yet() {
     for backend in ["spark", "dask", "ray"] {
         let err = fails(&["profile", "x.parquet", "--backend", backend], 69);

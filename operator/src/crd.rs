@@ -207,6 +207,25 @@ impl BackendType {
     }
 }
 
+/// Row sampling. Each row is kept or not by a hash of the seed, its file and its position in the
+/// file, so the sample is the same whatever the partitioning, and the same seed gives the same
+/// rows. The profile's counts are the sample's; the profile records the fraction, the seed and
+/// the rows scanned.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.fraction > 0.0 && self.fraction <= 1.0",
+     "message": "sampling.fraction must be more than 0 and at most 1 (0.1 profiles 10% of the rows)"}
+]))]
+pub struct SamplingSpec {
+    /// Fraction of the rows to profile, more than 0 and at most 1 (0.1: 10%; 1: every row).
+    pub fraction: f64,
+    /// Seed of the sample (default 0): another seed profiles other rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub seed: Option<i64>,
+}
+
 /// Worker pods: a `batch/v1` Indexed Job with one index per task, running `th-worker`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -344,6 +363,9 @@ pub struct ProfileSpec {
     /// Estimate duplicate rows (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<bool>,
+    /// Profile a sample of the rows instead of all of them (default: every row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingSpec>,
 }
 
 /// Where the profile goes.

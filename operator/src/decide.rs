@@ -19,8 +19,12 @@ use time::OffsetDateTime;
 /// Operator-wide settings the decisions depend on.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How often a running job's status is refreshed (bounds the status write rate).
+    /// Progress reports refresh a running job's status at most this often (bounds the status
+    /// write rate); a merge pod is looked at this often.
     pub progress_interval: Duration,
+    /// A running job is looked at again at least this often when nothing happens (no progress
+    /// reported, no pod changed): stalls and deadlines are noticed by this timer.
+    pub resync: Duration,
     /// A running task with no report for this long is stalled: its pod is replaced.
     pub stall_timeout: Duration,
     /// Consecutive transient errors (storage unreachable, access denied) tolerated while
@@ -36,6 +40,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             progress_interval: Duration::from_secs(10),
+            resync: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(120),
             max_consecutive_errors: 5,
             merge_in_pod_tasks: 2_000,
@@ -130,6 +135,8 @@ pub enum Action {
     ReplacePods(Vec<u32>),
     /// Merge the partials and write the profile; `in_pod` runs it as a Job.
     Merge { missing: Vec<u32>, in_pod: bool },
+    /// The merge Job succeeded: read the summary it wrote and finish.
+    CollectMerge,
     /// TTL expired: delete the ProfileJob (children go with it).
     DeleteJob,
     /// Remove our finalizer (nothing external is left to cancel).
@@ -221,6 +228,15 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
     }
     if spec.dataset.columns.as_ref().is_some_and(Vec::is_empty) {
         return Err("spec.dataset.columns is empty: omit it to profile every column".into());
+    }
+    // The schema's CEL rule says the same; this catches a cluster without CEL validation.
+    if let Some(s) = &spec.profile.sampling
+        && !(s.fraction > 0.0 && s.fraction <= 1.0)
+    {
+        return Err(format!(
+            "spec.profile.sampling.fraction must be more than 0 and at most 1, got {}",
+            s.fraction
+        ));
     }
     Ok(())
 }
@@ -381,7 +397,7 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     if obs.job.spec.suspend {
         suspend(d, now, generation);
     }
-    d.requeue = Some(settings.progress_interval);
+    d.requeue = Some(look_again(obs, settings));
 }
 
 fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
@@ -543,7 +559,24 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let msg = format!("{} of {total} tasks done", completed.len());
     cond(d, RUNNING, true, "TasksRunning", &msg, (now, generation));
     cond(d, READY, false, "Running", &msg, (now, generation));
-    d.requeue = Some(settings.progress_interval);
+    d.requeue = Some(look_again(obs, settings));
+}
+
+/// When to look at an active job again if nothing triggers a reconcile before: the resync
+/// period, or the deadline if it comes first. Progress reports and the Jobs' changes trigger
+/// reconciles of their own.
+fn look_again(obs: &Observed, settings: &Settings) -> Duration {
+    let until_deadline = obs.job.spec.active_deadline_seconds.and_then(|limit| {
+        let start = obs
+            .job
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_deref())
+            .and_then(parse_time)?;
+        let left = (start + time::Duration::seconds(limit) - obs.now).whole_milliseconds();
+        Some(Duration::from_millis(left.max(0) as u64))
+    });
+    until_deadline.map_or(settings.resync, |d| d.min(settings.resync))
 }
 
 fn enter_merging(
@@ -581,6 +614,9 @@ fn enter_merging(
         message: msg,
     });
     d.actions.push(Action::Merge { missing, in_pod });
+    if in_pod {
+        d.requeue = Some(settings.progress_interval);
+    }
 }
 
 /// Many or large partials are merged in a pod rather than in the operator's memory.
@@ -618,11 +654,15 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
         }
         Some(MergeObserved::Running) => d.requeue = Some(settings.progress_interval),
         // The merge pod wrote the profile; the reconciler reads its summary and finishes.
-        Some(MergeObserved::Succeeded) | None => {
-            d.actions.push(Action::Merge {
-                missing,
-                in_pod: merges_in_pod(plan, settings),
-            });
+        Some(MergeObserved::Succeeded) => d.actions.push(Action::CollectMerge),
+        // No merge Job: merge (again) — an operator restart mid-merge lands here, and a merge
+        // writes the same objects twice without harm.
+        None => {
+            let in_pod = merges_in_pod(plan, settings);
+            d.actions.push(Action::Merge { missing, in_pod });
+            if in_pod {
+                d.requeue = Some(settings.progress_interval);
+            }
         }
     }
 }

@@ -452,6 +452,36 @@ impl Changes {
     }
 }
 
+/// The ProfileJobs to reconcile because their progress changed: [`ProgressHub::changes`]
+/// mapped from job uids to the objects in the controller's cache (`Controller::reconcile_on`).
+/// A uid the cache does not know (a job deleted since) is dropped.
+pub fn reconcile_triggers(
+    changes: Changes,
+    jobs: kube::runtime::reflector::Store<crate::crd::ProfileJob>,
+) -> impl futures::Stream<Item = kube::runtime::reflector::ObjectRef<crate::crd::ProfileJob>>
++ Send
++ 'static {
+    use futures::StreamExt;
+    let uids = futures::stream::unfold(changes, |mut changes| async move {
+        let uids = changes.next().await;
+        Some((uids, changes))
+    });
+    uids.flat_map(move |uids| {
+        let refs: Vec<_> = jobs
+            .state()
+            .iter()
+            .filter(|pj| {
+                pj.metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|u| uids.binary_search(u).is_ok())
+            })
+            .map(|pj| kube::runtime::reflector::ObjectRef::from_obj(pj.as_ref()))
+            .collect();
+        futures::stream::iter(refs)
+    })
+}
+
 /// The gRPC service: authenticates each report and records it in the hub.
 #[derive(Clone)]
 pub struct ProgressService {
@@ -730,6 +760,52 @@ mod tests {
                 ReportKind::Finished,
                 ReportKind::Finished
             ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_triggers_a_reconcile_of_the_job_it_belongs_to() {
+        use futures::StreamExt;
+        use kube::runtime::reflector::{self, ObjectRef};
+        use kube::runtime::watcher;
+        let job = |name: &str, uid: &str| {
+            let mut pj = crate::crd::ProfileJob::new(
+                name,
+                serde_json::from_value(serde_json::json!({
+                    "dataset": {"uri": "s3://b/d.parquet"},
+                    "output": {"uri": "s3://b/p.json"}
+                }))
+                .unwrap(),
+            );
+            pj.metadata.namespace = Some("ns".into());
+            pj.metadata.uid = Some(uid.into());
+            pj
+        };
+        let (store, mut writer) = reflector::store();
+        for pj in [job("a", "uid-a"), job("b", "uid-b")] {
+            writer.apply_watcher_event(&watcher::Event::Apply(pj));
+        }
+        let hub = hub();
+        let mut triggers = Box::pin(reconcile_triggers(
+            hub.changes(Duration::from_secs(1)),
+            store,
+        ));
+        hub.record(&report("uid-b", 0, "p", ReportKind::Started, 0), at(0))
+            .unwrap();
+        // A job the cache does not know (deleted since) triggers nothing.
+        hub.record(&report("uid-gone", 0, "p", ReportKind::Started, 0), at(0))
+            .unwrap();
+        let got = triggers.next().await.unwrap();
+        assert_eq!(got, ObjectRef::new("b").within("ns"));
+        hub.record(&report("uid-a", 0, "p", ReportKind::Progress, 5), at(1))
+            .unwrap();
+        let got = triggers.next().await.unwrap();
+        assert_eq!(got, ObjectRef::new("a").within("ns"));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), triggers.next())
+                .await
+                .is_err(),
+            "no report, no reconcile"
         );
     }
 

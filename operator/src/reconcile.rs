@@ -4,14 +4,14 @@
 //! record first; every action is idempotent, so a crash between the two is repaired by the next
 //! reconcile.
 
-use crate::backend::local::{self, WorkerParams};
+use crate::backend::local::{self, MergeParams, WorkerParams};
 use crate::crd::{ProfileJob, ProfileJobStatus, ResultStatus, TaskFailure};
 use crate::decide::{
     self, Action, Decision, EventNote, FailureKind, MergeObserved, Observed, PlanSummary,
     ProgressObserved, Settings, WorkersObserved,
 };
 use crate::status::{parse_ranges, rfc3339};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 use truthound_profile::dataset::{self, Location, StorageOptions};
+use truthound_profile::merge::{self, MergeSummary, StoredRun};
 use truthound_profile::plan::Strategy;
-use truthound_profile::{ErrorClass, PartialProfile, Plan, PlanRequest, TableProfile};
+use truthound_profile::{ErrorClass, Plan, PlanRequest};
 
 /// The field manager of everything the operator writes (server-side apply).
 pub const FIELD_MANAGER: &str = "truthound-operator";
@@ -257,6 +258,7 @@ fn action_name(action: &Action) -> &'static str {
         Action::DeleteWorkers => "deleting the worker Job",
         Action::ReplacePods(_) => "replacing stalled pods",
         Action::Merge { .. } => "merging",
+        Action::CollectMerge => "reading the merge result",
         Action::DeleteJob => "deleting the finished ProfileJob",
         Action::RemoveFinalizer => "removing the finalizer",
     }
@@ -439,8 +441,15 @@ async fn observe<'a>(
             let w = workers_observed(&job);
             obs.merge = Some(if w.completed.contains(&0) || job_succeeded(&job) {
                 MergeObserved::Succeeded
-            } else if w.finished {
-                MergeObserved::Failed(format!("the merge Job {name} failed; see its pod's logs"))
+            } else if w.finished || w.failed.contains(&0) {
+                // The merge pod's own words (its termination message) say what was at fault.
+                let said = pod_failures(ctx, &ns, &name, now)
+                    .await?
+                    .into_iter()
+                    .last()
+                    .map(|f| format!(": {}", f.message))
+                    .unwrap_or_else(|| "; see its pod's logs".into());
+                MergeObserved::Failed(format!("the merge Job {name} failed{said}"))
             } else {
                 MergeObserved::Running
             });
@@ -699,14 +708,38 @@ async fn execute(
             }
             Ok(Outcome::Done)
         }
-        Action::Merge { missing, in_pod } => {
-            if *in_pod {
-                // Merge pods are not written yet: the operator merges in-process, which holds
-                // every partial in memory at once.
-                warn!(job = %pj.name_any(), "large merge runs in the operator (no merge pod yet)");
-            }
-            let result = merge(pj, ctx, status, missing, now).await?;
-            Ok(Outcome::Merged(result))
+        Action::Merge {
+            missing,
+            in_pod: true,
+        } => {
+            let uid = pj.metadata.uid.clone().unwrap_or_default();
+            let prefix = work_prefix(pj);
+            let params = MergeParams {
+                name: decide::merge_name(&pj.name_any(), &uid, status.attempt.unwrap_or(1)),
+                plan_uri: format!("{prefix}/plan"),
+                work_prefix: prefix,
+                missing: missing.clone(),
+                started_at: status.start_time.clone(),
+                default_image: ctx.config.worker_image.clone(),
+            };
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            create_idempotent(&jobs, &local::merge_job(pj, &params))
+                .await
+                .map_err(kube_err)?;
+            info!(job = %pj.name_any(), merge = %params.name, "merge Job created");
+            Ok(Outcome::Done)
+        }
+        Action::Merge {
+            missing,
+            in_pod: false,
+        } => {
+            let summary = merge(pj, ctx, status, missing, now).await?;
+            Ok(Outcome::Merged(result_of(&summary)))
+        }
+        Action::CollectMerge => {
+            let opts = storage(pj, ctx, true).await?;
+            let summary = merge::read_summary(&work_prefix(pj), &opts).await?;
+            Ok(Outcome::Merged(result_of(&summary)))
         }
         Action::DeleteJob => {
             let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
@@ -810,6 +843,12 @@ pub fn plan_request(pj: &ProfileJob) -> PlanRequest {
     if let Some(v) = prof.duplicates {
         o.duplicates = v;
     }
+    if let Some(s) = &prof.sampling {
+        o.sampling = Some(truthound_profile::options::Sampling::new(
+            s.fraction,
+            s.seed.unwrap_or(0).max(0) as u64,
+        ));
+    }
     req
 }
 
@@ -858,94 +897,47 @@ async fn plan(
     Ok(())
 }
 
-/// Reads every partial, merges them, and writes the profile and the task table.
+/// Merges in the operator: reads every partial (a few at a time), merges them, and writes the
+/// profile, the task table and the summary, as a merge pod would.
 async fn merge(
     pj: &ProfileJob,
     ctx: &Context,
     status: &ProfileJobStatus,
     missing: &[u32],
     now: OffsetDateTime,
-) -> Result<ResultStatus, ActionError> {
+) -> Result<MergeSummary, ActionError> {
     let opts = storage(pj, ctx, true).await?;
     let prefix = work_prefix(pj);
     let plan_uri = format!("{prefix}/plan");
     let plan_bytes = dataset::read_object(&plan_uri, &opts).await?;
     let plan = Plan::from_json(&plan_bytes, &plan_uri)?;
-    let skip: BTreeSet<u32> = missing.iter().copied().collect();
-    let ids: Vec<u32> = (0..plan.tasks.len() as u32)
-        .filter(|t| !skip.contains(t))
-        .collect();
-    let partials: Vec<(u32, PartialProfile)> = futures::stream::iter(ids.iter().copied())
-        .map(|t| {
-            let opts = opts.clone();
-            let uri = format!("{prefix}/partials/{t}");
-            async move {
-                let bytes = dataset::read_object(&uri, &opts).await?;
-                let p = PartialProfile::from_bytes(&bytes, &uri)?;
-                Ok::<_, truthound_profile::Error>((t, p))
-            }
-        })
-        .buffer_unordered(8)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let mut merged: Option<PartialProfile> = None;
-    for (_, p) in &partials {
-        match &mut merged {
-            None => merged = Some(p.clone()),
-            Some(m) => m.merge(p)?,
-        }
-    }
-    let Some(merged) = merged else {
-        return Err(ActionError {
-            kind: FailureKind::BadData,
-            message: "no partial profile to merge: every task failed or the dataset is empty"
-                .into(),
-        });
-    };
     let started = status
         .start_time
         .as_deref()
         .and_then(crate::status::parse_time)
         .unwrap_or(now);
-    let duration = (now - started).max(time::Duration::ZERO);
-    let profile = TableProfile::from_partial(
-        &merged,
-        duration.whole_milliseconds() as u64,
-        false,
-        plan.options.histogram_bins,
-    );
-    dataset::write_object(&pj.spec.output.uri, &opts, profile.to_json()).await?;
-
-    let mut table = Vec::with_capacity(plan.tasks.len());
-    for t in &plan.tasks {
-        let state = if skip.contains(&t.id) {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        table.push(json!({
-            "task": t.id,
-            "state": state,
-            "rows": t.rows,
-            "bytes": t.bytes,
-            "partial": format!("{prefix}/partials/{}", t.id),
-        }));
-    }
-    let table = json!({"plan": plan.id, "tasks": table});
-    dataset::write_object(
-        &format!("{prefix}/tasks.json"),
-        &opts,
-        serde_json::to_vec(&table).unwrap_or_default(),
-    )
-    .await?;
-    info!(job = %pj.name_any(), profile = %pj.spec.output.uri, rows = profile.row_count, "profile written");
-    Ok(ResultStatus {
+    let run = StoredRun {
+        plan: &plan,
+        work_prefix: prefix,
+        missing: missing.iter().copied().collect(),
         profile_uri: pj.spec.output.uri.clone(),
-        rows: profile.row_count,
-        columns: profile.column_count as u32,
-        duration_seconds: (duration.as_seconds_f64() * 10.0).round() / 10.0,
-        missing_tasks: crate::status::bounded_ranges(&skip),
-    })
+        duration_ms: (now - started).whole_milliseconds().max(0) as u64,
+    };
+    let summary = merge::merge_stored(&run, &opts).await?;
+    info!(job = %pj.name_any(), profile = %summary.profile_uri, rows = summary.rows, "profile written");
+    Ok(summary)
+}
+
+/// The ProfileJob's result, from what the merge wrote.
+fn result_of(s: &MergeSummary) -> ResultStatus {
+    let missing: BTreeSet<u32> = s.missing_tasks.iter().copied().collect();
+    ResultStatus {
+        profile_uri: s.profile_uri.clone(),
+        rows: s.rows,
+        columns: s.columns as u32,
+        duration_seconds: (s.duration_ms as f64 / 100.0).round() / 10.0,
+        missing_tasks: crate::status::bounded_ranges(&missing),
+    }
 }
 
 // ---- adapters ----------------------------------------------------------------------------

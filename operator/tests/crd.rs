@@ -135,6 +135,25 @@ fn a_remote_backend_needs_its_address() {
 }
 
 #[test]
+fn a_sampling_fraction_is_more_than_0_and_at_most_1() {
+    for (fraction, ok) in [
+        (0.0, false),
+        (-0.5, false),
+        (1.5, false),
+        (0.1, true),
+        (1.0, true),
+    ] {
+        let mut spec = base();
+        spec["profile"] = json!({"sampling": {"fraction": fraction, "seed": 7}});
+        let e = errors(&pj(spec), None);
+        assert_eq!(e.is_empty(), ok, "{fraction}: {e:?}");
+        if !ok {
+            assert!(e.iter().any(|m| m.contains("sampling.fraction")), "{e:?}");
+        }
+    }
+}
+
+#[test]
 fn partitions_must_be_at_least_one() {
     let mut spec = base();
     spec["partitioning"] = json!({"partitions": 0});

@@ -168,6 +168,18 @@ fn invalid_specs_fail_at_once_with_the_field_named() {
             .message
             .contains("credentialsSecretRef")
     );
+    // A cluster without CEL admission lets a bad fraction in: the operator still says no.
+    let mut pj = basic();
+    pj.spec.profile.sampling = Some(truthound_operator::crd::SamplingSpec {
+        fraction: 0.0,
+        seed: None,
+    });
+    let d = decide(&obs(&pj), &Settings::default());
+    assert!(
+        cond(&d.status, "Failed")
+            .message
+            .contains("spec.profile.sampling.fraction")
+    );
 }
 
 #[test]
@@ -217,7 +229,27 @@ fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
         (counts.total, counts.pending, counts.summary.as_str()),
         (4, 4, "0/4")
     );
-    assert_eq!(d.requeue, Some(Settings::default().progress_interval));
+    // Nothing else will happen until progress is reported or a pod changes (each triggers a
+    // reconcile), so the timer is the resync period.
+    assert_eq!(d.requeue, Some(Settings::default().resync));
+}
+
+#[test]
+fn a_deadline_sooner_than_the_resync_is_when_to_look_again() {
+    let mut pj = running_job();
+    pj.spec.active_deadline_seconds = Some(605);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([0], 0));
+    let start = pj
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.clone())
+        .expect("started");
+    o.now = t(&start) + time::Duration::seconds(600);
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert_eq!(d.requeue, Some(std::time::Duration::from_secs(5)));
 }
 
 #[test]
@@ -428,6 +460,48 @@ fn many_or_large_partials_merge_in_a_pod() {
         &d.actions[..],
         [Action::Merge { in_pod: true, .. }]
     ));
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert_eq!(d.requeue, Some(settings.progress_interval));
+
+    // The merge Job runs: wait, and do not merge a second time.
+    let mut pj = pj;
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.merge = Some(MergeObserved::Running);
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.requeue, Some(settings.progress_interval));
+    assert_eq!(d.status, pj.status.clone().expect("status"));
+
+    // It succeeded: read what it wrote, and do not merge in the operator.
+    o.merge = Some(MergeObserved::Succeeded);
+    let d = decide(&o, &settings);
+    assert_eq!(d.actions, vec![Action::CollectMerge]);
+
+    // An operator restart that finds no merge Job (deleted by hand) creates it again.
+    o.merge = None;
+    let d = decide(&o, &settings);
+    assert!(matches!(
+        &d.actions[..],
+        [Action::Merge { in_pod: true, .. }]
+    ));
+
+    // It failed: the job fails with the merge pod's words.
+    o.merge = Some(MergeObserved::Failed(
+        "the merge Job pj-m1 failed: exit_code=65 reason=BadData: s3://b/partials/3: not found"
+            .into(),
+    ));
+    let d = decide(&o, &settings);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert!(d.actions.is_empty());
+    let failed = cond(&d.status, "Failed");
+    assert_eq!(failed.reason, "MergeFailed");
+    assert!(
+        failed.message.contains("partials/3: not found"),
+        "{}",
+        failed.message
+    );
 }
 
 #[test]

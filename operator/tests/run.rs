@@ -39,6 +39,12 @@ struct ApiState {
     jobs: BTreeMap<String, Value>,
     requests: Vec<Seen>,
     phases: Vec<String>,
+    /// Pods the Job controller has left (failed ones, with their termination messages).
+    pods: Vec<Value>,
+    /// Tasks whose worker fails: (exit code, termination message).
+    failing: BTreeMap<u32, (i32, String)>,
+    /// The merge pod fails with this termination message.
+    merge_fails: Option<String>,
 }
 
 type Shared = Arc<Mutex<ApiState>>;
@@ -60,7 +66,7 @@ fn merge_json(a: &mut Value, b: &Value) {
 }
 
 /// Answers one request the way the API server would, for the few resources the reconciler uses.
-fn answer(state: &Shared, method: &Method, path: &str, body: &Value) -> (u16, Value) {
+fn answer(state: &Shared, method: &Method, path: &str, query: &str, body: &Value) -> (u16, Value) {
     let mut s = state.lock().expect("state");
     let pj_path = format!("/apis/truthound.io/v1alpha1/namespaces/{NS}/profilejobs/{NAME}");
     let jobs_path = format!("/apis/batch/v1/namespaces/{NS}/jobs");
@@ -119,10 +125,36 @@ fn answer(state: &Shared, method: &Method, path: &str, body: &Value) -> (u16, Va
                 _ => (405, status_body(405, "MethodNotAllowed")),
             }
         }
-        (&Method::GET, p) if p == format!("/api/v1/namespaces/{NS}/pods") => (
-            200,
-            json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []}),
-        ),
+        (&Method::DELETE, p) if p.starts_with(&format!("/api/v1/namespaces/{NS}/pods/")) => {
+            let name = p.rsplit('/').next().unwrap_or("");
+            match s
+                .pods
+                .iter()
+                .position(|pod| pod["metadata"]["name"] == name)
+            {
+                Some(i) => (200, s.pods.remove(i)),
+                None => (404, status_body(404, "NotFound")),
+            }
+        }
+        (&Method::GET, p) if p == format!("/api/v1/namespaces/{NS}/pods") => {
+            // The only selector the reconciler uses: the pods of one Job.
+            let query = query.replace("%3D", "=").replace("%2F", "/");
+            let items: Vec<Value> = s
+                .pods
+                .iter()
+                .filter(|pod| {
+                    let job = pod["metadata"]["labels"]["batch.kubernetes.io/job-name"]
+                        .as_str()
+                        .unwrap_or("");
+                    query.contains(&format!("batch.kubernetes.io/job-name={job}"))
+                })
+                .cloned()
+                .collect();
+            (
+                200,
+                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
+            )
+        }
         _ => (
             500,
             status_body(500, &format!("unexpected {method} {path}")),
@@ -140,7 +172,8 @@ fn fake_api(state: Shared) -> Client {
             let bytes = body.collect_bytes().await.unwrap_or_default();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let path = parts.uri.path().to_string();
-            let (code, out) = answer(&state, &parts.method, &path, &body);
+            let query = parts.uri.query().unwrap_or("").to_string();
+            let (code, out) = answer(&state, &parts.method, &path, &query, &body);
             state.lock().expect("state").requests.push(Seen {
                 method: parts.method.clone(),
                 uri: parts.uri.to_string(),
@@ -164,6 +197,10 @@ fn fake_api(state: Shared) -> Client {
 }
 
 fn context(client: Client) -> Arc<Context> {
+    context_with(client, Settings::default())
+}
+
+fn context_with(client: Client, settings: Settings) -> Arc<Context> {
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -171,12 +208,7 @@ fn context(client: Client) -> Arc<Context> {
             instance: Some("test".into()),
         },
     );
-    Arc::new(Context::new(
-        client,
-        Settings::default(),
-        Config::default(),
-        recorder,
-    ))
+    Arc::new(Context::new(client, settings, Config::default(), recorder))
 }
 
 fn sample_dataset(dir: &Path) -> PathBuf {
@@ -210,16 +242,17 @@ fn current(state: &Shared) -> Option<ProfileJob> {
     Some(serde_json::from_value(pj).expect("ProfileJob"))
 }
 
-/// Plays the Job controller and the worker pods: every index of every worker Job runs its task
-/// with the engine and writes its partial where `th-worker` would (the `--out` argument).
+/// Plays the Job controller and the pods: every index of every worker Job runs its task with
+/// the engine and writes its partial where `th-worker` would (the `--out` argument), except the
+/// tasks told to fail, which leave a failed pod with their termination message; a merge Job's
+/// pod merges as `th-worker merge` does.
 async fn run_workers(state: &Shared) {
-    let jobs: Vec<(String, Value)> = state
-        .lock()
-        .expect("state")
-        .jobs
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let (jobs, failing, merge_fails) = {
+        let s = state.lock().expect("state");
+        let jobs: Vec<(String, Value)> =
+            s.jobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        (jobs, s.failing.clone(), s.merge_fails.clone())
+    };
     for (name, job) in jobs {
         if job["status"]["conditions"].is_array() || job["spec"]["suspend"] == json!(true) {
             continue;
@@ -229,17 +262,60 @@ async fn run_workers(state: &Shared) {
         )
         .expect("worker args");
         let arg = |flag: &str| {
-            let i = args.iter().position(|a| a == flag).expect(flag);
-            args[i + 1].clone()
+            let i = args.iter().position(|a| a == flag)?;
+            args.get(i + 1).cloned()
         };
-        let plan_uri = arg("--plan");
-        let out = arg("--out");
+        let plan_uri = arg("--plan").expect("--plan");
+        let out = arg("--out").expect("--out");
         let opts = StorageOptions::default();
         let bytes = dataset::read_object(&plan_uri, &opts).await.expect("plan");
         let plan = Plan::from_json(&bytes, &plan_uri).expect("plan json");
+        if args[0] == "merge"
+            && let Some(message) = &merge_fails
+        {
+            let mut s = state.lock().expect("state");
+            s.pods.push(failed_pod(&name, 0, 65, message));
+            s.jobs.get_mut(&name).expect("job")["status"] = json!({
+                "failedIndexes": "0", "failed": 1,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes"}],
+            });
+            continue;
+        }
+        if args[0] == "merge" {
+            let missing = arg("--missing")
+                .map(|m| m.split(',').map(|t| t.parse().expect("task id")).collect())
+                .unwrap_or_default();
+            let run = truthound_profile::merge::StoredRun {
+                plan: &plan,
+                work_prefix: arg("--work").expect("--work"),
+                missing,
+                profile_uri: out,
+                duration_ms: 1500,
+            };
+            truthound_profile::merge::merge_stored(&run, &opts)
+                .await
+                .expect("merge");
+            let mut s = state.lock().expect("state");
+            s.jobs.get_mut(&name).expect("job")["status"] = json!({
+                "completedIndexes": "0", "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True"}],
+            });
+            continue;
+        }
         let completions = job["spec"]["completions"].as_u64().expect("completions") as u32;
         assert_eq!(completions as usize, plan.tasks.len());
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
         for task in 0..completions {
+            if let Some((code, message)) = failing.get(&task) {
+                failed.push(task.to_string());
+                state
+                    .lock()
+                    .expect("state")
+                    .pods
+                    .push(failed_pod(&name, task, *code, message));
+                continue;
+            }
             let store = truthound_profile::run::plan_store(&plan).expect("store");
             let partial = truthound_profile::run::run_task(
                 &plan,
@@ -253,15 +329,40 @@ async fn run_workers(state: &Shared) {
             dataset::write_object(&uri, &opts, partial.to_bytes())
                 .await
                 .expect("partial");
+            done.push(task.to_string());
         }
         let mut s = state.lock().expect("state");
         let j = s.jobs.get_mut(&name).expect("job");
+        let condition = if failed.is_empty() {
+            json!({"type": "Complete", "status": "True"})
+        } else {
+            json!({"type": "Failed", "status": "True", "reason": "FailedIndexes"})
+        };
         j["status"] = json!({
-            "completedIndexes": format!("0-{}", completions - 1),
-            "succeeded": completions,
-            "conditions": [{"type": "Complete", "status": "True"}],
+            "completedIndexes": done.join(","),
+            "failedIndexes": failed.join(","),
+            "succeeded": done.len(),
+            "failed": failed.len(),
+            "conditions": [condition],
         });
     }
+}
+
+/// A pod of Job `job` that failed with `code`, its termination message saying `message`.
+fn failed_pod(job: &str, index: u32, code: i32, message: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("{job}-{index}-x"), "namespace": NS,
+            "labels": {"batch.kubernetes.io/job-name": job},
+            "annotations": {"batch.kubernetes.io/job-completion-index": index.to_string()},
+        },
+        "status": {"phase": "Failed", "containerStatuses": [{
+            "name": "worker", "image": "th-worker", "imageID": "", "ready": false,
+            "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "message": message}},
+        }]},
+    })
 }
 
 /// Reconciles until the job finishes, running the workers in between. Returns the reconciles.
@@ -426,12 +527,20 @@ async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
 }
 
 async fn single_pass(data: &Path) -> Value {
+    single_pass_with(data, None).await
+}
+
+async fn single_pass_with(
+    data: &Path,
+    sampling: Option<truthound_profile::options::Sampling>,
+) -> Value {
     let uri = format!("file://{}/", data.display());
     let opts = StorageOptions::default();
     let ds = dataset::discover(&uri, None, &opts)
         .await
         .expect("discover");
-    let req = truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1);
+    let mut req = truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1);
+    req.options.sampling = sampling;
     let plan = truthound_profile::plan::plan(&ds, &req).expect("plan");
     let store = truthound_profile::run::plan_store(&plan).expect("store");
     let p: PartialProfile =
@@ -590,4 +699,349 @@ async fn ttl_deletes_the_finished_job() {
         .expect("reconcile");
     assert!(current(&state).is_none(), "the ProfileJob was not deleted");
     assert!(out.exists(), "the profile stays in storage");
+}
+
+#[tokio::test]
+async fn a_large_run_is_merged_by_a_merge_pod_not_the_operator() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("lake/profiles/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    let settings = Settings {
+        merge_in_pod_tasks: 2,
+        ..Settings::default()
+    };
+    let ctx = context_with(fake_api(state.clone()), settings);
+
+    drive(&state, &ctx, 10).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert_eq!(
+        state.lock().expect("state").phases,
+        ["Pending", "Running", "Merging", "Succeeded"]
+    );
+
+    // Two Jobs: the workers, then one merge pod running `th-worker merge`.
+    let posts: Vec<Job> = requests(&state)
+        .iter()
+        .filter(|r| r.method == Method::POST && r.uri.starts_with("/apis/batch/v1/"))
+        .map(|r| serde_json::from_value(r.body.clone()).expect("Job"))
+        .collect();
+    let names: Vec<&str> = posts
+        .iter()
+        .filter_map(|j| j.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, ["events-w1", "events-m1"]);
+    let merge = posts[1].spec.clone().expect("spec");
+    assert_eq!((merge.completions, merge.parallelism), (Some(1), Some(1)));
+    assert_eq!(
+        posts[1]
+            .metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].uid.as_str()),
+        Some(UID)
+    );
+    let pod = merge.template.spec.expect("pod spec");
+    let args = pod.containers[0].args.clone().expect("args");
+    let work = format!(
+        "file://{}/.truthound/{UID}",
+        out.parent().expect("dir").display()
+    );
+    assert_eq!(
+        args[..7],
+        [
+            "merge".to_string(),
+            "--plan".into(),
+            format!("{work}/plan"),
+            "--work".into(),
+            work.clone(),
+            "--out".into(),
+            format!("file://{}", out.display()),
+        ]
+    );
+    assert!(args.contains(&"--started-at".to_string()), "{args:?}");
+    assert_eq!(
+        pod.security_context.and_then(|s| s.run_as_non_root),
+        Some(true)
+    );
+
+    // The result is what the merge pod wrote: its summary (1.5 s, as the fake pod says), not an
+    // in-operator merge.
+    let result = status.result.expect("result");
+    assert_eq!((result.rows, result.columns), (3000, 15));
+    assert_eq!(result.duration_seconds, 1.5);
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("profile written")).expect("json");
+    assert_eq!(profile["row_count"], 3000);
+}
+
+#[tokio::test]
+async fn a_failed_merge_pod_fails_the_job_with_its_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    {
+        let mut s = state.lock().expect("state");
+        s.pj = Some(profilejob(&data, &out, json!({})));
+        s.merge_fails =
+            Some("exit_code=75 reason=Transient: s3://lake/out/events.json: access denied".into());
+    }
+    let settings = Settings {
+        merge_in_pod_tasks: 1,
+        ..Settings::default()
+    };
+    let ctx = context_with(fake_api(state.clone()), settings);
+    drive(&state, &ctx, 8).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed condition");
+    assert_eq!(failed.reason, "MergeFailed");
+    assert!(
+        failed.message.contains("events-m1") && failed.message.contains("access denied"),
+        "{}",
+        failed.message
+    );
+    // The partials stay for a retry by hand (a new attempt); no profile was written.
+    assert!(!out.exists());
+    let partials = dir.path().join(format!("out/.truthound/{UID}/partials"));
+    assert_eq!(std::fs::read_dir(partials).expect("partials").count(), 3);
+}
+
+fn failure_message(data: &Path) -> String {
+    format!(
+        "exit_code=65 reason=BadData: file://{}/part-1.parquet: not a readable Parquet file: \
+         invalid footer",
+        data.display()
+    )
+}
+
+#[tokio::test]
+async fn a_failed_task_fails_the_job_with_the_workers_words() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    {
+        let mut s = state.lock().expect("state");
+        s.pj = Some(profilejob(&data, &out, json!({})));
+        s.failing.insert(1, (65, failure_message(&data)));
+    }
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 8).await;
+
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed condition");
+    assert!(
+        failed.message.contains("part-1.parquet"),
+        "{}",
+        failed.message
+    );
+    let last = status.last_failures;
+    assert!(!last.is_empty(), "no lastFailures");
+    assert_eq!((last[0].task, last[0].reason.as_str()), (1, "BadData"));
+    assert!(last[0].message.contains("invalid footer"));
+    assert_eq!(status.failed_tasks.as_deref(), Some("1"));
+    let tasks = status.tasks.expect("counts");
+    assert_eq!((tasks.succeeded, tasks.failed), (2, 1));
+    // Completed work is kept: the other tasks' partials are in storage, and no profile is
+    // written from an incomplete run.
+    let work = dir.path().join(format!("out/.truthound/{UID}/partials"));
+    assert!(work.join("0").exists() && work.join("2").exists());
+    assert!(!out.exists());
+    let warnings: Vec<String> = requests(&state)
+        .iter()
+        .filter(|r| r.uri.contains("/events") && r.body["type"] == "Warning")
+        .filter_map(|r| r.body["note"].as_str().map(String::from))
+        .collect();
+    assert!(
+        warnings.iter().any(|n| n.contains("part-1.parquet")),
+        "{warnings:?}"
+    );
+}
+
+#[tokio::test]
+async fn tolerated_failures_are_merged_without_and_said_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    {
+        let mut s = state.lock().expect("state");
+        s.pj = Some(profilejob(&data, &out, json!({"maxFailedTasks": 1})));
+        s.failing.insert(1, (65, failure_message(&data)));
+    }
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 8).await;
+
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    let result = status.result.expect("result");
+    assert_eq!(result.missing_tasks.as_deref(), Some("1"));
+    assert!(result.rows < 3000 && result.rows > 0, "{}", result.rows);
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("profile written")).expect("json");
+    assert_eq!(profile["row_count"], result.rows);
+    assert_eq!(profile["partitioning"]["tasks_merged"], 2);
+    assert_eq!(
+        profile["partitioning"]["missing_tasks"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+}
+
+/// Progress as the gRPC hub would report it: task 2 has gone quiet.
+struct Stalled(Vec<u32>);
+
+impl reconcile::ProgressSource for Stalled {
+    fn token(&self, _job_uid: &str) -> String {
+        "token".into()
+    }
+    fn observe(
+        &self,
+        _job_uid: &str,
+        _stall_timeout: std::time::Duration,
+    ) -> truthound_operator::decide::ProgressObserved {
+        truthound_operator::decide::ProgressObserved {
+            running_rows: 10,
+            rows_per_second: 5.0,
+            stalled: self.0.clone(),
+        }
+    }
+    fn forget(&self, _job_uid: &str) {}
+}
+
+fn running_pod(job: &str, task: u32) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("{job}-{task}-r"), "namespace": NS,
+            "labels": {"batch.kubernetes.io/job-name": job},
+            "annotations": {"batch.kubernetes.io/job-completion-index": task.to_string()},
+        },
+        "status": {"phase": "Running"},
+    })
+}
+
+#[tokio::test]
+async fn a_stalled_tasks_pod_is_replaced_and_the_others_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    let client = fake_api(state.clone());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "truthound-operator".into(),
+            instance: Some("test".into()),
+        },
+    );
+    let mut ctx = Context::new(client, Settings::default(), Config::default(), recorder);
+    ctx.progress = Some(Arc::new(Stalled(vec![2])));
+    let ctx = Arc::new(ctx);
+
+    // Until the workers run: accepted, planned, the worker Job created.
+    for _ in 0..3 {
+        let pj = current(&state).expect("job");
+        reconcile::reconcile(Arc::new(pj), ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    assert!(state.lock().expect("state").jobs.contains_key("events-w1"));
+    {
+        let mut s = state.lock().expect("state");
+        s.jobs.get_mut("events-w1").expect("job")["status"] = json!({"active": 3});
+        s.pods = (0..3).map(|t| running_pod("events-w1", t)).collect();
+    }
+    let pj = current(&state).expect("job");
+    reconcile::reconcile(Arc::new(pj), ctx.clone())
+        .await
+        .expect("reconcile");
+
+    let deleted: Vec<String> = requests(&state)
+        .iter()
+        .filter(|r| r.method == Method::DELETE && r.uri.contains("/pods/"))
+        .map(|r| r.uri.clone())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert!(deleted[0].contains("/pods/events-w1-2-r"), "{deleted:?}");
+    let pods: Vec<String> = state
+        .lock()
+        .expect("state")
+        .pods
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(String::from))
+        .collect();
+    assert_eq!(pods, ["events-w1-0-r", "events-w1-1-r"]);
+    let stalled_events: Vec<String> = requests(&state)
+        .iter()
+        .filter(|r| r.uri.contains("/events") && r.body["reason"] == "TaskStalled")
+        .filter_map(|r| r.body["note"].as_str().map(String::from))
+        .collect();
+    assert!(!stalled_events.is_empty());
+    assert!(
+        stalled_events.iter().all(|n| n.contains("task(s) 2")),
+        "{stalled_events:?}"
+    );
+    // The running rows reported over gRPC are in the status.
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Running));
+    assert!(status.progress.is_some_and(|p| p.rows_processed >= 10));
+}
+
+#[tokio::test]
+async fn a_sampled_job_profiles_the_rows_a_single_sampled_pass_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(
+        &data,
+        &out,
+        json!({"profile": {"sampling": {"fraction": 0.25, "seed": 42}}}),
+    ));
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 10).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+
+    let merged: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("profile written")).expect("json");
+    assert_eq!(merged["sampling"]["fraction"], 0.25);
+    assert_eq!(merged["sampling"]["seed"], 42);
+    assert_eq!(merged["sampling"]["rows_scanned"], 3000);
+    let rows = merged["row_count"].as_u64().expect("rows");
+    // Binomial(3000, 0.25): mean 750, sd 23.7; 6 sd either way.
+    assert!((608..=892).contains(&rows), "{rows}");
+    assert_eq!(status.result.expect("result").rows, rows);
+
+    // Three tasks sampled exactly the rows one pass samples.
+    let single = single_pass_with(
+        &data,
+        Some(truthound_profile::options::Sampling::new(0.25, 42)),
+    )
+    .await;
+    assert_eq!(merged["row_count"], single["row_count"]);
+    let cols = |v: &Value| v["columns"].as_array().cloned().unwrap_or_default();
+    for (m, s) in cols(&merged).iter().zip(cols(&single).iter()) {
+        for field in ["name", "null_count", "distinct_count", "top_values"] {
+            assert_eq!(m[field], s[field], "{} {field}", s["name"]);
+        }
+        assert_eq!(m["distribution"]["min"], s["distribution"]["min"]);
+        assert_eq!(m["distribution"]["max"], s["distribution"]["max"]);
+    }
 }

@@ -8,16 +8,18 @@
 pub mod dataset;
 pub mod error;
 pub mod kernel;
+pub mod merge;
 pub mod options;
 pub mod partial;
 pub mod patterns;
 pub mod plan;
 pub mod profile;
 pub mod run;
+pub mod sample;
 pub mod stats;
 
 pub use error::{Error, ErrorClass, Result};
-pub use options::ProfileOptions;
+pub use options::{ProfileOptions, Sampling};
 pub use partial::PartialProfile;
-pub use plan::{Plan, PlanRequest, Strategy};
+pub use plan::{Plan, PlanRequest, SampleRows, Strategy};
 pub use profile::TableProfile;

@@ -31,6 +31,52 @@ pub struct ProfileOptions {
     pub row_hll_lg_k: u8,
     /// Rows per record batch: bounds the memory of a task.
     pub batch_rows: usize,
+    /// Profile a deterministic sample of the rows instead of all of them; `None`: every row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<Sampling>,
+}
+
+/// Row sampling: each row is kept, independently, with probability `fraction` (a Bernoulli
+/// sample), decided by a hash of `seed`, the row's file (its path relative to the dataset URI)
+/// and the row's position in that file. The same rows are therefore kept whatever the
+/// partitioning, the number of tasks or the merge order, and the same seed gives the same sample
+/// of the same files on every run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// Fraction of the rows to keep, in (0, 1]; 1 keeps every row (no sampling).
+    pub fraction: f64,
+    /// Seed of the sample: another seed keeps other rows.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Sampling {
+    /// The seed `th` uses when none is given.
+    pub const DEFAULT_SEED: u64 = 0;
+
+    pub fn new(fraction: f64, seed: u64) -> Sampling {
+        Sampling { fraction, seed }
+    }
+
+    /// Checks the fraction: finite, more than 0, at most 1.
+    pub fn validate(&self) -> crate::Result<()> {
+        if !self.fraction.is_finite() || self.fraction <= 0.0 || self.fraction > 1.0 {
+            return Err(crate::Error::invalid(
+                "sampling",
+                format!(
+                    "fraction must be more than 0 and at most 1 (e.g. 0.1 for 10% of the rows), got {}",
+                    self.fraction
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this keeps every row (fraction 1).
+    pub fn keeps_all(&self) -> bool {
+        self.fraction >= 1.0
+    }
 }
 
 impl Default for ProfileOptions {
@@ -47,6 +93,7 @@ impl Default for ProfileOptions {
             exact_row_hash_limit: 1 << 20,
             row_hll_lg_k: 18,
             batch_rows: 64 * 1024,
+            sampling: None,
         }
     }
 }
@@ -78,6 +125,14 @@ impl ProfileOptions {
         if self.batch_rows == 0 {
             return bad("batch_rows must be at least 1".into());
         }
+        if let Some(s) = &self.sampling {
+            s.validate()?;
+        }
         Ok(())
+    }
+
+    /// The sampling in effect: `None` when there is none or when it keeps every row.
+    pub fn effective_sampling(&self) -> Option<Sampling> {
+        self.sampling.filter(|s| !s.keeps_all())
     }
 }

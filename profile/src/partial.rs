@@ -4,6 +4,7 @@
 //! task merged twice is rejected and a task never merged is reported as missing.
 
 use crate::kernel::{ColumnState, RowHashes};
+use crate::options::Sampling;
 use crate::plan::{Plan, Strategy};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -11,17 +12,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Bytes every serialized partial starts with.
 pub const MAGIC: &[u8; 8] = b"THPART\0\x01";
-/// Version of the partial format (bumped on any incompatible change).
-pub const PARTIAL_VERSION: u32 = 1;
+/// Version of the partial format (bumped on any incompatible change). Version 2 added row
+/// sampling; version 1 partials are still read.
+pub const PARTIAL_VERSION: u32 = 2;
 
 /// What a partial remembers of each plan it has tasks of.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanRecord {
     pub dataset: String,
     pub strategy: Strategy,
     pub total_tasks: u32,
     /// The plan's profiled columns, in dataset order (the merged profile's column order).
     pub columns: Vec<String>,
+    /// The plan's row sampling; `None`: every row.
+    pub sampling: Option<Sampling>,
 }
 
 /// Merged state of some tasks.
@@ -30,8 +34,12 @@ pub struct PartialProfile {
     pub plans: BTreeMap<String, PlanRecord>,
     /// (plan id, task id) of every task merged in.
     pub tasks: BTreeSet<(String, u32)>,
-    /// Rows of each (plan id, row slice); tasks of one row slice agree on it.
+    /// Rows of each (plan id, row slice); tasks of one row slice agree on it. These are the
+    /// profiled rows: the sampled ones when the plan samples.
     pub row_slices: BTreeMap<(String, u32), u64>,
+    /// Rows each (plan id, row slice) read before sampling (equal to `row_slices` without
+    /// sampling); tasks of one row slice agree on it.
+    pub rows_scanned: BTreeMap<(String, u32), u64>,
     pub columns: Vec<ColumnState>,
     /// Whole-row hashes; `None` when duplicate counting was off.
     pub row_hashes: Option<RowHashes>,
@@ -42,7 +50,8 @@ pub struct PartialProfile {
 }
 
 impl PartialProfile {
-    /// A partial of one task of `plan` (its statistics filled in by the kernel).
+    /// A partial of one task of `plan` (its statistics filled in by the kernel) that profiled
+    /// `rows` rows; a sampled task's rows scanned are set with [`Self::with_rows_scanned`].
     pub fn for_task(plan: &Plan, task: u32, row_slice: u32, rows: u64) -> Self {
         PartialProfile {
             plans: BTreeMap::from([(
@@ -52,10 +61,12 @@ impl PartialProfile {
                     strategy: plan.strategy,
                     total_tasks: plan.tasks.len() as u32,
                     columns: plan.columns.clone(),
+                    sampling: plan.options.effective_sampling(),
                 },
             )]),
             tasks: BTreeSet::from([(plan.id.clone(), task)]),
             row_slices: BTreeMap::from([((plan.id.clone(), row_slice), rows)]),
+            rows_scanned: BTreeMap::from([((plan.id.clone(), row_slice), rows)]),
             columns: Vec::new(),
             row_hashes: None,
             task_millis: 0,
@@ -63,8 +74,38 @@ impl PartialProfile {
         }
     }
 
+    /// Sets the rows this one-task partial read before sampling.
+    pub fn with_rows_scanned(mut self, scanned: u64) -> Self {
+        for rows in self.rows_scanned.values_mut() {
+            *rows = scanned;
+        }
+        self
+    }
+
+    /// Rows profiled (sampled rows, when sampling).
     pub fn row_count(&self) -> u64 {
         self.row_slices.values().sum()
+    }
+
+    /// Rows read before sampling.
+    pub fn rows_scanned(&self) -> u64 {
+        self.rows_scanned.values().sum()
+    }
+
+    /// The sampling of this partial's plans (which all sample alike: see [`Self::merge`]), or
+    /// `None` when they profile every row.
+    pub fn sampling(&self) -> Option<Sampling> {
+        self.plans.values().find_map(|p| p.sampling)
+    }
+
+    /// The seed of the sample, when every plan samples with the same one.
+    pub fn sampling_seed(&self) -> Option<u64> {
+        let mut seeds = self
+            .plans
+            .values()
+            .filter_map(|p| p.sampling.map(|s| s.seed));
+        let first = seeds.next()?;
+        seeds.all(|s| s == first).then_some(first)
     }
 
     /// Tasks of the known plans that are not in this partial, per plan.
@@ -86,6 +127,24 @@ impl PartialProfile {
         if let Some((plan, task)) = self.tasks.intersection(&other.tasks).next() {
             return Err(Error::Merge(format!(
                 "task {task} of plan {plan} is in both partial profiles; merging it twice would count its rows twice"
+            )));
+        }
+        // A merge of samples taken at different rates is no uniform sample of anything: its
+        // figures would weigh some data more than the rest.
+        let fraction = |r: &PlanRecord| r.sampling.map_or(1.0, |s| s.fraction);
+        if let (Some((a, mine)), Some((b, theirs))) =
+            (self.plans.iter().next(), other.plans.iter().next())
+            && fraction(mine) != fraction(theirs)
+        {
+            let rate = |r: &PlanRecord| match r.sampling {
+                Some(s) => format!("samples a fraction {} of its rows", s.fraction),
+                None => "profiles every row".to_string(),
+            };
+            return Err(Error::Merge(format!(
+                "plan {a} {} and plan {b} {}; a merged profile would weigh some rows more than \
+                 others: profile both at the same sampling fraction",
+                rate(mine),
+                rate(theirs)
             )));
         }
         for (id, record) in &other.plans {
@@ -112,6 +171,20 @@ impl PartialProfile {
                 Some(_) => {}
                 None => {
                     self.row_slices.insert(key.clone(), *rows);
+                }
+            }
+        }
+        for (key, rows) in &other.rows_scanned {
+            match self.rows_scanned.get(key) {
+                Some(mine) if mine != rows => {
+                    return Err(Error::Merge(format!(
+                        "row slice {} of plan {} scanned {mine} rows in one partial and {rows} in another",
+                        key.1, key.0
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    self.rows_scanned.insert(key.clone(), *rows);
                 }
             }
         }
@@ -177,14 +250,121 @@ impl PartialProfile {
             ));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        if version != PARTIAL_VERSION {
-            return Err(Error::Version {
+        let bad = |e: postcard::Error| Error::invalid("partial profile", format!("{what}: {e}"));
+        match version {
+            PARTIAL_VERSION => postcard::from_bytes(&bytes[12..]).map_err(bad),
+            1 => postcard::from_bytes::<v1::PartialProfile>(&bytes[12..])
+                .map(PartialProfile::from)
+                .map_err(bad),
+            _ => Err(Error::Version {
                 what: "partial profile",
                 found: version,
                 supported: PARTIAL_VERSION,
-            });
+            }),
         }
-        postcard::from_bytes(&bytes[12..])
-            .map_err(|e| Error::invalid("partial profile", format!("{what}: {e}")))
+    }
+}
+
+/// Version 1 of the format (before sampling), read into the current one.
+mod v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct PlanRecord {
+        pub dataset: String,
+        pub strategy: Strategy,
+        pub total_tasks: u32,
+        pub columns: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct PartialProfile {
+        pub plans: BTreeMap<String, PlanRecord>,
+        pub tasks: BTreeSet<(String, u32)>,
+        pub row_slices: BTreeMap<(String, u32), u64>,
+        pub columns: Vec<ColumnState>,
+        pub row_hashes: Option<RowHashes>,
+        pub task_millis: u64,
+        pub bytes_read: u64,
+    }
+
+    impl From<PartialProfile> for super::PartialProfile {
+        fn from(p: PartialProfile) -> Self {
+            super::PartialProfile {
+                plans: p
+                    .plans
+                    .into_iter()
+                    .map(|(id, r)| {
+                        let record = super::PlanRecord {
+                            dataset: r.dataset,
+                            strategy: r.strategy,
+                            total_tasks: r.total_tasks,
+                            columns: r.columns,
+                            sampling: None,
+                        };
+                        (id, record)
+                    })
+                    .collect(),
+                tasks: p.tasks,
+                rows_scanned: p.row_slices.clone(),
+                row_slices: p.row_slices,
+                columns: p.columns,
+                row_hashes: p.row_hashes,
+                task_millis: p.task_millis,
+                bytes_read: p.bytes_read,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 partial, as the previous release wrote it.
+    fn v1_bytes(p: &v1::PartialProfile) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&1u32.to_le_bytes());
+        postcard::to_extend(p, out).unwrap()
+    }
+
+    #[test]
+    fn version_1_partials_are_read_as_unsampled() {
+        let key = ("abc".to_string(), 0u32);
+        let old = v1::PartialProfile {
+            plans: BTreeMap::from([(
+                "abc".to_string(),
+                v1::PlanRecord {
+                    dataset: "/d".into(),
+                    strategy: Strategy::RowBased,
+                    total_tasks: 2,
+                    columns: vec!["a".into()],
+                },
+            )]),
+            tasks: BTreeSet::from([key.clone()]),
+            row_slices: BTreeMap::from([(key.clone(), 42)]),
+            columns: Vec::new(),
+            row_hashes: Some(RowHashes::new(16, 12)),
+            task_millis: 5,
+            bytes_read: 7,
+        };
+        let p = PartialProfile::from_bytes(&v1_bytes(&old), "old").unwrap();
+        assert_eq!(p.row_count(), 42);
+        assert_eq!(p.rows_scanned(), 42);
+        assert_eq!(p.sampling(), None);
+        assert_eq!(p.plans["abc"].total_tasks, 2);
+        assert_eq!((p.task_millis, p.bytes_read), (5, 7));
+        assert!(p.row_hashes.is_some());
+        // Written back in the current version, it reads the same.
+        let again = PartialProfile::from_bytes(&p.to_bytes(), "new").unwrap();
+        assert_eq!(again.rows_scanned, p.rows_scanned);
+        assert_eq!(again.plans, p.plans);
+        // An unknown version is refused by name.
+        let mut future = p.to_bytes();
+        future[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let err = PartialProfile::from_bytes(&future, "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 9"), "{err}");
     }
 }

@@ -8,7 +8,7 @@
 //!   count and top values are exact after the merge.
 
 use crate::dataset::{DataFile, Dataset, Format, StorageOptions};
-use crate::options::ProfileOptions;
+use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
 use arrow::datatypes::{DataType, SchemaRef};
 use serde::{Deserialize, Serialize};
@@ -72,7 +72,18 @@ pub struct PlanRequest {
     pub hash_column: Option<String>,
     /// Columns to profile; `None`: all.
     pub columns: Option<Vec<String>>,
+    /// Settings of the kernel; `options.sampling` samples a fraction of the rows.
     pub options: ProfileOptions,
+    /// Instead of `options.sampling`: sample about this many rows. The planner turns it into the
+    /// fraction rows / total rows, so it needs the total before reading (Parquet footers).
+    pub sample_rows: Option<SampleRows>,
+}
+
+/// A sample of about `rows` rows (a Bernoulli sample: the count varies around it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleRows {
+    pub rows: u64,
+    pub seed: u64,
 }
 
 impl PlanRequest {
@@ -85,6 +96,7 @@ impl PlanRequest {
             hash_column: None,
             columns: None,
             options: ProfileOptions::default(),
+            sample_rows: None,
         }
     }
 }
@@ -133,7 +145,7 @@ pub struct Task {
     pub row_hash: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<HashFilter>,
-    /// Rows the task reads, when the format says (before a hash filter).
+    /// Rows the task reads, when the format says (before a hash filter and before sampling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
     /// Bytes of its files (whole files; row groups: their compressed size).
@@ -195,6 +207,7 @@ impl Plan {
 /// Plans the profile of `dataset`.
 pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
     request.options.validate()?;
+    let options = resolve_sampling(dataset, request)?;
     if request.partitions == 0 {
         return Err(Error::invalid("partitions", "must be at least 1"));
     }
@@ -269,7 +282,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
                     column_group: 0,
                     reads: all.clone(),
                     columns: columns.clone(),
-                    row_hash: request.options.duplicates,
+                    row_hash: options.duplicates,
                     hash: Some(HashFilter {
                         column: key.clone(),
                         buckets: request.partitions,
@@ -289,7 +302,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
                         column_group: c as u32,
                         reads: slice.reads.clone(),
                         columns: group.clone(),
-                        row_hash: request.options.duplicates && c == 0,
+                        row_hash: options.duplicates && c == 0,
                         hash: None,
                         rows: slice.rows,
                         bytes: slice.bytes,
@@ -310,11 +323,47 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
         columns,
         files: dataset.files.clone(),
         strategy: request.strategy,
-        options: request.options.clone(),
+        options,
         tasks,
     };
     plan.id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&plan.to_json()));
     Ok(plan)
+}
+
+/// The plan's options: sampling that keeps every row dropped (so that the plan, and its id, are
+/// those of the unsampled profile), a row count turned into a fraction.
+fn resolve_sampling(dataset: &Dataset, request: &PlanRequest) -> Result<ProfileOptions> {
+    let mut options = request.options.clone();
+    options.sampling = options.effective_sampling();
+    let Some(asked) = request.sample_rows else {
+        return Ok(options);
+    };
+    if request.options.sampling.is_some() {
+        return Err(Error::invalid(
+            "sampling",
+            "give a fraction of the rows or a number of rows to sample, not both",
+        ));
+    }
+    if asked.rows == 0 {
+        return Err(Error::invalid(
+            "sampling",
+            "a sample of 0 rows profiles nothing; ask for at least 1 row",
+        ));
+    }
+    let total = dataset.total_rows().ok_or_else(|| {
+        Error::invalid(
+            "sampling",
+            format!(
+                "a sample of {} rows needs the dataset's row count before it is read, which only \
+                 Parquet footers record, not {} files; sample a fraction of the rows instead \
+                 (e.g. --sample 0.1)",
+                asked.rows, dataset.format
+            ),
+        )
+    })?;
+    options.sampling =
+        (asked.rows < total).then(|| Sampling::new(asked.rows as f64 / total as f64, asked.seed));
+    Ok(options)
 }
 
 fn unknown_column(schema: &SchemaRef, c: &str) -> Error {

@@ -42,7 +42,8 @@ pub struct TableProfile {
     pub generator: Generator,
     /// The datasets profiled (one, unless profiles of several were merged).
     pub sources: Vec<Source>,
-    /// Rows in the table.
+    /// Rows in the table; when `sampling` is present, rows in the sample (every figure of the
+    /// profile then describes the sampled rows).
     pub row_count: u64,
     /// Columns profiled.
     pub column_count: u64,
@@ -51,6 +52,9 @@ pub struct TableProfile {
     pub duplicate_row_count: Option<u64>,
     /// `duplicate_row_count / row_count`.
     pub duplicate_row_ratio: Option<f64>,
+    /// Present when the profile is of a sample of the rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SampleInfo>,
     /// Wall time of the profile run, in milliseconds.
     pub profile_duration_ms: u64,
     /// When the profile was finished (RFC 3339, UTC).
@@ -64,6 +68,20 @@ pub struct TableProfile {
     /// profiles with state merge into the profile of both datasets (`th merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<EmbeddedState>,
+}
+
+/// How the profiled rows were sampled: each row was kept, independently, with probability
+/// `fraction`, by a hash of the seed, the row's file and its position in that file (so the same
+/// seed keeps the same rows whatever the partitioning). Counts (`row_count`, `null_count`,
+/// `distinct_count`, duplicates, ...) are those of the sample, not scaled to the scanned rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SampleInfo {
+    /// Probability with which each row was kept, in (0, 1).
+    pub fraction: f64,
+    /// Seed of the sample; `null` when merged profiles were sampled with different seeds.
+    pub seed: Option<u64>,
+    /// Rows read before sampling (`row_count` rows of them were kept).
+    pub rows_scanned: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -343,6 +361,11 @@ impl TableProfile {
             column_count: columns.len() as u64,
             duplicate_row_ratio: duplicate_row_count.map(|d| ratio(d, row_count)),
             duplicate_row_count,
+            sampling: partial.sampling().map(|s| SampleInfo {
+                fraction: s.fraction,
+                seed: partial.sampling_seed(),
+                rows_scanned: partial.rows_scanned(),
+            }),
             profile_duration_ms: duration_ms,
             profiled_at: now_rfc3339(),
             partitioning: Partitioning {

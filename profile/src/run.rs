@@ -1,14 +1,16 @@
 //! Running tasks: one task's streaming pass into a partial profile, and a local pool that runs a
 //! whole plan and merges as tasks finish.
 
-use crate::dataset::{FileSlice, Location, open_slice};
+use crate::dataset::{FileSlice, Location, SliceStream, open_slice};
 use crate::kernel::column::Scratch;
 use crate::kernel::{ColumnState, RowHashes, bucket_mask, hash_rows};
 use crate::partial::PartialProfile;
 use crate::plan::Plan;
+use crate::sample::{FileSampler, file_key};
 use crate::{Error, Result};
-use arrow::array::ArrayRef;
+use arrow::array::{ArrayRef, BooleanArray};
 use arrow::compute::filter_record_batch;
+use arrow::compute::kernels::boolean::and;
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use std::sync::Arc;
@@ -96,8 +98,16 @@ pub async fn run_task(
         .then(|| RowHashes::new(plan.options.exact_row_hash_limit, plan.options.row_hll_lg_k));
     let key_pos = key.as_deref().map(pos);
 
+    // Sampling keys rows by (file, position in the file): every task keeps the same rows.
+    let sampling = plan.options.effective_sampling();
+    let root = match sampling {
+        Some(_) => Location::parse(&plan.dataset.uri)?.path.to_string(),
+        None => String::new(),
+    };
+
     let mut scratch = Scratch::default();
     let mut rows = 0u64;
+    let mut scanned = 0u64;
     for r in &task.reads {
         let file = plan.files.get(r.file as usize).ok_or_else(|| {
             Error::invalid(
@@ -119,7 +129,10 @@ pub async fn run_task(
                 .as_ref()
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
         };
-        let mut stream = open_slice(
+        let SliceStream {
+            batches: mut stream,
+            rows: mut positions,
+        } = open_slice(
             store.clone(),
             plan.dataset.format,
             schema.clone(),
@@ -128,16 +141,31 @@ pub async fn run_task(
             plan.options.batch_rows,
         )
         .await?;
+        let sampler = sampling.map(|s| FileSampler::new(&s, &file_key(&root, &file.path)));
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let read_rows = batch.num_rows() as u64;
-            let batch = match (&task.hash, key_pos) {
-                (Some(h), Some(k)) => {
-                    let mask = bucket_mask(batch.column(k), h.buckets, h.bucket)?;
-                    filter_record_batch(&batch, &mask)
-                        .map_err(|e| Error::invalid("hash filter", e.to_string()))?
-                }
-                _ => batch,
+            // The hash bucket (by content) and the sample (by position): the rows in the bucket
+            // are the rows scanned, those of them in the sample are profiled.
+            let bucket = match (&task.hash, key_pos) {
+                (Some(h), Some(k)) => Some(bucket_mask(batch.column(k), h.buckets, h.bucket)?),
+                _ => None,
+            };
+            scanned += bucket.as_ref().map_or(read_rows, |m| m.true_count() as u64);
+            let sample = match &sampler {
+                Some(s) => Some(s.mask(&mut positions, batch.num_rows()).ok_or_else(|| {
+                    Error::Corrupt {
+                        file: file.uri.clone(),
+                        format: plan.dataset.format.name(),
+                        detail: "the file holds more rows than its metadata says".into(),
+                    }
+                })?),
+                None => None,
+            };
+            let batch = match combine(bucket, sample)? {
+                Some(mask) => filter_record_batch(&batch, &mask)
+                    .map_err(|e| Error::invalid("row filter", e.to_string()))?,
+                None => batch,
             };
             rows += batch.num_rows() as u64;
             for (idx, state) in &mut states {
@@ -160,7 +188,8 @@ pub async fn run_task(
             }
         }
     }
-    let mut partial = PartialProfile::for_task(plan, task_id, task.row_slice, rows);
+    let mut partial =
+        PartialProfile::for_task(plan, task_id, task.row_slice, rows).with_rows_scanned(scanned);
     partial.columns = states.into_iter().map(|(_, s)| s).collect();
     partial.row_hashes = row_hashes;
     partial.task_millis = started.elapsed().as_millis() as u64;
@@ -171,6 +200,16 @@ pub async fn run_task(
         millis: partial.task_millis,
     });
     Ok(partial)
+}
+
+/// Both row filters, or either.
+fn combine(a: Option<BooleanArray>, b: Option<BooleanArray>) -> Result<Option<BooleanArray>> {
+    match (a, b) {
+        (Some(a), Some(b)) => and(&a, &b)
+            .map(Some)
+            .map_err(|e| Error::invalid("row filter", e.to_string())),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// A file that is not what the plan saw would give a partial of other data than its siblings'.

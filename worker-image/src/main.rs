@@ -1,4 +1,5 @@
-//! `th-worker`: runs one task of a profiling plan and writes its partial profile.
+//! `th-worker`: runs one task of a profiling plan and writes its partial profile
+//! (`run-task`), or merges a run's partials into its profile (`merge`, the merge pod).
 //!
 //! Exit codes tell the caller whether to retry: 0 done · 64 invalid request (a bad plan or task
 //! id; retrying will not help) · 65 bad data (the input is at fault; retrying will not help) ·
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 use truthound_profile::dataset::{self, StorageOptions};
+use truthound_profile::merge::{StoredRun, merge_stored};
 use truthound_profile::run::{self, Event, Progress};
 use truthound_profile::{Error, ErrorClass, PartialProfile, Plan};
 
@@ -31,7 +33,7 @@ const MAX_TERMINATION_MESSAGE: usize = 4096;
 #[command(
     name = "th-worker",
     version,
-    about = "Runs one task of a truthound profiling plan"
+    about = "Runs a task of a truthound profiling plan, or merges its partial profiles"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,20 +54,63 @@ enum Command {
         /// Where to write the partial profile (a path or URI).
         #[arg(long)]
         out: String,
-        /// Endpoint of an S3-compatible server, for the plan and the output. The dataset's own
-        /// storage options come from the plan; credentials from AWS_*/GOOGLE_*/AZURE_*.
-        #[arg(long, env = "TH_S3_ENDPOINT")]
-        endpoint: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-        #[arg(long)]
-        allow_http: bool,
+        #[command(flatten)]
+        storage: StorageArgs,
         /// Worker threads for I/O.
         #[arg(long, default_value_t = 2)]
         threads: usize,
         #[command(flatten)]
         progress: ProgressArgs,
     },
+    /// Merge the partial profiles of a plan's tasks and write the profile: what a merge pod
+    /// runs when a run's partials are too many or too large to merge in the operator.
+    Merge {
+        /// The plan (a path or URI).
+        #[arg(long)]
+        plan: String,
+        /// The run's work prefix: partials are read from `<WORK>/partials/<task>`, and
+        /// `tasks.json` and `merge.json` (the summary the operator reads) are written there.
+        #[arg(long)]
+        work: String,
+        /// Where to write the profile.
+        #[arg(long)]
+        out: String,
+        /// Tasks that failed and are merged without (comma-separated ids).
+        #[arg(long, value_delimiter = ',')]
+        missing: Vec<u32>,
+        /// When the run started (RFC 3339), for the profile's duration.
+        #[arg(long)]
+        started_at: Option<String>,
+        #[command(flatten)]
+        storage: StorageArgs,
+        /// Worker threads for I/O.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+}
+
+/// Where the plan, partials and outputs are stored.
+#[derive(Debug, clap::Args)]
+struct StorageArgs {
+    /// Endpoint of an S3-compatible server, for the plan and the output. The dataset's own
+    /// storage options come from the plan; credentials from AWS_*/GOOGLE_*/AZURE_*.
+    #[arg(long, env = "TH_S3_ENDPOINT")]
+    endpoint: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    allow_http: bool,
+}
+
+impl StorageArgs {
+    fn options(self) -> StorageOptions {
+        StorageOptions {
+            endpoint: self.endpoint,
+            region: self.region,
+            allow_http: self.allow_http.then_some(true),
+            ..StorageOptions::default()
+        }
+    }
 }
 
 /// Reporting to the operator's progress service (all optional; best-effort).
@@ -101,7 +146,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit_code(&err);
-            tracing::error!(exit_code = code, error = %format!("{err:#}"), "task failed");
+            tracing::error!(exit_code = code, error = %format!("{err:#}"), "failed");
             eprintln!("error: {err:#}");
             write_termination_log(&failure_message(&err));
             ExitCode::from(code)
@@ -162,31 +207,103 @@ fn write_termination_log(message: &str) {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
-    let Command::RunTask {
-        plan,
-        task,
-        out,
-        endpoint,
-        region,
-        allow_http,
-        threads,
-        progress,
-    } = cli.command;
-    let storage = StorageOptions {
-        endpoint,
-        region,
-        allow_http: allow_http.then_some(true),
-        ..StorageOptions::default()
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    rt.block_on(async {
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::RunTask {
+            plan,
+            task,
+            out,
+            storage,
+            threads,
+            progress,
+        } => run_task_command(&plan, task, &out, storage.options(), threads, progress),
+        Command::Merge {
+            plan,
+            work,
+            out,
+            missing,
+            started_at,
+            storage,
+            threads,
+        } => runtime(threads)?.block_on(merge(
+            &plan,
+            &work,
+            &out,
+            missing,
+            started_at.as_deref(),
+            &storage.options(),
+        )),
+    }
+}
+
+/// Merges the run's partials and writes the profile, the task table and the summary.
+async fn merge(
+    plan_uri: &str,
+    work: &str,
+    out: &str,
+    missing: Vec<u32>,
+    started_at: Option<&str>,
+    storage: &StorageOptions,
+) -> Result<()> {
+    let started = started_at
+        .map(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(
+                |e| Error::Invalid {
+                    what: "--started-at",
+                    detail: format!("`{s}` is not an RFC 3339 time: {e}"),
+                },
+            )
+        })
+        .transpose()?;
+    let bytes = dataset::read_object(plan_uri, storage)
+        .await
+        .with_context(|| format!("reading the plan {plan_uri}"))?;
+    let plan = Plan::from_json(&bytes, plan_uri)?;
+    let duration_ms = started
+        .map(|t| {
+            (time::OffsetDateTime::now_utc() - t)
+                .whole_milliseconds()
+                .max(0) as u64
+        })
+        .unwrap_or(0);
+    let stored = StoredRun {
+        plan: &plan,
+        work_prefix: work.trim_end_matches('/').to_string(),
+        missing: missing.into_iter().collect(),
+        profile_uri: out.to_string(),
+        duration_ms,
+    };
+    info!(plan = %plan.id, tasks = plan.tasks.len(), missing = stored.missing.len(), "merge started");
+    let summary = merge_stored(&stored, storage).await?;
+    info!(
+        profile = %summary.profile_uri,
+        rows = summary.rows,
+        columns = summary.columns,
+        tasks = summary.tasks_merged,
+        "profile written"
+    );
+    Ok(())
+}
+
+fn run_task_command(
+    plan: &str,
+    task: u32,
+    out: &str,
+    storage: StorageOptions,
+    threads: usize,
+    progress: ProgressArgs,
+) -> Result<()> {
+    runtime(threads)?.block_on(async {
         let reporter = report_config(progress, task).map(report::Reporter::start);
-        let result = run_task(&plan, task, &out, &storage, reporter.as_ref()).await;
+        let result = run_task(plan, task, out, &storage, reporter.as_ref()).await;
         if let Some(reporter) = reporter {
             let outcome = match &result {
                 Ok(rows) => report::Outcome::Finished { rows: *rows },

@@ -161,7 +161,7 @@ fn exit_codes() {
     // Structured (JSON) logs on stderr carry the exit code.
     let json_line = err
         .lines()
-        .find(|l| l.contains("task failed"))
+        .find(|l| l.contains("\"exit_code\""))
         .expect("a log line");
     let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
     assert_eq!(v["fields"]["exit_code"], 65);
@@ -334,4 +334,162 @@ fn incomplete_progress_settings_never_fail_a_task() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains("not reporting progress"), "{err}");
     assert!(out.exists());
+}
+
+fn run_all_tasks(plan: &Path, work: &Path, tasks: u32) {
+    for t in 0..tasks {
+        let out = work.join(format!("partials/{t}"));
+        let o = worker(&[
+            "run-task",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--task",
+            &t.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn merge_writes_the_profile_the_task_table_and_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let work = dir.path().join("work");
+    run_all_tasks(&plan, &work, 3);
+    let out = dir.path().join("profile.json");
+    let o = worker(&[
+        "merge",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--started-at",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let profile = json(&out);
+    assert_eq!(profile["row_count"], 3000);
+    assert_eq!(profile["partitioning"]["tasks_merged"], 3);
+    // The duration runs from --started-at, long ago.
+    assert!(profile["profile_duration_ms"].as_u64().unwrap() > 1_000_000);
+
+    let summary = json(&work.join("merge.json"));
+    assert_eq!(summary["rows"], 3000);
+    assert_eq!(summary["tasksMerged"], 3);
+    assert_eq!(summary["profileUri"], out.to_str().unwrap());
+    let table = json(&work.join("tasks.json"));
+    let states: Vec<&str> = table["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded"; 3]);
+
+    // The same partials merged in the operator's way (the library, in task order) give the
+    // same profile, but for the time it was made.
+    let mut merged: Option<truthound_profile::PartialProfile> = None;
+    for t in 0..3 {
+        let p = truthound_profile::PartialProfile::from_bytes(
+            &std::fs::read(work.join(format!("partials/{t}"))).unwrap(),
+            "partial",
+        )
+        .unwrap();
+        match &mut merged {
+            None => merged = Some(p),
+            Some(m) => m.merge(&p).unwrap(),
+        }
+    }
+    let expected = truthound_profile::TableProfile::from_partial(
+        &merged.unwrap(),
+        0,
+        false,
+        truthound_profile::ProfileOptions::default().histogram_bins,
+    );
+    let mut expected: serde_json::Value = serde_json::from_slice(&expected.to_json()).unwrap();
+    let mut got = profile.clone();
+    for v in [&mut expected, &mut got] {
+        v["profiled_at"] = serde_json::Value::Null;
+        v["profile_duration_ms"] = serde_json::Value::Null;
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn merge_without_a_failed_task_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = sample_plan(dir.path());
+    let work = dir.path().join("work");
+    run_all_tasks(&plan, &work, 3);
+    std::fs::remove_file(work.join("partials/1")).unwrap();
+    let out = dir.path().join("profile.json");
+    let merge = |missing: Option<&str>| {
+        let mut args = vec![
+            "merge",
+            "--plan",
+            plan.to_str().unwrap(),
+            "--work",
+            work.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if let Some(m) = missing {
+            args.extend(["--missing", m]);
+        }
+        worker(&args)
+    };
+
+    // A partial that should be there and is not: bad data, the file named.
+    let o = merge(None);
+    assert_eq!(o.status.code(), Some(65));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("partials/1"), "{err}");
+    assert!(!out.exists());
+
+    // Tolerated as failed: merged without it, and said so.
+    let o = merge(Some("1"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let profile = json(&out);
+    assert_eq!(profile["partitioning"]["tasks_merged"], 2);
+    assert_eq!(
+        profile["partitioning"]["missing_tasks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        json(&work.join("merge.json"))["missingTasks"],
+        serde_json::json!([1])
+    );
+    assert_eq!(
+        json(&work.join("tasks.json"))["tasks"][1]["state"],
+        "failed"
+    );
+
+    // A bad --started-at is an invalid request.
+    let o = worker(&[
+        "merge",
+        "--plan",
+        plan.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--missing",
+        "1",
+        "--started-at",
+        "yesterday",
+    ]);
+    assert_eq!(o.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--started-at"));
 }

@@ -1,5 +1,6 @@
 //! The local backend: a `batch/v1` Indexed Job, one index per task, each pod running
-//! `th-worker run-task` on the plan in object storage and writing the task's partial beside it.
+//! `th-worker run-task` on the plan in object storage and writing the task's partial beside it;
+//! and, for runs too large to merge in the operator, a one-pod merge Job (`th-worker merge`).
 //!
 //! Failures are the Job controller's to retry: `backoffLimitPerIndex` retries a task,
 //! `podFailurePolicy` ignores disruptions (preemption, node drain: not the task's fault) and
@@ -145,7 +146,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         .unwrap_or(DEFAULT_BACKOFF_PER_TASK)
         .max(0);
 
-    let mut args = vec![
+    let args = vec![
         "run-task".to_string(),
         "--plan".to_string(),
         p.plan_uri.clone(),
@@ -154,24 +155,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         // injects JOB_COMPLETION_INDEX, the task id.
         format!("{}/$(JOB_COMPLETION_INDEX)", p.partials_prefix),
     ];
-    args.extend(storage_args(pj));
-
-    let mut env_vars = vec![
-        EnvVar {
-            name: "POD_NAME".into(),
-            value: None,
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
-                    api_version: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-        },
-        env("TH_JOB_UID", pj.metadata.uid.clone().unwrap_or_default()),
-        env("TH_HEARTBEAT_SECONDS", p.heartbeat_seconds.to_string()),
-        env("TH_TERMINATION_LOG", "/dev/termination-log"),
-    ];
+    let mut env_vars = vec![env("TH_HEARTBEAT_SECONDS", p.heartbeat_seconds.to_string())];
     if let Some(endpoint) = &p.progress_endpoint {
         env_vars.push(env("TH_PROGRESS_ENDPOINT", endpoint.clone()));
         env_vars.push(EnvVar {
@@ -187,6 +171,93 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
             }),
         });
     }
+    let container = container(pj, &p.default_image, args, env_vars);
+    let spec = IndexedJob {
+        completions: tasks,
+        parallelism,
+        backoff_per_index: backoff,
+        suspend: pj.spec.suspend,
+    };
+    indexed_job(pj, &p.name, "worker", container, spec)
+}
+
+/// What the merge Job needs besides the ProfileJob.
+#[derive(Debug, Clone)]
+pub struct MergeParams {
+    /// The Job's name (deterministic, see [`crate::decide::merge_name`]).
+    pub name: String,
+    pub plan_uri: String,
+    /// The run's work prefix (partials, task table and merge summary).
+    pub work_prefix: String,
+    /// Failed tasks merged without.
+    pub missing: Vec<u32>,
+    /// When the run started (RFC 3339), for the profile's duration.
+    pub started_at: Option<String>,
+    /// The image when the ProfileJob names none.
+    pub default_image: String,
+}
+
+/// The merge Job: one pod running `th-worker merge`, for runs whose partials are too many or
+/// too large to merge in the operator's memory. It writes the profile, the task table and the
+/// summary the operator reads to finish.
+pub fn merge_job(pj: &ProfileJob, p: &MergeParams) -> Job {
+    let mut args = vec![
+        "merge".to_string(),
+        "--plan".to_string(),
+        p.plan_uri.clone(),
+        "--work".to_string(),
+        p.work_prefix.clone(),
+        "--out".to_string(),
+        pj.spec.output.uri.clone(),
+    ];
+    if !p.missing.is_empty() {
+        let ids: Vec<String> = p.missing.iter().map(u32::to_string).collect();
+        args.extend(["--missing".to_string(), ids.join(",")]);
+    }
+    if let Some(t) = &p.started_at {
+        args.extend(["--started-at".to_string(), t.clone()]);
+    }
+    let container = container(pj, &p.default_image, args, Vec::new());
+    let spec = IndexedJob {
+        completions: 1,
+        parallelism: 1,
+        backoff_per_index: MERGE_BACKOFF,
+        // A merge is what is left of a run: it is not held back by `suspend`.
+        suspend: false,
+    };
+    indexed_job(pj, &p.name, "merge", container, spec)
+}
+
+/// Retries of the merge pod (transient storage errors); a bad partial fails it at once.
+pub const MERGE_BACKOFF: i32 = 2;
+
+/// The `th-worker` container: the image, the storage flags and credentials, the local block's
+/// resources and environment, and a locked-down security context.
+fn container(
+    pj: &ProfileJob,
+    default_image: &str,
+    mut args: Vec<String>,
+    extra_env: Vec<EnvVar>,
+) -> Container {
+    let local = pj.spec.backend.local.clone().unwrap_or_default();
+    args.extend(storage_args(pj));
+
+    let mut env_vars = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.name".into(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+        },
+        env("TH_JOB_UID", pj.metadata.uid.clone().unwrap_or_default()),
+        env("TH_TERMINATION_LOG", "/dev/termination-log"),
+    ];
+    env_vars.extend(extra_env);
     env_vars.extend(local.env.clone().unwrap_or_default());
 
     // Credentials: the dataset's Secret, then the output's (a key in both: the output's wins).
@@ -205,13 +276,13 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
     })
     .collect();
 
-    let container = Container {
+    Container {
         name: CONTAINER.into(),
         image: Some(
             local
                 .image
                 .clone()
-                .unwrap_or_else(|| p.default_image.clone()),
+                .unwrap_or_else(|| default_image.to_string()),
         ),
         args: Some(args),
         env: Some(env_vars),
@@ -229,8 +300,25 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
             ..SecurityContext::default()
         }),
         ..Container::default()
-    };
+    }
+}
 
+/// The shape of an Indexed Job.
+struct IndexedJob {
+    completions: i32,
+    parallelism: i32,
+    backoff_per_index: i32,
+    suspend: bool,
+}
+
+fn indexed_job(
+    pj: &ProfileJob,
+    name: &str,
+    component: &str,
+    container: Container,
+    shape: IndexedJob,
+) -> Job {
+    let local = pj.spec.backend.local.clone().unwrap_or_default();
     let rules = vec![
         PodFailurePolicyRule {
             action: "Ignore".into(),
@@ -252,7 +340,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
     ];
 
     let mut template_meta = ObjectMeta {
-        labels: Some(labels(pj, "worker")),
+        labels: Some(labels(pj, component)),
         ..ObjectMeta::default()
     };
     if let Some(l) = template_meta.labels.as_mut() {
@@ -260,20 +348,20 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
     }
 
     Job {
-        metadata: owned_meta(pj, &p.name, "worker"),
+        metadata: owned_meta(pj, name, component),
         spec: Some(JobSpec {
             completion_mode: Some("Indexed".into()),
-            completions: Some(tasks),
-            parallelism: Some(parallelism),
-            backoff_limit_per_index: Some(backoff),
+            completions: Some(shape.completions),
+            parallelism: Some(shape.parallelism),
+            backoff_limit_per_index: Some(shape.backoff_per_index),
             // The job-level limits are the operator's (maxFailedTasks), but the Job must not
             // stop scheduling other tasks while the operator decides.
-            max_failed_indexes: Some(tasks),
+            max_failed_indexes: Some(shape.completions),
             pod_failure_policy: Some(PodFailurePolicy { rules }),
             // Required with a podFailurePolicy: a replacement starts only once the old pod is
             // gone, so two pods never write the same partial at once.
             pod_replacement_policy: Some("Failed".into()),
-            suspend: Some(pj.spec.suspend),
+            suspend: Some(shape.suspend),
             template: PodTemplateSpec {
                 metadata: Some(template_meta),
                 spec: Some(PodSpec {

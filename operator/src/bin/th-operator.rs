@@ -68,9 +68,20 @@ struct Args {
     /// This replica's identity in the election (the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Seconds between status refreshes of a running job.
+    /// Progress reports refresh a running job's status at most this often (seconds).
     #[arg(long, env = "TH_PROGRESS_INTERVAL_SECONDS", default_value_t = 10)]
     progress_interval_seconds: u64,
+    /// A running job with no news is looked at again after this many seconds (stalls,
+    /// deadlines).
+    #[arg(long, env = "TH_RESYNC_SECONDS", default_value_t = 30)]
+    resync_seconds: u64,
+    /// Merge in a merge pod (`th-worker merge`) instead of in the operator past this many
+    /// tasks ...
+    #[arg(long, env = "TH_MERGE_IN_POD_TASKS", default_value_t = Settings::default().merge_in_pod_tasks)]
+    merge_in_pod_tasks: u32,
+    /// ... or past this many rows.
+    #[arg(long, env = "TH_MERGE_IN_POD_ROWS", default_value_t = Settings::default().merge_in_pod_rows)]
+    merge_in_pod_rows: u64,
     /// A running task with no heartbeat for this many seconds is stalled; its pod is replaced.
     #[arg(long, env = "TH_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     stall_timeout_seconds: u64,
@@ -208,6 +219,9 @@ async fn run(args: Args) -> Result<()> {
     let settings = Settings {
         progress_interval: Duration::from_secs(args.progress_interval_seconds.max(1)),
         stall_timeout: Duration::from_secs(args.stall_timeout_seconds.max(1)),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        merge_in_pod_tasks: args.merge_in_pod_tasks,
+        merge_in_pod_rows: args.merge_in_pod_rows,
         ..Settings::default()
     };
     let config = Config {
@@ -244,6 +258,12 @@ async fn run(args: Args) -> Result<()> {
         watcher::Config::default().labels("app.kubernetes.io/managed-by=truthound-operator"),
     );
     let store = controller.store();
+    // Progress reports trigger reconciles (at most one per job per progress interval), so a
+    // running job's status follows its workers without polling.
+    let controller = controller.reconcile_on(progress::reconcile_triggers(
+        hub.changes(ctx.settings.progress_interval),
+        store.clone(),
+    ));
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {

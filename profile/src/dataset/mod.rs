@@ -11,4 +11,4 @@ mod read;
 pub use format::Format;
 pub use listing::{DataFile, Dataset, RowGroupMeta, discover};
 pub use location::{Location, StorageOptions, read_object, write_object};
-pub use read::{BatchStream, FileSlice, open_slice};
+pub use read::{BatchStream, FileSlice, RowSpans, SliceStream, open_slice};

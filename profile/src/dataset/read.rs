@@ -30,6 +30,67 @@ pub struct FileSlice {
     pub row_groups: Option<Vec<usize>>,
 }
 
+/// Where the rows a stream yields sit in their file: runs of consecutive rows, as (first row,
+/// rows), in the order the stream yields them. Row sampling keys each row by its position in the
+/// file, so that a row is kept or not whichever task reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSpans {
+    spans: Vec<(u64, u64)>,
+    span: usize,
+    offset: u64,
+}
+
+impl RowSpans {
+    /// A stream of the whole file from its first row.
+    pub fn whole_file() -> RowSpans {
+        RowSpans::new(vec![(0, u64::MAX)])
+    }
+
+    /// Runs of (first row, rows), in stream order.
+    pub fn new(spans: Vec<(u64, u64)>) -> RowSpans {
+        RowSpans {
+            spans,
+            span: 0,
+            offset: 0,
+        }
+    }
+
+    /// The positions of the next `rows` rows of the stream, as runs of (first position, rows),
+    /// and advances past them; `None` when the spans hold fewer rows.
+    pub fn next_runs(&mut self, rows: usize) -> Option<Vec<(u64, usize)>> {
+        let mut runs = Vec::with_capacity(1);
+        let mut left = rows as u64;
+        while left > 0 {
+            let &(first, len) = self.spans.get(self.span)?;
+            let available = len - self.offset;
+            if available == 0 {
+                self.span += 1;
+                self.offset = 0;
+                continue;
+            }
+            let take = available.min(left);
+            runs.push((first + self.offset, take as usize));
+            self.offset += take;
+            left -= take;
+        }
+        Some(runs)
+    }
+}
+
+/// The record batches of a slice, and where their rows sit in the file.
+pub struct SliceStream {
+    pub batches: BatchStream,
+    pub rows: RowSpans,
+}
+
+impl std::fmt::Debug for SliceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SliceStream")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens `slice` and streams the columns `columns` (names of `schema`, the dataset schema).
 pub async fn open_slice(
     store: Arc<dyn ObjectStore>,
@@ -38,7 +99,7 @@ pub async fn open_slice(
     slice: &FileSlice,
     columns: &[String],
     batch_rows: usize,
-) -> Result<BatchStream> {
+) -> Result<SliceStream> {
     let projection = columns
         .iter()
         .map(|c| {
@@ -48,12 +109,18 @@ pub async fn open_slice(
         })
         .collect::<Result<Vec<_>>>()?;
     let path = Path::from(slice.path.as_str());
+    let whole = |batches| SliceStream {
+        batches,
+        rows: RowSpans::whole_file(),
+    };
     match format {
         Format::Parquet => parquet_stream(store, path, slice, columns, batch_rows).await,
         Format::Csv | Format::Ndjson => {
-            text_stream(store, path, format, schema, slice, projection, batch_rows).await
+            text_stream(store, path, format, schema, slice, projection, batch_rows)
+                .await
+                .map(whole)
         }
-        Format::Ipc => ipc_stream(store, path, slice, projection).await,
+        Format::Ipc => ipc_stream(store, path, slice, projection).await.map(whole),
     }
 }
 
@@ -63,7 +130,7 @@ async fn parquet_stream(
     slice: &FileSlice,
     columns: &[String],
     batch_rows: usize,
-) -> Result<BatchStream> {
+) -> Result<SliceStream> {
     let uri = slice.uri.clone();
     let reader = ObjectReader::new(store, path, slice.size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader)
@@ -81,6 +148,41 @@ async fn parquet_stream(
             })?;
         roots.push(idx);
     }
+    // Where each row group starts in the file, from the footer: a stream of some row groups
+    // yields their rows one group after the other, in the order asked for.
+    let groups_rows: Vec<u64> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows().max(0) as u64)
+        .collect();
+    let starts: Vec<u64> = groups_rows
+        .iter()
+        .scan(0u64, |next, rows| {
+            let start = *next;
+            *next += rows;
+            Some(start)
+        })
+        .collect();
+    let spans = match &slice.row_groups {
+        None => vec![(0, groups_rows.iter().sum())],
+        Some(groups) => groups
+            .iter()
+            .map(|&g| {
+                starts
+                    .get(g)
+                    .zip(groups_rows.get(g))
+                    .map(|(&start, &rows)| (start, rows))
+                    .ok_or_else(|| Error::Changed {
+                        file: uri.clone(),
+                        detail: format!(
+                            "the plan reads row group {g}, the file has {} row groups",
+                            groups_rows.len()
+                        ),
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
     if let Some(groups) = &slice.row_groups {
@@ -88,7 +190,7 @@ async fn parquet_stream(
     }
     let stream = builder.build().map_err(|e| parquet_error(&uri, e))?;
     let columns = columns.to_vec();
-    Ok(stream
+    let batches = stream
         .map(move |r| {
             let batch = r.map_err(|e| parquet_error(&uri, e))?;
             // Present columns in the order asked for.
@@ -103,7 +205,11 @@ async fn parquet_stream(
                 detail: e.to_string(),
             })
         })
-        .boxed())
+        .boxed();
+    Ok(SliceStream {
+        batches,
+        rows: RowSpans::new(spans),
+    })
 }
 
 /// CSV and NDJSON: the object's bytes are streamed through arrow's push decoders, so a large
