@@ -6,7 +6,8 @@
 #   2. scripts/check-deploy.sh          the Helm chart, kustomize base, images and Argo CD health
 #                                       check, rendered and validated (no cargo needed)
 #   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh)
+#   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh) and
+#                                       with headless Chromium (scripts/chromium.sh) for `th report`
 #
 # The profile format's JSON Schema is checked for drift by a test (cli/tests/cli.rs,
 # schema_command_prints_the_published_schema): `th schema` must equal schema/profile.schema.json.
@@ -129,4 +130,12 @@ if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
 else
   echo "using the S3 endpoint given in TH_TEST_S3_ENDPOINT=$TH_TEST_S3_ENDPOINT" >&2
 fi
+# Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
+# Debian's packages when missing. Assignment and export apart, so that a failure stops the script.
+ensure_chromium() {
+  TH_CHROMIUM=$(scripts/chromium.sh)
+  export TH_CHROMIUM
+  export TH_ARTIFACTS_DIR=${TH_ARTIFACTS_DIR:-$ROOT/artifacts}
+}
+step chromium ensure_chromium
 step test run_tests "$@"

@@ -37,6 +37,19 @@ pub enum Command {
     Merge(MergeArgs),
     /// Print the JSON Schema of the profile format.
     Schema,
+    /// Write a profile as one self-contained HTML page: overview, and per column its types,
+    /// nulls, histogram, quantiles, distinct count, top values and patterns.
+    ///
+    /// Examples:
+    ///   th report profile.json -o report.html
+    ///   th report s3://bucket/profiles/events.json --endpoint http://127.0.0.1:9000 -o -
+    #[command(verbatim_doc_comment)]
+    Report(crate::report::ReportArgs),
+    /// Print a profile as a table, one row per column (`--json`: the profile JSON as it is).
+    Show(crate::show::ShowArgs),
+    /// Cluster commands: submit, get, list, describe, wait, logs, cancel (and completions).
+    #[command(flatten)]
+    Cluster(crate::cluster::args::ClusterCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

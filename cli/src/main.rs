@@ -1,8 +1,13 @@
 //! `th`: profile a dataset in-process, merge profiles, print the profile format's schema.
 
 mod args;
+mod cluster;
 mod exit;
+mod load;
+mod numfmt;
 mod progress;
+mod report;
+mod show;
 mod summary;
 
 use anyhow::{Context, Result};
@@ -34,7 +39,9 @@ fn main() -> std::process::ExitCode {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // kube-client logs refused connections, 5xx and undecodable answers (whole objects) at
+        // ERROR and WARN; the cluster commands say the same in their own error, with what to do.
+        0 => "warn,kube_client=off",
         1 => "info",
         _ => "debug",
     };
@@ -56,6 +63,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", TableProfile::json_schema());
             Ok(())
         }
+        Command::Report(args) => report::run(args),
+        Command::Show(args) => show::run(args),
+        Command::Cluster(command) => cluster::run(command),
     }
 }
 

@@ -108,6 +108,9 @@ fn init_logs(format: &str) {
 async fn main() -> Result<()> {
     let args = Args::parse();
     init_logs(&args.log_format);
+    // kube's TLS uses ring and object_store's aws-lc-rs: with both compiled in, rustls cannot
+    // pick a provider by itself and the first API connection would panic.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Err(err) = run(args).await {
         error!(error = %format!("{err:#}"), "th-operator stopped");
         return Err(err);

@@ -51,7 +51,10 @@ impl RowHashes {
     fn switch_to_sketch(&mut self) {
         if let State::Exact(set) = &self.state {
             let mut hll = HllSketch::new(self.lg_k, HllType::Hll8).expect("lg_k validated");
-            for &h in set {
+            // Sorted, so that the sketch does not depend on the set's random iteration order.
+            let mut hashes: Vec<u64> = set.iter().copied().collect();
+            hashes.sort_unstable();
+            for h in hashes {
                 hll.update(h);
             }
             self.state = State::Sketch(hll);

@@ -194,7 +194,11 @@ impl<K: ValueKey> Values<K> {
         let mut freq = self.new_freq();
         match std::mem::replace(&mut self.mode, Mode::Exact(HashMap::new())) {
             Mode::Exact(map) => {
-                for (k, c) in map {
+                // In key order, not the map's (randomly seeded) order: the sketches then come
+                // out the same on every run over the same rows.
+                let mut counts: Vec<(K, u64)> = map.into_iter().collect();
+                counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                for (k, c) in counts {
                     hll_update_owned(&k, &mut hll);
                     freq.update_with_count(k.clone(), c);
                     self.evicted.push((k, c));
@@ -231,7 +235,9 @@ impl<K: ValueKey> Values<K> {
         };
         let map = std::mem::take(map);
         let mut hll = self.new_hll();
-        for k in map.keys() {
+        let mut keys: Vec<&K> = map.keys().collect();
+        keys.sort_unstable();
+        for k in keys {
             hll_update_owned(k, &mut hll);
         }
         let (top, bottom) =
