@@ -26,6 +26,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# Nothing here reads input: whatever the caller's stdin holds must not reach a tool that does
+# (`rustc -`, which cargo runs to learn the target, reads its source from stdin).
+exec </dev/null
 S3=$ROOT/scripts/s3-server.sh
 
 T_ALL=${EPOCHREALTIME/[.,]/}
