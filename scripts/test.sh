@@ -8,6 +8,7 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh) and
 #                                       with headless Chromium (scripts/chromium.sh) for `th report`
+#                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`
 #
 # The profile format's JSON Schema is checked for drift by a test (cli/tests/cli.rs,
 # schema_command_prints_the_published_schema): `th schema` must equal schema/profile.schema.json.
@@ -136,9 +137,17 @@ fi
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.
 ensure_chromium() {
-  TH_CHROMIUM=$(scripts/chromium.sh)
+  # `|| return`: `step` runs this inside `if`, where `set -e` does not stop a failed assignment
+  TH_CHROMIUM=$(scripts/chromium.sh) || return
   export TH_CHROMIUM
   export TH_ARTIFACTS_DIR=${TH_ARTIFACTS_DIR:-$ROOT/artifacts}
 }
 step chromium ensure_chromium
+# kubectl for the `kubectl apply --dry-run=client` test of `th submit --dry-run`
+# (cli/tests/kubectl.rs): the one on PATH, else Debian's kubernetes-client, installed when missing.
+ensure_kubectl() {
+  TH_KUBECTL=$(scripts/kubectl.sh) || return
+  export TH_KUBECTL
+}
+step kubectl ensure_kubectl
 step test run_tests "$@"

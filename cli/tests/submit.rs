@@ -1,12 +1,13 @@
 //! `th submit` and the cluster commands as a user runs them: the real binary.
 //!
 //! `--dry-run` manifests are parsed back as the operator's `ProfileJob` type and checked against
-//! the CRD's OpenAPI schema and CEL rules with kube-cel's client-side validator, as
-//! operator/tests/crd.rs checks deploy/examples. That stands in for
-//! `kubectl apply --dry-run=client`, which Debian's kubectl cannot do for a custom kind without a
-//! server to discover it from. Bad flags, a missing kubeconfig and a few API answers (served by a
-//! small fake API server on 127.0.0.1) must end in a sentence that says what to do, and a
-//! meaningful exit code.
+//! the CRD's CEL rules with kube-cel's client-side validator (it evaluates the
+//! `x-kubernetes-validations` rules, with the schema's defaults applied, not the OpenAPI types),
+//! as operator/tests/crd.rs checks deploy/examples. cli/tests/kubectl.rs applies them with the
+//! real `kubectl apply --dry-run=client`, which checks their fields and types against the CRD's
+//! schema as a cluster publishes it. Bad flags, a missing kubeconfig and a few API answers
+//! (served by a small fake API server on 127.0.0.1) must end in a sentence that says what to do,
+//! and a meaningful exit code.
 
 use kube::CustomResourceExt;
 use kube_cel::Validator;
@@ -80,7 +81,7 @@ fn schema() -> Value {
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
-/// The CRD's schema and CEL rules on an object, as the API server would apply them.
+/// The CRD's CEL rules on an object (defaults applied), as the API server would apply them.
 fn admission_errors(object: &Value) -> Vec<String> {
     match Validator::new().validate(&schema(), object, None) {
         Ok(()) => Vec::new(),
