@@ -6,7 +6,8 @@
 #   2. scripts/check-deploy.sh          the Helm chart, kustomize base, images and Argo CD health
 #                                       check, rendered and validated (no cargo needed)
 #   3. cargo clippy --workspace --all-targets -- -D warnings
-#   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh) and
+#   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh), a
+#                                       Dask scheduler and worker (scripts/dask-cluster.sh), and
 #                                       with headless Chromium (scripts/chromium.sh) for `th report`
 #                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`
 #
@@ -21,8 +22,9 @@
 #   scripts/test.sh                      everything
 #   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
 #
-# Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT, if already
-# set, is used as is and no server is started; TH_CACHE is passed on to s3-server.sh.
+# Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT and
+# TH_TEST_DASK_SCHEDULER, if already set, are used as they are and no server is started; TH_CACHE
+# is passed on to s3-server.sh and dask-cluster.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,6 +33,7 @@ cd "$ROOT"
 # (`rustc -`, which cargo runs to learn the target, reads its source from stdin).
 exec </dev/null
 S3=$ROOT/scripts/s3-server.sh
+DASK=$ROOT/scripts/dask-cluster.sh
 
 T_ALL=${EPOCHREALTIME/[.,]/}
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
@@ -58,6 +61,8 @@ step() {
 # ---- S3 server lifecycle -------------------------------------------------------------------
 S3_RUN=""
 INSTALL_PID=""
+DASK_RUN=""
+DASK_INSTALL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -66,6 +71,10 @@ cleanup() {
   if [ -n "$S3_RUN" ]; then
     S3_RUN_DIR=$S3_RUN "$S3" stop || true
     rm -rf "$S3_RUN"
+  fi
+  if [ -n "$DASK_RUN" ]; then
+    DASK_RUN_DIR=$DASK_RUN "$DASK" stop || true
+    rm -rf "$DASK_RUN"
   fi
   if [ "$rc" -eq 0 ]; then
     printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
@@ -86,6 +95,30 @@ if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
   "$S3" install >"$S3_RUN/install.log" 2>&1 &
   INSTALL_PID=$!
 fi
+
+# The Dask cluster (scheduler + 1 worker on 127.0.0.1) for tests/dask.rs: installed alongside.
+if [ -z "${TH_TEST_DASK_SCHEDULER:-}" ]; then
+  DASK_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-dask.XXXXXX")
+  "$DASK" install >"$DASK_RUN/install.log" 2>&1 &
+  DASK_INSTALL_PID=$!
+fi
+
+start_dask() {
+  if [ -n "$DASK_INSTALL_PID" ]; then
+    local rc=0
+    wait "$DASK_INSTALL_PID" || rc=$?
+    DASK_INSTALL_PID=""
+    if [ "$rc" -ne 0 ]; then
+      cat "$DASK_RUN/install.log" >&2
+      return "$rc"
+    fi
+  fi
+  local line
+  line=$(DASK_RUN_DIR=$DASK_RUN "$DASK" start) || return
+  TH_TEST_DASK_SCHEDULER=${line#TH_TEST_DASK_SCHEDULER=}
+  export TH_TEST_DASK_SCHEDULER
+  echo "TH_TEST_DASK_SCHEDULER=$TH_TEST_DASK_SCHEDULER" >&2
+}
 
 start_s3() {
   if [ -n "$INSTALL_PID" ]; then
@@ -117,6 +150,7 @@ ensure_component() {  # cargo subcommand, rustup component
 run_tests() {
   env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT -u AWS_ENDPOINT_URL \
     TH_TEST_S3_ENDPOINT="$TH_TEST_S3_ENDPOINT" \
+    TH_TEST_DASK_SCHEDULER="$TH_TEST_DASK_SCHEDULER" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
@@ -133,6 +167,11 @@ if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
   step s3-start start_s3
 else
   echo "using the S3 endpoint given in TH_TEST_S3_ENDPOINT=$TH_TEST_S3_ENDPOINT" >&2
+fi
+if [ -z "${TH_TEST_DASK_SCHEDULER:-}" ]; then
+  step dask-start start_dask
+else
+  echo "using the Dask scheduler given in TH_TEST_DASK_SCHEDULER=$TH_TEST_DASK_SCHEDULER" >&2
 fi
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.

@@ -65,8 +65,9 @@ impl Backend {
     pub fn unavailable_message(self) -> String {
         let name = format!("{self:?}").to_lowercase();
         format!(
-            "the {name} backend is not available in this build yet: submitting to Spark, Dask and Ray clusters \
-             arrives with the remote backends; profile in-process with --backend local (the default)"
+            "the {name} backend is not available in this build yet: submitting to Spark and Ray clusters \
+             arrives with the remote backends; profile in-process with --backend local (the default) \
+             or on a Dask cluster with --backend dask"
         )
     }
 }
@@ -241,6 +242,14 @@ pub struct ProfileArgs {
     /// Also write the plan here.
     #[arg(long)]
     pub plan_out: Option<String>,
+    /// Remote backends: where the plan and the tasks' partials go, a prefix the cluster's
+    /// workers can read and write (default: `.th-work/<run>` beside --output, else a local
+    /// temporary directory, which only workers on this machine can reach).
+    #[arg(long, value_name = "URI")]
+    pub work_dir: Option<String>,
+    /// Remote backends: retries of a task that failed transiently (not for bad data).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
 }
 
 impl ProfileArgs {

@@ -2,6 +2,7 @@
 
 mod args;
 mod cluster;
+mod dask;
 mod exit;
 mod load;
 mod numfmt;
@@ -26,7 +27,7 @@ fn main() -> std::process::ExitCode {
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            let code = exit::code(&err);
+            let code = dask::exit_code(&err).unwrap_or_else(|| exit::code(&err));
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "error: {err:#}");
             if let Some(hint) = exit::hint(&err) {
@@ -86,6 +87,7 @@ async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) ->
 fn profile(args: ProfileArgs) -> Result<()> {
     match args.backend()? {
         Backend::Local | Backend::Auto => {}
+        Backend::Dask => return dask::profile(args),
         remote => return Err(exit::Unavailable(remote.unavailable_message()).into()),
     }
     let workers = args.workers();
@@ -106,19 +108,33 @@ fn profile(args: ProfileArgs) -> Result<()> {
         anyhow::Ok((plan, merged?))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
+    finish_profile(&rt, &args, &storage, &plan, &merged, elapsed, workers)
+}
+
+/// The end of every `th profile`, wherever its tasks ran: the profile of the merged partials,
+/// written where `--output` and `--partial-out` say, then printed (`--json`) or summarised.
+pub(crate) fn finish_profile(
+    rt: &tokio::runtime::Runtime,
+    args: &ProfileArgs,
+    storage: &StorageOptions,
+    plan: &Plan,
+    merged: &PartialProfile,
+    elapsed_ms: u64,
+    workers: usize,
+) -> Result<()> {
     let profile = TableProfile::from_partial(
-        &merged,
-        elapsed,
+        merged,
+        elapsed_ms,
         args.keep_state,
         plan.options.histogram_bins,
     );
     let json = profile.to_json();
     if let Some(out) = &args.output {
-        rt.block_on(dataset::write_object(out, &storage, json.clone()))
+        rt.block_on(dataset::write_object(out, storage, json.clone()))
             .with_context(|| format!("writing the profile to {out}"))?;
     }
     if let Some(out) = &args.partial_out {
-        rt.block_on(dataset::write_object(out, &storage, merged.to_bytes()))
+        rt.block_on(dataset::write_object(out, storage, merged.to_bytes()))
             .with_context(|| format!("writing the partial profile to {out}"))?;
     }
     let mut stdout = std::io::stdout().lock();

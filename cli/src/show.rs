@@ -237,29 +237,7 @@ pub fn print(out: &mut impl Write, p: &TableProfile, style: Style) -> io::Result
         count(p.partitioning.tasks_total),
         p.partitioning.strategies.join(", "),
     )?;
-    if let Some(s) = &p.sampling {
-        writeln!(
-            out,
-            "sampled {} ({}): {} of {} rows; every figure is of the sample",
-            percent(s.fraction),
-            s.seed
-                .map_or("seeds differ".to_string(), |s| format!("seed {s}")),
-            count(p.row_count),
-            count(s.rows_scanned),
-        )?;
-    }
-    if let Some(d) = p.duplicate_row_count {
-        match p.accuracy.duplicate_row_count.as_ref().filter(|e| !e.exact) {
-            Some(e) => writeln!(
-                out,
-                "duplicate rows: ≈{} (between {} and {}, 99.7%)",
-                count(d),
-                count(e.lower_bound.unwrap_or(0.0) as u64),
-                count(e.upper_bound.unwrap_or(0.0) as u64)
-            )?,
-            None => writeln!(out, "duplicate rows: {}", count(d))?,
-        }
-    }
+    crate::summary::notes(out, p)?;
     if !p.partitioning.missing_tasks.is_empty() {
         writeln!(
             out,

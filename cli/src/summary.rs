@@ -4,17 +4,7 @@ use serde_json::Value;
 use std::io::{self, Write};
 use truthound_profile::TableProfile;
 
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+use crate::numfmt::count as thousands;
 
 /// A fraction as a percentage without float noise: 0.1 → 10, 0.125 → 12.5, 1e-5 → 0.001.
 fn percent(fraction: f64) -> String {
@@ -59,22 +49,9 @@ fn truncate(s: &str, width: usize) -> String {
     }
 }
 
-pub fn print(
-    out: &mut impl Write,
-    p: &TableProfile,
-    workers: usize,
-    written: Option<&str>,
-) -> io::Result<()> {
-    let source = p.sources.first().map_or("", |s| s.uri.as_str());
-    writeln!(
-        out,
-        "{source}: {} rows × {} columns in {:.2} s ({} tasks, {}, {workers} workers)",
-        thousands(p.row_count),
-        p.column_count,
-        p.profile_duration_ms as f64 / 1000.0,
-        p.partitioning.tasks_merged,
-        p.partitioning.strategies.join(", "),
-    )?;
+/// The lines under a profile's headline, in `th profile`'s summary and in `th show`: the sample
+/// and the duplicate rows.
+pub fn notes(out: &mut impl Write, p: &TableProfile) -> io::Result<()> {
     if let Some(s) = &p.sampling {
         let seed = s
             .seed
@@ -99,6 +76,26 @@ pub fn print(
             None => writeln!(out, "duplicate rows: {}", thousands(d))?,
         }
     }
+    Ok(())
+}
+
+pub fn print(
+    out: &mut impl Write,
+    p: &TableProfile,
+    workers: usize,
+    written: Option<&str>,
+) -> io::Result<()> {
+    let source = p.sources.first().map_or("", |s| s.uri.as_str());
+    writeln!(
+        out,
+        "{source}: {} rows × {} columns in {:.2} s ({} tasks, {}, {workers} workers)",
+        thousands(p.row_count),
+        p.column_count,
+        p.profile_duration_ms as f64 / 1000.0,
+        p.partitioning.tasks_merged,
+        p.partitioning.strategies.join(", "),
+    )?;
+    notes(out, p)?;
     writeln!(out)?;
     let header = [
         "column",

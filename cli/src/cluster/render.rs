@@ -37,17 +37,7 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+pub use crate::numfmt::count as thousands;
 
 /// An age as kubectl prints it: 45s, 5m30s, 42m, 5h10m, 30h, 3d4h, 12d.
 pub fn age(seconds: i64) -> String {

@@ -1,0 +1,684 @@
+//! The Dask backend's core, without Kubernetes: submit a plan's tasks to a Dask cluster, follow
+//! each task's state, cancel, and leave the partials where the plan's work prefix says.
+//!
+//! Dask has no job-submission API. As the Dask Kubernetes operator's DaskJob does, a *runner*
+//! process connects to the scheduler as a client and maps the tasks over its workers:
+//! `worker-image/drivers/dask_runner.py`, embedded here ([`RUNNER_PY`]) and run with a python
+//! that has `dask[distributed]` (`TH_DASK_PYTHON`, else the virtualenv `scripts/dask-cluster.sh`
+//! installs, else `python3`). Each Dask task runs `th-worker run-task --plan PLAN --task I --out
+//! PARTIALS/I` in a subprocess, so the profiling code and the partials are those of every other
+//! backend; `th-worker` is shipped to the workers that lack it. The runner reports each task's
+//! state changes as JSON lines, which [`DaskRun`] folds into [`TaskState`]s: the same shape
+//! (task id → pending/running/succeeded/failed with a message) as the local backend's, and the
+//! operator's [`TaskCounts`] and [`TaskFailure`]s.
+//!
+//! `th profile --backend dask` runs the runner as a local process; the operator will run the same
+//! runner as a `batch/v1` Job from the worker image.
+//!
+//! Retries: a task whose `th-worker` exits with anything but 0, 64 (invalid request) or 65 (bad
+//! data) is retried by Dask up to [`DaskSubmit::retries`] times; 64 and 65 fail it at once.
+
+use crate::crd::{TaskCounts, TaskFailure};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// The runner, as `worker-image/drivers/dask_runner.py` holds it.
+pub const RUNNER_PY: &str = include_str!("../../../worker-image/drivers/dask_runner.py");
+/// The Dask version the runner is tested with (what `scripts/dask-cluster.sh` installs).
+pub const DASK_REQUIREMENT: &str = "dask[distributed]==2026.8.0";
+/// Default retries of a task that failed transiently.
+pub const DEFAULT_RETRIES: u32 = 2;
+/// How much of the runner's stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+
+/// What to run, and where.
+#[derive(Debug, Clone)]
+pub struct DaskSubmit {
+    /// The scheduler's address, e.g. `tcp://dask-scheduler:8786`.
+    pub scheduler: String,
+    /// Names this run: Dask keys are `<run_id>-<task>`. A reconciler uses the same id again to
+    /// find its tasks; a CLI run uses a fresh one.
+    pub run_id: String,
+    /// The plan, where the workers can read it (object storage, or a shared file system).
+    pub plan_uri: String,
+    /// Task `i` writes its partial to `<partials_prefix>/<i>`.
+    pub partials_prefix: String,
+    /// The tasks to run (all of the plan's, or those without a partial yet).
+    pub tasks: Vec<u32>,
+    /// Environment of each `th-worker` (storage endpoint, credentials). Sent to the workers
+    /// through the scheduler.
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments of `th-worker run-task` (e.g. `--allow-http`, `--region R`).
+    pub worker_args: Vec<String>,
+    /// Retries of a task that failed transiently.
+    pub retries: u32,
+    /// A `th-worker` binary to ship to the workers that lack it (None: they must have one on
+    /// their PATH).
+    pub worker_bin: Option<PathBuf>,
+    /// The python that runs the runner (None: [`default_python`]).
+    pub python: Option<PathBuf>,
+    /// How long to wait for the scheduler.
+    pub connect_timeout: Duration,
+}
+
+impl DaskSubmit {
+    /// The runner's input (one JSON object on its stdin, so that credentials are not in its
+    /// command line).
+    fn runner_input(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scheduler": self.scheduler,
+            "run_id": self.run_id,
+            "plan_uri": self.plan_uri,
+            "partials_prefix": self.partials_prefix,
+            "tasks": self.tasks,
+            "env": self.env,
+            "storage_args": self.worker_args,
+            "retries": self.retries,
+            "worker_bin": self.worker_bin.as_ref().map(|p| p.display().to_string()),
+            "connect_timeout": self.connect_timeout.as_secs_f64(),
+        })
+    }
+}
+
+/// A task's phase, as for the local backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// One task's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskState {
+    pub task: u32,
+    pub phase: TaskPhase,
+    /// Attempts started (retries are `attempts - 1`).
+    pub attempts: u32,
+    /// The exit code of the last finished attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// What `th-worker` said when the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The Dask worker of the last attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Milliseconds of the successful attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub millis: Option<u64>,
+}
+
+impl TaskState {
+    fn pending(task: u32) -> TaskState {
+        TaskState {
+            task,
+            phase: TaskPhase::Pending,
+            attempts: 0,
+            exit_code: None,
+            message: None,
+            worker: None,
+            millis: None,
+        }
+    }
+
+    /// BadData, Invalid, Transient or Error, from `th-worker`'s exit code (the operator's
+    /// [`TaskFailure::reason`]).
+    pub fn reason(&self) -> &'static str {
+        reason(self.exit_code)
+    }
+}
+
+fn reason(exit_code: Option<i32>) -> &'static str {
+    match exit_code {
+        Some(65) => "BadData",
+        Some(64) => "Invalid",
+        Some(75) => "Transient",
+        _ => "Error",
+    }
+}
+
+/// A change the runner reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEvent {
+    /// Connected to the scheduler, which has `workers` workers with `threads` threads in all.
+    Connected { workers: u32, threads: u32 },
+    /// `th-worker` was shipped to these workers; these have none.
+    WorkerBin {
+        shipped: Vec<String>,
+        missing: Vec<String>,
+    },
+    /// A task changed state.
+    Task(TaskState),
+    /// A task's attempt failed transiently and is retried.
+    Retrying {
+        task: u32,
+        attempt: u32,
+        exit_code: Option<i32>,
+        message: String,
+    },
+    /// Every task ran to an end.
+    Finished { succeeded: u32, failed: u32 },
+}
+
+/// What went wrong with the run itself (task failures are in the tasks' states).
+#[derive(Debug, thiserror::Error)]
+pub enum DaskError {
+    #[error("cannot reach the Dask scheduler at {address}: {detail}")]
+    Unreachable { address: String, detail: String },
+    /// No python, or no `dask.distributed` in it.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("invalid Dask submission: {0}")]
+    Invalid(String),
+    #[error("the Dask runner failed: {0}")]
+    Runner(String),
+    #[error("the Dask run was cancelled")]
+    Cancelled,
+}
+
+impl DaskError {
+    /// `th`'s exit code for it: 75 unreachable (retry later), 69 unavailable, 64 invalid, 130
+    /// cancelled, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaskError::Unreachable { .. } => 75,
+            DaskError::Unavailable(_) => 69,
+            DaskError::Invalid(_) => 64,
+            DaskError::Cancelled => 130,
+            DaskError::Runner(_) => 1,
+        }
+    }
+}
+
+/// The runner's python: `TH_DASK_PYTHON`; else the virtualenv of `scripts/dask-cluster.sh`
+/// (`$TH_CACHE/venv-dask`, `TH_CACHE` defaulting to `$XDG_CACHE_HOME/truthound` or
+/// `~/.cache/truthound`) when it exists; else `python3`.
+pub fn default_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("TH_DASK_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("TH_CACHE")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|p| !p.is_empty())
+                .map(|p| PathBuf::from(p).join("truthound"))
+        })
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("truthound"))
+        });
+    if let Some(venv) = cache.map(|c| c.join("venv-dask").join("bin").join("python"))
+        && venv.exists()
+    {
+        return venv;
+    }
+    PathBuf::from("python3")
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    tasks: BTreeMap<u32, TaskState>,
+    workers: Option<(u32, u32)>,
+    error: Option<(String, String)>,
+    finished: bool,
+    cancelled: bool,
+    stderr: String,
+}
+
+/// A submitted run: the runner process and the tasks' states.
+pub struct DaskRun {
+    scheduler: String,
+    python: PathBuf,
+    child: Child,
+    shared: Arc<Mutex<Shared>>,
+    events: mpsc::UnboundedReceiver<RunEvent>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DaskRun {
+    /// Starts the runner; the tasks are submitted once it has connected. Fails at once when the
+    /// python cannot be started; an unreachable scheduler or a missing Dask shows in
+    /// [`DaskRun::finish`].
+    pub async fn submit(s: DaskSubmit) -> Result<DaskRun, DaskError> {
+        if s.scheduler.trim().is_empty() {
+            return Err(DaskError::Invalid(
+                "no scheduler address (give --scheduler, or set DASK_SCHEDULER_ADDRESS)".into(),
+            ));
+        }
+        let python = s.python.clone().unwrap_or_else(default_python);
+        let mut cmd = Command::new(&python);
+        match std::env::var_os("TH_DASK_RUNNER").filter(|p| !p.is_empty()) {
+            Some(path) => cmd.arg(path),
+            None => cmd.arg("-c").arg(RUNNER_PY),
+        };
+        cmd.env("DASK_SCHEDULER_ADDRESS", &s.scheduler)
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                DaskError::Unavailable(format!(
+                    "cannot run {} for the Dask runner: {e}; install Python 3 and `pip install \
+                     '{DASK_REQUIREMENT}'` (scripts/dask-cluster.sh install does it in a \
+                     virtualenv), or set TH_DASK_PYTHON to a python that has it",
+                    python.display()
+                ))
+            } else {
+                DaskError::Runner(format!("cannot start {}: {e}", python.display()))
+            }
+        })?;
+        let input = serde_json::to_vec(&s.runner_input()).expect("runner input serializes");
+        if let Some(mut stdin) = child.stdin.take() {
+            // A runner that exits at once (no dask) closes its stdin: that shows in finish().
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }
+        let shared = Arc::new(Mutex::new(Shared {
+            tasks: s
+                .tasks
+                .iter()
+                .map(|&t| (t, TaskState::pending(t)))
+                .collect(),
+            ..Shared::default()
+        }));
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut readers = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let shared = shared.clone();
+            readers.push(tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    for ev in apply_line(&shared, &line) {
+                        let _ = tx.send(ev);
+                    }
+                }
+            }));
+        }
+        if let Some(mut stderr) = child.stderr.take() {
+            let shared = shared.clone();
+            readers.push(tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                while let Ok(n) = stderr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut sh = shared.lock().expect("dask run state");
+                    sh.stderr.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if sh.stderr.len() > 2 * STDERR_TAIL {
+                        let mut cut = sh.stderr.len() - STDERR_TAIL;
+                        while !sh.stderr.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        sh.stderr.drain(..cut);
+                    }
+                }
+            }));
+        }
+        Ok(DaskRun {
+            scheduler: s.scheduler,
+            python,
+            child,
+            shared,
+            events,
+            readers,
+        })
+    }
+
+    /// The tasks' states now.
+    pub fn poll(&self) -> Vec<TaskState> {
+        self.lock().tasks.values().cloned().collect()
+    }
+
+    /// The scheduler's workers and threads, once connected.
+    pub fn workers(&self) -> Option<(u32, u32)> {
+        self.lock().workers
+    }
+
+    /// Task counts in the operator's shape.
+    pub fn counts(&self) -> TaskCounts {
+        counts(&self.poll())
+    }
+
+    /// The failed tasks in the operator's shape.
+    pub fn failures(&self) -> Vec<TaskFailure> {
+        failures(&self.poll())
+    }
+
+    /// The next change, or None once the runner has said everything.
+    pub async fn next_event(&mut self) -> Option<RunEvent> {
+        self.events.recv().await
+    }
+
+    /// Cancels the run: the runner (SIGTERM) cancels the tasks, and running `th-worker`s are
+    /// killed within a few seconds; the runner is killed if it has not exited after 10 s.
+    pub async fn cancel(&mut self) {
+        self.lock().cancelled = true;
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+
+    /// Waits for the runner to end and returns the tasks' final states (some may have failed:
+    /// see [`TaskState::phase`]), or why the run itself failed.
+    pub async fn finish(mut self) -> Result<Vec<TaskState>, DaskError> {
+        // Drain the events (their state is already applied), then the process.
+        while self.events.recv().await.is_some() {}
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| DaskError::Runner(format!("waiting for the runner: {e}")))?;
+        for r in self.readers.drain(..) {
+            let _ = r.await;
+        }
+        let sh = self.lock();
+        if sh.cancelled {
+            return Err(DaskError::Cancelled);
+        }
+        let stderr_tail = || {
+            let t = sh.stderr.trim();
+            if t.is_empty() {
+                String::new()
+            } else {
+                format!("; its stderr ends with: {}", tail_lines(t, 10))
+            }
+        };
+        if let Some((kind, message)) = &sh.error {
+            return Err(match kind.as_str() {
+                "unreachable" => DaskError::Unreachable {
+                    address: self.scheduler.clone(),
+                    detail: message
+                        .strip_prefix(&format!(
+                            "cannot connect to the Dask scheduler at {}: ",
+                            self.scheduler
+                        ))
+                        .unwrap_or(message)
+                        .to_string(),
+                },
+                "missing_dependency" => DaskError::Unavailable(format!(
+                    "{message} (or set TH_DASK_PYTHON to a python that has it; \
+                     scripts/dask-cluster.sh install makes one)"
+                )),
+                "invalid" => DaskError::Invalid(message.clone()),
+                _ => DaskError::Runner(message.clone()),
+            });
+        }
+        if !status.success() || !sh.finished {
+            return Err(DaskError::Runner(format!(
+                "{} exited with {status} before every task ended{}",
+                self.python.display(),
+                stderr_tail()
+            )));
+        }
+        Ok(sh.tasks.values().cloned().collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().expect("dask run state")
+    }
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One line of the runner's stdout, applied to the state; the events it makes.
+fn apply_line(shared: &Mutex<Shared>, line: &str) -> Vec<RunEvent> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        // Not ours (a library printing on stdout): keep it with stderr for error messages.
+        let mut sh = shared.lock().expect("dask run state");
+        sh.stderr.push_str(line);
+        sh.stderr.push('\n');
+        return Vec::new();
+    };
+    let mut sh = shared.lock().expect("dask run state");
+    let str_of = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let u32_of = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as u32);
+    let strings = |k: &str| -> Vec<String> {
+        v.get(k)
+            .and_then(|x| x.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    if let Some(task) = u32_of("task") {
+        let exit_code = v
+            .get("exit_code")
+            .and_then(|x| x.as_i64())
+            .map(|x| x as i32);
+        let state = sh
+            .tasks
+            .entry(task)
+            .or_insert_with(|| TaskState::pending(task));
+        let done = matches!(state.phase, TaskPhase::Succeeded | TaskPhase::Failed);
+        match str_of("state").as_deref() {
+            Some("running") if !done => {
+                state.phase = TaskPhase::Running;
+                state.attempts = u32_of("attempt").unwrap_or(state.attempts + 1);
+                state.worker = str_of("worker");
+                return vec![RunEvent::Task(state.clone())];
+            }
+            Some("retrying") if !done => {
+                state.exit_code = exit_code;
+                state.message = str_of("message");
+                return vec![RunEvent::Retrying {
+                    task,
+                    attempt: u32_of("attempt").unwrap_or(state.attempts),
+                    exit_code,
+                    message: str_of("message").unwrap_or_default(),
+                }];
+            }
+            Some("succeeded") => {
+                state.phase = TaskPhase::Succeeded;
+                state.attempts = state.attempts.max(1);
+                state.exit_code = Some(0);
+                state.message = None;
+                state.millis = v.get("millis").and_then(|x| x.as_u64());
+                return vec![RunEvent::Task(state.clone())];
+            }
+            Some("failed") => {
+                state.phase = TaskPhase::Failed;
+                state.attempts = state.attempts.max(1);
+                state.exit_code = exit_code;
+                state.message = str_of("message");
+                return vec![RunEvent::Task(state.clone())];
+            }
+            _ => return Vec::new(),
+        }
+    }
+    match str_of("event").as_deref() {
+        Some("connected") => {
+            let w = (
+                u32_of("workers").unwrap_or(0),
+                u32_of("threads").unwrap_or(0),
+            );
+            sh.workers = Some(w);
+            vec![RunEvent::Connected {
+                workers: w.0,
+                threads: w.1,
+            }]
+        }
+        Some("worker_bin") => vec![RunEvent::WorkerBin {
+            shipped: strings("shipped"),
+            missing: strings("missing"),
+        }],
+        Some("finished") => {
+            sh.finished = true;
+            vec![RunEvent::Finished {
+                succeeded: u32_of("succeeded").unwrap_or(0),
+                failed: u32_of("failed").unwrap_or(0),
+            }]
+        }
+        Some("cancelled") => {
+            sh.cancelled = true;
+            Vec::new()
+        }
+        Some("error") => {
+            sh.error = Some((
+                str_of("kind").unwrap_or_else(|| "internal".into()),
+                str_of("message").unwrap_or_default(),
+            ));
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Task counts in the operator's shape.
+pub fn counts(tasks: &[TaskState]) -> TaskCounts {
+    let n = |p: TaskPhase| tasks.iter().filter(|t| t.phase == p).count() as u32;
+    let succeeded = n(TaskPhase::Succeeded);
+    TaskCounts {
+        total: tasks.len() as u32,
+        pending: n(TaskPhase::Pending),
+        running: n(TaskPhase::Running),
+        succeeded,
+        failed: n(TaskPhase::Failed),
+        retried: tasks.iter().map(|t| t.attempts.saturating_sub(1)).sum(),
+        summary: format!("{succeeded}/{}", tasks.len()),
+    }
+}
+
+/// The failed tasks in the operator's shape (time: now).
+pub fn failures(tasks: &[TaskState]) -> Vec<TaskFailure> {
+    let now = crate::status::rfc3339(time::OffsetDateTime::now_utc());
+    tasks
+        .iter()
+        .filter(|t| t.phase == TaskPhase::Failed)
+        .map(|t| TaskFailure {
+            task: t.task,
+            reason: t.reason().to_string(),
+            message: t.message.clone().unwrap_or_default(),
+            time: now.clone(),
+        })
+        .collect()
+}
+
+/// A `th-worker` next to `exe` (as `th` and `th-worker` are installed and built side by side).
+pub fn sibling_worker_bin(exe: &Path) -> Option<PathBuf> {
+    let p = exe.parent()?.join("th-worker");
+    p.is_file().then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(tasks: &[u32]) -> Mutex<Shared> {
+        Mutex::new(Shared {
+            tasks: tasks.iter().map(|&t| (t, TaskState::pending(t))).collect(),
+            ..Shared::default()
+        })
+    }
+
+    #[test]
+    fn folds_the_runner_lines_into_task_states() {
+        let sh = shared(&[0, 1, 2]);
+        for line in [
+            r#"{"event":"connected","scheduler":"tcp://x:1","workers":2,"threads":4}"#,
+            r#"{"task":0,"state":"running","attempt":1,"worker":"tcp://w1"}"#,
+            r#"{"task":1,"state":"running","attempt":1,"worker":"tcp://w1"}"#,
+            r#"{"task":1,"state":"retrying","attempt":1,"exit_code":75,"message":"timeout"}"#,
+            r#"{"task":1,"state":"running","attempt":2,"worker":"tcp://w2"}"#,
+            r#"{"task":0,"state":"succeeded","exit_code":0,"millis":12}"#,
+            r#"{"task":1,"state":"failed","exit_code":65,"message":"exit_code=65 reason=BadData: corrupt"}"#,
+            // a late "running" does not undo an end
+            r#"{"task":0,"state":"running","attempt":2}"#,
+            "not json",
+        ] {
+            apply_line(&sh, line);
+        }
+        let s = sh.lock().unwrap();
+        assert_eq!(s.workers, Some((2, 4)));
+        let t: Vec<TaskState> = s.tasks.values().cloned().collect();
+        assert_eq!(t[0].phase, TaskPhase::Succeeded);
+        assert_eq!(t[0].millis, Some(12));
+        assert_eq!(t[1].phase, TaskPhase::Failed);
+        assert_eq!(t[1].attempts, 2);
+        assert_eq!(t[1].reason(), "BadData");
+        assert_eq!(t[2].phase, TaskPhase::Pending);
+        let c = counts(&t);
+        assert_eq!(
+            (
+                c.total,
+                c.pending,
+                c.running,
+                c.succeeded,
+                c.failed,
+                c.retried
+            ),
+            (3, 1, 0, 1, 1, 1)
+        );
+        assert_eq!(c.summary, "1/3");
+        let f = failures(&t);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].task, f[0].reason.as_str()), (1, "BadData"));
+        assert!(s.stderr.contains("not json"));
+    }
+
+    #[test]
+    fn task_states_serialize_in_the_local_shape() {
+        let mut t = TaskState::pending(3);
+        t.phase = TaskPhase::Failed;
+        t.exit_code = Some(65);
+        t.message = Some("bad".into());
+        let v = serde_json::to_value(&t).unwrap();
+        assert_eq!(v["task"], 3);
+        assert_eq!(v["phase"], "failed");
+        assert_eq!(v["message"], "bad");
+    }
+
+    #[test]
+    fn runner_input_carries_the_submission() {
+        let s = DaskSubmit {
+            scheduler: "tcp://127.0.0.1:8786".into(),
+            run_id: "th-abc".into(),
+            plan_uri: "s3://b/run/plan.json".into(),
+            partials_prefix: "s3://b/run/partials".into(),
+            tasks: vec![0, 1],
+            env: BTreeMap::from([("TH_S3_ENDPOINT".into(), "http://x".into())]),
+            worker_args: vec!["--allow-http".into()],
+            retries: 2,
+            worker_bin: Some("/usr/bin/th-worker".into()),
+            python: None,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let v = s.runner_input();
+        assert_eq!(v["tasks"], serde_json::json!([0, 1]));
+        assert_eq!(v["env"]["TH_S3_ENDPOINT"], "http://x");
+        assert_eq!(v["worker_bin"], "/usr/bin/th-worker");
+        assert_eq!(v["connect_timeout"], 5.0);
+    }
+
+    #[test]
+    fn the_embedded_runner_is_the_driver() {
+        assert!(RUNNER_PY.contains("def _run_task("));
+        assert_eq!(DaskError::Unavailable(String::new()).exit_code(), 69);
+    }
+}
