@@ -7,7 +7,8 @@
 #                                       check, rendered and validated (no cargo needed)
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh), a
-#                                       Dask scheduler and worker (scripts/dask-cluster.sh), and
+#                                       Dask scheduler and worker (scripts/dask-cluster.sh), a Ray
+#                                       head (scripts/ray-cluster.sh), and
 #                                       with headless Chromium (scripts/chromium.sh) for `th report`
 #                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`
 #
@@ -22,9 +23,9 @@
 #   scripts/test.sh                      everything
 #   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
 #
-# Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT and
-# TH_TEST_DASK_SCHEDULER, if already set, are used as they are and no server is started; TH_CACHE
-# is passed on to s3-server.sh and dask-cluster.sh.
+# Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT,
+# TH_TEST_DASK_SCHEDULER and TH_TEST_RAY_ADDRESS, if already set, are used as they are and no
+# server is started; TH_CACHE is passed on to s3-server.sh, dask-cluster.sh and ray-cluster.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,6 +35,7 @@ cd "$ROOT"
 exec </dev/null
 S3=$ROOT/scripts/s3-server.sh
 DASK=$ROOT/scripts/dask-cluster.sh
+RAY=$ROOT/scripts/ray-cluster.sh
 
 T_ALL=${EPOCHREALTIME/[.,]/}
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
@@ -63,6 +65,8 @@ S3_RUN=""
 INSTALL_PID=""
 DASK_RUN=""
 DASK_INSTALL_PID=""
+RAY_RUN=""
+RAY_INSTALL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -75,6 +79,10 @@ cleanup() {
   if [ -n "$DASK_RUN" ]; then
     DASK_RUN_DIR=$DASK_RUN "$DASK" stop || true
     rm -rf "$DASK_RUN"
+  fi
+  if [ -n "$RAY_RUN" ]; then
+    RAY_RUN_DIR=$RAY_RUN "$RAY" stop || true
+    rm -rf "$RAY_RUN"
   fi
   if [ "$rc" -eq 0 ]; then
     printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
@@ -120,6 +128,31 @@ start_dask() {
   echo "TH_TEST_DASK_SCHEDULER=$TH_TEST_DASK_SCHEDULER" >&2
 }
 
+# The Ray head (2 CPUs, dashboard with the Jobs API on 127.0.0.1) for tests/ray.rs: installed
+# alongside. Its sockets live under the run dir, so keep TMPDIR short (paths under ~107 bytes).
+if [ -z "${TH_TEST_RAY_ADDRESS:-}" ]; then
+  RAY_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-ray.XXXXXX")
+  "$RAY" install >"$RAY_RUN/install.log" 2>&1 &
+  RAY_INSTALL_PID=$!
+fi
+
+start_ray() {
+  if [ -n "$RAY_INSTALL_PID" ]; then
+    local rc=0
+    wait "$RAY_INSTALL_PID" || rc=$?
+    RAY_INSTALL_PID=""
+    if [ "$rc" -ne 0 ]; then
+      cat "$RAY_RUN/install.log" >&2
+      return "$rc"
+    fi
+  fi
+  local line
+  line=$(RAY_RUN_DIR=$RAY_RUN "$RAY" start) || return
+  TH_TEST_RAY_ADDRESS=${line#TH_TEST_RAY_ADDRESS=}
+  export TH_TEST_RAY_ADDRESS
+  echo "TH_TEST_RAY_ADDRESS=$TH_TEST_RAY_ADDRESS" >&2
+}
+
 start_s3() {
   if [ -n "$INSTALL_PID" ]; then
     local rc=0
@@ -149,8 +182,10 @@ ensure_component() {  # cargo subcommand, rustup component
 
 run_tests() {
   env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT -u AWS_ENDPOINT_URL \
+    -u RAY_ADDRESS -u DASK_SCHEDULER_ADDRESS \
     TH_TEST_S3_ENDPOINT="$TH_TEST_S3_ENDPOINT" \
     TH_TEST_DASK_SCHEDULER="$TH_TEST_DASK_SCHEDULER" \
+    TH_TEST_RAY_ADDRESS="$TH_TEST_RAY_ADDRESS" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
@@ -172,6 +207,11 @@ if [ -z "${TH_TEST_DASK_SCHEDULER:-}" ]; then
   step dask-start start_dask
 else
   echo "using the Dask scheduler given in TH_TEST_DASK_SCHEDULER=$TH_TEST_DASK_SCHEDULER" >&2
+fi
+if [ -z "${TH_TEST_RAY_ADDRESS:-}" ]; then
+  step ray-start start_ray
+else
+  echo "using the Ray dashboard given in TH_TEST_RAY_ADDRESS=$TH_TEST_RAY_ADDRESS" >&2
 fi
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.

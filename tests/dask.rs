@@ -43,33 +43,6 @@ fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("th runs")
 }
 
-fn quantiles_close(a: &Value, b: &Value) {
-    for c in b["columns"].as_array().unwrap() {
-        let name = c["name"].as_str().unwrap();
-        let (qa, qb) = (&column(a, name)["quantiles"], &c["quantiles"]);
-        let (Some(qa), Some(qb)) = (qa.as_object(), qb.as_object()) else {
-            assert_eq!(qa, qb, "{name}.quantiles");
-            continue;
-        };
-        let (min, max) = (c["min"].as_f64(), c["max"].as_f64());
-        let range = match (min, max) {
-            (Some(lo), Some(hi)) => hi - lo,
-            _ => 0.0,
-        };
-        for (k, vb) in qb {
-            let (Some(x), Some(y)) = (qa[k].as_f64(), vb.as_f64()) else {
-                assert_eq!(&qa[k], vb, "{name}.quantiles.{k}");
-                continue;
-            };
-            // KLL's rank error is 1.33% at 99%: compare within 3% of the range.
-            assert!(
-                (x - y).abs() <= 0.03 * range + 1e-9,
-                "{name}.quantiles.{k}: {x} vs {y}"
-            );
-        }
-    }
-}
-
 #[test]
 fn dask_profile_equals_the_local_profile() {
     let bucket = new_bucket("dask");

@@ -203,3 +203,31 @@ pub fn assert_same_exact(a: &serde_json::Value, b: &serde_json::Value) {
         }
     }
 }
+
+/// The quantiles of two profiles agree within KLL's error (3% of each column's range).
+pub fn quantiles_close(a: &serde_json::Value, b: &serde_json::Value) {
+    for c in b["columns"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let (qa, qb) = (&column(a, name)["quantiles"], &c["quantiles"]);
+        let (Some(qa), Some(qb)) = (qa.as_object(), qb.as_object()) else {
+            assert_eq!(qa, qb, "{name}.quantiles");
+            continue;
+        };
+        let (min, max) = (c["min"].as_f64(), c["max"].as_f64());
+        let range = match (min, max) {
+            (Some(lo), Some(hi)) => hi - lo,
+            _ => 0.0,
+        };
+        for (k, vb) in qb {
+            let (Some(x), Some(y)) = (qa[k].as_f64(), vb.as_f64()) else {
+                assert_eq!(&qa[k], vb, "{name}.quantiles.{k}");
+                continue;
+            };
+            // KLL's rank error is 1.33% at 99%: compare within 3% of the range.
+            assert!(
+                (x - y).abs() <= 0.03 * range + 1e-9,
+                "{name}.quantiles.{k}: {x} vs {y}"
+            );
+        }
+    }
+}

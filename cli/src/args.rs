@@ -65,9 +65,9 @@ impl Backend {
     pub fn unavailable_message(self) -> String {
         let name = format!("{self:?}").to_lowercase();
         format!(
-            "the {name} backend is not available in this build yet: submitting to Spark and Ray clusters \
-             arrives with the remote backends; profile in-process with --backend local (the default) \
-             or on a Dask cluster with --backend dask"
+            "the {name} backend is not available in this build yet: submitting to Spark clusters \
+             arrives with the remote backends; profile in-process with --backend local (the default), \
+             on a Dask cluster with --backend dask, or on a Ray cluster with --backend ray"
         )
     }
 }
@@ -221,6 +221,10 @@ pub struct ProfileArgs {
     /// Dask scheduler address (the ancestor's flag; for the dask backend).
     #[arg(long, env = "DASK_SCHEDULER_ADDRESS")]
     pub scheduler: Option<String>,
+    /// Ray dashboard address, whose Jobs API the ray backend submits to, e.g.
+    /// http://127.0.0.1:8265.
+    #[arg(long, env = "RAY_ADDRESS", value_name = "URL")]
+    pub ray_address: Option<String>,
     /// Worker threads (default: the cores).
     #[arg(long, short = 'w', env = "TRUTHOUND_NUM_WORKERS")]
     pub workers: Option<usize>,

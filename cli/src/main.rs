@@ -7,6 +7,8 @@ mod exit;
 mod load;
 mod numfmt;
 mod progress;
+mod ray;
+mod remote;
 mod report;
 mod show;
 mod summary;
@@ -27,7 +29,7 @@ fn main() -> std::process::ExitCode {
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            let code = dask::exit_code(&err).unwrap_or_else(|| exit::code(&err));
+            let code = remote::exit_code(&err).unwrap_or_else(|| exit::code(&err));
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "error: {err:#}");
             if let Some(hint) = exit::hint(&err) {
@@ -88,6 +90,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
     match args.backend()? {
         Backend::Local | Backend::Auto => {}
         Backend::Dask => return dask::profile(args),
+        Backend::Ray => return ray::profile(args),
         remote => return Err(exit::Unavailable(remote.unavailable_message()).into()),
     }
     let workers = args.workers();

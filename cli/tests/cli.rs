@@ -508,21 +508,42 @@ fn bad_sample_flags_are_refused() {
 
 #[test]
 fn remote_backends_say_they_are_not_available_yet() {
-    // Dask runs (tests/dask.rs, against a real cluster); Spark and Ray not yet.
-    for backend in ["spark", "ray"] {
-        let err = fails(&["profile", "x.parquet", "--backend", backend], 69);
-        assert!(
-            err.contains(&format!("the {backend} backend is not available")),
-            "{err}"
-        );
-        assert!(err.contains("--backend local"), "{err}");
-    }
+    // Dask and Ray run (tests/dask.rs, tests/ray.rs, against real clusters); Spark not yet.
+    let err = fails(&["profile", "x.parquet", "--backend", "spark"], 69);
+    assert!(err.contains("the spark backend is not available"), "{err}");
+    assert!(err.contains("--backend local"), "{err}");
     let out = Command::new(env!("CARGO_BIN_EXE_th"))
         .args(["profile", "x.parquet"])
-        .env("TRUTHOUND_DISTRIBUTED_BACKEND", "ray")
+        .env("TRUTHOUND_DISTRIBUTED_BACKEND", "spark")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(69));
+}
+
+#[test]
+fn the_ray_backend_needs_a_dashboard_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.csv");
+    std::fs::write(&file, "a\n1\n").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_th"))
+            .args(["profile", file.to_str().unwrap(), "--backend", "ray"])
+            .args(extra)
+            .env_remove("RAY_ADDRESS")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--ray-address"), "{err}");
+    // A Ray client address is not the Jobs API.
+    let (code, err) = run(&["--ray-address", "ray://127.0.0.1:10001"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("http://HOST:8265"), "{err}");
 }
 
 #[test]

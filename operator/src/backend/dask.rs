@@ -18,8 +18,9 @@
 //! Retries: a task whose `th-worker` exits with anything but 0, 64 (invalid request) or 65 (bad
 //! data) is retried by Dask up to [`DaskSubmit::retries`] times; 64 and 65 fail it at once.
 
+pub use super::tasks::{RunEvent, TaskPhase, TaskState, counts, failures};
+use super::tasks::{TaskBoard, tail_lines, trim_front};
 use crate::crd::{TaskCounts, TaskFailure};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -87,89 +88,6 @@ impl DaskSubmit {
     }
 }
 
-/// A task's phase, as for the local backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskPhase {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-}
-
-/// One task's state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskState {
-    pub task: u32,
-    pub phase: TaskPhase,
-    /// Attempts started (retries are `attempts - 1`).
-    pub attempts: u32,
-    /// The exit code of the last finished attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// What `th-worker` said when the last attempt failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The Dask worker of the last attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker: Option<String>,
-    /// Milliseconds of the successful attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub millis: Option<u64>,
-}
-
-impl TaskState {
-    fn pending(task: u32) -> TaskState {
-        TaskState {
-            task,
-            phase: TaskPhase::Pending,
-            attempts: 0,
-            exit_code: None,
-            message: None,
-            worker: None,
-            millis: None,
-        }
-    }
-
-    /// BadData, Invalid, Transient or Error, from `th-worker`'s exit code (the operator's
-    /// [`TaskFailure::reason`]).
-    pub fn reason(&self) -> &'static str {
-        reason(self.exit_code)
-    }
-}
-
-fn reason(exit_code: Option<i32>) -> &'static str {
-    match exit_code {
-        Some(65) => "BadData",
-        Some(64) => "Invalid",
-        Some(75) => "Transient",
-        _ => "Error",
-    }
-}
-
-/// A change the runner reported.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RunEvent {
-    /// Connected to the scheduler, which has `workers` workers with `threads` threads in all.
-    Connected { workers: u32, threads: u32 },
-    /// `th-worker` was shipped to these workers; these have none.
-    WorkerBin {
-        shipped: Vec<String>,
-        missing: Vec<String>,
-    },
-    /// A task changed state.
-    Task(TaskState),
-    /// A task's attempt failed transiently and is retried.
-    Retrying {
-        task: u32,
-        attempt: u32,
-        exit_code: Option<i32>,
-        message: String,
-    },
-    /// Every task ran to an end.
-    Finished { succeeded: u32, failed: u32 },
-}
-
 /// What went wrong with the run itself (task failures are in the tasks' states).
 #[derive(Debug, thiserror::Error)]
 pub enum DaskError {
@@ -228,11 +146,7 @@ pub fn default_python() -> PathBuf {
 
 #[derive(Debug, Default)]
 struct Shared {
-    tasks: BTreeMap<u32, TaskState>,
-    workers: Option<(u32, u32)>,
-    error: Option<(String, String)>,
-    finished: bool,
-    cancelled: bool,
+    board: TaskBoard,
     stderr: String,
 }
 
@@ -287,11 +201,7 @@ impl DaskRun {
             let _ = stdin.shutdown().await;
         }
         let shared = Arc::new(Mutex::new(Shared {
-            tasks: s
-                .tasks
-                .iter()
-                .map(|&t| (t, TaskState::pending(t)))
-                .collect(),
+            board: TaskBoard::new(&s.tasks),
             ..Shared::default()
         }));
         let (tx, events) = mpsc::unbounded_channel();
@@ -317,13 +227,7 @@ impl DaskRun {
                     }
                     let mut sh = shared.lock().expect("dask run state");
                     sh.stderr.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    if sh.stderr.len() > 2 * STDERR_TAIL {
-                        let mut cut = sh.stderr.len() - STDERR_TAIL;
-                        while !sh.stderr.is_char_boundary(cut) {
-                            cut += 1;
-                        }
-                        sh.stderr.drain(..cut);
-                    }
+                    trim_front(&mut sh.stderr, STDERR_TAIL);
                 }
             }));
         }
@@ -339,12 +243,12 @@ impl DaskRun {
 
     /// The tasks' states now.
     pub fn poll(&self) -> Vec<TaskState> {
-        self.lock().tasks.values().cloned().collect()
+        self.lock().board.states()
     }
 
     /// The scheduler's workers and threads, once connected.
     pub fn workers(&self) -> Option<(u32, u32)> {
-        self.lock().workers
+        self.lock().board.workers
     }
 
     /// Task counts in the operator's shape.
@@ -365,7 +269,7 @@ impl DaskRun {
     /// Cancels the run: the runner (SIGTERM) cancels the tasks, and running `th-worker`s are
     /// killed within a few seconds; the runner is killed if it has not exited after 10 s.
     pub async fn cancel(&mut self) {
-        self.lock().cancelled = true;
+        self.lock().board.cancelled = true;
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])
@@ -394,7 +298,7 @@ impl DaskRun {
             let _ = r.await;
         }
         let sh = self.lock();
-        if sh.cancelled {
+        if sh.board.cancelled {
             return Err(DaskError::Cancelled);
         }
         let stderr_tail = || {
@@ -405,7 +309,7 @@ impl DaskRun {
                 format!("; its stderr ends with: {}", tail_lines(t, 10))
             }
         };
-        if let Some((kind, message)) = &sh.error {
+        if let Some((kind, message)) = &sh.board.error {
             return Err(match kind.as_str() {
                 "unreachable" => DaskError::Unreachable {
                     address: self.scheduler.clone(),
@@ -425,14 +329,14 @@ impl DaskRun {
                 _ => DaskError::Runner(message.clone()),
             });
         }
-        if !status.success() || !sh.finished {
+        if !status.success() || !sh.board.finished {
             return Err(DaskError::Runner(format!(
                 "{} exited with {status} before every task ended{}",
                 self.python.display(),
                 stderr_tail()
             )));
         }
-        Ok(sh.tasks.values().cloned().collect())
+        Ok(sh.board.states())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -440,144 +344,15 @@ impl DaskRun {
     }
 }
 
-fn tail_lines(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// One line of the runner's stdout, applied to the state; the events it makes.
 fn apply_line(shared: &Mutex<Shared>, line: &str) -> Vec<RunEvent> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+    let mut sh = shared.lock().expect("dask run state");
+    sh.board.apply_line(line).unwrap_or_else(|| {
         // Not ours (a library printing on stdout): keep it with stderr for error messages.
-        let mut sh = shared.lock().expect("dask run state");
         sh.stderr.push_str(line);
         sh.stderr.push('\n');
-        return Vec::new();
-    };
-    let mut sh = shared.lock().expect("dask run state");
-    let str_of = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-    let u32_of = |k: &str| v.get(k).and_then(|x| x.as_u64()).map(|x| x as u32);
-    let strings = |k: &str| -> Vec<String> {
-        v.get(k)
-            .and_then(|x| x.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    if let Some(task) = u32_of("task") {
-        let exit_code = v
-            .get("exit_code")
-            .and_then(|x| x.as_i64())
-            .map(|x| x as i32);
-        let state = sh
-            .tasks
-            .entry(task)
-            .or_insert_with(|| TaskState::pending(task));
-        let done = matches!(state.phase, TaskPhase::Succeeded | TaskPhase::Failed);
-        match str_of("state").as_deref() {
-            Some("running") if !done => {
-                state.phase = TaskPhase::Running;
-                state.attempts = u32_of("attempt").unwrap_or(state.attempts + 1);
-                state.worker = str_of("worker");
-                return vec![RunEvent::Task(state.clone())];
-            }
-            Some("retrying") if !done => {
-                state.exit_code = exit_code;
-                state.message = str_of("message");
-                return vec![RunEvent::Retrying {
-                    task,
-                    attempt: u32_of("attempt").unwrap_or(state.attempts),
-                    exit_code,
-                    message: str_of("message").unwrap_or_default(),
-                }];
-            }
-            Some("succeeded") => {
-                state.phase = TaskPhase::Succeeded;
-                state.attempts = state.attempts.max(1);
-                state.exit_code = Some(0);
-                state.message = None;
-                state.millis = v.get("millis").and_then(|x| x.as_u64());
-                return vec![RunEvent::Task(state.clone())];
-            }
-            Some("failed") => {
-                state.phase = TaskPhase::Failed;
-                state.attempts = state.attempts.max(1);
-                state.exit_code = exit_code;
-                state.message = str_of("message");
-                return vec![RunEvent::Task(state.clone())];
-            }
-            _ => return Vec::new(),
-        }
-    }
-    match str_of("event").as_deref() {
-        Some("connected") => {
-            let w = (
-                u32_of("workers").unwrap_or(0),
-                u32_of("threads").unwrap_or(0),
-            );
-            sh.workers = Some(w);
-            vec![RunEvent::Connected {
-                workers: w.0,
-                threads: w.1,
-            }]
-        }
-        Some("worker_bin") => vec![RunEvent::WorkerBin {
-            shipped: strings("shipped"),
-            missing: strings("missing"),
-        }],
-        Some("finished") => {
-            sh.finished = true;
-            vec![RunEvent::Finished {
-                succeeded: u32_of("succeeded").unwrap_or(0),
-                failed: u32_of("failed").unwrap_or(0),
-            }]
-        }
-        Some("cancelled") => {
-            sh.cancelled = true;
-            Vec::new()
-        }
-        Some("error") => {
-            sh.error = Some((
-                str_of("kind").unwrap_or_else(|| "internal".into()),
-                str_of("message").unwrap_or_default(),
-            ));
-            Vec::new()
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// Task counts in the operator's shape.
-pub fn counts(tasks: &[TaskState]) -> TaskCounts {
-    let n = |p: TaskPhase| tasks.iter().filter(|t| t.phase == p).count() as u32;
-    let succeeded = n(TaskPhase::Succeeded);
-    TaskCounts {
-        total: tasks.len() as u32,
-        pending: n(TaskPhase::Pending),
-        running: n(TaskPhase::Running),
-        succeeded,
-        failed: n(TaskPhase::Failed),
-        retried: tasks.iter().map(|t| t.attempts.saturating_sub(1)).sum(),
-        summary: format!("{succeeded}/{}", tasks.len()),
-    }
-}
-
-/// The failed tasks in the operator's shape (time: now).
-pub fn failures(tasks: &[TaskState]) -> Vec<TaskFailure> {
-    let now = crate::status::rfc3339(time::OffsetDateTime::now_utc());
-    tasks
-        .iter()
-        .filter(|t| t.phase == TaskPhase::Failed)
-        .map(|t| TaskFailure {
-            task: t.task,
-            reason: t.reason().to_string(),
-            message: t.message.clone().unwrap_or_default(),
-            time: now.clone(),
-        })
-        .collect()
+        Vec::new()
+    })
 }
 
 /// A `th-worker` next to `exe` (as `th` and `th-worker` are installed and built side by side).
@@ -592,7 +367,7 @@ mod tests {
 
     fn shared(tasks: &[u32]) -> Mutex<Shared> {
         Mutex::new(Shared {
-            tasks: tasks.iter().map(|&t| (t, TaskState::pending(t))).collect(),
+            board: TaskBoard::new(tasks),
             ..Shared::default()
         })
     }
@@ -615,8 +390,8 @@ mod tests {
             apply_line(&sh, line);
         }
         let s = sh.lock().unwrap();
-        assert_eq!(s.workers, Some((2, 4)));
-        let t: Vec<TaskState> = s.tasks.values().cloned().collect();
+        assert_eq!(s.board.workers, Some((2, 4)));
+        let t: Vec<TaskState> = s.board.states();
         assert_eq!(t[0].phase, TaskPhase::Succeeded);
         assert_eq!(t[0].millis, Some(12));
         assert_eq!(t[1].phase, TaskPhase::Failed);
