@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use truthound_e2e::*;
-use truthound_operator::backend::ray::{RayError, RayRun, RaySubmit, submission_id};
+use truthound_operator::backend::ray::{RayError, RayRun, RaySubmit, RemoteTasks, submission_id};
 use truthound_operator::backend::tasks::TaskPhase;
 
 const FILES: i64 = 3;
@@ -327,20 +327,22 @@ fn write_plan(bucket: &str, partitions: &str) -> (String, usize) {
 fn core_submit(run_id: &str, bucket: &str, plan_uri: &str, tasks: usize) -> RaySubmit {
     RaySubmit {
         address: ray_address(),
-        run_id: run_id.into(),
         attempt: 1,
-        plan_uri: plan_uri.into(),
-        partials_prefix: format!("s3://{bucket}/work/partials"),
-        tasks: (0..tasks as u32).collect(),
-        env: BTreeMap::from([
-            ("TH_S3_ENDPOINT".to_string(), s3_endpoint()),
-            ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
-            ("AWS_SECRET_ACCESS_KEY".to_string(), "test".to_string()),
-            ("AWS_REGION".to_string(), "us-east-1".to_string()),
-        ]),
-        worker_args: vec!["--allow-http".into()],
-        retries: 1,
-        worker_bin: Some(bin("th-worker")),
+        work: RemoteTasks {
+            run_id: run_id.into(),
+            plan_uri: plan_uri.into(),
+            partials_prefix: format!("s3://{bucket}/work/partials"),
+            tasks: (0..tasks as u32).collect(),
+            env: BTreeMap::from([
+                ("TH_S3_ENDPOINT".to_string(), s3_endpoint()),
+                ("AWS_ACCESS_KEY_ID".to_string(), "test".to_string()),
+                ("AWS_SECRET_ACCESS_KEY".to_string(), "test".to_string()),
+                ("AWS_REGION".to_string(), "us-east-1".to_string()),
+            ]),
+            worker_args: vec!["--allow-http".into()],
+            retries: 1,
+            worker_bin: Some(bin("th-worker")),
+        },
         python: None,
         poll_interval: Duration::from_millis(300),
     }
@@ -417,7 +419,7 @@ fn a_stopped_job_cancels_its_tasks() {
     );
     let run_id = format!("th-e2e-{bucket}");
     let mut s = core_submit(&run_id, &bucket, &plan_uri, tasks);
-    s.worker_bin = Some(wrapper);
+    s.work.worker_bin = Some(wrapper);
     multi_thread_rt().block_on(async {
         let mut run = RayRun::submit(s).await.unwrap();
         let started = Instant::now();

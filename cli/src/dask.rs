@@ -5,10 +5,11 @@
 //! is in [`crate::remote`]).
 
 use crate::args::ProfileArgs;
-use crate::remote::{self, Job};
+use crate::remote;
 use anyhow::Result;
 use std::time::Duration;
 use truthound_operator::backend::dask::{DaskError, DaskRun, DaskSubmit, RunEvent, TaskState};
+use truthound_operator::backend::tasks::RemoteTasks;
 
 struct Dask {
     scheduler: String,
@@ -25,17 +26,10 @@ impl remote::Backend for Dask {
         &self.scheduler
     }
 
-    async fn submit(&self, job: Job) -> Result<DaskRun> {
+    async fn submit(&self, job: RemoteTasks) -> Result<DaskRun> {
         Ok(DaskRun::submit(DaskSubmit {
             scheduler: self.scheduler.clone(),
-            run_id: job.run_id,
-            plan_uri: job.plan_uri,
-            partials_prefix: job.partials_prefix,
-            tasks: job.tasks,
-            env: job.env,
-            worker_args: job.worker_args,
-            retries: job.retries,
-            worker_bin: job.worker_bin,
+            work: job,
             python: None,
             connect_timeout: Duration::from_secs(10),
         })

@@ -8,10 +8,11 @@
 //! that is retried after a lost answer finds its job instead of making a second one.
 
 use crate::args::ProfileArgs;
-use crate::remote::{self, Job};
+use crate::remote;
 use anyhow::Result;
 use std::time::Duration;
 use truthound_operator::backend::ray::{RayError, RayRun, RaySubmit, dashboard_url};
+use truthound_operator::backend::tasks::RemoteTasks;
 use truthound_operator::backend::tasks::{RunEvent, TaskState};
 
 struct Ray {
@@ -29,18 +30,11 @@ impl remote::Backend for Ray {
         &self.address
     }
 
-    async fn submit(&self, job: Job) -> Result<RayRun> {
+    async fn submit(&self, job: RemoteTasks) -> Result<RayRun> {
         let run = RayRun::submit(RaySubmit {
             address: self.address.clone(),
-            run_id: job.run_id,
             attempt: 1,
-            plan_uri: job.plan_uri,
-            partials_prefix: job.partials_prefix,
-            tasks: job.tasks,
-            env: job.env,
-            worker_args: job.worker_args,
-            retries: job.retries,
-            worker_bin: job.worker_bin,
+            work: job,
             python: std::env::var("TH_RAY_PYTHON")
                 .ok()
                 .filter(|p| !p.is_empty()),

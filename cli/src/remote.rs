@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use truthound_operator::backend::dask::{DaskError, sibling_worker_bin};
 use truthound_operator::backend::ray::RayError;
-use truthound_operator::backend::tasks::{RunEvent, TaskPhase, TaskState};
+use truthound_operator::backend::tasks::{RemoteTasks, RunEvent, TaskPhase, TaskState};
 use truthound_profile::dataset::{self, StorageOptions};
 use truthound_profile::run::Event;
 use truthound_profile::{PartialProfile, Plan};
@@ -39,21 +39,6 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
     })
 }
 
-/// What a backend is given to run: the plan's tasks, where the plan and the partials are.
-pub struct Job {
-    pub run_id: String,
-    pub plan_uri: String,
-    pub partials_prefix: String,
-    pub tasks: Vec<u32>,
-    /// Storage environment of the workers: the endpoint and the credentials this `th` uses.
-    pub env: BTreeMap<String, String>,
-    /// Extra arguments of `th-worker run-task`.
-    pub worker_args: Vec<String>,
-    pub retries: u32,
-    /// A `th-worker` to ship to the cluster: `TH_WORKER_BIN`, else the one beside `th`.
-    pub worker_bin: Option<PathBuf>,
-}
-
 /// A remote backend, as `th profile` drives it.
 pub trait Backend {
     /// The run it makes.
@@ -62,7 +47,7 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// The cluster's address, for messages.
     fn address(&self) -> &str;
-    async fn submit(&self, job: Job) -> Result<Self::Run>;
+    async fn submit(&self, job: RemoteTasks) -> Result<Self::Run>;
 }
 
 /// A submitted run.
@@ -314,7 +299,7 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
             });
         tracing::info!(address = backend.address(), %run_id, work = %work, tasks = plan.tasks.len(), "submitting to {name}");
         let mut run = backend
-            .submit(Job {
+            .submit(RemoteTasks {
                 run_id,
                 plan_uri,
                 partials_prefix: partials.clone(),

@@ -18,10 +18,9 @@
 //! Retries: a task whose `th-worker` exits with anything but 0, 64 (invalid request) or 65 (bad
 //! data) is retried by Dask up to [`DaskSubmit::retries`] times; 64 and 65 fail it at once.
 
-pub use super::tasks::{RunEvent, TaskPhase, TaskState, counts, failures};
+pub use super::tasks::{RemoteTasks, RunEvent, TaskPhase, TaskState, counts, failures};
 use super::tasks::{TaskBoard, tail_lines, trim_front};
 use crate::crd::{TaskCounts, TaskFailure};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -44,25 +43,8 @@ const STDERR_TAIL: usize = 4096;
 pub struct DaskSubmit {
     /// The scheduler's address, e.g. `tcp://dask-scheduler:8786`.
     pub scheduler: String,
-    /// Names this run: Dask keys are `<run_id>-<task>`. A reconciler uses the same id again to
-    /// find its tasks; a CLI run uses a fresh one.
-    pub run_id: String,
-    /// The plan, where the workers can read it (object storage, or a shared file system).
-    pub plan_uri: String,
-    /// Task `i` writes its partial to `<partials_prefix>/<i>`.
-    pub partials_prefix: String,
-    /// The tasks to run (all of the plan's, or those without a partial yet).
-    pub tasks: Vec<u32>,
-    /// Environment of each `th-worker` (storage endpoint, credentials). Sent to the workers
-    /// through the scheduler.
-    pub env: BTreeMap<String, String>,
-    /// Extra arguments of `th-worker run-task` (e.g. `--allow-http`, `--region R`).
-    pub worker_args: Vec<String>,
-    /// Retries of a task that failed transiently.
-    pub retries: u32,
-    /// A `th-worker` binary to ship to the workers that lack it (None: they must have one on
-    /// their PATH).
-    pub worker_bin: Option<PathBuf>,
+    /// The tasks, the plan and where the partials go.
+    pub work: RemoteTasks,
     /// The python that runs the runner (None: [`default_python`]).
     pub python: Option<PathBuf>,
     /// How long to wait for the scheduler.
@@ -75,14 +57,14 @@ impl DaskSubmit {
     fn runner_input(&self) -> serde_json::Value {
         serde_json::json!({
             "scheduler": self.scheduler,
-            "run_id": self.run_id,
-            "plan_uri": self.plan_uri,
-            "partials_prefix": self.partials_prefix,
-            "tasks": self.tasks,
-            "env": self.env,
-            "storage_args": self.worker_args,
-            "retries": self.retries,
-            "worker_bin": self.worker_bin.as_ref().map(|p| p.display().to_string()),
+            "run_id": self.work.run_id,
+            "plan_uri": self.work.plan_uri,
+            "partials_prefix": self.work.partials_prefix,
+            "tasks": self.work.tasks,
+            "env": self.work.env,
+            "storage_args": self.work.worker_args,
+            "retries": self.work.retries,
+            "worker_bin": self.work.worker_bin.as_ref().map(|p| p.display().to_string()),
             "connect_timeout": self.connect_timeout.as_secs_f64(),
         })
     }
@@ -201,7 +183,7 @@ impl DaskRun {
             let _ = stdin.shutdown().await;
         }
         let shared = Arc::new(Mutex::new(Shared {
-            board: TaskBoard::new(&s.tasks),
+            board: TaskBoard::new(&s.work.tasks),
             ..Shared::default()
         }));
         let (tx, events) = mpsc::unbounded_channel();
@@ -364,6 +346,7 @@ pub fn sibling_worker_bin(exe: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn shared(tasks: &[u32]) -> Mutex<Shared> {
         Mutex::new(Shared {
@@ -433,14 +416,16 @@ mod tests {
     fn runner_input_carries_the_submission() {
         let s = DaskSubmit {
             scheduler: "tcp://127.0.0.1:8786".into(),
-            run_id: "th-abc".into(),
-            plan_uri: "s3://b/run/plan.json".into(),
-            partials_prefix: "s3://b/run/partials".into(),
-            tasks: vec![0, 1],
-            env: BTreeMap::from([("TH_S3_ENDPOINT".into(), "http://x".into())]),
-            worker_args: vec!["--allow-http".into()],
-            retries: 2,
-            worker_bin: Some("/usr/bin/th-worker".into()),
+            work: RemoteTasks {
+                run_id: "th-abc".into(),
+                plan_uri: "s3://b/run/plan.json".into(),
+                partials_prefix: "s3://b/run/partials".into(),
+                tasks: vec![0, 1],
+                env: BTreeMap::from([("TH_S3_ENDPOINT".into(), "http://x".into())]),
+                worker_args: vec!["--allow-http".into()],
+                retries: 2,
+                worker_bin: Some("/usr/bin/th-worker".into()),
+            },
             python: None,
             connect_timeout: Duration::from_secs(5),
         };

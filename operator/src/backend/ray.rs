@@ -27,11 +27,10 @@
 
 use super::tasks::{RunEvent, TaskBoard, TaskState, tail_lines, trim_front};
 use crate::crd::{TaskCounts, TaskFailure};
-use std::collections::{BTreeMap, VecDeque};
-use std::path::PathBuf;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-pub use super::tasks::{TaskPhase, counts, failures};
+pub use super::tasks::{RemoteTasks, TaskPhase, counts, failures};
 
 /// The driver, as `worker-image/drivers/ray_driver.py` holds it.
 pub const DRIVER_PY: &str = include_str!("../../../worker-image/drivers/ray_driver.py");
@@ -51,27 +50,11 @@ const POLL_OUTAGE: Duration = Duration::from_secs(60);
 pub struct RaySubmit {
     /// The Ray dashboard's address (the Jobs API), e.g. `http://ray-head:8265`.
     pub address: String,
-    /// Names the run (with `attempt`, the job's submission id). A reconciler uses the same
-    /// run and attempt again to find its job; a CLI run uses a fresh one.
-    pub run_id: String,
-    /// The submission attempt (1, 2, ...): a new attempt is a new job.
+    /// The submission attempt (1, 2, ...): a new attempt is a new job; with the run id, the
+    /// job's submission id.
     pub attempt: u32,
-    /// The plan, where the workers can read it (object storage, or a shared file system).
-    pub plan_uri: String,
-    /// Task `i` writes its partial to `<partials_prefix>/<i>`.
-    pub partials_prefix: String,
-    /// The tasks to run (all of the plan's, or those without a partial yet).
-    pub tasks: Vec<u32>,
-    /// Environment of each `th-worker` (storage endpoint, credentials): the job's
-    /// `runtime_env.env_vars`, which the dashboard shows with the job.
-    pub env: BTreeMap<String, String>,
-    /// Extra arguments of `th-worker run-task` (e.g. `--allow-http`, `--region R`).
-    pub worker_args: Vec<String>,
-    /// Retries of a task that failed transiently.
-    pub retries: u32,
-    /// A `th-worker` binary to ship in the job's working_dir (None: the Ray nodes must have
-    /// one on their PATH).
-    pub worker_bin: Option<PathBuf>,
+    /// The tasks, the plan and where the partials go.
+    pub work: RemoteTasks,
     /// The python of the entrypoint on the cluster (None: `python`).
     pub python: Option<String>,
     /// How often the job's state and logs are read.
@@ -378,15 +361,15 @@ impl RayRun {
     /// same submission id already there counts as submitted: it is followed.
     pub async fn submit(s: RaySubmit) -> Result<RayRun, RayError> {
         let api = Api::new(&s.address)?;
-        if s.tasks.is_empty() {
+        if s.work.tasks.is_empty() {
             return Err(RayError::Invalid("no tasks to run".into()));
         }
         // Reachable, and a Ray dashboard.
         let version = api.get_json("/api/version").await?;
         let ray_version = version["ray_version"].as_str().map(str::to_string);
-        let id = submission_id(&s.run_id, s.attempt);
+        let id = submission_id(&s.work.run_id, s.attempt);
 
-        let mut worker = match &s.worker_bin {
+        let mut worker = match &s.work.worker_bin {
             Some(p) => Some(tokio::fs::read(p).await.map_err(|e| {
                 RayError::Invalid(format!("cannot read th-worker at {}: {e}", p.display()))
             })?),
@@ -421,15 +404,15 @@ impl RayRun {
         drop(worker);
 
         let config = serde_json::json!({
-            "run_id": s.run_id,
+            "run_id": s.work.run_id,
             "attempt": s.attempt,
-            "plan_uri": s.plan_uri,
-            "partials_prefix": s.partials_prefix,
-            "tasks": s.tasks,
-            "retries": s.retries,
-            "storage_args": s.worker_args,
+            "plan_uri": s.work.plan_uri,
+            "partials_prefix": s.work.partials_prefix,
+            "tasks": s.work.tasks,
+            "retries": s.work.retries,
+            "storage_args": s.work.worker_args,
         });
-        let mut env_vars = s.env.clone();
+        let mut env_vars = s.work.env.clone();
         env_vars.insert("TH_RAY_CONFIG".into(), config.to_string());
         env_vars.insert("PYTHONUNBUFFERED".into(), "1".into());
         let python = s.python.as_deref().unwrap_or("python");
@@ -441,9 +424,9 @@ impl RayRun {
                 "env_vars": env_vars,
             },
             "metadata": {
-                "truthound.run": s.run_id,
+                "truthound.run": s.work.run_id,
                 "truthound.attempt": s.attempt.to_string(),
-                "truthound.plan": s.plan_uri,
+                "truthound.plan": s.work.plan_uri,
             },
         });
         let (status, body) = api
@@ -461,7 +444,7 @@ impl RayRun {
             _ => return Err(api.api_error("POST /api/jobs/", status, &body)),
         };
         tracing::info!(submission_id = %id, already_submitted, "Ray job submitted");
-        let mut run = RayRun::new(api, id, &s.tasks, s.poll_interval);
+        let mut run = RayRun::new(api, id, &s.work.tasks, s.poll_interval);
         run.already_submitted = already_submitted;
         run.ray_version = ray_version;
         Ok(run)

@@ -20,6 +20,32 @@
 use crate::crd::{TaskCounts, TaskFailure};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// What every remote backend is given to run: a plan's tasks, and where the plan and the
+/// partials are. The backend's own submission adds its cluster's address and settings.
+#[derive(Debug, Clone)]
+pub struct RemoteTasks {
+    /// Names the run: a reconciler uses the same id again to find its work (Dask keys
+    /// `<run_id>-<task>`, the Ray submission id); a CLI run uses a fresh one.
+    pub run_id: String,
+    /// The plan, where the workers can read it (object storage, or a shared file system).
+    pub plan_uri: String,
+    /// Task `i` writes its partial to `<partials_prefix>/<i>`.
+    pub partials_prefix: String,
+    /// The tasks to run (all of the plan's, or those without a partial yet).
+    pub tasks: Vec<u32>,
+    /// Environment of each `th-worker` (storage endpoint, credentials). It travels through the
+    /// cluster (Dask: the scheduler; Ray: the job's `runtime_env`, shown by the dashboard).
+    pub env: BTreeMap<String, String>,
+    /// Extra arguments of `th-worker run-task` (e.g. `--allow-http`, `--region R`).
+    pub worker_args: Vec<String>,
+    /// Retries of a task that failed transiently (never of bad data).
+    pub retries: u32,
+    /// A `th-worker` binary to ship to the cluster (None: its workers must have one on their
+    /// PATH).
+    pub worker_bin: Option<PathBuf>,
+}
 
 /// A task's phase, as for the local backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
