@@ -41,8 +41,8 @@ DASK_PKG=${DASK_PKG:-"dask[distributed]==2026.8.0"}
 DASK_VERSION=${DASK_PKG##*==}
 MARKER=$VENV/.installed
 
-log() { printf '[dask-cluster] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SERVICE=dask-cluster
+. "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 venv_ok() {
   [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$DASK_PKG" ] && [ -x "$VENV/bin/dask" ] &&
@@ -50,53 +50,7 @@ venv_ok() {
       >/dev/null 2>&1
 }
 
-cmd_install() {
-  mkdir -p "$CACHE"
-  venv_ok && return 0
-  local lock=$CACHE/venv-dask.lock
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lock"
-    flock 9
-  fi
-  if ! venv_ok; then
-    local plog=$CACHE/venv-dask-pip.log t0=$SECONDS
-    log "installing $DASK_PKG into $VENV (once)"
-    rm -f "$MARKER"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >"$plog" 2>&1 ||
-      { cat "$plog" >&2; die "python3 -m venv $VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"; }
-    if ! "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q "$DASK_PKG" >>"$plog" 2>&1; then
-      tail -n 30 "$plog" >&2
-      die "pip install $DASK_PKG failed (full log: $plog)"
-    fi
-    local got
-    got=$("$VENV/bin/python" -c "import distributed; print(distributed.__version__)" 2>/dev/null || true)
-    [ "$got" = "$DASK_VERSION" ] || die "distributed $DASK_VERSION not importable after install (got '$got')"
-    printf '%s\n' "$DASK_PKG" >"$MARKER"
-    log "installed in $((SECONDS - t0)) s"
-  fi
-  if command -v flock >/dev/null 2>&1; then
-    flock -u 9
-    exec 9>&-
-  fi
-}
-
-# /proc/PID/stat, counting fields from the one after "(comm)": 1 = state, 3 = pgrp, 20 = starttime
-proc_field() {  # pid, index
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  read -r -a f <<<"${s##*) }"
-  printf '%s' "${f[$2 - 1]}"
-}
-
-group_alive() {  # pgid: any live (non-zombie) process in it?
-  local g=$1 p s f
-  for p in /proc/[0-9]*/stat; do
-    s=$(cat "$p" 2>/dev/null) || continue
-    read -r -a f <<<"${s##*) }"
-    [ "${f[2]}" = "$g" ] && [ "${f[0]}" != Z ] && return 0
-  done
-  return 1
-}
+cmd_install() { venv_install dask "$DASK_PKG"; }
 
 read_state() {  # sets PORT SPID SSTART WPID WSTART
   [ -f "$STATE" ] || return 1
@@ -108,39 +62,12 @@ read_state() {  # sets PORT SPID SSTART WPID WSTART
   [ -n "$PORT" ] && [ -n "$SPID" ]
 }
 
-alive() {  # pid, recorded start time: same process (guards against PID reuse), not a zombie
-  [ -n "$1" ] || return 1
-  local st
-  st=$(proc_field "$1" 1) || return 1
-  [ "$st" != Z ] && [ "$(proc_field "$1" 20)" = "$2" ]
-}
-
 running() {
   read_state || return 1
   alive "$SPID" "$SSTART" && alive "$WPID" "$WSTART"
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 env_line() { printf 'TH_TEST_DASK_SCHEDULER=tcp://%s:%s\n' "$HOST" "$1"; }
-
-kill_group() {  # pgid: TERM, wait up to 10 s, then KILL
-  local g=$1
-  kill -TERM -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  log "process group $g still alive after 10 s; sending KILL"
-  kill -KILL -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 25); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  return 1
-}
 
 # workers known to the scheduler at tcp://HOST:$1 (fails if it does not answer)
 worker_count() {

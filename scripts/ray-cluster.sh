@@ -43,8 +43,8 @@ RAY_PKG=${RAY_PKG:-"ray[default]==2.60.0"}
 RAY_VERSION=${RAY_PKG##*==}
 MARKER=$VENV/.installed
 
-log() { printf '[ray-cluster] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SERVICE=ray-cluster
+. "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 venv_ok() {
   [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$RAY_PKG" ] && [ -x "$VENV/bin/ray" ] &&
@@ -52,53 +52,7 @@ venv_ok() {
       >/dev/null 2>&1
 }
 
-cmd_install() {
-  mkdir -p "$CACHE"
-  venv_ok && return 0
-  local lock=$CACHE/venv-ray.lock
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lock"
-    flock 9
-  fi
-  if ! venv_ok; then
-    local plog=$CACHE/venv-ray-pip.log t0=$SECONDS
-    log "installing $RAY_PKG into $VENV (once)"
-    rm -f "$MARKER"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >"$plog" 2>&1 ||
-      { cat "$plog" >&2; die "python3 -m venv $VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"; }
-    if ! "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q "$RAY_PKG" >>"$plog" 2>&1; then
-      tail -n 30 "$plog" >&2
-      die "pip install $RAY_PKG failed (full log: $plog)"
-    fi
-    local got
-    got=$("$VENV/bin/python" -c "import ray, ray.dashboard; print(ray.__version__)" 2>/dev/null || true)
-    [ "$got" = "$RAY_VERSION" ] || die "ray $RAY_VERSION not importable after install (got '$got')"
-    printf '%s\n' "$RAY_PKG" >"$MARKER"
-    log "installed in $((SECONDS - t0)) s"
-  fi
-  if command -v flock >/dev/null 2>&1; then
-    flock -u 9
-    exec 9>&-
-  fi
-}
-
-# /proc/PID/stat, counting fields from the one after "(comm)": 1 = state, 3 = pgrp, 20 = starttime
-proc_field() {  # pid, index
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  read -r -a f <<<"${s##*) }"
-  printf '%s' "${f[$2 - 1]}"
-}
-
-group_alive() {  # pgid: any live (non-zombie) process in it?
-  local g=$1 p s f
-  for p in /proc/[0-9]*/stat; do
-    s=$(cat "$p" 2>/dev/null) || continue
-    read -r -a f <<<"${s##*) }"
-    [ "${f[2]}" = "$g" ] && [ "${f[0]}" != Z ] && return 0
-  done
-  return 1
-}
+cmd_install() { venv_install ray "$RAY_PKG"; }
 
 read_state() {  # sets PORT HPID HSTART
   [ -f "$STATE" ] || return 1
@@ -108,39 +62,12 @@ read_state() {  # sets PORT HPID HSTART
   [ -n "$PORT" ] && [ -n "$HPID" ]
 }
 
-alive() {  # pid, recorded start time: same process (guards against PID reuse), not a zombie
-  [ -n "$1" ] || return 1
-  local st
-  st=$(proc_field "$1" 1) || return 1
-  [ "$st" != Z ] && [ "$(proc_field "$1" 20)" = "$2" ]
-}
-
 running() {
   read_state || return 1
   alive "$HPID" "$HSTART"
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 env_line() { printf 'TH_TEST_RAY_ADDRESS=http://%s:%s\n' "$HOST" "$1"; }
-
-kill_group() {  # pgid: TERM, wait up to 15 s, then KILL
-  local g=$1
-  kill -TERM -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 75); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  log "process group $g still alive after 15 s; sending KILL"
-  kill -KILL -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 25); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  return 1
-}
 
 # the Jobs API answers, and the head has its CPUs (the raylet registered)
 ready() {  # port
@@ -157,7 +84,7 @@ PYEOF
 stop_recorded() {
   read_state || return 0
   if alive "$HPID" "$HSTART" || group_alive "$HPID"; then
-    kill_group "$HPID" || log "head group $HPID did not exit"
+    kill_group "$HPID" 15 || log "head group $HPID did not exit"
   fi
   rm -f "$STATE"
 }

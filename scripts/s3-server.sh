@@ -37,8 +37,8 @@ MOTO_VERSION=${MOTO_PKG##*==}
 # the marker is written only after pip succeeded, so an interrupted install is redone
 MARKER=$VENV/.installed
 
-log() { printf '[s3-server] %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+SERVICE=s3-server
+. "$(dirname "${BASH_SOURCE[0]}")/lib/service.sh"
 
 venv_ok() {
   [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$MOTO_PKG" ] && [ -x "$VENV/bin/moto_server" ] &&
@@ -46,55 +46,7 @@ venv_ok() {
       >/dev/null 2>&1
 }
 
-cmd_install() {
-  mkdir -p "$CACHE"
-  venv_ok && return 0
-  # serialise concurrent installs (two test runs at once on a fresh machine)
-  local lock=$CACHE/venv-moto.lock
-  if command -v flock >/dev/null 2>&1; then
-    exec 9>"$lock"
-    flock 9
-  fi
-  if ! venv_ok; then
-    local plog=$CACHE/venv-moto-pip.log t0=$SECONDS
-    log "installing $MOTO_PKG into $VENV (once)"
-    rm -f "$MARKER"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >"$plog" 2>&1 ||
-      { cat "$plog" >&2; die "python3 -m venv $VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"; }
-    if ! "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q "$MOTO_PKG" >>"$plog" 2>&1; then
-      tail -n 30 "$plog" >&2
-      die "pip install $MOTO_PKG failed (full log: $plog)"
-    fi
-    local got
-    got=$("$VENV/bin/python" -c "import moto; print(moto.__version__)" 2>/dev/null || true)
-    [ "$got" = "$MOTO_VERSION" ] || die "moto $MOTO_VERSION not importable after install (got '$got')"
-    printf '%s\n' "$MOTO_PKG" >"$MARKER"
-    log "installed in $((SECONDS - t0)) s"
-  fi
-  if command -v flock >/dev/null 2>&1; then
-    flock -u 9
-    exec 9>&-
-  fi
-}
-
-# /proc/PID/stat, counting fields from the one after "(comm)": 1 = state, 3 = pgrp, 20 = starttime
-proc_field() {  # pid, index
-  local s f
-  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-  read -r -a f <<<"${s##*) }"
-  printf '%s' "${f[$2 - 1]}"
-}
-
-# any live (non-zombie) process whose process group is $1?
-group_alive() {
-  local g=$1 p s f
-  for p in /proc/[0-9]*/stat; do
-    s=$(cat "$p" 2>/dev/null) || continue
-    read -r -a f <<<"${s##*) }"
-    [ "${f[2]}" = "$g" ] && [ "${f[0]}" != Z ] && return 0
-  done
-  return 1
-}
+cmd_install() { venv_install moto "$MOTO_PKG"; }
 
 read_state() {  # sets PORT PID START; fails if no state file
   [ -f "$STATE" ] || return 1
@@ -106,10 +58,7 @@ read_state() {  # sets PORT PID START; fails if no state file
 
 # the recorded server is running: same PID, same start time (guards against PID reuse), not a zombie
 running() {
-  read_state || return 1
-  local st
-  st=$(proc_field "$PID" 1) || return 1
-  [ "$st" != Z ] && [ "$(proc_field "$PID" 20)" = "$START" ]
+  read_state && alive "$PID" "$START"
 }
 
 answers() {  # port
@@ -126,27 +75,7 @@ EOF
   fi
 }
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 export_line() { printf 'export TH_TEST_S3_ENDPOINT=http://%s:%s\n' "$HOST" "$1"; }
-
-kill_group() {  # pgid: TERM, wait up to 10 s, then KILL
-  local g=$1
-  kill -TERM -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 50); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  log "process group $g still alive after 10 s; sending KILL"
-  kill -KILL -- "-$g" 2>/dev/null || true
-  for _ in $(seq 1 25); do
-    group_alive "$g" || return 0
-    sleep 0.2
-  done
-  return 1
-}
 
 cmd_start() {
   if running; then

@@ -5,7 +5,7 @@
 //! python said clearly.
 
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::Output;
 use truthound_e2e::*;
 
 const FILES: i64 = 3;
@@ -19,34 +19,15 @@ fn scheduler() -> String {
     )
 }
 
-fn dataset(bucket: &str) {
-    for f in 0..FILES {
-        let bytes = parquet_bytes(&table(f * ROWS..(f + 1) * ROWS), 300);
-        put(bucket, &format!("data/part-{f}.parquet"), bytes);
-    }
-}
-
 /// `th` with the test credentials and extra environment.
 fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin("th"));
-    c.args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND")
-        .env_remove("DASK_SCHEDULER_ADDRESS");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("th runs")
+    run_with("th", args, env)
 }
 
 #[test]
 fn dask_profile_equals_the_local_profile() {
     let bucket = new_bucket("dask");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     let endpoint = s3_endpoint();
     let uri = format!("s3://{bucket}/data/");
     let out_uri = format!("s3://{bucket}/profiles/data.json");
@@ -114,7 +95,7 @@ fn dask_profile_equals_the_local_profile() {
 #[test]
 fn a_task_with_bad_data_is_named_with_the_workers_error() {
     let bucket = new_bucket("dask-bad");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     // A CSV whose last row does not fit the schema inferred from its first rows: the plan is
     // made, and the task that reads the row fails with bad data.
     let mut csv = String::from("id,v\n");
@@ -151,13 +132,13 @@ fn a_task_with_bad_data_is_named_with_the_workers_error() {
 #[test]
 fn a_transient_failure_is_retried() {
     let bucket = new_bucket("dask-retry");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     // th-worker behind a wrapper that fails each task's first attempt as transient (75).
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("th-worker");
-    std::fs::write(
+    executable_script(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\n\
              task=\"\"; prev=\"\"\n\
              for a in \"$@\"; do [ \"$prev\" = --task ] && task=$a; prev=$a; done\n\
@@ -167,13 +148,7 @@ fn a_transient_failure_is_retried() {
             dir = dir.path().display(),
             real = bin("th-worker").display()
         ),
-    )
-    .unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let out = th(
         &[
             "profile",
@@ -205,16 +180,10 @@ fn a_transient_failure_is_retried() {
     // Without retries, the transient failure fails the run with the worker's code.
     let dir2 = tempfile::tempdir().unwrap();
     let wrapper2 = dir2.path().join("th-worker");
-    std::fs::write(
+    executable_script(
         &wrapper2,
         "#!/bin/sh\necho 'error: storage unreachable' >&2\nexit 75\n",
-    )
-    .unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&wrapper2, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    );
     let out = th(
         &[
             "profile",

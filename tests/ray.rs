@@ -8,8 +8,8 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 use std::time::{Duration, Instant};
 use truthound_e2e::*;
 use truthound_operator::backend::ray::{RayError, RayRun, RaySubmit, RemoteTasks, submission_id};
@@ -26,39 +26,9 @@ fn ray_address() -> String {
     )
 }
 
-fn dataset(bucket: &str) {
-    for f in 0..FILES {
-        let bytes = parquet_bytes(&table(f * ROWS..(f + 1) * ROWS), 300);
-        put(bucket, &format!("data/part-{f}.parquet"), bytes);
-    }
-}
-
 /// `th` with the test credentials and extra environment.
 fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(bin("th"));
-    c.args(args)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND")
-        .env_remove("RAY_ADDRESS");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("th runs")
-}
-
-/// An executable shell script.
-fn script(path: &Path, text: &str) -> PathBuf {
-    std::fs::write(path, text).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    path.to_path_buf()
+    run_with("th", args, env)
 }
 
 /// GET on the dashboard: the JSON body.
@@ -82,7 +52,7 @@ fn dashboard_get(path: &str) -> Value {
 #[test]
 fn ray_profile_equals_the_local_profile() {
     let bucket = new_bucket("ray");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     let endpoint = s3_endpoint();
     let uri = format!("s3://{bucket}/data/");
     let out_uri = format!("s3://{bucket}/profiles/data.json");
@@ -189,10 +159,10 @@ fn a_task_with_bad_data_is_named_with_the_workers_error_and_not_retried() {
 #[test]
 fn a_transient_failure_is_retried() {
     let bucket = new_bucket("ray-retry");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     // th-worker behind a wrapper that fails each task's first attempt as transient (75).
     let dir = tempfile::tempdir().unwrap();
-    let wrapper = script(
+    let wrapper = executable_script(
         &dir.path().join("th-worker"),
         &format!(
             "#!/bin/sh\n\
@@ -235,7 +205,7 @@ fn a_transient_failure_is_retried() {
 
     // Without retries, the transient failure fails the run with the worker's code.
     let dir2 = tempfile::tempdir().unwrap();
-    let wrapper2 = script(
+    let wrapper2 = executable_script(
         &dir2.path().join("th-worker"),
         "#!/bin/sh\necho 'error: storage unreachable' >&2\nexit 75\n",
     );
@@ -359,7 +329,7 @@ fn multi_thread_rt() -> tokio::runtime::Runtime {
 #[test]
 fn a_second_submit_with_the_same_id_is_the_same_job() {
     let bucket = new_bucket("ray-twice");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     let (plan_uri, tasks) = write_plan(&bucket, "3");
     let run_id = format!("th-e2e-{bucket}");
     let id = submission_id(&run_id, 1);
@@ -406,11 +376,11 @@ fn a_second_submit_with_the_same_id_is_the_same_job() {
 #[test]
 fn a_stopped_job_cancels_its_tasks() {
     let bucket = new_bucket("ray-cancel");
-    dataset(&bucket);
+    put_parquet_dataset(&bucket, FILES, ROWS);
     let (plan_uri, tasks) = write_plan(&bucket, "1");
     let dir = tempfile::tempdir().unwrap();
     // A th-worker that hangs, and says that it started.
-    let wrapper = script(
+    let wrapper = executable_script(
         &dir.path().join("th-worker"),
         &format!(
             "#!/bin/sh\necho $$ > {dir}/pid\nexec sleep 300\n",

@@ -37,16 +37,47 @@ pub fn s3_endpoint() -> String {
 
 /// Runs a binary with test credentials for the S3 server.
 pub fn run(binary: &str, args: &[&str]) -> Output {
-    Command::new(bin(binary))
-        .args(args)
+    run_with(binary, args, &[])
+}
+
+/// [`run`] with extra environment. The caller's backend choice and cluster addresses are
+/// removed first, so only what a test sets reaches the binary.
+pub fn run_with(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin(binary));
+    c.args(args)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
         .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND")
-        .output()
-        .expect("binary runs")
+        .env_remove("DASK_SCHEDULER_ADDRESS")
+        .env_remove("RAY_ADDRESS");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("binary runs")
+}
+
+/// Writes `files` Parquet files of `rows` rows each (row groups of 300) to `data/part-N.parquet`
+/// in `bucket`: one multi-file dataset, `s3://<bucket>/data/`.
+pub fn put_parquet_dataset(bucket: &str, files: i64, rows: i64) {
+    for f in 0..files {
+        let bytes = parquet_bytes(&table(f * rows..(f + 1) * rows), 300);
+        put(bucket, &format!("data/part-{f}.parquet"), bytes);
+    }
+}
+
+/// Writes an executable shell script (a stand-in `th-worker`, say) and returns its path.
+pub fn executable_script(path: &std::path::Path, text: &str) -> std::path::PathBuf {
+    std::fs::write(path, text).expect("write script");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod script");
+    }
+    path.to_path_buf()
 }
 
 pub fn stderr(o: &Output) -> String {
