@@ -70,6 +70,8 @@ OPERATOR_RULES = {
     ("truthound.io", "profilejobs/status"): {"patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "delete"},
+    # backend/remote.rs: the Dask runner pod's per-task lines
+    ("", "pods/log"): {"get"},
     ("", "secrets"): {"get", "create"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }

@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             partials: None,
             progress: ProgressObserved::default(),
             merge: None,
+            remote: None,
             has_finalizer: false,
         },
         &Settings::default(),
@@ -138,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         id: "p".into(),
         uri: "s3://lake/.truthound/big/plan".into(),
         task_rows: vec![1_000_000; tasks as usize],
+        bytes: 0,
     };
     let workers = WorkersObserved {
         name: "big-w1".into(),
@@ -155,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
             partials: None,
             progress: ProgressObserved::default(),
             merge: None,
+            remote: None,
             has_finalizer: false,
         },
         &Settings::default(),
@@ -173,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 partials: None,
                 progress: ProgressObserved::default(),
                 merge: None,
+                remote: None,
                 has_finalizer: false,
             },
             &Settings::default(),

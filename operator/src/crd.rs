@@ -273,6 +273,10 @@ pub struct DaskBackend {
     /// Scheduler address, e.g. `tcp://dask-scheduler.dask:8786`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_address: Option<String>,
+    /// Image of the runner Job (Dask with `th-worker`, at the cluster's Dask version); default:
+    /// the operator's `th-worker-dask` image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// An existing Ray cluster, reached through the dashboard's Jobs API.
@@ -513,6 +517,10 @@ pub struct BackendChoice {
     /// Why (for `auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The cluster submitted to (spark, dask, ray): the ProfileJob's own address or the
+    /// operator's configured one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// Task counts of the current attempt.

@@ -7,6 +7,8 @@
 //! done, a re-run task finds its partial and stops), so an operator restart anywhere is just one
 //! more call with the same observations.
 
+use crate::backend::choice::{self, Clusters};
+use crate::backend::tasks::{TaskPhase, TaskState};
 use crate::crd::{
     BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus, ResultStatus,
     Submission, TaskCounts, TaskFailure,
@@ -34,6 +36,8 @@ pub struct Settings {
     pub merge_in_pod_tasks: u32,
     /// ... or past this many rows (a proxy for the partials' size).
     pub merge_in_pod_rows: u64,
+    /// The clusters the operator knows of, for `auto` and for jobs that name no address.
+    pub clusters: Clusters,
 }
 
 impl Default for Settings {
@@ -45,6 +49,7 @@ impl Default for Settings {
             max_consecutive_errors: 5,
             merge_in_pod_tasks: 2_000,
             merge_in_pod_rows: 2_000_000_000,
+            clusters: Clusters::default(),
         }
     }
 }
@@ -56,6 +61,8 @@ pub struct PlanSummary {
     pub uri: String,
     /// Rows of each task (index = task id); a column-based task counts the rows it reads.
     pub task_rows: Vec<u64>,
+    /// Compressed bytes the tasks read (the dataset's listed size), for `auto`.
+    pub bytes: u64,
 }
 
 impl PlanSummary {
@@ -91,6 +98,22 @@ pub enum MergeObserved {
     Failed(String),
 }
 
+/// A remote run (the Ray job, the Dask runner Job) as observed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RemoteObserved {
+    /// The cluster could not be asked, and why; nothing else here is known then.
+    pub unreachable: Option<String>,
+    /// The run exists on the cluster.
+    pub found: bool,
+    /// The tasks' states, from the driver's lines.
+    pub tasks: Vec<TaskState>,
+    /// The run is over (its tasks will change no more).
+    pub ended: bool,
+    /// How it ended when that was not by running every task (failed, stopped): its message
+    /// and the tail of its logs.
+    pub end_message: Option<String>,
+}
+
 /// Progress reported by the workers (gRPC), summed for the job.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProgressObserved {
@@ -116,6 +139,8 @@ pub struct Observed<'a> {
     pub progress: ProgressObserved,
     /// The merge Job, when the merge runs in a pod and the Job exists.
     pub merge: Option<MergeObserved>,
+    /// The remote run of a spark, dask or ray job, when it was looked at.
+    pub remote: Option<RemoteObserved>,
     /// Our finalizer is on the object.
     pub has_finalizer: bool,
 }
@@ -141,6 +166,13 @@ pub enum Action {
     DeleteJob,
     /// Remove our finalizer (nothing external is left to cancel).
     RemoveFinalizer,
+    /// Add our finalizer, so that deleting the job first stops its remote work.
+    AddFinalizer,
+    /// Submit `tasks` to the remote cluster as run `id` (deterministic: a second submission
+    /// of the same id finds the first).
+    SubmitRemote { id: String, tasks: Vec<u32> },
+    /// Stop the remote run (completed partials stay).
+    CancelRemote,
 }
 
 /// A Kubernetes event to emit.
@@ -166,6 +198,28 @@ pub struct Decision {
 /// a hash of the ProfileJob's uid.
 pub fn workers_name(job_name: &str, uid: &str, attempt: i32) -> String {
     child_name(job_name, uid, &format!("w{attempt}"))
+}
+
+/// The id of a remote run: the Ray job's submission id, the Dask runner Job's name.
+pub fn remote_id(kind: &str, job_name: &str, uid: &str, attempt: i32) -> String {
+    match kind {
+        "ray" => crate::backend::ray::submission_id(uid, attempt.max(1) as u32),
+        _ => child_name(job_name, uid, &format!("{}{attempt}", &kind[..1])),
+    }
+}
+
+/// The remote backend of a job's status (`dask`, `ray`), if it has one.
+pub fn remote_kind(status: &ProfileJobStatus) -> Option<&str> {
+    status
+        .backend
+        .as_ref()
+        .map(|b| b.kind.as_str())
+        .filter(|k| matches!(*k, "dask" | "ray" | "spark"))
+}
+
+/// Retry delay after a failed attempt: exponential in the consecutive errors, capped.
+pub fn backoff(consecutive: u32) -> Duration {
+    Duration::from_secs((5u64 << consecutive.min(6)).min(300))
 }
 
 /// The merge Job's name.
@@ -241,21 +295,15 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
     Ok(())
 }
 
-/// The backend that will run the job, and why; `Err` when it cannot run here.
-pub fn choose_backend(job: &ProfileJob) -> Result<BackendChoice, String> {
+/// The backend that will run the job, and why; `Ok(None)` for `auto`, which is chosen once
+/// the dataset is listed; `Err` when it cannot run here.
+pub fn choose_backend(
+    job: &ProfileJob,
+    clusters: &Clusters,
+) -> Result<Option<BackendChoice>, String> {
     match job.spec.backend.kind {
-        BackendType::Local => Ok(BackendChoice {
-            kind: "local".into(),
-            reason: None,
-        }),
-        BackendType::Auto => Ok(BackendChoice {
-            kind: "local".into(),
-            reason: Some("auto: no remote cluster is configured; worker pods run the tasks".into()),
-        }),
-        other => Err(format!(
-            "backend `{}` is not available in this operator version; use `local` or `auto`",
-            other.name()
-        )),
+        BackendType::Auto => Ok(None),
+        kind => choice::named(kind, &job.spec.backend, clusters).map(Some),
     }
 }
 
@@ -272,17 +320,22 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
     d.status.observed_generation = generation;
 
     if job.metadata.deletion_timestamp.is_some() {
-        // Children carry owner references and go with the ProfileJob; the local backend has
-        // nothing external to cancel, so only a finalizer left by an older version is removed.
+        // Children carry owner references and go with the ProfileJob. A remote run lives on
+        // its cluster: the finalizer holds the deletion until it is stopped.
         if obs.has_finalizer {
-            d.actions.push(Action::DeleteWorkers);
+            let active = d.status.phase.is_some_and(|p| !p.is_finished());
+            match remote_kind(&d.status) {
+                Some(_) if active => d.actions.push(Action::CancelRemote),
+                Some(_) => {}
+                None => d.actions.push(Action::DeleteWorkers),
+            }
             d.actions.push(Action::RemoveFinalizer);
         }
         return d;
     }
 
     match d.status.phase {
-        None => first_visit(obs, &mut d),
+        None => first_visit(obs, settings, &mut d),
         Some(Phase::Pending) => pending(obs, settings, &mut d),
         Some(Phase::Running) | Some(Phase::Suspended) => running(obs, settings, &mut d),
         Some(Phase::Merging) => merging(obs, settings, &mut d),
@@ -291,11 +344,11 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
     d
 }
 
-fn first_visit(obs: &Observed, d: &mut Decision) {
+fn first_visit(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let job = obs.job;
     let now = obs.now;
     let generation = job.metadata.generation;
-    let checked = validate(job).and_then(|()| choose_backend(job));
+    let checked = validate(job).and_then(|()| choose_backend(job, &settings.clusters));
     let backend = match checked {
         Ok(b) => b,
         Err(message) => {
@@ -317,17 +370,32 @@ fn first_visit(obs: &Observed, d: &mut Decision) {
     d.status.phase = Some(Phase::Pending);
     d.status.attempt = Some(1);
     d.status.start_time = Some(rfc3339(now));
+    let id = backend.as_ref().map(|b| match b.kind.as_str() {
+        "local" => workers_name(&name, &uid, 1),
+        kind => remote_id(kind, &name, &uid, 1),
+    });
     d.status.submission = Some(Submission {
         attempt: 1,
         plan_id: None,
         plan_uri: Some(format!("{prefix}/plan")),
-        id: Some(workers_name(&name, &uid, 1)),
+        id,
     });
-    let msg = format!(
-        "profiling {} with the {} backend",
-        job.spec.dataset.uri, backend.kind
-    );
-    d.status.backend = Some(backend);
+    let msg = match &backend {
+        Some(b) => format!(
+            "profiling {} with the {} backend{}",
+            job.spec.dataset.uri,
+            b.kind,
+            b.address
+                .as_ref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default()
+        ),
+        None => format!(
+            "profiling {}; the backend is chosen once the dataset is listed (auto)",
+            job.spec.dataset.uri
+        ),
+    };
+    d.status.backend = backend;
     cond(d, ACCEPTED, true, "Accepted", &msg, (now, generation));
     cond(
         d,
@@ -366,9 +434,40 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
         sub.plan_id = Some(plan.id.clone());
     }
     d.status.consecutive_errors = None;
+    if d.status.backend.is_none() {
+        // auto: the dataset is listed now, so its size can choose.
+        let job = obs.job;
+        let choice = choice::auto(&job.spec.backend, &settings.clusters, plan.bytes);
+        let uid = job.metadata.uid.as_deref().unwrap_or_default();
+        let name = job.metadata.name.as_deref().unwrap_or_default();
+        let id = match choice.kind.as_str() {
+            "local" => workers_name(name, uid, 1),
+            kind => remote_id(kind, name, uid, 1),
+        };
+        if let Some(sub) = d.status.submission.as_mut() {
+            sub.id = Some(id);
+        }
+        d.events.push(EventNote {
+            warning: false,
+            reason: "BackendChosen".into(),
+            message: choice.reason.clone().unwrap_or_default(),
+        });
+        d.status.backend = Some(choice);
+    }
     if plan.tasks() == 0 {
         // An empty dataset has nothing to run: its profile is merged from no partials.
         enter_merging(d, Vec::new(), plan, settings, now, generation);
+        return;
+    }
+    if remote_kind(&d.status).is_some() {
+        counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
+        if obs.job.spec.suspend {
+            // Nothing is submitted: the run starts on resume.
+            suspend(d, now, generation);
+        } else {
+            submit_remote(obs, (0..plan.tasks()).collect(), d);
+        }
+        d.requeue = Some(settings.progress_interval);
         return;
     }
     let name = workers_name_of(obs);
@@ -392,7 +491,7 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
         reason: "WorkersCreated".into(),
         message: msg,
     });
-    counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), d);
+    counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
     // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
     if obs.job.spec.suspend {
         suspend(d, now, generation);
@@ -409,6 +508,10 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
         d.actions.push(Action::Plan);
         return;
     };
+    if remote_kind(&d.status).is_some() {
+        remote_running(obs, plan, settings, d);
+        return;
+    }
     let total = plan.tasks();
     let mut completed: BTreeSet<u32> = BTreeSet::new();
     let mut failed: BTreeSet<u32> = BTreeSet::new();
@@ -445,7 +548,8 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
             );
         }
     }
-    counts_and_progress(obs, plan, &completed, &failed, d);
+    let (running, retried) = workers_running_retried(obs, total, &completed, &failed, d);
+    counts_and_progress(obs, plan, &completed, &failed, running, retried, d);
 
     if deadline_passed(obs) {
         d.actions.push(Action::DeleteWorkers);
@@ -562,6 +666,259 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     d.requeue = Some(look_again(obs, settings));
 }
 
+/// Submits `tasks` as the current attempt's remote run (the finalizer first, so that a deletion
+/// from now on stops the run).
+fn submit_remote(obs: &Observed, tasks: Vec<u32>, d: &mut Decision) {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    let job = obs.job;
+    let attempt = d.status.attempt.unwrap_or(1).max(1);
+    let kind = remote_kind(&d.status).unwrap_or("ray").to_string();
+    let id = remote_id(
+        &kind,
+        job.metadata.name.as_deref().unwrap_or_default(),
+        job.metadata.uid.as_deref().unwrap_or_default(),
+        attempt,
+    );
+    if let Some(sub) = d.status.submission.as_mut() {
+        sub.id = Some(id.clone());
+        sub.attempt = attempt;
+    }
+    if !obs.has_finalizer {
+        d.actions.push(Action::AddFinalizer);
+    }
+    let address = d
+        .status
+        .backend
+        .as_ref()
+        .and_then(|b| b.address.clone())
+        .unwrap_or_default();
+    let what = match kind.as_str() {
+        "dask" => format!(
+            "the Dask runner Job {id} runs {} tasks on {address}",
+            tasks.len()
+        ),
+        _ => format!(
+            "{} tasks submitted to the {kind} cluster at {address} as {id}",
+            tasks.len()
+        ),
+    };
+    d.actions.push(Action::SubmitRemote { id, tasks });
+    d.status.phase = Some(Phase::Running);
+    cond(d, RUNNING, true, "Submitted", &what, (now, generation));
+    cond(
+        d,
+        READY,
+        false,
+        "Running",
+        "tasks are running",
+        (now, generation),
+    );
+    d.events.push(EventNote {
+        warning: false,
+        reason: "Submitted".into(),
+        message: what,
+    });
+}
+
+/// A running job of a remote backend: the partials in storage and the run's task states say
+/// what is done; the run is (re)submitted, stopped or left alone.
+fn remote_running(obs: &Observed, plan: &PlanSummary, settings: &Settings, d: &mut Decision) {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    let total = plan.tasks();
+    let remote = obs.remote.clone().unwrap_or_default();
+    let kind = remote_kind(&d.status).unwrap_or("remote").to_string();
+
+    if let Some(message) = &remote.unreachable {
+        // The cluster did not answer: retried with backoff, then the job fails. Completed
+        // partials stay for a later run.
+        let errors = d.status.consecutive_errors.unwrap_or(0) + 1;
+        let max = settings.max_consecutive_errors;
+        if errors >= max {
+            let msg = format!("{message} ({errors} attempts)");
+            fail(d, "ClusterUnavailable", &msg, now, generation);
+            return;
+        }
+        d.status.consecutive_errors = Some(errors);
+        if remote.found && remote.ended && !obs.job.spec.suspend {
+            // The run gave up on the cluster (the Dask runner exits when it cannot connect):
+            // the retry is a new attempt, which waits for the cluster again.
+            let done: BTreeSet<u32> = obs.partials.clone().unwrap_or_default();
+            let remaining: Vec<u32> = (0..total).filter(|t| !done.contains(t)).collect();
+            d.status.attempt = Some(d.status.attempt.unwrap_or(1).max(1) + 1);
+            submit_remote(obs, remaining, d);
+        }
+        let msg = format!("{message} (attempt {errors} of {max}, retrying)");
+        cond(
+            d,
+            READY,
+            false,
+            "ClusterUnavailable",
+            &msg,
+            (now, generation),
+        );
+        d.events.push(EventNote {
+            warning: true,
+            reason: "ClusterUnavailable".into(),
+            message: msg,
+        });
+        d.requeue = Some(backoff(errors));
+        return;
+    }
+    d.status.consecutive_errors = None;
+
+    let mut completed: BTreeSet<u32> = BTreeSet::new();
+    let mut failed: BTreeSet<u32> = BTreeSet::new();
+    if let Some(p) = &obs.partials {
+        completed.extend(p.iter().copied().filter(|&t| t < total));
+    }
+    for t in remote.tasks.iter().filter(|t| t.task < total) {
+        match t.phase {
+            TaskPhase::Succeeded => {
+                completed.insert(t.task);
+            }
+            TaskPhase::Failed => {
+                failed.insert(t.task);
+            }
+            _ => {}
+        }
+    }
+    failed.retain(|t| !completed.contains(t));
+    let reasons = crate::backend::tasks::failures(&remote.tasks);
+    status::push_failures(
+        &mut d.status.last_failures,
+        reasons
+            .into_iter()
+            .filter(|f| failed.contains(&f.task))
+            .map(|f| TaskFailure {
+                time: rfc3339(now),
+                ..f
+            }),
+    );
+    if remote.ended {
+        // The run is over: a task it did not finish will not be finished by it.
+        let lost: BTreeSet<u32> = (0..total)
+            .filter(|t| !completed.contains(t) && !failed.contains(t))
+            .collect();
+        if !lost.is_empty() && d.status.phase != Some(Phase::Suspended) {
+            let how = remote
+                .end_message
+                .clone()
+                .unwrap_or_else(|| "the run ended before running the task".into());
+            status::push_failures(
+                &mut d.status.last_failures,
+                lost.iter().map(|&t| TaskFailure {
+                    task: t,
+                    reason: "RunEnded".into(),
+                    message: how.clone(),
+                    time: rfc3339(now),
+                }),
+            );
+            failed.extend(lost);
+        }
+    }
+    let running = remote
+        .tasks
+        .iter()
+        .filter(|t| t.phase == TaskPhase::Running && !completed.contains(&t.task))
+        .count() as u32;
+    let retried = remote
+        .tasks
+        .iter()
+        .map(|t| t.attempts.saturating_sub(1))
+        .sum::<u32>()
+        .max(d.status.tasks.as_ref().map(|t| t.retried).unwrap_or(0));
+    counts_and_progress(obs, plan, &completed, &failed, running, retried, d);
+    let live = remote.found && !remote.ended;
+
+    if deadline_passed(obs) {
+        if live {
+            d.actions.push(Action::CancelRemote);
+        }
+        let msg = format!(
+            "activeDeadlineSeconds ({}) passed with {} of {total} tasks done",
+            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
+            completed.len()
+        );
+        fail(d, "DeadlineExceeded", &msg, now, generation);
+        return;
+    }
+    let max_failed = obs.job.spec.max_failed_tasks.unwrap_or(0).max(0) as usize;
+    if failed.len() > max_failed {
+        if live {
+            d.actions.push(Action::CancelRemote);
+        }
+        let last = d
+            .status
+            .last_failures
+            .iter()
+            .rev()
+            .find(|f| failed.contains(&f.task))
+            .map(|f| format!("; task {}: {}: {}", f.task, f.reason, f.message))
+            .unwrap_or_default();
+        let msg = format!(
+            "{} task(s) failed on the {kind} cluster ({}), more than maxFailedTasks ({max_failed}){last}",
+            failed.len(),
+            bounded_ranges(&failed).unwrap_or_default()
+        );
+        fail(d, "TooManyFailedTasks", &msg, now, generation);
+        return;
+    }
+    if completed.len() + failed.len() == total as usize && obs.partials.is_some() {
+        let missing: Vec<u32> = failed.iter().copied().collect();
+        enter_merging(d, missing, plan, settings, now, generation);
+        return;
+    }
+
+    let suspended_now = d.status.phase == Some(Phase::Suspended);
+    if obs.job.spec.suspend {
+        if live {
+            d.actions.push(Action::CancelRemote);
+        }
+        suspend(d, now, generation);
+        d.requeue = Some(settings.progress_interval);
+        return;
+    }
+    let remaining: Vec<u32> = (0..total)
+        .filter(|t| !completed.contains(t) && !failed.contains(t))
+        .collect();
+    if suspended_now {
+        if remote.found {
+            // The stopped run cannot be restarted: the remaining tasks are a new attempt.
+            let attempt = d.status.attempt.unwrap_or(1).max(1) + 1;
+            d.status.attempt = Some(attempt);
+        }
+        submit_remote(obs, remaining, d);
+        d.events.push(EventNote {
+            warning: false,
+            reason: "Resumed".into(),
+            message: "spec.suspend is false: the remaining tasks are submitted again; completed \
+                      tasks are kept"
+                .into(),
+        });
+        cond(
+            d,
+            SUSPENDED,
+            false,
+            "Resumed",
+            "the job was resumed",
+            (now, generation),
+        );
+    } else if !remote.found {
+        // Not submitted yet (the operator stopped between recording the submission and making
+        // it), or removed from the cluster: the same id again is safe.
+        submit_remote(obs, remaining, d);
+    } else {
+        d.status.phase = Some(Phase::Running);
+        let msg = format!("{} of {total} tasks done", completed.len());
+        cond(d, RUNNING, true, "TasksRunning", &msg, (now, generation));
+        cond(d, READY, false, "Running", &msg, (now, generation));
+    }
+    // Remote runs report no progress to the operator: they are looked at on a timer.
+    d.requeue = Some(settings.progress_interval.min(look_again(obs, settings)));
+}
+
 /// When to look at an active job again if nothing triggers a reconcile before: the resync
 /// period, or the deadline if it comes first. Progress reports and the Jobs' changes trigger
 /// reconciles of their own.
@@ -668,6 +1025,10 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
 }
 
 fn finished(obs: &Observed, d: &mut Decision) {
+    // A finished job has no remote work left to stop.
+    if obs.has_finalizer {
+        d.actions.push(Action::RemoveFinalizer);
+    }
     let Some(ttl) = obs.job.spec.ttl_seconds_after_finished else {
         return;
     };
@@ -751,6 +1112,8 @@ pub enum FailureKind {
     Invalid,
     /// Storage or API unreachable, access denied: retry with backoff, then fail.
     Transient,
+    /// The remote cluster did not answer: retry with backoff, then fail.
+    ClusterUnavailable,
 }
 
 /// An action failed: what the status says now, the event, and whether to retry.
@@ -770,6 +1133,10 @@ pub fn action_failed(
         FailureKind::Invalid => ("InvalidSpec", false),
         FailureKind::Transient => (
             "StorageUnavailable",
+            errors < settings.max_consecutive_errors,
+        ),
+        FailureKind::ClusterUnavailable => (
+            "ClusterUnavailable",
             errors < settings.max_consecutive_errors,
         ),
     };
@@ -934,28 +1301,41 @@ fn fail(d: &mut Decision, reason: &str, message: &str, now: OffsetDateTime, gen_
     });
 }
 
-fn counts_and_progress(
+/// Running tasks and retries of the local backend's worker Job.
+fn workers_running_retried(
     obs: &Observed,
-    plan: &PlanSummary,
+    total: u32,
     completed: &BTreeSet<u32>,
     failed: &BTreeSet<u32>,
-    d: &mut Decision,
-) {
-    let total = plan.tasks();
+    d: &Decision,
+) -> (u32, u32) {
     let running = obs
         .workers
         .as_ref()
         .map(|w| w.active)
         .unwrap_or(0)
         .min(total.saturating_sub((completed.len() + failed.len()) as u32));
-    let succeeded = completed.len() as u32;
-    let failed_n = failed.len() as u32;
     let retried = obs
         .workers
         .as_ref()
-        .map(|w| w.failed_pods.saturating_sub(failed_n))
+        .map(|w| w.failed_pods.saturating_sub(failed.len() as u32))
         .unwrap_or(0)
         .max(d.status.tasks.as_ref().map(|t| t.retried).unwrap_or(0));
+    (running, retried)
+}
+
+fn counts_and_progress(
+    obs: &Observed,
+    plan: &PlanSummary,
+    completed: &BTreeSet<u32>,
+    failed: &BTreeSet<u32>,
+    running: u32,
+    retried: u32,
+    d: &mut Decision,
+) {
+    let total = plan.tasks();
+    let succeeded = completed.len() as u32;
+    let failed_n = failed.len() as u32;
     d.status.tasks = Some(TaskCounts {
         total,
         pending: total.saturating_sub(succeeded + failed_n + running),

@@ -5,6 +5,8 @@
 //! reconcile.
 
 use crate::backend::local::{self, MergeParams, WorkerParams};
+use crate::backend::remote::{self, RemoteConfig, RemoteError, Target};
+use crate::backend::tasks::RemoteTasks;
 use crate::crd::{ProfileJob, ProfileJobStatus, ResultStatus, TaskFailure};
 use crate::decide::{
     self, Action, Decision, EventNote, FailureKind, MergeObserved, Observed, PlanSummary,
@@ -59,6 +61,8 @@ pub struct Config {
     /// Address workers reach the progress service at (`http://service.namespace:port`).
     pub progress_endpoint: Option<String>,
     pub heartbeat_seconds: u64,
+    /// The remote backends' settings (th-worker to ship to Ray, the Dask runner's image).
+    pub remote: RemoteConfig,
 }
 
 impl Default for Config {
@@ -67,6 +71,10 @@ impl Default for Config {
             worker_image: "ghcr.io/truthound/th-worker:latest".into(),
             progress_endpoint: None,
             heartbeat_seconds: 10,
+            remote: RemoteConfig {
+                worker_bin: None,
+                dask_image: "ghcr.io/truthound/th-worker-dask:latest".into(),
+            },
         }
     }
 }
@@ -136,6 +144,20 @@ impl From<Error> for ActionError {
     }
 }
 
+impl From<RemoteError> for ActionError {
+    fn from(e: RemoteError) -> Self {
+        let kind = match e {
+            RemoteError::Unreachable(_) => FailureKind::ClusterUnavailable,
+            RemoteError::Invalid(_) => FailureKind::Invalid,
+            RemoteError::Kube(_) => FailureKind::Transient,
+        };
+        ActionError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+}
+
 impl From<truthound_profile::Error> for ActionError {
     fn from(e: truthound_profile::Error) -> Self {
         let kind = match e.class() {
@@ -150,10 +172,7 @@ impl From<truthound_profile::Error> for ActionError {
     }
 }
 
-/// Retry delay after a failed reconcile: exponential in the consecutive errors, capped.
-pub fn backoff(consecutive: u32) -> Duration {
-    Duration::from_secs((5u64 << consecutive.min(6)).min(300))
-}
+pub use crate::decide::backoff;
 
 /// The controller's error policy: retry after a delay (the decisions are idempotent).
 pub fn error_policy(pj: Arc<ProfileJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
@@ -261,6 +280,9 @@ fn action_name(action: &Action) -> &'static str {
         Action::CollectMerge => "reading the merge result",
         Action::DeleteJob => "deleting the finished ProfileJob",
         Action::RemoveFinalizer => "removing the finalizer",
+        Action::AddFinalizer => "adding the finalizer",
+        Action::SubmitRemote { .. } => "submitting to the cluster",
+        Action::CancelRemote => "stopping the remote run",
     }
 }
 
@@ -368,6 +390,7 @@ fn summary(plan: &Plan, uri: &str) -> PlanSummary {
         id: plan.id.clone(),
         uri: uri.to_string(),
         task_rows: plan.tasks.iter().map(|t| t.rows.unwrap_or(0)).collect(),
+        bytes: plan.tasks.iter().map(|t| t.bytes).sum(),
     }
 }
 
@@ -387,6 +410,7 @@ async fn observe<'a>(
         partials: None,
         progress: ProgressObserved::default(),
         merge: None,
+        remote: None,
         has_finalizer: pj.finalizers().iter().any(|f| f == FINALIZER),
     };
     let Some(phase) = status.phase else {
@@ -403,10 +427,22 @@ async fn observe<'a>(
         return Ok(obs);
     };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-    if matches!(
+    let active = matches!(
         phase,
         crate::crd::Phase::Running | crate::crd::Phase::Suspended
-    ) {
+    );
+    if active && let Some(target) = target(pj, &status) {
+        // A remote run: the partials in storage and the run's own record.
+        obs.partials = Some(list_partials(&work_prefix(pj), &out_opts).await);
+        obs.remote = Some(
+            remote::observe(&ctx.client, pj, &target, plan.tasks())
+                .await
+                .map_err(|e| match e {
+                    RemoteError::Kube(k) => Error::Kube(k),
+                    other => Error::Invalid(other.to_string()),
+                })?,
+        );
+    } else if active {
         let name = status
             .submission
             .as_ref()
@@ -749,6 +785,37 @@ async fn execute(
             info!(job = %pj.name_any(), "ttlSecondsAfterFinished passed: deleted");
             Ok(Outcome::Gone)
         }
+        Action::AddFinalizer => {
+            let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
+            let mut keep: Vec<String> = pj.finalizers().to_vec();
+            if !keep.iter().any(|f| f == FINALIZER) {
+                keep.push(FINALIZER.to_string());
+            }
+            api.patch(
+                &pj.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": keep}})),
+            )
+            .await
+            .map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        Action::SubmitRemote { id, tasks } => {
+            let t = target(pj, status).ok_or_else(|| ActionError {
+                kind: FailureKind::Invalid,
+                message: "the job's status names no remote cluster".into(),
+            })?;
+            let t = Target { id, ..t };
+            let work = remote_tasks(pj, ctx, t.kind, tasks).await?;
+            remote::submit(&ctx.client, pj, &t, work, &ctx.config.remote).await?;
+            Ok(Outcome::Done)
+        }
+        Action::CancelRemote => {
+            if let Some(t) = target(pj, status) {
+                remote::cancel(&ctx.client, pj, &t).await?;
+            }
+            Ok(Outcome::Done)
+        }
         Action::RemoveFinalizer => {
             let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
             let keep: Vec<String> = pj
@@ -767,6 +834,68 @@ async fn execute(
             Ok(Outcome::Done)
         }
     }
+}
+
+/// The remote run of the current attempt, for a job of a remote backend.
+fn target<'a>(pj: &ProfileJob, status: &'a ProfileJobStatus) -> Option<Target<'a>> {
+    let kind = decide::remote_kind(status)?;
+    let _ = pj;
+    Some(Target {
+        kind,
+        address: status.backend.as_ref()?.address.as_deref()?,
+        id: status.submission.as_ref()?.id.as_deref()?,
+        attempt: status.attempt.unwrap_or(1).max(1) as u32,
+    })
+}
+
+/// What the remote run is given: the plan, where partials go, the tasks' credentials (Ray: from
+/// the Secrets, in the job's environment; Dask: the runner's pod has them) and storage flags.
+async fn remote_tasks(
+    pj: &ProfileJob,
+    ctx: &Context,
+    kind: &str,
+    tasks: &[u32],
+) -> Result<RemoteTasks, Error> {
+    let prefix = work_prefix(pj);
+    let mut env = std::collections::BTreeMap::new();
+    if kind == "ray" {
+        for secret in [
+            pj.spec.dataset.credentials_secret_ref.as_ref(),
+            pj.spec.output.credentials_secret_ref.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let api: Api<Secret> =
+                Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+            let s = api.get_opt(&secret.name).await?.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "credentials Secret `{}` not found in namespace {}",
+                    secret.name,
+                    pj.namespace().unwrap_or_default()
+                ))
+            })?;
+            for (k, v) in s.data.unwrap_or_default() {
+                if let Ok(v) = String::from_utf8(v.0) {
+                    env.insert(k, v);
+                }
+            }
+        }
+    }
+    Ok(RemoteTasks {
+        run_id: pj.metadata.uid.clone().unwrap_or_default(),
+        plan_uri: format!("{prefix}/plan"),
+        partials_prefix: format!("{prefix}/partials"),
+        tasks: tasks.to_vec(),
+        env,
+        worker_args: remote::worker_args(pj),
+        retries: pj
+            .spec
+            .backoff_limit_per_task
+            .unwrap_or(local::DEFAULT_BACKOFF_PER_TASK)
+            .max(0) as u32,
+        worker_bin: None,
+    })
 }
 
 fn workers_name(pj: &ProfileJob, status: &ProfileJobStatus) -> String {

@@ -48,6 +48,7 @@ fn obs(pj: &ProfileJob) -> Observed<'_> {
         partials: None,
         progress: ProgressObserved::default(),
         merge: None,
+        remote: None,
         has_finalizer: false,
     }
 }
@@ -57,6 +58,7 @@ fn plan(tasks: u32) -> PlanSummary {
         id: "plan-abc".into(),
         uri: format!("s3://lake/profiles/.truthound/{UID}/plan"),
         task_rows: vec![1000; tasks as usize],
+        bytes: 4_000_000,
     }
 }
 
@@ -183,13 +185,25 @@ fn invalid_specs_fail_at_once_with_the_field_named() {
 }
 
 #[test]
-fn auto_picks_local_and_says_why() {
+fn auto_picks_local_for_a_small_dataset_once_it_is_listed_and_says_why() {
     let mut pj = basic();
     pj.spec.backend.kind = BackendType::Auto;
     let d = decide(&obs(&pj), &Settings::default());
-    let b = d.status.backend.expect("backend choice");
+    assert_eq!(d.actions, vec![Action::Plan]);
+    assert!(
+        d.status.backend.is_none(),
+        "chosen only once the size is known"
+    );
+    assert!(cond(&d.status, "Accepted").message.contains("(auto)"));
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &Settings::default());
+    let b = d.status.backend.clone().expect("backend choice");
     assert_eq!(b.kind, "local");
-    assert!(b.reason.unwrap_or_default().contains("no remote cluster"));
+    assert!(b.reason.unwrap_or_default().contains("4.0 MB, under 10 GB"));
+    assert!(matches!(d.actions[0], Action::CreateWorkers { .. }));
+    assert!(d.events.iter().any(|e| e.reason == "BackendChosen"));
 }
 
 #[test]

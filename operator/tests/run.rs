@@ -4,243 +4,20 @@
 //! records every request; between reconciles the test plays the Job controller and the worker
 //! pods by running each task with the engine and writing its partial where `th-worker` would.
 
-use http::{Method, Request, Response, StatusCode};
+mod support;
+
+use http::Method;
 use k8s_openapi::api::batch::v1::Job;
-use kube::Client;
-use kube::client::Body;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::pin::pin;
-use std::sync::{Arc, Mutex};
-use truthound_operator::crd::{Phase, ProfileJob};
+use std::path::Path;
+use std::sync::Arc;
+use support::*;
+use truthound_operator::crd::Phase;
 use truthound_operator::decide::Settings;
 use truthound_operator::reconcile::{self, Config, Context};
+use truthound_profile::Plan;
 use truthound_profile::dataset::{self, StorageOptions};
-use truthound_profile::{PartialProfile, Plan, TableProfile};
-
-const NS: &str = "data";
-const NAME: &str = "events";
-const UID: &str = "0a1b2c3d-0000-4000-8000-00000000abcd";
-
-/// One recorded request.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    uri: String,
-    content_type: String,
-    body: Value,
-}
-
-#[derive(Default)]
-struct ApiState {
-    pj: Option<Value>,
-    jobs: BTreeMap<String, Value>,
-    requests: Vec<Seen>,
-    phases: Vec<String>,
-    /// Pods the Job controller has left (failed ones, with their termination messages).
-    pods: Vec<Value>,
-    /// Tasks whose worker fails: (exit code, termination message).
-    failing: BTreeMap<u32, (i32, String)>,
-    /// The merge pod fails with this termination message.
-    merge_fails: Option<String>,
-}
-
-type Shared = Arc<Mutex<ApiState>>;
-
-fn status_body(code: u16, reason: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-           "message": reason, "reason": reason, "code": code})
-}
-
-fn merge_json(a: &mut Value, b: &Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge_json(a.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b.clone(),
-    }
-}
-
-/// Answers one request the way the API server would, for the few resources the reconciler uses.
-fn answer(state: &Shared, method: &Method, path: &str, query: &str, body: &Value) -> (u16, Value) {
-    let mut s = state.lock().expect("state");
-    let pj_path = format!("/apis/truthound.io/v1alpha1/namespaces/{NS}/profilejobs/{NAME}");
-    let jobs_path = format!("/apis/batch/v1/namespaces/{NS}/jobs");
-    match (method, path) {
-        (&Method::GET, p) if p == pj_path => match &s.pj {
-            Some(pj) => (200, pj.clone()),
-            None => (404, status_body(404, "NotFound")),
-        },
-        (&Method::PATCH, p) if p == format!("{pj_path}/status") => {
-            let Some(pj) = s.pj.as_mut() else {
-                return (404, status_body(404, "NotFound"));
-            };
-            // Server-side apply of the whole status under our field manager: it replaces.
-            pj["status"] = body["status"].clone();
-            let phase = body["status"]["phase"].as_str().unwrap_or("").to_string();
-            let out = pj.clone();
-            if s.phases.last() != Some(&phase) {
-                s.phases.push(phase);
-            }
-            (200, out)
-        }
-        (&Method::DELETE, p) if p == pj_path => {
-            let pj = s.pj.take();
-            (200, pj.unwrap_or(Value::Null))
-        }
-        (&Method::POST, p) if p.ends_with("/events") => (201, body.clone()),
-        (&Method::PATCH, p) if p.contains("/events/") => (200, body.clone()),
-        (&Method::POST, p) if p == jobs_path => {
-            let name = body["metadata"]["name"].as_str().unwrap_or("").to_string();
-            if s.jobs.contains_key(&name) {
-                return (409, status_body(409, "AlreadyExists"));
-            }
-            let mut job = body.clone();
-            job["metadata"]["uid"] = json!(format!("job-{name}"));
-            s.jobs.insert(name, job.clone());
-            (201, job)
-        }
-        (m, p) if p.starts_with(&format!("{jobs_path}/")) => {
-            let name = p.rsplit('/').next().unwrap_or("").to_string();
-            match *m {
-                Method::GET => match s.jobs.get(&name) {
-                    Some(j) => (200, j.clone()),
-                    None => (404, status_body(404, "NotFound")),
-                },
-                Method::PATCH => match s.jobs.get_mut(&name) {
-                    Some(j) => {
-                        merge_json(j, body);
-                        (200, j.clone())
-                    }
-                    None => (404, status_body(404, "NotFound")),
-                },
-                Method::DELETE => match s.jobs.remove(&name) {
-                    Some(j) => (200, j),
-                    None => (404, status_body(404, "NotFound")),
-                },
-                _ => (405, status_body(405, "MethodNotAllowed")),
-            }
-        }
-        (&Method::DELETE, p) if p.starts_with(&format!("/api/v1/namespaces/{NS}/pods/")) => {
-            let name = p.rsplit('/').next().unwrap_or("");
-            match s
-                .pods
-                .iter()
-                .position(|pod| pod["metadata"]["name"] == name)
-            {
-                Some(i) => (200, s.pods.remove(i)),
-                None => (404, status_body(404, "NotFound")),
-            }
-        }
-        (&Method::GET, p) if p == format!("/api/v1/namespaces/{NS}/pods") => {
-            // The only selector the reconciler uses: the pods of one Job.
-            let query = query.replace("%3D", "=").replace("%2F", "/");
-            let items: Vec<Value> = s
-                .pods
-                .iter()
-                .filter(|pod| {
-                    let job = pod["metadata"]["labels"]["batch.kubernetes.io/job-name"]
-                        .as_str()
-                        .unwrap_or("");
-                    query.contains(&format!("batch.kubernetes.io/job-name={job}"))
-                })
-                .cloned()
-                .collect();
-            (
-                200,
-                json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}),
-            )
-        }
-        _ => (
-            500,
-            status_body(500, &format!("unexpected {method} {path}")),
-        ),
-    }
-}
-
-/// The mocked API server: answers every request until the client is dropped.
-fn fake_api(state: Shared) -> Client {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    tokio::spawn(async move {
-        let mut handle = pin!(handle);
-        while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect_bytes().await.unwrap_or_default();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let path = parts.uri.path().to_string();
-            let query = parts.uri.query().unwrap_or("").to_string();
-            let (code, out) = answer(&state, &parts.method, &path, &query, &body);
-            state.lock().expect("state").requests.push(Seen {
-                method: parts.method.clone(),
-                uri: parts.uri.to_string(),
-                content_type: parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string(),
-                body,
-            });
-            let response = Response::builder()
-                .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-                .header("content-type", "application/json")
-                .body(Body::from(serde_json::to_vec(&out).unwrap_or_default()))
-                .expect("response");
-            send.send_response(response);
-        }
-    });
-    Client::new(service, NS)
-}
-
-fn context(client: Client) -> Arc<Context> {
-    context_with(client, Settings::default())
-}
-
-fn context_with(client: Client, settings: Settings) -> Arc<Context> {
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "truthound-operator".into(),
-            instance: Some("test".into()),
-        },
-    );
-    Arc::new(Context::new(client, settings, Config::default(), recorder))
-}
-
-fn sample_dataset(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events");
-    let dst = dir.join("lake/events");
-    std::fs::create_dir_all(&dst).expect("mkdir");
-    for e in std::fs::read_dir(src).expect("sample dataset").flatten() {
-        std::fs::copy(e.path(), dst.join(e.file_name())).expect("copy");
-    }
-    dst
-}
-
-fn profilejob(dataset: &Path, out: &Path, extra: Value) -> Value {
-    let mut spec = json!({
-        "dataset": {"uri": format!("file://{}/", dataset.display())},
-        "output": {"uri": format!("file://{}", out.display())},
-        "partitioning": {"strategy": "row_based", "partitions": 3},
-    });
-    merge_json(&mut spec, &extra);
-    json!({
-        "apiVersion": "truthound.io/v1alpha1",
-        "kind": "ProfileJob",
-        "metadata": {"name": NAME, "namespace": NS, "uid": UID, "generation": 1,
-                     "resourceVersion": "1", "creationTimestamp": "2026-11-21T10:00:00Z"},
-        "spec": spec,
-    })
-}
-
-fn current(state: &Shared) -> Option<ProfileJob> {
-    let pj = state.lock().expect("state").pj.clone()?;
-    Some(serde_json::from_value(pj).expect("ProfileJob"))
-}
 
 /// Plays the Job controller and the pods: every index of every worker Job runs its task with
 /// the engine and writes its partial where `th-worker` would (the `--out` argument), except the
@@ -348,23 +125,6 @@ async fn run_workers(state: &Shared) {
     }
 }
 
-/// A pod of Job `job` that failed with `code`, its termination message saying `message`.
-fn failed_pod(job: &str, index: u32, code: i32, message: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": format!("{job}-{index}-x"), "namespace": NS,
-            "labels": {"batch.kubernetes.io/job-name": job},
-            "annotations": {"batch.kubernetes.io/job-completion-index": index.to_string()},
-        },
-        "status": {"phase": "Failed", "containerStatuses": [{
-            "name": "worker", "image": "th-worker", "imageID": "", "ready": false,
-            "restartCount": 0,
-            "state": {"terminated": {"exitCode": code, "message": message}},
-        }]},
-    })
-}
-
 /// Reconciles until the job finishes, running the workers in between. Returns the reconciles.
 async fn drive(state: &Shared, ctx: &Arc<Context>, max: usize) -> usize {
     for i in 1..=max {
@@ -383,10 +143,6 @@ async fn drive(state: &Shared, ctx: &Arc<Context>, max: usize) -> usize {
         run_workers(state).await;
     }
     max
-}
-
-fn requests(state: &Shared) -> Vec<Seen> {
-    state.lock().expect("state").requests.clone()
 }
 
 #[tokio::test]
@@ -524,31 +280,6 @@ async fn a_whole_run_writes_the_profile_that_a_single_pass_computes() {
     let table: Value =
         serde_json::from_slice(&std::fs::read(table).expect("tasks.json")).expect("json");
     assert_eq!(table["tasks"].as_array().map(Vec::len), Some(3));
-}
-
-async fn single_pass(data: &Path) -> Value {
-    single_pass_with(data, None).await
-}
-
-async fn single_pass_with(
-    data: &Path,
-    sampling: Option<truthound_profile::options::Sampling>,
-) -> Value {
-    let uri = format!("file://{}/", data.display());
-    let opts = StorageOptions::default();
-    let ds = dataset::discover(&uri, None, &opts)
-        .await
-        .expect("discover");
-    let mut req = truthound_profile::PlanRequest::new(truthound_profile::Strategy::RowBased, 1);
-    req.options.sampling = sampling;
-    let plan = truthound_profile::plan::plan(&ds, &req).expect("plan");
-    let store = truthound_profile::run::plan_store(&plan).expect("store");
-    let p: PartialProfile =
-        truthound_profile::run::run_task(&plan, 0, store, &truthound_profile::run::no_progress())
-            .await
-            .expect("single pass");
-    let profile = TableProfile::from_partial(&p, 0, false, plan.options.histogram_bins);
-    serde_json::from_slice(&profile.to_json()).expect("json")
 }
 
 #[tokio::test]

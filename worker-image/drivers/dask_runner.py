@@ -12,7 +12,8 @@ th-worker is shipped to the workers that lack it: a worker that already has the 
 (same SHA-256, at the path given or in its temp directory) uses it; else one named `th-worker`
 on its PATH; else the binary's bytes are sent to it once and written to its temp directory.
 
-Input: one JSON object on stdin (so that credentials never appear in a process list):
+Input: one JSON object on stdin (so that credentials never appear in a process list), or in
+$TH_DASK_RUNNER_CONFIG (the operator's runner Job, whose credentials come from its Secret):
   scheduler        the scheduler's address (default: $DASK_SCHEDULER_ADDRESS)
   run_id           prefix of the Dask keys (`<run_id>-<task>`) and the event topic
   plan_uri         the plan (a URI or a path the workers can read)
@@ -24,6 +25,8 @@ Input: one JSON object on stdin (so that credentials never appear in a process l
   worker_name      the name looked up on the workers' PATH (default th-worker)
   connect_timeout  seconds to wait for the scheduler (default 10)
   storage_args     extra arguments of `th-worker run-task` (optional)
+  forward_env_prefixes  the runner's own environment variables with these prefixes are added
+                   to `env` (optional; the runner Job forwards AWS_, GOOGLE_, AZURE_)
 
 Output: JSON lines on stdout, one per change:
   {"event": "connected", "scheduler": ..., "workers": N, "threads": T}
@@ -211,7 +214,10 @@ def _run_task(topic, cancel_name, bins, sha, local_bin, name, task, argv, env):
 
 def main():
     try:
-        cfg = json.load(sys.stdin)
+        # In a pod (the operator's runner Job) the input is in the environment, without
+        # credentials: those come from the pod's Secret and are forwarded below.
+        given = os.environ.get("TH_DASK_RUNNER_CONFIG")
+        cfg = json.loads(given) if given else json.load(sys.stdin)
     except ValueError as e:
         fail("invalid", f"the runner's input is not JSON: {e}", EXIT_INVALID)
     scheduler = cfg.get("scheduler") or os.environ.get("DASK_SCHEDULER_ADDRESS")
@@ -235,6 +241,11 @@ def main():
     tasks = [int(t) for t in cfg["tasks"]]
     retries = int(cfg.get("retries", 2))
     env = {str(k): str(v) for k, v in (cfg.get("env") or {}).items()}
+    # The runner's own variables with these prefixes (its pod's credentials) go to every task.
+    prefixes = tuple(cfg.get("forward_env_prefixes") or ())
+    for k, v in os.environ.items():
+        if prefixes and k.startswith(prefixes):
+            env.setdefault(k, v)
     name = cfg.get("worker_name") or "th-worker"
     local_bin = cfg.get("worker_bin")
     prefix = cfg["partials_prefix"].rstrip("/")

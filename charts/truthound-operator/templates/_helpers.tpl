@@ -61,6 +61,10 @@ app.kubernetes.io/part-of: truthound
 {{- include "truthound-operator.imageRef" (list .Values.worker.image .) }}
 {{- end }}
 
+{{- define "truthound-operator.daskImage" -}}
+{{- include "truthound-operator.imageRef" (list .Values.daskRunner.image .) }}
+{{- end }}
+
 {{/* "true" when leader election is on: asked for, or needed by more than one replica. */}}
 {{- define "truthound-operator.leaderElect" -}}
 {{- if or .Values.leaderElection.enabled (gt (int .Values.replicaCount) 1) }}true{{ end }}

@@ -264,7 +264,7 @@ pub fn describe(pj: &ProfileJob, events: Result<&[Event], &str>, now: i64) -> St
                 .and_then(|d| d.scheduler_address.clone())
         })
         .or_else(|| spec.backend.ray.as_ref().and_then(|r| r.address.clone()));
-    if let Some(a) = address {
+    if let Some(a) = &address {
         let _ = write!(backend, " ({a})");
     }
     if let Some(p) = spec.backend.local.as_ref().and_then(|l| l.parallelism) {
@@ -272,6 +272,9 @@ pub fn describe(pj: &ProfileJob, events: Result<&[Event], &str>, now: i64) -> St
     }
     if let Some(chosen) = &status.backend {
         let _ = write!(backend, "; running on {}", chosen.kind);
+        if let Some(at) = chosen.address.as_ref().filter(|_| address.is_none()) {
+            let _ = write!(backend, " at {at}");
+        }
         if let Some(why) = &chosen.reason {
             let _ = write!(backend, " ({why})");
         }

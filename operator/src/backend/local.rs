@@ -53,7 +53,7 @@ pub struct WorkerParams {
     pub heartbeat_seconds: u64,
 }
 
-fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
+pub(crate) fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
     let name = pj.metadata.name.clone().unwrap_or_default();
     let mut l = BTreeMap::from([
         (
@@ -81,7 +81,7 @@ fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
     l
 }
 
-fn owned_meta(pj: &ProfileJob, name: &str, component: &str) -> ObjectMeta {
+pub(crate) fn owned_meta(pj: &ProfileJob, name: &str, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: pj.metadata.namespace.clone(),
@@ -112,7 +112,7 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 
 /// Storage flags of `th-worker` for the plan and the output (the dataset's own options travel
 /// inside the plan).
-fn storage_args(pj: &ProfileJob) -> Vec<String> {
+pub(crate) fn storage_args(pj: &ProfileJob) -> Vec<String> {
     let opts = pj
         .spec
         .output
@@ -260,21 +260,7 @@ fn container(
     env_vars.extend(extra_env);
     env_vars.extend(local.env.clone().unwrap_or_default());
 
-    // Credentials: the dataset's Secret, then the output's (a key in both: the output's wins).
-    let env_from: Vec<EnvFromSource> = [
-        pj.spec.dataset.credentials_secret_ref.as_ref(),
-        pj.spec.output.credentials_secret_ref.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|s| EnvFromSource {
-        secret_ref: Some(SecretEnvSource {
-            name: s.name.clone(),
-            optional: Some(false),
-        }),
-        ..EnvFromSource::default()
-    })
-    .collect();
+    let env_from = credentials_env_from(pj);
 
     Container {
         name: CONTAINER.into(),
@@ -301,6 +287,25 @@ fn container(
         }),
         ..Container::default()
     }
+}
+
+/// Credentials as the containers' environment: the dataset's Secret, then the output's (a key
+/// in both: the output's wins).
+pub(crate) fn credentials_env_from(pj: &ProfileJob) -> Vec<EnvFromSource> {
+    [
+        pj.spec.dataset.credentials_secret_ref.as_ref(),
+        pj.spec.output.credentials_secret_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|s| EnvFromSource {
+        secret_ref: Some(SecretEnvSource {
+            name: s.name.clone(),
+            optional: Some(false),
+        }),
+        ..EnvFromSource::default()
+    })
+    .collect()
 }
 
 /// The shape of an Indexed Job.

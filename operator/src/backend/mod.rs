@@ -2,9 +2,12 @@
 //! core of the Dask backend (a runner maps the tasks over a Dask cluster), without Kubernetes.
 //! `ray`: the core of the Ray backend (a job submitted through the Ray dashboard's Jobs REST
 //! API fans the tasks out as Ray tasks), without Kubernetes. `tasks`: the per-task states the
-//! remote backends share. Spark comes with its own piece of the remote-backends issue.
+//! remote backends share. `remote`: those cores as the reconciler drives them. `choice`: which
+//! backend runs a job (and `auto`).
 
+pub mod choice;
 pub mod dask;
 pub mod local;
 pub mod ray;
+pub mod remote;
 pub mod tasks;

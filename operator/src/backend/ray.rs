@@ -605,6 +605,12 @@ impl RayRun {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
+        self.outcome()
+    }
+
+    /// How the job ended, from its last poll (its status terminal): the tasks' final states, or
+    /// why the job itself failed, with the tail of its logs.
+    pub fn outcome(&self) -> Result<Vec<TaskState>, RayError> {
         let logs_tail = || {
             let t = self.other.trim();
             if t.is_empty() {

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
 use truthound_operator::ProfileJob;
+use truthound_operator::backend::choice::Clusters;
+use truthound_operator::backend::remote::RemoteConfig;
 use truthound_operator::decide::Settings;
 use truthound_operator::http::{self, Readiness};
 use truthound_operator::leader::{LeaderConfig, LeaderElector};
@@ -88,6 +90,36 @@ struct Args {
     /// Heartbeat period of the workers.
     #[arg(long, env = "TH_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// Spark Connect URL of the Spark cluster `auto` may choose and ProfileJobs of backend
+    /// spark use when they name none, e.g. `sc://spark-connect.spark:15002`.
+    #[arg(long, env = "SPARK_CONNECT_URL")]
+    spark_connect_url: Option<String>,
+    /// Scheduler of the Dask cluster `auto` may choose and ProfileJobs of backend dask use
+    /// when they name none, e.g. `tcp://dask-scheduler.dask:8786`.
+    #[arg(long, env = "DASK_SCHEDULER_ADDRESS")]
+    dask_scheduler_address: Option<String>,
+    /// Dashboard (Jobs API) of the Ray cluster `auto` may choose and ProfileJobs of backend ray
+    /// use when they name none, e.g. `http://ray-head.ray:8265`.
+    #[arg(long, env = "RAY_ADDRESS")]
+    ray_address: Option<String>,
+    /// The backend `auto` uses when set to local, spark, dask or ray (else the dataset's size
+    /// decides).
+    #[arg(long, env = "TRUTHOUND_DISTRIBUTED_BACKEND")]
+    distributed_backend: Option<String>,
+    /// Image of the Dask runner Job (Dask with th-worker) for ProfileJobs that name none.
+    #[arg(
+        long,
+        env = "TH_DASK_IMAGE",
+        default_value = "ghcr.io/truthound/th-worker-dask:latest"
+    )]
+    dask_image: String,
+    /// th-worker binary shipped to Ray clusters with each job (the operator's image has one).
+    #[arg(
+        long,
+        env = "TH_RAY_WORKER_BIN",
+        default_value = "/usr/local/bin/th-worker"
+    )]
+    ray_worker_bin: std::path::PathBuf,
     /// Log format: json (default) or text.
     #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -225,12 +257,28 @@ async fn run(args: Args) -> Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         merge_in_pod_tasks: args.merge_in_pod_tasks,
         merge_in_pod_rows: args.merge_in_pod_rows,
+        clusters: Clusters {
+            spark_connect_url: args.spark_connect_url.clone().filter(|s| !s.is_empty()),
+            dask_scheduler: args
+                .dask_scheduler_address
+                .clone()
+                .filter(|s| !s.is_empty()),
+            ray_address: args.ray_address.clone().filter(|s| !s.is_empty()),
+            preferred: Clusters::parse_preferred(args.distributed_backend.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        },
         ..Settings::default()
     };
     let config = Config {
         worker_image: args.worker_image.clone(),
         progress_endpoint: args.progress_endpoint.clone(),
         heartbeat_seconds: args.heartbeat_seconds.max(1),
+        remote: RemoteConfig {
+            // A missing binary is said when a Ray job is submitted, not at start: most
+            // installations never use Ray.
+            worker_bin: Some(args.ray_worker_bin.clone()),
+            dask_image: args.dask_image.clone(),
+        },
     };
     let recorder = Recorder::new(
         client.clone(),

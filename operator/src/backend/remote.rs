@@ -1,0 +1,424 @@
+//! The remote backends as the reconciler drives them: look at a run, submit it, stop it. Each
+//! call is one request or a few, so a reconcile never waits for a cluster's work.
+//!
+//! - Ray: the job is submitted through the dashboard's Jobs API with the submission id
+//!   `<uid>-<attempt>` (a repeated submission finds the first); its status and logs (the
+//!   driver's JSON lines) give the tasks' states; `stop` ends it.
+//! - Dask: Dask has no submission API, so, like the Dask Kubernetes operator's DaskJob, a
+//!   runner `batch/v1` Job (Dask's image with `th-worker`, see the Dockerfile's
+//!   `th-worker-dask`) runs `dask_runner.py` against the scheduler; its pod's log (the same JSON
+//!   lines) gives the tasks' states; deleting the Job stops the runner, which cancels its
+//!   tasks on the cluster.
+
+use crate::backend::dask::RUNNER_PY;
+use crate::backend::local::{credentials_env_from, owned_meta, storage_args};
+use crate::backend::ray::{RayError, RayRun, RaySubmit};
+use crate::backend::tasks::{RemoteTasks, TaskBoard, tail_lines};
+use crate::crd::ProfileJob;
+use crate::decide::RemoteObserved;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext,
+};
+use kube::api::{ListParams, LogParams};
+use kube::{Api, Client, ResourceExt};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Environment variable prefixes of credentials, passed from the pod's Secret to every task.
+const CREDENTIAL_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
+/// The runner Job's container.
+pub const RUNNER_CONTAINER: &str = "runner";
+/// Where `th-worker` is in the `th-worker-dask` image (shipped from there to workers lacking it).
+pub const DASK_IMAGE_WORKER_BIN: &str = "/usr/local/bin/th-worker";
+
+/// Where and what a remote run is.
+#[derive(Debug, Clone)]
+pub struct Target<'a> {
+    /// `dask` or `ray`.
+    pub kind: &'a str,
+    /// The cluster's address.
+    pub address: &'a str,
+    /// The run's id (Ray submission id, Dask runner Job name).
+    pub id: &'a str,
+    pub attempt: u32,
+}
+
+/// What a remote backend needs from the operator's configuration.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// `th-worker` to ship to Ray clusters (in the operator's image; `None`: the Ray workers
+    /// must have one on their PATH).
+    pub worker_bin: Option<PathBuf>,
+    /// The runner Job's image when a ProfileJob names none.
+    pub dask_image: String,
+}
+
+/// The failure of a remote call, classified for the reconciler.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The cluster did not answer (retry with backoff).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The request is wrong (fail now).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl From<RayError> for RemoteError {
+    fn from(e: RayError) -> Self {
+        match e {
+            RayError::Invalid(_) | RayError::Unavailable(_) => RemoteError::Invalid(e.to_string()),
+            _ => RemoteError::Unreachable(e.to_string()),
+        }
+    }
+}
+
+/// Looks at the run once.
+pub async fn observe(
+    client: &Client,
+    pj: &ProfileJob,
+    target: &Target<'_>,
+    tasks: u32,
+) -> Result<RemoteObserved, RemoteError> {
+    let ids: Vec<u32> = (0..tasks).collect();
+    match target.kind {
+        "ray" => observe_ray(target, &ids).await,
+        _ => observe_dask(client, pj, target, &ids).await,
+    }
+}
+
+async fn observe_ray(target: &Target<'_>, ids: &[u32]) -> Result<RemoteObserved, RemoteError> {
+    let run = match RayRun::attach(target.address, target.id, ids, Duration::from_secs(1)).await {
+        Ok(run) => run,
+        Err(RayError::Api { status: 404, .. }) => return Ok(RemoteObserved::default()),
+        Err(e @ (RayError::Invalid(_) | RayError::Unavailable(_))) => {
+            return Err(RemoteError::Invalid(e.to_string()));
+        }
+        Err(e) => {
+            return Ok(RemoteObserved {
+                unreachable: Some(e.to_string()),
+                ..RemoteObserved::default()
+            });
+        }
+    };
+    let ended = run.status().is_terminal();
+    // A run that ended without finishing every task says why (its message and log tail).
+    let end_message = if ended {
+        run.outcome().err().map(|e| e.to_string())
+    } else {
+        None
+    };
+    Ok(RemoteObserved {
+        unreachable: None,
+        found: true,
+        tasks: run.states(),
+        ended,
+        end_message,
+    })
+}
+
+async fn observe_dask(
+    client: &Client,
+    pj: &ProfileJob,
+    target: &Target<'_>,
+    ids: &[u32],
+) -> Result<RemoteObserved, RemoteError> {
+    let ns = pj.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let Some(job) = jobs.get_opt(target.id).await? else {
+        return Ok(RemoteObserved::default());
+    };
+    let status = job.status.clone().unwrap_or_default();
+    let condition = |t: &str| {
+        status
+            .conditions
+            .as_ref()
+            .is_some_and(|c| c.iter().any(|c| c.type_ == t && c.status == "True"))
+    };
+    let (complete, failed) = (condition("Complete"), condition("Failed"));
+
+    // The runner's pod log holds its JSON lines; the newest pod is the one that counts.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={}", target.id)))
+        .await?;
+    let newest = list
+        .items
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    let mut board = TaskBoard::new(ids);
+    let mut other = String::new();
+    let mut termination = None;
+    if let Some(pod) = newest {
+        termination = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == RUNNER_CONTAINER))
+            .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone());
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.state
+                        .as_ref()
+                        .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+                })
+            });
+        if started {
+            let lp = LogParams {
+                container: Some(RUNNER_CONTAINER.into()),
+                ..LogParams::default()
+            };
+            match pods.logs(&pod.name_any(), &lp).await {
+                Ok(log) => {
+                    for line in log.lines() {
+                        if board.apply_line(line).is_none() && !line.trim().is_empty() {
+                            other.push_str(line);
+                            other.push('\n');
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "cannot read the runner's log")
+                }
+            }
+        }
+    }
+    // The runner says when the scheduler cannot be reached: that is the cluster's state, not
+    // the run's fault.
+    if let Some((kind, message)) = &board.error
+        && kind == "unreachable"
+    {
+        return Ok(RemoteObserved {
+            unreachable: Some(message.clone()),
+            found: true,
+            tasks: board.states(),
+            ended: complete || failed,
+            end_message: None,
+        });
+    }
+    let ended = complete || failed;
+    let end_message = if !ended || (complete && board.finished && board.error.is_none()) {
+        None
+    } else {
+        let said = board
+            .error
+            .as_ref()
+            .map(|(_, m)| m.clone())
+            .or(termination)
+            .unwrap_or_else(|| "no message".into());
+        let tail = other.trim();
+        let logs = if tail.is_empty() || said.contains(tail) {
+            String::new()
+        } else {
+            format!("; its log ends with:\n{}", tail_lines(tail, 20))
+        };
+        Some(format!(
+            "the Dask runner Job {} failed: {said}{logs}",
+            target.id
+        ))
+    };
+    Ok(RemoteObserved {
+        unreachable: None,
+        found: true,
+        tasks: board.states(),
+        ended,
+        end_message,
+    })
+}
+
+/// Submits the run (idempotent: the same id again finds the first).
+pub async fn submit(
+    client: &Client,
+    pj: &ProfileJob,
+    target: &Target<'_>,
+    work: RemoteTasks,
+    config: &RemoteConfig,
+) -> Result<(), RemoteError> {
+    match target.kind {
+        "ray" => {
+            let run = RayRun::submit(RaySubmit {
+                address: target.address.to_string(),
+                attempt: target.attempt,
+                work: RemoteTasks {
+                    worker_bin: config.worker_bin.clone(),
+                    ..work
+                },
+                python: None,
+                poll_interval: Duration::from_secs(1),
+            })
+            .await?;
+            tracing::info!(job = %pj.name_any(), submission_id = %run.submission_id(),
+                already = run.already_submitted(), "Ray job submitted");
+            Ok(())
+        }
+        _ => {
+            let ns = pj.namespace().unwrap_or_default();
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let job = dask_runner_job(pj, target, &work, config);
+            match jobs.create(&Default::default(), &job).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(job = %pj.name_any(), runner = %target.id, "Dask runner Job created");
+            Ok(())
+        }
+    }
+}
+
+/// Stops the run; one already gone or over is fine.
+pub async fn cancel(
+    client: &Client,
+    pj: &ProfileJob,
+    target: &Target<'_>,
+) -> Result<(), RemoteError> {
+    match target.kind {
+        "ray" => {
+            let mut run = match RayRun::attach(
+                target.address,
+                target.id,
+                &[],
+                Duration::from_secs(1),
+            )
+            .await
+            {
+                Ok(run) => run,
+                Err(RayError::Api { status: 404, .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if run.status().is_terminal() {
+                return Ok(());
+            }
+            run.cancel().await?;
+            tracing::info!(job = %pj.name_any(), submission_id = %target.id, "Ray job stopped");
+            Ok(())
+        }
+        _ => {
+            // Deleting the runner's pod sends it SIGTERM: it cancels its tasks on the cluster.
+            let ns = pj.namespace().unwrap_or_default();
+            let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            let dp = kube::api::DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
+                ..Default::default()
+            };
+            match jobs.delete(target.id, &dp).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            tracing::info!(job = %pj.name_any(), runner = %target.id, "Dask runner Job deleted");
+            Ok(())
+        }
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The Dask runner Job: one pod, never restarted by the Job (the reconciler decides what a
+/// failed runner means), running the runner embedded in this operator so that the two always
+/// agree on the protocol.
+pub fn dask_runner_job(
+    pj: &ProfileJob,
+    target: &Target<'_>,
+    work: &RemoteTasks,
+    config: &RemoteConfig,
+) -> Job {
+    let image = pj
+        .spec
+        .backend
+        .dask
+        .as_ref()
+        .and_then(|d| d.image.clone())
+        .unwrap_or_else(|| config.dask_image.clone());
+    let input = serde_json::json!({
+        "scheduler": target.address,
+        "run_id": work.run_id,
+        "plan_uri": work.plan_uri,
+        "partials_prefix": work.partials_prefix,
+        "tasks": work.tasks,
+        "env": work.env,
+        "storage_args": work.worker_args,
+        "retries": work.retries,
+        "worker_bin": DASK_IMAGE_WORKER_BIN,
+        "forward_env_prefixes": CREDENTIAL_PREFIXES,
+        "connect_timeout": 10,
+    });
+    let env_from = credentials_env_from(pj);
+    let container = Container {
+        name: RUNNER_CONTAINER.into(),
+        image: Some(image),
+        command: Some(vec!["python".into(), "-c".into(), RUNNER_PY.into()]),
+        env: Some(vec![
+            env("DASK_SCHEDULER_ADDRESS", target.address),
+            env("TH_DASK_RUNNER_CONFIG", input.to_string()),
+            env("PYTHONUNBUFFERED", "1"),
+        ]),
+        env_from: (!env_from.is_empty()).then_some(env_from),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    };
+    Job {
+        metadata: owned_meta(pj, target.id, "dask-runner"),
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            template: PodTemplateSpec {
+                metadata: Some(kube::api::ObjectMeta {
+                    labels: Some(BTreeMap::from([(
+                        crate::backend::local::JOB_LABEL.to_string(),
+                        pj.name_any(),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The tasks' environment and `th-worker` arguments for a ProfileJob (storage endpoint, region,
+/// plain HTTP), as the local backend's workers get them.
+pub fn worker_args(pj: &ProfileJob) -> Vec<String> {
+    storage_args(pj)
+}
