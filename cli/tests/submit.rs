@@ -293,6 +293,11 @@ fn dry_run_maps_the_backends_and_their_addresses() {
         ray.ray.unwrap().address.as_deref(),
         Some("http://ray-head.ray:8265")
     );
+    // No address: the operator's configured cluster (RAY_ADDRESS, DASK_SCHEDULER_ADDRESS).
+    let ray = with(&["--backend", "ray"]);
+    assert_eq!((ray.kind, ray.ray), (BackendType::Ray, None));
+    let dask = with(&["--backend", "dask"]);
+    assert_eq!((dask.kind, dask.dask), (BackendType::Dask, None));
     // auto: the operator chooses; the clusters named and the local settings go along.
     let auto = with(&[
         "--backend",
@@ -401,8 +406,6 @@ fn flags_that_mean_nothing_on_a_cluster_are_refused_with_a_reason() {
         &["--backend", "spark", "--master", "spark://m:7077"],
         "is not a Spark Connect URL",
     );
-    with(&["--backend", "dask"], "--backend dask needs --scheduler");
-    with(&["--backend", "ray"], "--backend ray needs --ray-address");
     with(
         &[
             "--backend",

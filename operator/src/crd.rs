@@ -42,14 +42,6 @@ use std::collections::BTreeMap;
     {
         "rule": "self.backend.type != 'spark' || (has(self.backend.spark) && has(self.backend.spark.connectUrl))",
         "message": "backend.type spark needs backend.spark.connectUrl"
-    },
-    {
-        "rule": "self.backend.type != 'dask' || (has(self.backend.dask) && has(self.backend.dask.schedulerAddress))",
-        "message": "backend.type dask needs backend.dask.schedulerAddress"
-    },
-    {
-        "rule": "self.backend.type != 'ray' || (has(self.backend.ray) && has(self.backend.ray.address))",
-        "message": "backend.type ray needs backend.ray.address"
     }
 ]))]
 pub struct ProfileJobSpec {

@@ -266,19 +266,9 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
             "sc://spark-connect.spark:15002",
             "spark",
         )?,
-        Backend::Dask => need(
-            args.scheduler.is_some(),
-            "--scheduler",
-            "tcp://dask-scheduler.dask:8786",
-            "dask",
-        )?,
-        Backend::Ray => need(
-            args.ray_address.is_some(),
-            "--ray-address",
-            "http://ray-head.ray:8265",
-            "ray",
-        )?,
-        Backend::Local | Backend::Auto => {}
+        // Without an address the operator's own (DASK_SCHEDULER_ADDRESS, RAY_ADDRESS) is used;
+        // an operator without one fails the job saying so.
+        Backend::Dask | Backend::Ray | Backend::Local | Backend::Auto => {}
     }
     if let Some(master) = &args.master
         && !master.starts_with("sc://")
