@@ -551,38 +551,15 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let (running, retried) = workers_running_retried(obs, total, &completed, &failed, d);
     counts_and_progress(obs, plan, &completed, &failed, running, retried, d);
 
-    if deadline_passed(obs) {
-        d.actions.push(Action::DeleteWorkers);
-        let msg = format!(
-            "activeDeadlineSeconds ({}) passed with {} of {total} tasks done",
-            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
-            completed.len()
-        );
-        fail(d, "DeadlineExceeded", &msg, now, generation);
-        return;
-    }
-    let max_failed = obs.job.spec.max_failed_tasks.unwrap_or(0).max(0) as usize;
-    if failed.len() > max_failed {
-        d.actions.push(Action::DeleteWorkers);
-        let last = d
-            .status
-            .last_failures
-            .iter()
-            .rev()
-            .find(|f| failed.contains(&f.task))
-            .map(|f| format!("; task {}: {}: {}", f.task, f.reason, f.message))
-            .unwrap_or_default();
-        let msg = format!(
-            "{} task(s) failed ({}), more than maxFailedTasks ({max_failed}){last}",
-            failed.len(),
-            bounded_ranges(&failed).unwrap_or_default()
-        );
-        fail(d, "TooManyFailedTasks", &msg, now, generation);
-        return;
-    }
-    if completed.len() + failed.len() == total as usize && obs.partials.is_some() {
-        let missing: Vec<u32> = failed.iter().copied().collect();
-        enter_merging(d, missing, plan, settings, now, generation);
+    if settle(
+        obs,
+        plan,
+        settings,
+        d,
+        (&completed, &failed),
+        Some(Action::DeleteWorkers),
+        "",
+    ) {
         return;
     }
 
@@ -664,6 +641,58 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     cond(d, RUNNING, true, "TasksRunning", &msg, (now, generation));
     cond(d, READY, false, "Running", &msg, (now, generation));
     d.requeue = Some(look_again(obs, settings));
+}
+
+/// What ends a run whoever runs its tasks: the deadline, more failed tasks than tolerated, or
+/// every task over (the merge). `stop` stops the tasks still running; `on` says where they ran
+/// (" on the ray cluster"). True when one of them decided.
+fn settle(
+    obs: &Observed,
+    plan: &PlanSummary,
+    settings: &Settings,
+    d: &mut Decision,
+    (completed, failed): (&BTreeSet<u32>, &BTreeSet<u32>),
+    stop: Option<Action>,
+    on: &str,
+) -> bool {
+    let now = obs.now;
+    let generation = obs.job.metadata.generation;
+    let total = plan.tasks();
+    if deadline_passed(obs) {
+        d.actions.extend(stop);
+        let msg = format!(
+            "activeDeadlineSeconds ({}) passed with {} of {total} tasks done",
+            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
+            completed.len()
+        );
+        fail(d, "DeadlineExceeded", &msg, now, generation);
+        return true;
+    }
+    let max_failed = obs.job.spec.max_failed_tasks.unwrap_or(0).max(0) as usize;
+    if failed.len() > max_failed {
+        d.actions.extend(stop);
+        let last = d
+            .status
+            .last_failures
+            .iter()
+            .rev()
+            .find(|f| failed.contains(&f.task))
+            .map(|f| format!("; task {}: {}: {}", f.task, f.reason, f.message))
+            .unwrap_or_default();
+        let msg = format!(
+            "{} task(s) failed{on} ({}), more than maxFailedTasks ({max_failed}){last}",
+            failed.len(),
+            bounded_ranges(failed).unwrap_or_default()
+        );
+        fail(d, "TooManyFailedTasks", &msg, now, generation);
+        return true;
+    }
+    if completed.len() + failed.len() == total as usize && obs.partials.is_some() {
+        let missing: Vec<u32> = failed.iter().copied().collect();
+        enter_merging(d, missing, plan, settings, now, generation);
+        return true;
+    }
+    false
 }
 
 /// Submits `tasks` as the current attempt's remote run (the finalizer first, so that a deletion
@@ -832,42 +861,9 @@ fn remote_running(obs: &Observed, plan: &PlanSummary, settings: &Settings, d: &m
     counts_and_progress(obs, plan, &completed, &failed, running, retried, d);
     let live = remote.found && !remote.ended;
 
-    if deadline_passed(obs) {
-        if live {
-            d.actions.push(Action::CancelRemote);
-        }
-        let msg = format!(
-            "activeDeadlineSeconds ({}) passed with {} of {total} tasks done",
-            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
-            completed.len()
-        );
-        fail(d, "DeadlineExceeded", &msg, now, generation);
-        return;
-    }
-    let max_failed = obs.job.spec.max_failed_tasks.unwrap_or(0).max(0) as usize;
-    if failed.len() > max_failed {
-        if live {
-            d.actions.push(Action::CancelRemote);
-        }
-        let last = d
-            .status
-            .last_failures
-            .iter()
-            .rev()
-            .find(|f| failed.contains(&f.task))
-            .map(|f| format!("; task {}: {}: {}", f.task, f.reason, f.message))
-            .unwrap_or_default();
-        let msg = format!(
-            "{} task(s) failed on the {kind} cluster ({}), more than maxFailedTasks ({max_failed}){last}",
-            failed.len(),
-            bounded_ranges(&failed).unwrap_or_default()
-        );
-        fail(d, "TooManyFailedTasks", &msg, now, generation);
-        return;
-    }
-    if completed.len() + failed.len() == total as usize && obs.partials.is_some() {
-        let missing: Vec<u32> = failed.iter().copied().collect();
-        enter_merging(d, missing, plan, settings, now, generation);
+    let on = format!(" on the {kind} cluster");
+    let stop = live.then_some(Action::CancelRemote);
+    if settle(obs, plan, settings, d, (&completed, &failed), stop, &on) {
         return;
     }
 

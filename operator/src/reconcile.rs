@@ -331,6 +331,26 @@ async fn publish(pj: &ProfileJob, ctx: &Context, e: &EventNote) {
 
 // ---- observing ---------------------------------------------------------------------------
 
+/// The text entries of a credentials Secret in the ProfileJob's namespace.
+async fn secret_data(
+    pj: &ProfileJob,
+    ctx: &Context,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let ns = pj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let s = api.get_opt(name).await?.ok_or_else(|| {
+        Error::Invalid(format!(
+            "credentials Secret `{name}` not found in namespace {ns}"
+        ))
+    })?;
+    Ok(s.data
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
+        .collect())
+}
+
 /// Storage options (with credentials from the referenced Secret) for the dataset and output.
 async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<StorageOptions, Error> {
     let spec = &pj.spec;
@@ -353,21 +373,10 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
     };
     let mut extra = opts.extra.clone();
     if let Some(secret) = secret {
-        let api: Api<Secret> =
-            Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
-        let s = api.get_opt(&secret.name).await?.ok_or_else(|| {
-            Error::Invalid(format!(
-                "credentials Secret `{}` not found in namespace {}",
-                secret.name,
-                pj.namespace().unwrap_or_default()
-            ))
-        })?;
         // Keys are the environment variables workers get (AWS_ACCESS_KEY_ID, ...); lowercased,
         // they are object_store's configuration keys.
-        for (k, v) in s.data.unwrap_or_default() {
-            if let Ok(v) = String::from_utf8(v.0) {
-                extra.insert(k.to_ascii_lowercase(), v);
-            }
+        for (k, v) in secret_data(pj, ctx, &secret.name).await? {
+            extra.insert(k.to_ascii_lowercase(), v);
         }
     }
     Ok(StorageOptions {
@@ -866,20 +875,7 @@ async fn remote_tasks(
         .into_iter()
         .flatten()
         {
-            let api: Api<Secret> =
-                Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
-            let s = api.get_opt(&secret.name).await?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "credentials Secret `{}` not found in namespace {}",
-                    secret.name,
-                    pj.namespace().unwrap_or_default()
-                ))
-            })?;
-            for (k, v) in s.data.unwrap_or_default() {
-                if let Ok(v) = String::from_utf8(v.0) {
-                    env.insert(k, v);
-                }
-            }
+            env.extend(secret_data(pj, ctx, &secret.name).await?);
         }
     }
     Ok(RemoteTasks {

@@ -137,6 +137,28 @@ async fn drive_until(
     }
 }
 
+/// Waits until a task runs, deletes the ProfileJob as `kubectl delete` would (with a finalizer
+/// on it, the API server only marks it) and reconciles until it is gone.
+async fn delete_once_running(state: &Shared, ctx: &Arc<Context>) {
+    drive_until(state, ctx, Duration::from_secs(120), |pj| {
+        pj.status
+            .as_ref()
+            .and_then(|s| s.tasks.as_ref())
+            .is_some_and(|t| t.running > 0)
+    })
+    .await;
+    {
+        let mut s = state.lock().expect("state");
+        let pj = s.pj.as_mut().expect("pj");
+        pj["metadata"]["deletionTimestamp"] = json!("2026-11-21T10:05:00Z");
+    }
+    drive_until(state, ctx, Duration::from_secs(30), |_| false).await;
+    assert!(
+        current(state).is_none(),
+        "the finalizer was removed and the job went"
+    );
+}
+
 fn profile_json(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out).expect("profile written")).expect("profile JSON")
 }
@@ -325,24 +347,7 @@ async fn deleting_a_ray_job_midway_stops_it_on_the_cluster() {
         ..Clusters::default()
     };
     let ctx = operator(fake_api(state.clone()), clusters, hang);
-    drive_until(&state, &ctx, Duration::from_secs(120), |pj| {
-        pj.status
-            .as_ref()
-            .and_then(|s| s.tasks.as_ref())
-            .is_some_and(|t| t.running > 0)
-    })
-    .await;
-    // kubectl delete: the API server only marks the object while a finalizer is on it.
-    {
-        let mut s = state.lock().expect("state");
-        let pj = s.pj.as_mut().expect("pj");
-        pj["metadata"]["deletionTimestamp"] = json!("2026-11-21T10:05:00Z");
-    }
-    drive_until(&state, &ctx, Duration::from_secs(30), |_| false).await;
-    assert!(
-        current(&state).is_none(),
-        "the finalizer was removed and the job went"
-    );
+    delete_once_running(&state, &ctx).await;
     let started = Instant::now();
     loop {
         let jobs = ray_jobs_of(&uid).await;
@@ -611,23 +616,7 @@ async fn deleting_a_dask_job_midway_stops_the_runner_and_its_tasks() {
     };
     let ctx = operator(fake_api(state.clone()), clusters, th_worker());
     let node = kubelet(state.clone(), hang);
-    drive_until(&state, &ctx, Duration::from_secs(120), |pj| {
-        pj.status
-            .as_ref()
-            .and_then(|s| s.tasks.as_ref())
-            .is_some_and(|t| t.running > 0)
-    })
-    .await;
-    {
-        let mut s = state.lock().expect("state");
-        let pj = s.pj.as_mut().expect("pj");
-        pj["metadata"]["deletionTimestamp"] = json!("2026-11-21T10:05:00Z");
-    }
-    drive_until(&state, &ctx, Duration::from_secs(30), |_| false).await;
-    assert!(
-        current(&state).is_none(),
-        "the finalizer was removed and the job went"
-    );
+    delete_once_running(&state, &ctx).await;
     assert!(
         state.lock().expect("state").jobs.is_empty(),
         "the runner Job was deleted"

@@ -289,6 +289,21 @@ fn container(
     }
 }
 
+/// The pods' security context: the images' non-root user, the runtime's default seccomp profile
+/// (the restricted Pod Security Standard).
+pub(crate) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(65532),
+        run_as_group: Some(65532),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
 /// Credentials as the containers' environment: the dataset's Secret, then the output's (a key
 /// in both: the output's wins).
 pub(crate) fn credentials_env_from(pj: &ProfileJob) -> Vec<EnvFromSource> {
@@ -378,16 +393,7 @@ fn indexed_job(
                     tolerations: local.tolerations.clone(),
                     affinity: local.affinity.clone(),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(pod_security_context()),
                     ..PodSpec::default()
                 }),
             },

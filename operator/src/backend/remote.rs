@@ -11,15 +11,14 @@
 //!   tasks on the cluster.
 
 use crate::backend::dask::RUNNER_PY;
-use crate::backend::local::{credentials_env_from, owned_meta, storage_args};
+use crate::backend::local::{credentials_env_from, owned_meta, pod_security_context, storage_args};
 use crate::backend::ray::{RayError, RayRun, RaySubmit};
 use crate::backend::tasks::{RemoteTasks, TaskBoard, tail_lines};
 use crate::crd::ProfileJob;
 use crate::decide::RemoteObserved;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext,
+    Capabilities, Container, EnvVar, Pod, PodSpec, PodTemplateSpec, SecurityContext,
 };
 use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, ResourceExt};
@@ -398,16 +397,7 @@ pub fn dask_runner_job(
                     containers: vec![container],
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
+                    security_context: Some(pod_security_context()),
                     ..PodSpec::default()
                 }),
             },
