@@ -1119,10 +1119,10 @@ def check_examples() -> str:
         p.expect(b in backends, f"no example ProfileJob with backend {b}")
     # and the CEL rules do reject what they should (the check above is not vacuous)
     bad = {"apiVersion": "truthound.io/v1alpha1", "kind": "ProfileJob", "metadata": {"name": "bad"},
-           "spec": {"dataset": {"uri": "s3://b/"}, "output": {"uri": "s3://b/p.json"}, "backend": {"type": "spark"},
-                    "partitioning": {"strategy": "hash"}}}
+           "spec": {"dataset": {"uri": "s3://b/"}, "output": {"uri": "s3://b/p.json"}, "partitioning": {"strategy": "hash"},
+                    "profile": {"sampling": {"fraction": 0.0}}}}
     got = validate_profilejob(bad)
-    p.expect(len(got) == 2, f"an invalid ProfileJob (spark without address, hash without column) gave {got}")
+    p.expect(len(got) == 2, f"an invalid ProfileJob (sampling fraction 0, hash without column) gave {got}")
     p.raise_if()
     return f"{n} ProfileJobs, backends {', '.join(sorted(backends))}"
 

@@ -8,7 +8,8 @@
 #   3. cargo clippy --workspace --all-targets -- -D warnings
 #   4. cargo test --workspace "$@"      against a local S3 server (moto, scripts/s3-server.sh), a
 #                                       Dask scheduler and worker (scripts/dask-cluster.sh), a Ray
-#                                       head (scripts/ray-cluster.sh), and
+#                                       head (scripts/ray-cluster.sh), a Spark master, worker and
+#                                       Spark Connect server (scripts/spark-cluster.sh), and
 #                                       with headless Chromium (scripts/chromium.sh) for `th report`
 #                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`
 #
@@ -24,8 +25,9 @@
 #   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
 #
 # Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT,
-# TH_TEST_DASK_SCHEDULER and TH_TEST_RAY_ADDRESS, if already set, are used as they are and no
-# server is started; TH_CACHE is passed on to s3-server.sh, dask-cluster.sh and ray-cluster.sh.
+# TH_TEST_DASK_SCHEDULER, TH_TEST_RAY_ADDRESS and TH_TEST_SPARK_CONNECT, if already set, are used
+# as they are and no server is started; TH_CACHE is passed on to s3-server.sh, dask-cluster.sh,
+# ray-cluster.sh and spark-cluster.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +38,7 @@ exec </dev/null
 S3=$ROOT/scripts/s3-server.sh
 DASK=$ROOT/scripts/dask-cluster.sh
 RAY=$ROOT/scripts/ray-cluster.sh
+SPARK=$ROOT/scripts/spark-cluster.sh
 
 T_ALL=${EPOCHREALTIME/[.,]/}
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
@@ -67,6 +70,8 @@ DASK_RUN=""
 DASK_INSTALL_PID=""
 RAY_RUN=""
 RAY_INSTALL_PID=""
+SPARK_RUN=""
+SPARK_INSTALL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -83,6 +88,10 @@ cleanup() {
   if [ -n "$RAY_RUN" ]; then
     RAY_RUN_DIR=$RAY_RUN "$RAY" stop || true
     rm -rf "$RAY_RUN"
+  fi
+  if [ -n "$SPARK_RUN" ]; then
+    SPARK_RUN_DIR=$SPARK_RUN "$SPARK" stop || true
+    rm -rf "$SPARK_RUN"
   fi
   if [ "$rc" -eq 0 ]; then
     printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
@@ -153,6 +162,32 @@ start_ray() {
   echo "TH_TEST_RAY_ADDRESS=$TH_TEST_RAY_ADDRESS" >&2
 }
 
+# The Spark cluster (master, worker and Spark Connect server on 127.0.0.1; needs Java 17, which
+# spark-cluster.sh installs from Debian's packages when missing and running as root) for
+# tests/spark.rs: installed alongside.
+if [ -z "${TH_TEST_SPARK_CONNECT:-}" ]; then
+  SPARK_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-spark.XXXXXX")
+  "$SPARK" install >"$SPARK_RUN/install.log" 2>&1 &
+  SPARK_INSTALL_PID=$!
+fi
+
+start_spark() {
+  if [ -n "$SPARK_INSTALL_PID" ]; then
+    local rc=0
+    wait "$SPARK_INSTALL_PID" || rc=$?
+    SPARK_INSTALL_PID=""
+    if [ "$rc" -ne 0 ]; then
+      cat "$SPARK_RUN/install.log" >&2
+      return "$rc"
+    fi
+  fi
+  local line
+  line=$(SPARK_RUN_DIR=$SPARK_RUN "$SPARK" start) || return
+  TH_TEST_SPARK_CONNECT=${line#TH_TEST_SPARK_CONNECT=}
+  export TH_TEST_SPARK_CONNECT
+  echo "TH_TEST_SPARK_CONNECT=$TH_TEST_SPARK_CONNECT" >&2
+}
+
 start_s3() {
   if [ -n "$INSTALL_PID" ]; then
     local rc=0
@@ -182,10 +217,11 @@ ensure_component() {  # cargo subcommand, rustup component
 
 run_tests() {
   env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT -u AWS_ENDPOINT_URL \
-    -u RAY_ADDRESS -u DASK_SCHEDULER_ADDRESS \
+    -u RAY_ADDRESS -u DASK_SCHEDULER_ADDRESS -u SPARK_CONNECT_URL \
     TH_TEST_S3_ENDPOINT="$TH_TEST_S3_ENDPOINT" \
     TH_TEST_DASK_SCHEDULER="$TH_TEST_DASK_SCHEDULER" \
     TH_TEST_RAY_ADDRESS="$TH_TEST_RAY_ADDRESS" \
+    TH_TEST_SPARK_CONNECT="$TH_TEST_SPARK_CONNECT" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
@@ -212,6 +248,11 @@ if [ -z "${TH_TEST_RAY_ADDRESS:-}" ]; then
   step ray-start start_ray
 else
   echo "using the Ray dashboard given in TH_TEST_RAY_ADDRESS=$TH_TEST_RAY_ADDRESS" >&2
+fi
+if [ -z "${TH_TEST_SPARK_CONNECT:-}" ]; then
+  step spark-start start_spark
+else
+  echo "using the Spark Connect server given in TH_TEST_SPARK_CONNECT=$TH_TEST_SPARK_CONNECT" >&2
 fi
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.

@@ -52,7 +52,8 @@ pub fn run_with(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .env_remove("AWS_PROFILE")
         .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND")
         .env_remove("DASK_SCHEDULER_ADDRESS")
-        .env_remove("RAY_ADDRESS");
+        .env_remove("RAY_ADDRESS")
+        .env_remove("SPARK_CONNECT_URL");
     for (k, v) in env {
         c.env(k, v);
     }

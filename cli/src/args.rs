@@ -61,17 +61,6 @@ pub enum Backend {
     Auto,
 }
 
-impl Backend {
-    pub fn unavailable_message(self) -> String {
-        let name = format!("{self:?}").to_lowercase();
-        format!(
-            "the {name} backend is not available in this build yet: submitting to Spark clusters \
-             arrives with the remote backends; profile in-process with --backend local (the default), \
-             on a Dask cluster with --backend dask, or on a Ray cluster with --backend ray"
-        )
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct StorageArgs {
     /// Endpoint of an S3-compatible server (path-style requests), e.g. http://127.0.0.1:9000.
@@ -215,9 +204,13 @@ pub struct ProfileArgs {
     /// partitioned.
     #[arg(long)]
     pub distributed: bool,
-    /// Spark master (the ancestor's flag; for the spark backend).
+    /// Spark master (the ancestor's flag): an sc:// URL here is taken as --spark-connect.
     #[arg(long)]
     pub master: Option<String>,
+    /// Spark Connect server the spark backend runs its queries on, e.g. sc://127.0.0.1:15002
+    /// (`/;token=...;use_ssl=true` as Spark Connect URLs allow).
+    #[arg(long, env = "SPARK_CONNECT_URL", value_name = "URL")]
+    pub spark_connect: Option<String>,
     /// Dask scheduler address (the ancestor's flag; for the dask backend).
     #[arg(long, env = "DASK_SCHEDULER_ADDRESS")]
     pub scheduler: Option<String>,
@@ -225,7 +218,7 @@ pub struct ProfileArgs {
     /// http://127.0.0.1:8265.
     #[arg(long, env = "RAY_ADDRESS", value_name = "URL")]
     pub ray_address: Option<String>,
-    /// Worker threads (default: the cores).
+    /// Worker threads (default: the cores); with --backend spark, tasks run at once (default 2).
     #[arg(long, short = 'w', env = "TRUTHOUND_NUM_WORKERS")]
     pub workers: Option<usize>,
     /// Write the profile JSON here (a path or URI).

@@ -11,6 +11,7 @@ mod ray;
 mod remote;
 mod report;
 mod show;
+mod spark;
 mod summary;
 
 use anyhow::{Context, Result};
@@ -91,7 +92,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
         Backend::Local | Backend::Auto => {}
         Backend::Dask => return dask::profile(args),
         Backend::Ray => return ray::profile(args),
-        remote => return Err(exit::Unavailable(remote.unavailable_message()).into()),
+        Backend::Spark => return spark::profile(args),
     }
     let workers = args.workers();
     let storage = args.plan.storage.options()?;

@@ -1,8 +1,8 @@
-//! What `th profile --backend dask|ray` share: plan here, write the plan to a work prefix the
-//! cluster's workers can reach, submit the tasks through the backend's core
-//! (`truthound_operator::backend::{dask, ray}`), follow the tasks' states with the progress bar
-//! (Ctrl-C cancels), then merge the partials and write the profile exactly as the in-process path
-//! does ([`crate::finish_profile`]).
+//! What `th profile --backend spark|dask|ray` share: plan here, write the plan to a work prefix
+//! the cluster's workers can reach, submit the tasks through the backend's core
+//! (`truthound_operator::backend::{spark, dask, ray}`), follow the tasks' states with the
+//! progress bar (Ctrl-C cancels), then merge the partials and write the profile exactly as the
+//! in-process path does ([`crate::finish_profile`]).
 //!
 //! The work prefix: `--work-dir`, else `.th-work/<run>` beside `--output`, else a local
 //! temporary directory (removed afterwards), which only workers on this machine can use.
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use truthound_operator::backend::dask::{DaskError, sibling_worker_bin};
 use truthound_operator::backend::ray::RayError;
+use truthound_operator::backend::spark::SparkError;
 use truthound_operator::backend::tasks::{RemoteTasks, RunEvent, TaskPhase, TaskState};
 use truthound_profile::dataset::{self, StorageOptions};
 use truthound_profile::run::Event;
@@ -35,6 +36,7 @@ pub fn exit_code(err: &anyhow::Error) -> Option<u8> {
         e.downcast_ref::<DaskError>()
             .map(DaskError::exit_code)
             .or_else(|| e.downcast_ref::<RayError>().map(RayError::exit_code))
+            .or_else(|| e.downcast_ref::<SparkError>().map(SparkError::exit_code))
             .or_else(|| e.downcast_ref::<TasksFailed>().map(|t| t.code))
     })
 }

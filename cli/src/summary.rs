@@ -75,6 +75,12 @@ pub fn notes(out: &mut impl Write, p: &TableProfile) -> io::Result<()> {
             )?,
             None => writeln!(out, "duplicate rows: {}", thousands(d))?,
         }
+    } else if let Some(u) = p
+        .unavailable
+        .iter()
+        .find(|u| u.statistic == "duplicate_row_count")
+    {
+        writeln!(out, "duplicate rows: unavailable ({})", u.reason)?;
     }
     Ok(())
 }

@@ -507,17 +507,38 @@ fn bad_sample_flags_are_refused() {
 }
 
 #[test]
-fn remote_backends_say_they_are_not_available_yet() {
-    // Dask and Ray run (tests/dask.rs, tests/ray.rs, against real clusters); Spark not yet.
-    let err = fails(&["profile", "x.parquet", "--backend", "spark"], 69);
-    assert!(err.contains("the spark backend is not available"), "{err}");
-    assert!(err.contains("--backend local"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_th"))
-        .args(["profile", "x.parquet"])
-        .env("TRUTHOUND_DISTRIBUTED_BACKEND", "spark")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(69));
+fn the_spark_backend_needs_a_spark_connect_url() {
+    // Spark, Dask and Ray run against real clusters in tests/spark.rs, dask.rs and ray.rs.
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_th"));
+        c.args(["profile", "x.parquet"])
+            .args(args)
+            .env_remove("SPARK_CONNECT_URL")
+            .env_remove("TRUTHOUND_DISTRIBUTED_BACKEND");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--backend", "spark"], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--spark-connect sc://HOST:15002"), "{err}");
+    let (code, err) = run(&[], &[("TRUTHOUND_DISTRIBUTED_BACKEND", "spark")]);
+    assert_eq!(code, Some(64), "{err}");
+    // The ancestor's --master: a Spark Connect URL is taken, a spark:// master is explained.
+    let (code, err) = run(&["--backend", "spark", "--master", "spark://m:7077"], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("not a Spark Connect URL"), "{err}");
+    let (code, err) = run(
+        &["--backend", "spark", "--spark-connect", "http://x:1"],
+        &[],
+    );
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("must start with sc://"), "{err}");
 }
 
 #[test]

@@ -399,10 +399,6 @@ fn flags_that_mean_nothing_on_a_cluster_are_refused_with_a_reason() {
         "--master is the address of the spark backend: add --backend spark",
     );
     with(
-        &["--backend", "spark"],
-        "--backend spark needs --master sc://",
-    );
-    with(
         &["--backend", "spark", "--master", "spark://m:7077"],
         "is not a Spark Connect URL",
     );

@@ -38,10 +38,6 @@ use std::collections::BTreeMap;
     {
         "rule": "(!has(self.partitioning.partitions) || self.partitioning.partitions >= 1) && (!has(self.partitioning.rowPartitions) || self.partitioning.rowPartitions >= 1) && (!has(self.partitioning.columnPartitions) || self.partitioning.columnPartitions >= 1)",
         "message": "partitioning.partitions, rowPartitions and columnPartitions must be at least 1"
-    },
-    {
-        "rule": "self.backend.type != 'spark' || (has(self.backend.spark) && has(self.backend.spark.connectUrl))",
-        "message": "backend.type spark needs backend.spark.connectUrl"
     }
 ]))]
 pub struct ProfileJobSpec {

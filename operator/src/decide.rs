@@ -203,7 +203,7 @@ pub fn workers_name(job_name: &str, uid: &str, attempt: i32) -> String {
 /// The id of a remote run: the Ray job's submission id, the Dask runner Job's name.
 pub fn remote_id(kind: &str, job_name: &str, uid: &str, attempt: i32) -> String {
     match kind {
-        "ray" => crate::backend::ray::submission_id(uid, attempt.max(1) as u32),
+        "ray" | "spark" => crate::backend::ray::submission_id(uid, attempt.max(1) as u32),
         _ => child_name(job_name, uid, &format!("{}{attempt}", &kind[..1])),
     }
 }
@@ -795,7 +795,11 @@ fn remote_running(obs: &Observed, plan: &PlanSummary, settings: &Settings, d: &m
         d.requeue = Some(backoff(errors));
         return;
     }
-    d.status.consecutive_errors = None;
+    if remote.found {
+        // The cluster answered for the run: the failures in a row are over. (A run not found
+        // is submitted again below, and that submission's outcome counts.)
+        d.status.consecutive_errors = None;
+    }
 
     let mut completed: BTreeSet<u32> = BTreeSet::new();
     let mut failed: BTreeSet<u32> = BTreeSet::new();

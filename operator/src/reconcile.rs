@@ -89,6 +89,8 @@ pub struct Context {
     pub metrics: Option<Arc<dyn MetricsSink>>,
     /// Plans read from storage, by URI (a plan never changes once written).
     plans: Mutex<HashMap<String, PlanSummary>>,
+    /// The Spark runs this process drives (Spark's client is the operator).
+    spark_runs: remote::SparkRuns,
 }
 
 impl Context {
@@ -101,6 +103,7 @@ impl Context {
             progress: None,
             metrics: None,
             plans: Mutex::new(HashMap::new()),
+            spark_runs: remote::SparkRuns::default(),
         }
     }
 }
@@ -210,10 +213,12 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
             m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
         }
     }
-    if status.phase.is_some_and(|p| p.is_finished())
-        && let Some(p) = &ctx.progress
-    {
-        p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
+    if status.phase.is_some_and(|p| p.is_finished()) {
+        let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+        if let Some(p) = &ctx.progress {
+            p.forget(uid);
+        }
+        ctx.spark_runs.forget(uid);
     }
 
     let mut requeue = requeue;
@@ -444,7 +449,7 @@ async fn observe<'a>(
         // A remote run: the partials in storage and the run's own record.
         obs.partials = Some(list_partials(&work_prefix(pj), &out_opts).await);
         obs.remote = Some(
-            remote::observe(&ctx.client, pj, &target, plan.tasks())
+            remote::observe(&remote_of(ctx, &out_opts), pj, &target, plan.tasks())
                 .await
                 .map_err(|e| match e {
                     RemoteError::Kube(k) => Error::Kube(k),
@@ -816,12 +821,14 @@ async fn execute(
             })?;
             let t = Target { id, ..t };
             let work = remote_tasks(pj, ctx, t.kind, tasks).await?;
-            remote::submit(&ctx.client, pj, &t, work, &ctx.config.remote).await?;
+            let opts = storage(pj, ctx, true).await?;
+            remote::submit(&remote_of(ctx, &opts), pj, &t, work, &ctx.config.remote).await?;
             Ok(Outcome::Done)
         }
         Action::CancelRemote => {
             if let Some(t) = target(pj, status) {
-                remote::cancel(&ctx.client, pj, &t).await?;
+                let opts = storage(pj, ctx, true).await?;
+                remote::cancel(&remote_of(ctx, &opts), pj, &t).await?;
             }
             Ok(Outcome::Done)
         }
@@ -842,6 +849,14 @@ async fn execute(
             .map_err(kube_err)?;
             Ok(Outcome::Done)
         }
+    }
+}
+
+fn remote_of<'a>(ctx: &'a Context, storage: &'a StorageOptions) -> remote::Remote<'a> {
+    remote::Remote {
+        client: &ctx.client,
+        spark: &ctx.spark_runs,
+        storage,
     }
 }
 

@@ -135,7 +135,6 @@ fn invalid_specs_fail_at_once_with_the_field_named() {
         ("ftp://x/y", "s3://b/p.json", "local", "spec.dataset.uri"),
         ("s3://b/d/", "s3://b/out/*.json", "local", "spec.output.uri"),
         ("s3://b/d/", "s3://b/out/", "local", "must name a file"),
-        ("s3://b/d/", "s3://b/p.json", "spark", "backend `spark`"),
     ];
     for (data, out, backend, needle) in cases {
         let pj = job(&format!(

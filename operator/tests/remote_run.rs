@@ -1,12 +1,13 @@
 //! The real reconciler driving real remote clusters: a Ray head (`TH_TEST_RAY_ADDRESS`, from
-//! `scripts/ray-cluster.sh`) and a Dask scheduler with a worker (`TH_TEST_DASK_SCHEDULER`, from
-//! `scripts/dask-cluster.sh`), with kube-rs's mocked API server standing in for Kubernetes (see
+//! `scripts/ray-cluster.sh`), a Dask scheduler with a worker (`TH_TEST_DASK_SCHEDULER`, from
+//! `scripts/dask-cluster.sh`) and a Spark Connect server (`TH_TEST_SPARK_CONNECT`, from
+//! `scripts/spark-cluster.sh`), with kube-rs's mocked API server standing in for Kubernetes (see
 //! `support`). For Dask the test also plays the kubelet: a runner Job the operator creates is
 //! run as the pod would run it (the Job's command and environment, with the image's `th-worker`
 //! path pointed at the one built here), its stdout becoming the pod's log, and a deleted Job's
 //! process gets SIGTERM.
 //!
-//! `scripts/test.sh` starts both clusters; `th-worker` comes from `cargo test --workspace`.
+//! `scripts/test.sh` starts the clusters; `th-worker` comes from `cargo test --workspace`.
 
 mod support;
 
@@ -33,6 +34,13 @@ fn ray_address() -> String {
 fn dask_scheduler() -> String {
     std::env::var("TH_TEST_DASK_SCHEDULER").expect(
         "TH_TEST_DASK_SCHEDULER is not set: start a Dask cluster with `scripts/dask-cluster.sh \
+         start` (scripts/test.sh does) and export the line it prints",
+    )
+}
+
+fn spark_connect() -> String {
+    std::env::var("TH_TEST_SPARK_CONNECT").expect(
+        "TH_TEST_SPARK_CONNECT is not set: start a Spark cluster with `scripts/spark-cluster.sh \
          start` (scripts/test.sh does) and export the line it prints",
     )
 }
@@ -643,4 +651,126 @@ async fn deleting_a_dask_job_midway_stops_the_runner_and_its_tasks() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     node.abort();
+}
+
+// ---- Spark: the operator is Spark Connect's client ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spark_run_profiles_like_a_single_pass_and_a_second_operator_finishes_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uid = fresh_uid("spark-run");
+    let (pj, data, out) = remote_job(dir.path(), "spark", &uid, json!({}));
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(pj);
+    let clusters = Clusters {
+        spark_connect_url: Some(spark_connect()),
+        ..Clusters::default()
+    };
+    let ctx = operator(fake_api(state.clone()), clusters.clone(), th_worker());
+    // Until the first task is done, then a new operator, which has no run in its memory: it
+    // submits the tasks that have no partial yet under the same id.
+    let pj = drive_until(&state, &ctx, Duration::from_secs(300), |pj| {
+        pj.status
+            .as_ref()
+            .and_then(|s| s.tasks.as_ref())
+            .is_some_and(|t| t.succeeded > 0)
+    })
+    .await;
+    let s = pj.status.clone().expect("status");
+    assert_eq!(
+        s.backend.as_ref().and_then(|b| b.address.clone()),
+        Some(spark_connect())
+    );
+    assert_eq!(
+        s.submission.as_ref().and_then(|s| s.id.clone()),
+        Some(format!("{uid}-1"))
+    );
+    drop(ctx);
+    let ctx = operator(fake_api(state.clone()), clusters, th_worker());
+    let pj = drive_until(&state, &ctx, Duration::from_secs(300), |_| false).await;
+    let s = pj.status.clone().expect("status");
+    assert_eq!(s.phase, Some(Phase::Succeeded), "{s:#?}");
+    let t = s.tasks.clone().expect("counts");
+    assert_eq!((t.total, t.succeeded, t.failed), (3, 3, 0), "{t:?}");
+    let profile = profile_json(&out);
+    assert_same_exact(&profile, &single_pass(&data).await);
+    // What Spark cannot compute is said, not invented.
+    assert!(
+        profile.to_string().contains("spark"),
+        "the profile says which statistics the spark backend left out"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_spark_connect_server_is_retried_then_fails_the_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pj, _, _) = remote_job(
+        dir.path(),
+        "spark",
+        &fresh_uid("spark-down"),
+        json!({"backend": {"spark": {"connectUrl": "sc://127.0.0.1:1"}}}),
+    );
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(pj);
+    let ctx = operator(fake_api(state.clone()), Clusters::default(), th_worker());
+    for _ in 0..20 {
+        let pj = current(&state).expect("pj");
+        if phase(&pj).is_some_and(Phase::is_finished) {
+            break;
+        }
+        reconcile::reconcile(Arc::new(pj), ctx.clone())
+            .await
+            .expect("reconcile");
+    }
+    let s = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(s.phase, Some(Phase::Failed), "{s:#?}");
+    let failed = support::condition(&s, "Failed");
+    assert_eq!(failed.reason, "ClusterUnavailable");
+    assert!(
+        failed.message.contains("sc://127.0.0.1:1"),
+        "{}",
+        failed.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_spark_job_midway_interrupts_its_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let uid = fresh_uid("spark-delete");
+    let (pj, _, _) = remote_job(
+        dir.path(),
+        "spark",
+        &uid,
+        json!({"partitioning": {"partitions": 9}}),
+    );
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(pj);
+    let clusters = Clusters {
+        spark_connect_url: Some(spark_connect()),
+        ..Clusters::default()
+    };
+    let ctx = operator(fake_api(state.clone()), clusters, th_worker());
+    delete_once_running(&state, &ctx).await;
+    // The run was cancelled: the tasks not started by then never start. Without the cancel
+    // every task would have its partial well within this wait.
+    let partials = dir
+        .path()
+        .join(format!("lake/profiles/.truthound/{uid}/partials"));
+    let count = || std::fs::read_dir(&partials).map(|d| d.count()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let plan: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join(format!("lake/profiles/.truthound/{uid}/plan")),
+        )
+        .expect("plan"),
+    )
+    .expect("plan JSON");
+    let tasks = plan["tasks"].as_array().map_or(0, Vec::len);
+    assert!(tasks > 3, "a plan of several tasks: {tasks}");
+    assert!(
+        count() < tasks,
+        "{} of {tasks} partials written after the job was deleted",
+        count()
+    );
 }

@@ -13,8 +13,22 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Bytes every serialized partial starts with.
 pub const MAGIC: &[u8; 8] = b"THPART\0\x01";
 /// Version of the partial format (bumped on any incompatible change). Version 2 added row
-/// sampling; version 1 partials are still read.
-pub const PARTIAL_VERSION: u32 = 2;
+/// sampling, version 3 the statistics a backend could not compute; version 1 and 2 partials are
+/// still read.
+pub const PARTIAL_VERSION: u32 = 3;
+
+/// A statistic that a backend could not compute for the rows of a partial (the Spark backend
+/// cannot reproduce the engine's pattern detection or whole-row hashes, for instance). A merged
+/// figure that lacks some rows is not reported: the profile lists it with the reason instead.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Unavailable {
+    /// The column; `None` for a table-level figure (`duplicate_row_count`).
+    pub column: Option<String>,
+    /// The profile's field, e.g. `detected_patterns`.
+    pub statistic: String,
+    /// Why, e.g. "not computed by the spark backend".
+    pub reason: String,
+}
 
 /// What a partial remembers of each plan it has tasks of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +61,8 @@ pub struct PartialProfile {
     pub task_millis: u64,
     /// Bytes the tasks read from storage (compressed).
     pub bytes_read: u64,
+    /// Statistics some task could not compute (empty for the engine's own tasks).
+    pub unavailable: BTreeSet<Unavailable>,
 }
 
 impl PartialProfile {
@@ -71,6 +87,7 @@ impl PartialProfile {
             row_hashes: None,
             task_millis: 0,
             bytes_read: 0,
+            unavailable: BTreeSet::new(),
         }
     }
 
@@ -205,6 +222,7 @@ impl PartialProfile {
         self.tasks.extend(other.tasks.iter().cloned());
         self.task_millis += other.task_millis;
         self.bytes_read += other.bytes_read;
+        self.unavailable.extend(other.unavailable.iter().cloned());
         Ok(())
     }
 
@@ -253,6 +271,9 @@ impl PartialProfile {
         let bad = |e: postcard::Error| Error::invalid("partial profile", format!("{what}: {e}"));
         match version {
             PARTIAL_VERSION => postcard::from_bytes(&bytes[12..]).map_err(bad),
+            2 => postcard::from_bytes::<v2::PartialProfile>(&bytes[12..])
+                .map(PartialProfile::from)
+                .map_err(bad),
             1 => postcard::from_bytes::<v1::PartialProfile>(&bytes[12..])
                 .map(PartialProfile::from)
                 .map_err(bad),
@@ -312,6 +333,40 @@ mod v1 {
                 row_hashes: p.row_hashes,
                 task_millis: p.task_millis,
                 bytes_read: p.bytes_read,
+                unavailable: BTreeSet::new(),
+            }
+        }
+    }
+}
+
+/// Version 2 of the format (before unavailable statistics), read into the current one.
+mod v2 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub(super) struct PartialProfile {
+        pub plans: BTreeMap<String, super::PlanRecord>,
+        pub tasks: BTreeSet<(String, u32)>,
+        pub row_slices: BTreeMap<(String, u32), u64>,
+        pub rows_scanned: BTreeMap<(String, u32), u64>,
+        pub columns: Vec<ColumnState>,
+        pub row_hashes: Option<RowHashes>,
+        pub task_millis: u64,
+        pub bytes_read: u64,
+    }
+
+    impl From<PartialProfile> for super::PartialProfile {
+        fn from(p: PartialProfile) -> Self {
+            super::PartialProfile {
+                plans: p.plans,
+                tasks: p.tasks,
+                row_slices: p.row_slices,
+                rows_scanned: p.rows_scanned,
+                columns: p.columns,
+                row_hashes: p.row_hashes,
+                task_millis: p.task_millis,
+                bytes_read: p.bytes_read,
+                unavailable: BTreeSet::new(),
             }
         }
     }
@@ -366,5 +421,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("version 9"), "{err}");
+    }
+
+    #[test]
+    fn version_2_partials_are_read_with_every_statistic_available() {
+        let key = ("p".to_string(), 1u32);
+        let old = v2::PartialProfile {
+            plans: BTreeMap::new(),
+            tasks: BTreeSet::from([key.clone()]),
+            row_slices: BTreeMap::from([(key.clone(), 9)]),
+            rows_scanned: BTreeMap::from([(key.clone(), 12)]),
+            columns: Vec::new(),
+            row_hashes: None,
+            task_millis: 1,
+            bytes_read: 2,
+        };
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        let bytes = postcard::to_extend(&old, bytes).unwrap();
+        let p = PartialProfile::from_bytes(&bytes, "v2").unwrap();
+        assert_eq!((p.row_count(), p.rows_scanned()), (9, 12));
+        assert!(p.unavailable.is_empty());
+        // What is unavailable survives the current format and merges as a union.
+        let mut a = p.clone();
+        a.unavailable.insert(Unavailable {
+            column: Some("s".into()),
+            statistic: "detected_patterns".into(),
+            reason: "not computed by the spark backend".into(),
+        });
+        let a = PartialProfile::from_bytes(&a.to_bytes(), "v3").unwrap();
+        let mut b = p.clone();
+        b.tasks = BTreeSet::from([("p".to_string(), 2)]);
+        b.merge(&a).unwrap();
+        assert_eq!(b.unavailable, a.unavailable);
     }
 }

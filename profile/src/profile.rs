@@ -64,6 +64,11 @@ pub struct TableProfile {
     /// Error bounds of the table-level estimates.
     pub accuracy: TableAccuracy,
     pub columns: Vec<ColumnProfile>,
+    /// Table-level figures that were not computed for every row (`duplicate_row_count` when a
+    /// backend cannot hash whole rows as the engine does), with the reason: such a figure is
+    /// `null`, never a guess. Absent when every figure was computed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableStatistic>,
     /// The mergeable state this profile was made from, when asked for (`--keep-state`): two
     /// profiles with state merge into the profile of both datasets (`th merge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +239,21 @@ pub struct ColumnProfile {
     pub detected_patterns: Vec<PatternMatch>,
     /// Which figures are estimates, and their bounds.
     pub accuracy: ColumnAccuracy,
+    /// Figures of this column that were not computed for every row (e.g. `detected_patterns`
+    /// when the Spark backend profiled some of the rows), with the reason: such a figure is
+    /// `null` or empty, never a guess. Absent when every figure was computed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableStatistic>,
+}
+
+/// A figure the profile does not give, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UnavailableStatistic {
+    /// The field of the profile that is left out, e.g. `detected_patterns`,
+    /// `duplicate_row_count`, `top_values`, `distinct_count`.
+    pub statistic: String,
+    /// Why, e.g. "not computed by the spark backend".
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -311,11 +331,29 @@ impl TableProfile {
         histogram_bins: usize,
     ) -> TableProfile {
         let row_count = partial.row_count();
-        let columns: Vec<ColumnProfile> = partial
+        let mut columns: Vec<ColumnProfile> = partial
             .ordered_columns()
             .into_iter()
             .map(|c| column_profile(c, histogram_bins))
             .collect();
+        let mut table_unavailable = Vec::new();
+        for u in &partial.unavailable {
+            let entry = UnavailableStatistic {
+                statistic: u.statistic.clone(),
+                reason: u.reason.clone(),
+            };
+            match &u.column {
+                None => table_unavailable.push(entry),
+                Some(name) => {
+                    if let Some(p) = columns.iter_mut().find(|p| &p.name == name) {
+                        leave_out(p, &entry.statistic);
+                        if !p.unavailable.contains(&entry) {
+                            p.unavailable.push(entry);
+                        }
+                    }
+                }
+            }
+        }
         let (duplicate_row_count, dup_accuracy) = match &partial.row_hashes {
             Some(rh) if rh.hashed_rows == row_count => {
                 let (d, lo, hi, exact) = rh.duplicates();
@@ -343,6 +381,15 @@ impl TableProfile {
             .into_iter()
             .map(|(plan, tasks)| format!("{plan}:{}", index_ranges(&tasks)))
             .collect();
+        let leave_out_duplicates = table_unavailable
+            .iter()
+            .any(|u| u.statistic == "duplicate_row_count");
+        let (duplicate_row_count, dup_accuracy) = if leave_out_duplicates {
+            (None, None)
+        } else {
+            (duplicate_row_count, dup_accuracy)
+        };
+        table_unavailable.dedup();
         TableProfile {
             schema_version: SCHEMA_VERSION.into(),
             generator: Generator {
@@ -383,6 +430,7 @@ impl TableProfile {
             accuracy: TableAccuracy {
                 duplicate_row_count: dup_accuracy,
             },
+            unavailable: table_unavailable,
             columns,
             state: keep_state.then(|| EmbeddedState {
                 encoding: STATE_ENCODING.into(),
@@ -492,6 +540,7 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
         avg_length: None,
         detected_patterns: Vec::new(),
         accuracy: ColumnAccuracy::default(),
+        unavailable: Vec::new(),
     };
     match &c.stats {
         ColumnStats::Boolean {
@@ -617,6 +666,32 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
     }
     p.inferred_type = infer_type(c, &p);
     p
+}
+
+/// Clears a figure that some rows did not contribute to: no partial answer passes for a whole.
+fn leave_out(p: &mut ColumnProfile, statistic: &str) {
+    match statistic {
+        "detected_patterns" => p.detected_patterns.clear(),
+        "top_values" => {
+            p.top_values.clear();
+            p.bottom_values = None;
+            p.accuracy.top_values = None;
+        }
+        "distinct_count" => {
+            p.distinct_count = None;
+            p.unique_ratio = None;
+            p.is_unique = None;
+            p.is_constant = None;
+            p.accuracy.distinct_count = None;
+        }
+        "quantiles" => {
+            p.quantiles = None;
+            p.histogram = None;
+            p.accuracy.quantiles = None;
+            p.accuracy.histogram = None;
+        }
+        _ => {}
+    }
 }
 
 fn int_value(v: i128) -> Value {

@@ -250,26 +250,8 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
             )));
         }
     }
-    let need = |given: bool, flag: &str, example: &str, name: &str| {
-        if given {
-            Ok(())
-        } else {
-            Err(invalid(format!(
-                "--backend {name} needs {flag} {example}, the address of the cluster to submit to"
-            )))
-        }
-    };
-    match kind {
-        Backend::Spark => need(
-            args.master.is_some(),
-            "--master",
-            "sc://spark-connect.spark:15002",
-            "spark",
-        )?,
-        // Without an address the operator's own (DASK_SCHEDULER_ADDRESS, RAY_ADDRESS) is used;
-        // an operator without one fails the job saying so.
-        Backend::Dask | Backend::Ray | Backend::Local | Backend::Auto => {}
-    }
+    // A remote backend without an address uses the operator's own (SPARK_CONNECT_URL,
+    // DASK_SCHEDULER_ADDRESS, RAY_ADDRESS); an operator without one fails the job saying so.
     if let Some(master) = &args.master
         && !master.starts_with("sc://")
     {

@@ -157,7 +157,15 @@ fn overview(s: &mut String, p: &TableProfile) {
             let value = format!("{}{}", if approx { "≈ " } else { "" }, count(d));
             tile(s, "Duplicate rows", &value, note.trim_start_matches(" · "));
         }
-        None => tile(s, "Duplicate rows", "—", "not computed"),
+        None => {
+            // A backend that could not hash whole rows says why (e.g. the spark backend).
+            let why = p
+                .unavailable
+                .iter()
+                .find(|u| u.statistic == "duplicate_row_count")
+                .map_or("not computed", |u| u.reason.as_str());
+            tile(s, "Duplicate rows", "—", why)
+        }
     }
     tile(
         s,
@@ -484,6 +492,14 @@ fn column(s: &mut String, i: usize, c: &ColumnProfile, p: &TableProfile) {
             .collect();
         bar_table(s, "Pattern", "Matches", &rows, "of non-empty strings");
         s.push_str("<p class=\"fine\">share of the non-empty strings</p>\n");
+    }
+    for u in &c.unavailable {
+        let _ = writeln!(
+            s,
+            "<p class=\"fine\">{}: {}</p>",
+            esc(&u.statistic.replace('_', " ")),
+            esc(&u.reason)
+        );
     }
     if non_null == 0 && p.row_count > 0 {
         s.push_str("<p class=\"fine\">Every value of this column is null.</p>\n");

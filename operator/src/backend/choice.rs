@@ -45,14 +45,6 @@ impl Clusters {
     }
 }
 
-/// Backends this operator can submit to; Spark runs from `th profile --backend spark`.
-pub fn operator_runs(kind: BackendType) -> bool {
-    matches!(
-        kind,
-        BackendType::Local | BackendType::Dask | BackendType::Ray
-    )
-}
-
 const GB: u64 = 1_000_000_000;
 
 /// The cluster address a remote backend would use: the ProfileJob's own, else the operator's.
@@ -102,14 +94,6 @@ pub fn named(
     if kind == BackendType::Local {
         return Ok(local(None));
     }
-    if !operator_runs(kind) {
-        return Err(format!(
-            "backend `{}` is not run by this operator version: profile with `th profile --backend {}`, \
-             or use local, dask, ray or auto",
-            kind.name(),
-            kind.name()
-        ));
-    }
     let address = address(kind, spec, clusters).ok_or_else(|| {
         format!(
             "backend `{}` needs the cluster's address: set {}",
@@ -126,7 +110,7 @@ pub fn named(
 
 /// `auto`: the backend for a dataset of `bytes` bytes (compressed, as listed).
 pub fn auto(spec: &BackendSpec, clusters: &Clusters, bytes: u64) -> BackendChoice {
-    let usable = |k: BackendType| operator_runs(k) && address(k, spec, clusters).is_some();
+    let usable = |k: BackendType| address(k, spec, clusters).is_some();
     let pick = |k: BackendType, reason: String| {
         let mut c = named(k, spec, clusters).unwrap_or_else(|_| local(None));
         c.reason = Some(reason);
@@ -218,9 +202,12 @@ mod tests {
             ("dask", Some("tcp://dask:8786"))
         );
         assert!(c.reason.unwrap().contains("40.0 GB (10-100 GB)"));
-        // Over 100 GB Spark comes first, but this operator does not run it: Dask is next.
+        // Over 100 GB Spark comes first.
         let c = auto(&spec, &clusters(), 500 * GB);
-        assert_eq!(c.kind, "dask");
+        assert_eq!(
+            (c.kind.as_str(), c.address.as_deref()),
+            ("spark", Some("sc://spark:15002"))
+        );
         let only_ray = Clusters {
             ray_address: Some("http://ray:8265".into()),
             ..Clusters::default()
@@ -297,8 +284,8 @@ mod tests {
             }),
             ..BackendSpec::default()
         };
-        let err = named(BackendType::Spark, &spark, &clusters()).unwrap_err();
-        assert!(err.contains("th profile --backend spark"), "{err}");
+        let c = named(BackendType::Spark, &spark, &Clusters::default()).unwrap();
+        assert_eq!(c.address.as_deref(), Some("sc://x:15002"));
     }
 
     #[test]

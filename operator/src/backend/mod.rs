@@ -3,11 +3,14 @@
 //! `ray`: the core of the Ray backend (a job submitted through the Ray dashboard's Jobs REST
 //! API fans the tasks out as Ray tasks), without Kubernetes. `tasks`: the per-task states the
 //! remote backends share. `remote`: those cores as the reconciler drives them. `choice`: which
-//! backend runs a job (and `auto`).
+//! backend runs a job (and `auto`). `spark`: the core of the Spark backend (each task one
+//! aggregation query through Spark Connect, its answer made into a partial profile), without
+//! Kubernetes.
 
 pub mod choice;
 pub mod dask;
 pub mod local;
 pub mod ray;
 pub mod remote;
+pub mod spark;
 pub mod tasks;

@@ -9,11 +9,17 @@
 //!   `th-worker-dask`) runs `dask_runner.py` against the scheduler; its pod's log (the same JSON
 //!   lines) gives the tasks' states; deleting the Job stops the runner, which cancels its
 //!   tasks on the cluster.
+//! - Spark: each task is one aggregation query through Spark Connect, made into a partial by
+//!   the client, so the client is the operator: the run lives in this process ([`SparkRuns`]),
+//!   writing each task's partial to the work prefix as it finishes. An operator that restarts
+//!   has no run: the reconciler submits the same id again and only the tasks without a partial
+//!   run.
 
 use crate::backend::dask::RUNNER_PY;
 use crate::backend::local::{credentials_env_from, owned_meta, pod_security_context, storage_args};
 use crate::backend::ray::{RayError, RayRun, RaySubmit};
-use crate::backend::tasks::{RemoteTasks, TaskBoard, tail_lines};
+use crate::backend::spark::{SparkRun, SparkSubmit};
+use crate::backend::tasks::{RemoteTasks, TaskBoard, TaskState, tail_lines};
 use crate::crd::ProfileJob;
 use crate::decide::RemoteObserved;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -22,9 +28,11 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, ResourceExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use truthound_profile::dataset::StorageOptions;
 
 /// Environment variable prefixes of credentials, passed from the pod's Secret to every task.
 const CREDENTIAL_PREFIXES: [&str; 3] = ["AWS_", "GOOGLE_", "AZURE_"];
@@ -77,9 +85,31 @@ impl From<RayError> for RemoteError {
     }
 }
 
+impl From<crate::backend::spark::SparkError> for RemoteError {
+    fn from(e: crate::backend::spark::SparkError) -> Self {
+        use crate::backend::spark::SparkError as S;
+        match e {
+            S::Unreachable { .. }
+            | S::Transient { .. }
+            | S::Storage {
+                transient: true, ..
+            } => RemoteError::Unreachable(e.to_string()),
+            _ => RemoteError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// What the reconciler lends the remote backends: its API client, the Spark runs this process
+/// holds, and how the ProfileJob's output is reached (Spark runs write the partials).
+pub struct Remote<'a> {
+    pub client: &'a Client,
+    pub spark: &'a SparkRuns,
+    pub storage: &'a StorageOptions,
+}
+
 /// Looks at the run once.
 pub async fn observe(
-    client: &Client,
+    r: &Remote<'_>,
     pj: &ProfileJob,
     target: &Target<'_>,
     tasks: u32,
@@ -87,7 +117,98 @@ pub async fn observe(
     let ids: Vec<u32> = (0..tasks).collect();
     match target.kind {
         "ray" => observe_ray(target, &ids).await,
-        _ => observe_dask(client, pj, target, &ids).await,
+        "spark" => Ok(r.spark.observe(target.id)),
+        _ => observe_dask(r.client, pj, target, &ids).await,
+    }
+}
+
+/// The Spark runs of this operator process, by run id.
+#[derive(Default)]
+pub struct SparkRuns {
+    runs: Mutex<HashMap<String, Arc<SparkEntry>>>,
+}
+
+/// A Spark run as its follower task keeps it.
+#[derive(Default)]
+struct SparkEntry {
+    state: Mutex<SparkState>,
+    cancel: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct SparkState {
+    tasks: Vec<TaskState>,
+    ended: bool,
+    error: Option<String>,
+}
+
+impl SparkRuns {
+    fn get(&self, id: &str) -> Option<Arc<SparkEntry>> {
+        self.runs.lock().ok()?.get(id).cloned()
+    }
+
+    fn observe(&self, id: &str) -> RemoteObserved {
+        let Some(entry) = self.get(id) else {
+            return RemoteObserved::default();
+        };
+        let st = entry.state.lock().expect("spark entry");
+        RemoteObserved {
+            unreachable: None,
+            found: true,
+            tasks: st.tasks.clone(),
+            ended: st.ended,
+            end_message: st.error.clone(),
+        }
+    }
+
+    /// Starts the run unless it runs already; a follower task keeps its states.
+    async fn submit(&self, id: &str, s: SparkSubmit) -> Result<(), RemoteError> {
+        if self
+            .get(id)
+            .is_some_and(|e| !e.state.lock().expect("spark entry").ended)
+        {
+            return Ok(());
+        }
+        let mut run = SparkRun::submit(s).await?;
+        let entry = Arc::new(SparkEntry::default());
+        entry.state.lock().expect("spark entry").tasks = run.poll();
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(id.to_string(), entry.clone());
+        }
+        let id = id.to_string();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    ev = run.next_event() => {
+                        entry.state.lock().expect("spark entry").tasks = run.poll();
+                        if ev.is_none() {
+                            break;
+                        }
+                    }
+                    () = entry.cancel.notified() => run.cancel().await,
+                }
+            }
+            let tasks = run.poll();
+            let outcome = run.finish().await;
+            let mut st = entry.state.lock().expect("spark entry");
+            st.tasks = outcome.as_ref().map_or(tasks, Clone::clone);
+            st.error = outcome.err().map(|e| format!("the Spark run {id}: {e}"));
+            st.ended = true;
+        });
+        Ok(())
+    }
+
+    fn cancel(&self, id: &str) {
+        if let Some(e) = self.get(id) {
+            e.cancel.notify_one();
+        }
+    }
+
+    /// Drops the runs of a job that is finished or gone (their ids start with its uid).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.retain(|id, _| !id.starts_with(uid));
+        }
     }
 }
 
@@ -236,13 +357,26 @@ async fn observe_dask(
 
 /// Submits the run (idempotent: the same id again finds the first).
 pub async fn submit(
-    client: &Client,
+    r: &Remote<'_>,
     pj: &ProfileJob,
     target: &Target<'_>,
     work: RemoteTasks,
     config: &RemoteConfig,
 ) -> Result<(), RemoteError> {
+    let client = r.client;
     match target.kind {
+        "spark" => {
+            let s = SparkSubmit {
+                connect_url: target.address.to_string(),
+                work,
+                storage: r.storage.clone(),
+                concurrency: crate::backend::spark::DEFAULT_CONCURRENCY,
+                connect_timeout: Duration::from_secs(10),
+            };
+            r.spark.submit(target.id, s).await?;
+            tracing::info!(job = %pj.name_any(), run = %target.id, "Spark run started");
+            Ok(())
+        }
         "ray" => {
             let run = RayRun::submit(RaySubmit {
                 address: target.address.to_string(),
@@ -276,11 +410,17 @@ pub async fn submit(
 
 /// Stops the run; one already gone or over is fine.
 pub async fn cancel(
-    client: &Client,
+    r: &Remote<'_>,
     pj: &ProfileJob,
     target: &Target<'_>,
 ) -> Result<(), RemoteError> {
+    let client = r.client;
     match target.kind {
+        "spark" => {
+            r.spark.cancel(target.id);
+            tracing::info!(job = %pj.name_any(), run = %target.id, "Spark run cancelled");
+            Ok(())
+        }
         "ray" => {
             let mut run = match RayRun::attach(
                 target.address,

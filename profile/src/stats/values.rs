@@ -131,6 +131,39 @@ impl<K: ValueKey> Values<K> {
         }
     }
 
+    /// Exact counts, as another backend counted them (the counts of values beyond `params.limit`
+    /// distinct ones go into the sketches, as [`Self::observe`] would put them).
+    pub fn from_counts(params: ValueParams, counts: impl IntoIterator<Item = (K, u64)>) -> Self {
+        let mut v = Values::new(params);
+        if let Mode::Exact(map) = &mut v.mode {
+            for (k, c) in counts {
+                *map.entry(k).or_insert(0) += c;
+            }
+        }
+        if let (Some(limit), Some(map)) = (params.limit, v.exact_counts())
+            && map.len() > limit
+        {
+            v.switch_to_sketch();
+            // Nothing tracks these: they were never in this partial's map.
+            v.evicted.clear();
+        }
+        v
+    }
+
+    /// Sketches made elsewhere (Spark's `hll_sketch_agg` and `approx_top_k_accumulate` make the
+    /// same DataSketches sketches, from the same hashes of the same values).
+    pub fn from_sketches(
+        params: ValueParams,
+        hll: HllSketch,
+        freq: FrequentItemsSketch<K>,
+    ) -> Self {
+        Values {
+            params,
+            mode: Mode::Sketch { hll, freq },
+            evicted: Vec::new(),
+        }
+    }
+
     pub fn is_exact_map(&self) -> bool {
         matches!(self.mode, Mode::Exact(_))
     }
