@@ -111,6 +111,16 @@ fn remote_job(dir: &Path, backend: &str, uid: &str, extra: Value) -> (Value, Pat
     (pj, data, out)
 }
 
+/// A ProfileJob of the sample dataset for `backend` in the fake API server, with a fresh uid:
+/// (uid, API state, dataset, output).
+fn start(dir: &Path, backend: &str, tag: &str, extra: Value) -> (String, Shared, PathBuf, PathBuf) {
+    let uid = fresh_uid(tag);
+    let (pj, data, out) = remote_job(dir, backend, &uid, extra);
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(pj);
+    (uid, state, data, out)
+}
+
 fn phase(pj: &ProfileJob) -> Option<Phase> {
     pj.status.as_ref().and_then(|s| s.phase)
 }
@@ -230,10 +240,7 @@ async fn ray_jobs_of(uid: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ray_job_profiles_like_a_single_pass_and_a_restarted_operator_submits_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("ray-run");
-    let (pj, data, out) = remote_job(dir.path(), "ray", &uid, json!({}));
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
+    let (uid, state, data, out) = start(dir.path(), "ray", "ray-run", json!({}));
     let clusters = Clusters {
         ray_address: Some(ray_address()),
         ..Clusters::default()
@@ -306,15 +313,12 @@ async fn a_ray_job_profiles_like_a_single_pass_and_a_restarted_operator_submits_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_failing_on_ray_is_retried_per_backoff_limit_then_fails_the_job() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("ray-fail");
-    let (pj, _, out) = remote_job(
+    let (_, state, _, out) = start(
         dir.path(),
         "ray",
-        &uid,
+        "ray-fail",
         json!({"backoffLimitPerTask": 1, "backend": {"ray": {"address": ray_address()}}}),
     );
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
     // Task 1's th-worker fails transiently every time; the others run for real.
     let worker = executable(
         &dir.path().join("th-worker"),
@@ -345,10 +349,7 @@ async fn a_task_failing_on_ray_is_retried_per_backoff_limit_then_fails_the_job()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_ray_job_midway_stops_it_on_the_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("ray-delete");
-    let (pj, _, _) = remote_job(dir.path(), "ray", &uid, json!({}));
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
+    let (uid, state, _, _) = start(dir.path(), "ray", "ray-delete", json!({}));
     let hang = executable(&dir.path().join("th-worker"), "#!/bin/sh\nexec sleep 300\n");
     let clusters = Clusters {
         ray_address: Some(ray_address()),
@@ -548,10 +549,7 @@ fn kubelet(state: Shared, worker: PathBuf) -> tokio::task::JoinHandle<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dask_runner_job_profiles_like_a_single_pass() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("dask-run");
-    let (pj, data, out) = remote_job(dir.path(), "dask", &uid, json!({}));
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
+    let (uid, state, data, out) = start(dir.path(), "dask", "dask-run", json!({}));
     let clusters = Clusters {
         dask_scheduler: Some(dask_scheduler()),
         ..Clusters::default()
@@ -605,10 +603,7 @@ async fn a_dask_runner_job_profiles_like_a_single_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_dask_job_midway_stops_the_runner_and_its_tasks() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("dask-delete");
-    let (pj, _, _) = remote_job(dir.path(), "dask", &uid, json!({}));
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
+    let (_, state, _, _) = start(dir.path(), "dask", "dask-delete", json!({}));
     let pids = dir.path().join("pids");
     std::fs::create_dir_all(&pids).expect("mkdir");
     let hang = executable(
@@ -658,10 +653,7 @@ async fn deleting_a_dask_job_midway_stops_the_runner_and_its_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spark_run_profiles_like_a_single_pass_and_a_second_operator_finishes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("spark-run");
-    let (pj, data, out) = remote_job(dir.path(), "spark", &uid, json!({}));
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
+    let (uid, state, data, out) = start(dir.path(), "spark", "spark-run", json!({}));
     let clusters = Clusters {
         spark_connect_url: Some(spark_connect()),
         ..Clusters::default()
@@ -736,15 +728,12 @@ async fn an_unreachable_spark_connect_server_is_retried_then_fails_the_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_spark_job_midway_interrupts_its_queries() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let uid = fresh_uid("spark-delete");
-    let (pj, _, _) = remote_job(
+    let (uid, state, _, _) = start(
         dir.path(),
         "spark",
-        &uid,
+        "spark-delete",
         json!({"partitioning": {"partitions": 9}}),
     );
-    let state: Shared = Arc::default();
-    state.lock().expect("state").pj = Some(pj);
     let clusters = Clusters {
         spark_connect_url: Some(spark_connect()),
         ..Clusters::default()
