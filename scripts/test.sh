@@ -113,91 +113,62 @@ if [ -z "${TH_TEST_S3_ENDPOINT:-}" ]; then
   INSTALL_PID=$!
 fi
 
-# The Dask cluster (scheduler + 1 worker on 127.0.0.1) for tests/dask.rs: installed alongside.
-if [ -z "${TH_TEST_DASK_SCHEDULER:-}" ]; then
-  DASK_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-dask.XXXXXX")
-  "$DASK" install >"$DASK_RUN/install.log" 2>&1 &
-  DASK_INSTALL_PID=$!
-fi
-
-start_dask() {
-  if [ -n "$DASK_INSTALL_PID" ]; then
-    local rc=0
-    wait "$DASK_INSTALL_PID" || rc=$?
-    DASK_INSTALL_PID=""
-    if [ "$rc" -ne 0 ]; then
-      cat "$DASK_RUN/install.log" >&2
-      return "$rc"
-    fi
-  fi
-  local line
-  line=$(DASK_RUN_DIR=$DASK_RUN "$DASK" start) || return
-  TH_TEST_DASK_SCHEDULER=${line#TH_TEST_DASK_SCHEDULER=}
-  export TH_TEST_DASK_SCHEDULER
-  echo "TH_TEST_DASK_SCHEDULER=$TH_TEST_DASK_SCHEDULER" >&2
+# install_in_background NAME SCRIPT: a private run dir ($NAME_RUN: several test runs on one
+# machine each get their own servers) and the script's one-time install in the background
+# ($NAME_INSTALL_PID), overlapping with fmt/clippy; its output goes to a log in the run dir.
+install_in_background() {
+  local name=$1 script=$2 dir lower
+  lower=$(printf '%s' "$name" | tr '[:upper:]' '[:lower:]')
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/th-test-$lower.XXXXXX")
+  "$script" install >"$dir/install.log" 2>&1 &
+  printf -v "${name}_INSTALL_PID" '%s' "$!"
+  printf -v "${name}_RUN" '%s' "$dir"
 }
 
-# The Ray head (2 CPUs, dashboard with the Jobs API on 127.0.0.1) for tests/ray.rs: installed
-# alongside. Its sockets live under the run dir, so keep TMPDIR short (paths under ~107 bytes).
-if [ -z "${TH_TEST_RAY_ADDRESS:-}" ]; then
-  RAY_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-ray.XXXXXX")
-  "$RAY" install >"$RAY_RUN/install.log" 2>&1 &
-  RAY_INSTALL_PID=$!
-fi
+# wait_install PID RUN: waits for a background install (if any); on failure prints its log.
+wait_install() {
+  [ -n "$1" ] || return 0
+  local rc=0
+  wait "$1" || rc=$?
+  [ "$rc" -eq 0 ] || cat "$2/install.log" >&2
+  return "$rc"
+}
 
+# start_cluster SCRIPT RUN_DIR_VAR RUN VAR: `SCRIPT start` in its run dir; it prints VAR=VALUE,
+# which is exported for the tests.
+start_cluster() {
+  local script=$1 dirvar=$2 dir=$3 var=$4 line
+  line=$(env "$dirvar=$dir" "$script" start) || return
+  export "$var=${line#"$var="}"
+  echo "$var=${!var}" >&2
+}
+
+# The Dask cluster (scheduler + 1 worker on 127.0.0.1) for tests/dask.rs and the operator's.
+[ -n "${TH_TEST_DASK_SCHEDULER:-}" ] || install_in_background DASK "$DASK"
+start_dask() {
+  wait_install "$DASK_INSTALL_PID" "$DASK_RUN" || return
+  start_cluster "$DASK" DASK_RUN_DIR "$DASK_RUN" TH_TEST_DASK_SCHEDULER
+}
+
+# The Ray head (2 CPUs, dashboard with the Jobs API on 127.0.0.1) for tests/ray.rs and the
+# operator's. Its sockets live under the run dir, so keep TMPDIR short (paths under ~107 bytes).
+[ -n "${TH_TEST_RAY_ADDRESS:-}" ] || install_in_background RAY "$RAY"
 start_ray() {
-  if [ -n "$RAY_INSTALL_PID" ]; then
-    local rc=0
-    wait "$RAY_INSTALL_PID" || rc=$?
-    RAY_INSTALL_PID=""
-    if [ "$rc" -ne 0 ]; then
-      cat "$RAY_RUN/install.log" >&2
-      return "$rc"
-    fi
-  fi
-  local line
-  line=$(RAY_RUN_DIR=$RAY_RUN "$RAY" start) || return
-  TH_TEST_RAY_ADDRESS=${line#TH_TEST_RAY_ADDRESS=}
-  export TH_TEST_RAY_ADDRESS
-  echo "TH_TEST_RAY_ADDRESS=$TH_TEST_RAY_ADDRESS" >&2
+  wait_install "$RAY_INSTALL_PID" "$RAY_RUN" || return
+  start_cluster "$RAY" RAY_RUN_DIR "$RAY_RUN" TH_TEST_RAY_ADDRESS
 }
 
 # The Spark cluster (master, worker and Spark Connect server on 127.0.0.1; needs Java 17, which
 # spark-cluster.sh installs from Debian's packages when missing and running as root) for
-# tests/spark.rs: installed alongside.
-if [ -z "${TH_TEST_SPARK_CONNECT:-}" ]; then
-  SPARK_RUN=$(mktemp -d "${TMPDIR:-/tmp}/th-test-spark.XXXXXX")
-  "$SPARK" install >"$SPARK_RUN/install.log" 2>&1 &
-  SPARK_INSTALL_PID=$!
-fi
-
+# tests/spark.rs and the operator's.
+[ -n "${TH_TEST_SPARK_CONNECT:-}" ] || install_in_background SPARK "$SPARK"
 start_spark() {
-  if [ -n "$SPARK_INSTALL_PID" ]; then
-    local rc=0
-    wait "$SPARK_INSTALL_PID" || rc=$?
-    SPARK_INSTALL_PID=""
-    if [ "$rc" -ne 0 ]; then
-      cat "$SPARK_RUN/install.log" >&2
-      return "$rc"
-    fi
-  fi
-  local line
-  line=$(SPARK_RUN_DIR=$SPARK_RUN "$SPARK" start) || return
-  TH_TEST_SPARK_CONNECT=${line#TH_TEST_SPARK_CONNECT=}
-  export TH_TEST_SPARK_CONNECT
-  echo "TH_TEST_SPARK_CONNECT=$TH_TEST_SPARK_CONNECT" >&2
+  wait_install "$SPARK_INSTALL_PID" "$SPARK_RUN" || return
+  start_cluster "$SPARK" SPARK_RUN_DIR "$SPARK_RUN" TH_TEST_SPARK_CONNECT
 }
 
 start_s3() {
-  if [ -n "$INSTALL_PID" ]; then
-    local rc=0
-    wait "$INSTALL_PID" || rc=$?
-    INSTALL_PID=""
-    if [ "$rc" -ne 0 ]; then
-      cat "$S3_RUN/install.log" >&2
-      return "$rc"
-    fi
-  fi
+  wait_install "$INSTALL_PID" "$S3_RUN" || return
   local line
   line=$("$S3" start) || return
   TH_TEST_S3_ENDPOINT=${line#export TH_TEST_S3_ENDPOINT=}

@@ -5,7 +5,6 @@
 //! python said clearly.
 
 use serde_json::Value;
-use std::process::Output;
 use truthound_e2e::*;
 
 const FILES: i64 = 3;
@@ -13,15 +12,7 @@ const ROWS: i64 = 2_000;
 
 /// The Dask scheduler of this test run.
 fn scheduler() -> String {
-    std::env::var("TH_TEST_DASK_SCHEDULER").expect(
-        "TH_TEST_DASK_SCHEDULER is not set: start a Dask cluster with `scripts/dask-cluster.sh start` \
-         (scripts/test.sh does) and export the line it prints",
-    )
-}
-
-/// `th` with the test credentials and extra environment.
-fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
-    run_with("th", args, env)
+    cluster_address("TH_TEST_DASK_SCHEDULER", "dask-cluster.sh")
 }
 
 #[test]

@@ -9,7 +9,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use truthound_e2e::*;
 use truthound_operator::backend::ray::{RayError, RayRun, RaySubmit, RemoteTasks, submission_id};
@@ -20,15 +19,7 @@ const ROWS: i64 = 2_000;
 
 /// The Ray dashboard of this test run.
 fn ray_address() -> String {
-    std::env::var("TH_TEST_RAY_ADDRESS").expect(
-        "TH_TEST_RAY_ADDRESS is not set: start a Ray head with `scripts/ray-cluster.sh start` \
-         (scripts/test.sh does) and export the line it prints",
-    )
-}
-
-/// `th` with the test credentials and extra environment.
-fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
-    run_with("th", args, env)
+    cluster_address("TH_TEST_RAY_ADDRESS", "ray-cluster.sh")
 }
 
 /// GET on the dashboard: the JSON body.

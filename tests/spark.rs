@@ -19,7 +19,6 @@ use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 use truthound_e2e::*;
@@ -33,15 +32,7 @@ const ROWS: i64 = 3_000;
 
 /// The Spark Connect server of this test run.
 fn spark_connect() -> String {
-    std::env::var("TH_TEST_SPARK_CONNECT").expect(
-        "TH_TEST_SPARK_CONNECT is not set: start a Spark cluster with `scripts/spark-cluster.sh start` \
-         (scripts/test.sh does) and export the line it prints",
-    )
-}
-
-/// `th` with the test credentials and extra environment.
-fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
-    run_with("th", args, env)
+    cluster_address("TH_TEST_SPARK_CONNECT", "spark-cluster.sh")
 }
 
 /// Rows `range` of a table with every kind of column: integers with nulls, floats with NaN,

@@ -28,6 +28,22 @@ pub fn bin(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// The address a cluster script printed for this test run (`VAR=VALUE`, exported by
+/// scripts/test.sh), e.g. `cluster_address("TH_TEST_RAY_ADDRESS", "ray-cluster.sh")`.
+pub fn cluster_address(var: &str, script: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: start the cluster with `scripts/{script} start` (scripts/test.sh \
+             does) and export the line it prints"
+        )
+    })
+}
+
+/// `th` with the test credentials and extra environment.
+pub fn th(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_with("th", args, env)
+}
+
 /// The S3-compatible server of this test run.
 pub fn s3_endpoint() -> String {
     std::env::var("TH_TEST_S3_ENDPOINT").expect(
