@@ -1,6 +1,7 @@
 //! `th`: profile a dataset in-process, merge profiles, print the profile format's schema.
 
 mod args;
+mod auto;
 mod cluster;
 mod dask;
 mod exit;
@@ -89,7 +90,8 @@ async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) ->
 
 fn profile(args: ProfileArgs) -> Result<()> {
     match args.backend()? {
-        Backend::Local | Backend::Auto => {}
+        Backend::Auto => return auto::profile(args),
+        Backend::Local => {}
         Backend::Dask => return dask::profile(args),
         Backend::Ray => return ray::profile(args),
         Backend::Spark => return spark::profile(args),

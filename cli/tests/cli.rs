@@ -581,3 +581,48 @@ fn schema_command_prints_the_published_schema() {
         "regenerate with: th schema > schema/profile.schema.json"
     );
 }
+
+#[test]
+fn auto_chooses_by_the_listed_size_and_says_why() {
+    // The bundled sample is well under 10 GB: in-process, whichever clusters are named (a
+    // named cluster that does not even answer is never contacted).
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sample/events");
+    for extra in [
+        &[][..],
+        &[
+            "--scheduler",
+            "tcp://127.0.0.1:1",
+            "--ray-address",
+            "http://127.0.0.1:1",
+        ][..],
+    ] {
+        let mut args = vec![
+            "profile",
+            sample.to_str().unwrap(),
+            "--backend",
+            "auto",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = th(&args);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("auto: the dataset is") && err.contains("under 10 GB: the local backend"),
+            "{err}"
+        );
+        let p: Value = serde_json::from_slice(&out.stdout).expect("the profile");
+        assert_eq!(p["row_count"], 3000);
+    }
+    // TRUTHOUND_DISTRIBUTED_BACKEND=auto is the same choice.
+    let out = Command::new(env!("CARGO_BIN_EXE_th"))
+        .args(["profile", sample.to_str().unwrap(), "--json"])
+        .env("TRUTHOUND_DISTRIBUTED_BACKEND", "auto")
+        .output()
+        .expect("th runs");
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("auto: the dataset is"));
+    // A dataset that is not there is named, as for every backend.
+    let err = fails(&["profile", "/nonexistent/d/", "--backend", "auto"], 65);
+    assert!(err.contains("/nonexistent/d"), "{err}");
+}

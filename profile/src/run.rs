@@ -1,5 +1,5 @@
 //! Running tasks: one task's streaming pass into a partial profile, and a local pool that runs a
-//! whole plan and merges as tasks finish.
+//! whole plan and merges the partials in task order.
 
 use crate::dataset::{FileSlice, Location, SliceStream, open_slice};
 use crate::kernel::column::Scratch;
@@ -237,8 +237,9 @@ pub struct TaskError {
 }
 
 /// Runs every task of `plan` on `workers` concurrent tasks of the current Tokio runtime (which
-/// should have that many worker threads), merging partials as they finish. Stops at the first
-/// failure.
+/// should have that many worker threads), merging the partials in task order (as the stored
+/// merge does), so that a run's sketches do not depend on which task finished first. Stops at
+/// the first failure.
 pub async fn run_plan(
     plan: Arc<Plan>,
     workers: usize,
@@ -263,7 +264,9 @@ pub async fn run_plan(
                 }
             }
         })
-        .buffer_unordered(workers.max(1));
+        // In task order: a frequent-items sketch merged in another order can report other
+        // bounds, and the same run should give the same profile.
+        .buffered(workers.max(1));
     let mut merged: Option<PartialProfile> = None;
     while let Some(result) = results.next().await {
         let partial = result?;

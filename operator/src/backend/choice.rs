@@ -6,7 +6,7 @@
 //!
 //! | data size  | backend                 |
 //! |------------|-------------------------|
-//! | < 10 GB    | local (worker pods)     |
+//! | < 10 GB    | local (worker pods; in-process from `th`) |
 //! | 10–100 GB  | Dask, else Spark, else Ray, else local |
 //! | > 100 GB   | Spark, else Dask, else Ray, else local |
 //!
@@ -134,7 +134,7 @@ pub fn auto(spec: &BackendSpec, clusters: &Clusters, bytes: u64) -> BackendChoic
         &[BackendType::Dask, BackendType::Spark, BackendType::Ray]
     } else {
         return local(Some(format!(
-            "auto: the dataset is {size}, under 10 GB: worker pods run the tasks"
+            "auto: the dataset is {size}, under 10 GB: the local backend"
         )));
     };
     let band = if bytes > 100 * GB {
@@ -155,7 +155,7 @@ pub fn auto(spec: &BackendSpec, clusters: &Clusters, bytes: u64) -> BackendChoic
         }
         None => local(Some(format!(
             "auto: the dataset is {size} ({band}) but no Dask, Spark or Ray cluster is configured: \
-             worker pods run the tasks"
+             the local backend"
         ))),
     }
 }
