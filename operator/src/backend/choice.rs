@@ -27,6 +27,23 @@ pub struct Clusters {
 }
 
 impl Clusters {
+    /// Checks the configured addresses (the operator says at start what is malformed).
+    pub fn validate(&self) -> Result<(), String> {
+        for (kind, a, var) in [
+            (
+                BackendType::Spark,
+                &self.spark_connect_url,
+                "SPARK_CONNECT_URL",
+            ),
+            (BackendType::Ray, &self.ray_address, "RAY_ADDRESS"),
+        ] {
+            if let Some(a) = a {
+                check_address(kind, a).map_err(|e| format!("{var}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// `TRUTHOUND_DISTRIBUTED_BACKEND`'s value as a backend (`None` for unset, empty or `auto`).
     pub fn parse_preferred(value: Option<&str>) -> Result<Option<BackendType>, String> {
         let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
@@ -101,6 +118,7 @@ pub fn named(
             where_from(kind)
         )
     })?;
+    check_address(kind, &address).map_err(|e| format!("{}: {e}", where_from(kind)))?;
     Ok(BackendChoice {
         kind: kind.name().into(),
         reason: None,
@@ -108,9 +126,23 @@ pub fn named(
     })
 }
 
+/// A malformed address is said at once, not when the cluster is first asked.
+fn check_address(kind: BackendType, address: &str) -> Result<(), String> {
+    match kind {
+        BackendType::Ray => crate::backend::ray::dashboard_url(address)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        BackendType::Spark => crate::backend::spark::connect::ConnectUrl::parse(address)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 /// `auto`: the backend for a dataset of `bytes` bytes (compressed, as listed).
 pub fn auto(spec: &BackendSpec, clusters: &Clusters, bytes: u64) -> BackendChoice {
-    let usable = |k: BackendType| address(k, spec, clusters).is_some();
+    let usable =
+        |k: BackendType| address(k, spec, clusters).is_some_and(|a| check_address(k, &a).is_ok());
     let pick = |k: BackendType, reason: String| {
         let mut c = named(k, spec, clusters).unwrap_or_else(|_| local(None));
         c.reason = Some(reason);
@@ -268,6 +300,22 @@ mod tests {
         };
         let c = named(BackendType::Dask, &spec, &clusters()).unwrap();
         assert_eq!(c.address.as_deref(), Some("tcp://own:8786"));
+        let ray_client = BackendSpec {
+            ray: Some(RayBackend {
+                address: Some("ray://head:10001".into()),
+            }),
+            ..BackendSpec::default()
+        };
+        let err = named(BackendType::Ray, &ray_client, &Clusters::default()).unwrap_err();
+        assert!(err.contains("Ray client address"), "{err}");
+        let bad_spark = BackendSpec {
+            spark: Some(SparkBackend {
+                connect_url: Some("http://spark:15002".into()),
+            }),
+            ..BackendSpec::default()
+        };
+        let err = named(BackendType::Spark, &bad_spark, &Clusters::default()).unwrap_err();
+        assert!(err.contains("sc://"), "{err}");
         let err = named(
             BackendType::Ray,
             &BackendSpec::default(),
@@ -286,6 +334,29 @@ mod tests {
         };
         let c = named(BackendType::Spark, &spark, &Clusters::default()).unwrap();
         assert_eq!(c.address.as_deref(), Some("sc://x:15002"));
+    }
+
+    #[test]
+    fn malformed_configured_addresses_are_said_and_never_chosen() {
+        let bad = Clusters {
+            ray_address: Some("ray://head:10001".into()),
+            spark_connect_url: Some("sc://spark:15002".into()),
+            ..Clusters::default()
+        };
+        let err = bad.validate().unwrap_err();
+        assert!(err.starts_with("RAY_ADDRESS: "), "{err}");
+        assert!(clusters().validate().is_ok());
+        // auto passes over it (over 100 GB: Spark first, and Ray not at all).
+        let c = auto(&BackendSpec::default(), &bad, 500 * GB);
+        assert_eq!(c.kind, "spark");
+        let only_bad_ray = Clusters {
+            ray_address: Some("ray://head:10001".into()),
+            ..Clusters::default()
+        };
+        assert_eq!(
+            auto(&BackendSpec::default(), &only_bad_ray, 500 * GB).kind,
+            "local"
+        );
     }
 
     #[test]

@@ -269,6 +269,7 @@ async fn run(args: Args) -> Result<()> {
         },
         ..Settings::default()
     };
+    settings.clusters.validate().map_err(anyhow::Error::msg)?;
     let config = Config {
         worker_image: args.worker_image.clone(),
         progress_endpoint: args.progress_endpoint.clone(),
