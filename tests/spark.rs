@@ -35,6 +35,20 @@ fn spark_connect() -> String {
     cluster_address("TH_TEST_SPARK_CONNECT", "spark-cluster.sh")
 }
 
+/// `th profile PATH --backend spark --spark-connect URL EXTRA...`.
+fn th_spark(path: &str, url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "profile",
+        path,
+        "--backend",
+        "spark",
+        "--spark-connect",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    th(&args, &[])
+}
+
 /// Rows `range` of a table with every kind of column: integers with nulls, floats with NaN,
 /// ±inf and −0.0, strings with empty and non-ASCII values, booleans with nulls, dates and
 /// timestamps (without a zone, in µs; with one, in ms).
@@ -304,14 +318,10 @@ fn spark_profile_equals_the_local_profile() {
     let out_uri = format!("s3://{bucket}/profiles/events.json");
     // 4 tasks over 3 files: two tasks read some of a file's row groups (a row-index filter).
     let url = spark_connect();
-    let out = th(
+    let out = th_spark(
+        uri,
+        &url,
         &[
-            "profile",
-            uri,
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &url,
             "--partitions",
             "4",
             "--endpoint",
@@ -320,7 +330,6 @@ fn spark_profile_equals_the_local_profile() {
             &out_uri,
             "-q",
         ],
-        &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let spark: Value = serde_json::from_slice(&get(&bucket, "profiles/events.json")).unwrap();
@@ -521,18 +530,7 @@ fn csv_and_ndjson_are_read_with_the_plans_schema() {
     std::fs::write(&ndjson, lines).unwrap();
     for file in [&csv, &ndjson] {
         let uri = file.to_str().unwrap();
-        let out = th(
-            &[
-                "profile",
-                uri,
-                "--backend",
-                "spark",
-                "--spark-connect",
-                &spark_connect(),
-                "--json",
-            ],
-            &[],
-        );
+        let out = th_spark(uri, &spark_connect(), &["--json"]);
         assert!(out.status.success(), "{uri}: {}", stderr(&out));
         let spark: Value = serde_json::from_slice(&out.stdout).unwrap();
         let out = th(&["profile", uri, "--json"], &[]);
@@ -557,18 +555,7 @@ fn bad_files_are_named_with_sparks_error() {
     csv.push_str("x,notanumber\n");
     let file = dir.path().join("bad.csv");
     std::fs::write(&file, csv).unwrap();
-    let out = th(
-        &[
-            "profile",
-            file.to_str().unwrap(),
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &spark_connect(),
-            "-q",
-        ],
-        &[],
-    );
+    let out = th_spark(file.to_str().unwrap(), &spark_connect(), &["-q"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(65), "{err}");
     assert!(
@@ -590,18 +577,7 @@ fn bad_files_are_named_with_sparks_error() {
     let mut bytes = parquet_bytes(&mixed(0..500), 250);
     bytes[4..200].fill(0xff);
     std::fs::write(data.join("a.parquet"), bytes).unwrap();
-    let out = th(
-        &[
-            "profile",
-            data.to_str().unwrap(),
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &spark_connect(),
-            "-q",
-        ],
-        &[],
-    );
+    let out = th_spark(data.to_str().unwrap(), &spark_connect(), &["-q"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(65), "{err}");
     assert!(err.contains("FAILED_READ_FILE"), "{err}");
@@ -622,17 +598,7 @@ fn an_unreachable_server_or_what_spark_cannot_run_is_a_clear_error() {
         .unwrap()
         .port();
     let url = format!("sc://127.0.0.1:{port}");
-    let out = th(
-        &[
-            "profile",
-            uri,
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &url,
-        ],
-        &[],
-    );
+    let out = th_spark(uri, &url, &[]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(
@@ -656,16 +622,7 @@ fn an_unreachable_server_or_what_spark_cannot_run_is_a_clear_error() {
             "does not run the hash strategy",
         ),
     ] {
-        let mut args = vec![
-            "profile",
-            uri,
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &connect,
-        ];
-        args.extend(extra);
-        let out = th(&args, &[]);
+        let out = th_spark(uri, &connect, &extra);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(64), "{err}");
         assert!(err.contains(says), "{err}");
@@ -725,20 +682,7 @@ fn a_broken_connection_is_retried() {
     let uri = data.to_str().unwrap();
     // The first request (the session's time zone) is small; the aggregation is several KB.
     let proxy = flaky_proxy(&spark_connect(), 2_000);
-    let out = th(
-        &[
-            "profile",
-            uri,
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &proxy,
-            "--partitions",
-            "2",
-            "--json",
-        ],
-        &[],
-    );
+    let out = th_spark(uri, &proxy, &["--partitions", "2", "--json"]);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("failed (exit code 75)"), "{err}");
@@ -748,20 +692,7 @@ fn a_broken_connection_is_retried() {
 
     // Without retries, the broken connection fails the run as transient.
     let proxy = flaky_proxy(&spark_connect(), 2_000);
-    let out = th(
-        &[
-            "profile",
-            uri,
-            "--backend",
-            "spark",
-            "--spark-connect",
-            &proxy,
-            "--retries",
-            "0",
-            "-q",
-        ],
-        &[],
-    );
+    let out = th_spark(uri, &proxy, &["--retries", "0", "-q"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(75), "{err}");
 }

@@ -475,22 +475,8 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
         name: name.clone(),
         tasks: plan.tasks(),
     });
-    d.status.phase = Some(Phase::Running);
     let msg = format!("worker Job {name} runs {} tasks", plan.tasks());
-    cond(d, RUNNING, true, "WorkersCreated", &msg, (now, generation));
-    cond(
-        d,
-        READY,
-        false,
-        "Running",
-        "tasks are running",
-        (now, generation),
-    );
-    d.events.push(EventNote {
-        warning: false,
-        reason: "WorkersCreated".into(),
-        message: msg,
-    });
+    started(d, "WorkersCreated", msg, (now, generation));
     counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
     // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
     if obs.job.spec.suspend {
@@ -733,20 +719,18 @@ fn submit_remote(obs: &Observed, tasks: Vec<u32>, d: &mut Decision) {
         ),
     };
     d.actions.push(Action::SubmitRemote { id, tasks });
+    started(d, "Submitted", what, (now, generation));
+}
+
+/// The tasks were handed to whatever runs them: the job is Running, and says how.
+fn started(d: &mut Decision, reason: &str, msg: String, at: (OffsetDateTime, Option<i64>)) {
     d.status.phase = Some(Phase::Running);
-    cond(d, RUNNING, true, "Submitted", &what, (now, generation));
-    cond(
-        d,
-        READY,
-        false,
-        "Running",
-        "tasks are running",
-        (now, generation),
-    );
+    cond(d, RUNNING, true, reason, &msg, at);
+    cond(d, READY, false, "Running", "tasks are running", at);
     d.events.push(EventNote {
         warning: false,
-        reason: "Submitted".into(),
-        message: what,
+        reason: reason.into(),
+        message: msg,
     });
 }
 
