@@ -833,6 +833,9 @@ async fn execute(
             Ok(Outcome::Done)
         }
         Action::RemoveFinalizer => {
+            // A deleted job's Spark run (cancelled just before) is no longer looked at.
+            ctx.spark_runs
+                .forget(pj.metadata.uid.as_deref().unwrap_or_default());
             let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
             let keep: Vec<String> = pj
                 .finalizers()

@@ -206,8 +206,12 @@ impl SparkRuns {
 
     /// Drops the runs of a job that is finished or gone (their ids start with its uid).
     pub fn forget(&self, uid: &str) {
+        if uid.is_empty() {
+            return;
+        }
+        let prefix = format!("{uid}-");
         if let Ok(mut runs) = self.runs.lock() {
-            runs.retain(|id, _| !id.starts_with(uid));
+            runs.retain(|id, _| !id.starts_with(&prefix));
         }
     }
 }
@@ -551,4 +555,25 @@ pub fn dask_runner_job(
 /// plain HTTP), as the local backend's workers get them.
 pub fn worker_args(pj: &ProfileJob) -> Vec<String> {
     storage_args(pj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_spark_runs_are_forgotten_and_no_others() {
+        let runs = SparkRuns::default();
+        for id in ["uid-a-1", "uid-a-2", "uid-ab-1"] {
+            runs.runs
+                .lock()
+                .expect("runs")
+                .insert(id.into(), Arc::new(SparkEntry::default()));
+        }
+        assert!(runs.observe("uid-a-1").found);
+        runs.forget("");
+        runs.forget("uid-a");
+        assert!(!runs.observe("uid-a-1").found && !runs.observe("uid-a-2").found);
+        assert!(runs.observe("uid-ab-1").found, "another job's run stays");
+    }
 }
