@@ -220,6 +220,26 @@ pub fn column<'a>(p: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 }
 
 /// The exact figures of two profiles agree.
+/// `remote`, a profile of `uri` (a dataset on the test S3 server) made by a remote backend,
+/// agrees with the in-process profile: exact figures equal, quantiles within their bounds.
+pub fn assert_like_local(remote: &serde_json::Value, uri: &str) {
+    let endpoint = s3_endpoint();
+    let args = [
+        "profile",
+        uri,
+        "--endpoint",
+        &endpoint,
+        "--backend",
+        "local",
+        "--json",
+    ];
+    let out = th(&args, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let local: serde_json::Value = serde_json::from_slice(&out.stdout).expect("profile JSON");
+    assert_same_exact(remote, &local);
+    quantiles_close(remote, &local);
+}
+
 pub fn assert_same_exact(a: &serde_json::Value, b: &serde_json::Value) {
     assert_eq!(a["row_count"], b["row_count"]);
     assert_eq!(a["duplicate_row_count"], b["duplicate_row_count"]);

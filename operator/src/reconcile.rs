@@ -449,7 +449,7 @@ async fn observe<'a>(
         // A remote run: the partials in storage and the run's own record.
         obs.partials = Some(list_partials(&work_prefix(pj), &out_opts).await);
         obs.remote = Some(
-            remote::observe(&remote_of(ctx, &out_opts), pj, &target, plan.tasks())
+            remote::observe(&remote_of(ctx), pj, &target, plan.tasks())
                 .await
                 .map_err(|e| match e {
                     RemoteError::Kube(k) => Error::Kube(k),
@@ -800,18 +800,11 @@ async fn execute(
             Ok(Outcome::Gone)
         }
         Action::AddFinalizer => {
-            let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
             let mut keep: Vec<String> = pj.finalizers().to_vec();
             if !keep.iter().any(|f| f == FINALIZER) {
                 keep.push(FINALIZER.to_string());
             }
-            api.patch(
-                &pj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": keep}})),
-            )
-            .await
-            .map_err(kube_err)?;
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
             Ok(Outcome::Done)
         }
         Action::SubmitRemote { id, tasks } => {
@@ -822,44 +815,67 @@ async fn execute(
             let t = Target { id, ..t };
             let work = remote_tasks(pj, ctx, t.kind, tasks).await?;
             let opts = storage(pj, ctx, true).await?;
-            remote::submit(&remote_of(ctx, &opts), pj, &t, work, &ctx.config.remote).await?;
+            remote::submit(&remote_of(ctx), pj, &t, work, &opts, &ctx.config.remote).await?;
             Ok(Outcome::Done)
         }
         Action::CancelRemote => {
-            if let Some(t) = target(pj, status) {
-                let opts = storage(pj, ctx, true).await?;
-                remote::cancel(&remote_of(ctx, &opts), pj, &t).await?;
+            let Some(t) = target(pj, status) else {
+                return Ok(Outcome::Done);
+            };
+            match remote::cancel(&remote_of(ctx), pj, &t).await {
+                Ok(()) => Ok(Outcome::Done),
+                // A job being deleted must not wait for a cluster that is gone: its run cannot
+                // be stopped, which is said, and the finalizer goes anyway.
+                Err(e) if pj.metadata.deletion_timestamp.is_some() => {
+                    warn!(job = %pj.name_any(), error = %e, "cannot stop the remote run of a deleted job");
+                    let note = EventNote {
+                        warning: true,
+                        reason: "CancelFailed".into(),
+                        message: format!("the remote run {} was not stopped: {e}", t.id),
+                    };
+                    publish(pj, ctx, &note).await;
+                    Ok(Outcome::Done)
+                }
+                Err(e) => Err(e.into()),
             }
-            Ok(Outcome::Done)
         }
         Action::RemoveFinalizer => {
             // A deleted job's Spark run (cancelled just before) is no longer looked at.
             ctx.spark_runs
                 .forget(pj.metadata.uid.as_deref().unwrap_or_default());
-            let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
             let keep: Vec<String> = pj
                 .finalizers()
                 .iter()
                 .filter(|f| *f != FINALIZER)
                 .cloned()
                 .collect();
-            api.patch(
-                &pj.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": keep}})),
-            )
-            .await
-            .map_err(kube_err)?;
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
             Ok(Outcome::Done)
         }
     }
 }
 
-fn remote_of<'a>(ctx: &'a Context, storage: &'a StorageOptions) -> remote::Remote<'a> {
+/// Replaces the ProfileJob's finalizers (a merge patch of the list).
+async fn set_finalizers(
+    pj: &ProfileJob,
+    ctx: &Context,
+    finalizers: Vec<String>,
+) -> Result<(), kube::Error> {
+    let api: Api<ProfileJob> =
+        Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+    api.patch(
+        &pj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+    )
+    .await?;
+    Ok(())
+}
+
+fn remote_of(ctx: &Context) -> remote::Remote<'_> {
     remote::Remote {
         client: &ctx.client,
         spark: &ctx.spark_runs,
-        storage,
     }
 }
 
@@ -902,7 +918,8 @@ async fn remote_tasks(
         partials_prefix: format!("{prefix}/partials"),
         tasks: tasks.to_vec(),
         env,
-        worker_args: remote::worker_args(pj),
+        // The storage flags the local backend's workers get (endpoint, region, plain HTTP).
+        worker_args: local::storage_args(pj),
         retries: pj
             .spec
             .backoff_limit_per_task

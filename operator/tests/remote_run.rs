@@ -653,14 +653,20 @@ async fn deleting_a_dask_job_midway_stops_the_runner_and_its_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spark_run_profiles_like_a_single_pass_and_a_second_operator_finishes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (uid, state, data, out) = start(dir.path(), "spark", "spark-run", json!({}));
+    let (uid, state, data, out) = start(
+        dir.path(),
+        "spark",
+        "spark-run",
+        json!({"partitioning": {"partitions": 9}}),
+    );
     let clusters = Clusters {
         spark_connect_url: Some(spark_connect()),
         ..Clusters::default()
     };
     let ctx = operator(fake_api(state.clone()), clusters.clone(), th_worker());
-    // Until the first task is done, then a new operator, which has no run in its memory: it
-    // submits the tasks that have no partial yet under the same id.
+    // Until the first task is done; then this operator stops (its runs with it) and a new one,
+    // which has no run in its memory, submits the tasks that have no partial yet, under the
+    // same id.
     let pj = drive_until(&state, &ctx, Duration::from_secs(300), |pj| {
         pj.status
             .as_ref()
@@ -677,20 +683,41 @@ async fn a_spark_run_profiles_like_a_single_pass_and_a_second_operator_finishes_
         s.submission.as_ref().and_then(|s| s.id.clone()),
         Some(format!("{uid}-1"))
     );
+    let total = s.tasks.as_ref().map_or(0, |t| t.total);
     drop(ctx);
+    // The stopped operator's run does not finish the job on its own.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let partials = dir
+        .path()
+        .join(format!("lake/profiles/.truthound/{uid}/partials"));
+    let done = std::fs::read_dir(&partials).map_or(0, |d| d.count());
+    assert!(
+        done < total as usize,
+        "{done} of {total} partials after the operator stopped"
+    );
     let ctx = operator(fake_api(state.clone()), clusters, th_worker());
     let pj = drive_until(&state, &ctx, Duration::from_secs(300), |_| false).await;
     let s = pj.status.clone().expect("status");
     assert_eq!(s.phase, Some(Phase::Succeeded), "{s:#?}");
     let t = s.tasks.clone().expect("counts");
-    assert_eq!((t.total, t.succeeded, t.failed), (3, 3, 0), "{t:?}");
+    assert_eq!((t.total, t.succeeded, t.failed), (total, total, 0), "{t:?}");
     let profile = profile_json(&out);
     assert_same_exact(&profile, &single_pass(&data).await);
     // What Spark cannot compute is said, not invented.
+    let unavailable = profile["unavailable"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        profile.to_string().contains("spark"),
-        "the profile says which statistics the spark backend left out"
+        unavailable
+            .iter()
+            .any(|u| u["statistic"] == "duplicate_row_count"
+                && u["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("spark backend"))),
+        "{unavailable:?}"
     );
+    assert!(profile["duplicate_row_count"].is_null());
 }
 
 #[tokio::test]
@@ -762,4 +789,40 @@ async fn deleting_a_spark_job_midway_interrupts_its_queries() {
         "{} of {tasks} partials written after the job was deleted",
         count()
     );
+}
+
+#[tokio::test]
+async fn deleting_a_job_whose_cluster_is_gone_still_lets_it_go() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (uid, state, _, _) = start(
+        dir.path(),
+        "ray",
+        "ray-gone",
+        json!({"backend": {"ray": {"address": "http://127.0.0.1:1"}}}),
+    );
+    // A running job of a Ray cluster that no longer answers, being deleted.
+    {
+        let mut s = state.lock().expect("state");
+        let pj = s.pj.as_mut().expect("pj");
+        pj["metadata"]["finalizers"] = json!([reconcile::FINALIZER]);
+        pj["metadata"]["deletionTimestamp"] = json!("2026-11-21T10:05:00Z");
+        pj["status"] = json!({
+            "phase": "Running", "attempt": 1,
+            "backend": {"type": "ray", "address": "http://127.0.0.1:1"},
+            "submission": {"attempt": 1, "id": format!("{uid}-1")},
+        });
+    }
+    let ctx = operator(fake_api(state.clone()), Clusters::default(), th_worker());
+    let pj = current(&state).expect("pj");
+    reconcile::reconcile(Arc::new(pj), ctx)
+        .await
+        .expect("reconcile");
+    assert!(
+        current(&state).is_none(),
+        "the finalizer went and so did the job"
+    );
+    let said = requests(&state)
+        .iter()
+        .any(|r| r.uri.contains("/events") && r.body.to_string().contains("CancelFailed"));
+    assert!(said, "a warning event says the run could not be stopped");
 }

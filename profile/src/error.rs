@@ -137,9 +137,9 @@ fn short_reason(detail: &str) -> &'static str {
     }
 }
 
-/// The error and its sources, joined: object_store's top-level messages alone often hide the
-/// server's answer.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// The error and its sources, joined: object_store's (and tonic's) top-level messages alone
+/// often hide the server's answer.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

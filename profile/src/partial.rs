@@ -177,34 +177,9 @@ impl PartialProfile {
                 }
             }
         }
-        for (key, rows) in &other.row_slices {
-            match self.row_slices.get(key) {
-                Some(mine) if mine != rows => {
-                    return Err(Error::Merge(format!(
-                        "row slice {} of plan {} has {mine} rows in one partial and {rows} in another",
-                        key.1, key.0
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.row_slices.insert(key.clone(), *rows);
-                }
-            }
-        }
-        for (key, rows) in &other.rows_scanned {
-            match self.rows_scanned.get(key) {
-                Some(mine) if mine != rows => {
-                    return Err(Error::Merge(format!(
-                        "row slice {} of plan {} scanned {mine} rows in one partial and {rows} in another",
-                        key.1, key.0
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.rows_scanned.insert(key.clone(), *rows);
-                }
-            }
-        }
+        // Tasks of one row slice agree on its rows, profiled and scanned.
+        merge_agreeing(&mut self.row_slices, &other.row_slices, "has")?;
+        merge_agreeing(&mut self.rows_scanned, &other.rows_scanned, "scanned")?;
         for col in &other.columns {
             match self.columns.iter_mut().find(|c| c.name == col.name) {
                 Some(mine) => mine.merge(col)?,
@@ -284,6 +259,29 @@ impl PartialProfile {
             }),
         }
     }
+}
+
+/// Adds `theirs`' row slices to `mine`; a slice both know must have the same count.
+fn merge_agreeing(
+    mine: &mut BTreeMap<(String, u32), u64>,
+    theirs: &BTreeMap<(String, u32), u64>,
+    verb: &str,
+) -> Result<()> {
+    for (key, n) in theirs {
+        match mine.get(key) {
+            Some(m) if m != n => {
+                return Err(Error::Merge(format!(
+                    "row slice {} of plan {} {verb} {m} rows in one partial and {n} in another",
+                    key.1, key.0
+                )));
+            }
+            Some(_) => {}
+            None => {
+                mine.insert(key.clone(), *n);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Version 1 of the format (before sampling), read into the current one.

@@ -356,48 +356,29 @@ mod tests {
     }
 
     #[test]
-    fn folds_the_runner_lines_into_task_states() {
-        let sh = shared(&[0, 1, 2]);
+    fn runner_lines_go_to_the_board_and_anything_else_to_the_error_tail() {
+        // How the board folds the lines is backend::tasks' (its tests); here: the runner's
+        // stdout reaches it, and what is not a runner line is kept for error messages.
+        let sh = shared(&[0, 1]);
+        let mut events = Vec::new();
         for line in [
             r#"{"event":"connected","scheduler":"tcp://x:1","workers":2,"threads":4}"#,
             r#"{"task":0,"state":"running","attempt":1,"worker":"tcp://w1"}"#,
-            r#"{"task":1,"state":"running","attempt":1,"worker":"tcp://w1"}"#,
-            r#"{"task":1,"state":"retrying","attempt":1,"exit_code":75,"message":"timeout"}"#,
-            r#"{"task":1,"state":"running","attempt":2,"worker":"tcp://w2"}"#,
             r#"{"task":0,"state":"succeeded","exit_code":0,"millis":12}"#,
-            r#"{"task":1,"state":"failed","exit_code":65,"message":"exit_code=65 reason=BadData: corrupt"}"#,
-            // a late "running" does not undo an end
-            r#"{"task":0,"state":"running","attempt":2}"#,
-            "not json",
+            "a library printing on stdout",
         ] {
-            apply_line(&sh, line);
+            events.extend(apply_line(&sh, line));
         }
         let s = sh.lock().unwrap();
         assert_eq!(s.board.workers, Some((2, 4)));
         let t: Vec<TaskState> = s.board.states();
-        assert_eq!(t[0].phase, TaskPhase::Succeeded);
-        assert_eq!(t[0].millis, Some(12));
-        assert_eq!(t[1].phase, TaskPhase::Failed);
-        assert_eq!(t[1].attempts, 2);
-        assert_eq!(t[1].reason(), "BadData");
-        assert_eq!(t[2].phase, TaskPhase::Pending);
-        let c = counts(&t);
         assert_eq!(
-            (
-                c.total,
-                c.pending,
-                c.running,
-                c.succeeded,
-                c.failed,
-                c.retried
-            ),
-            (3, 1, 0, 1, 1, 1)
+            (t[0].phase, t[1].phase),
+            (TaskPhase::Succeeded, TaskPhase::Pending)
         );
-        assert_eq!(c.summary, "1/3");
-        let f = failures(&t);
-        assert_eq!(f.len(), 1);
-        assert_eq!((f[0].task, f[0].reason.as_str()), (1, "BadData"));
-        assert!(s.stderr.contains("not json"));
+        assert!(!events.is_empty(), "the board's changes are passed on");
+        assert!(s.stderr.contains("a library printing on stdout"));
+        assert!(!s.stderr.contains("succeeded"));
     }
 
     #[test]

@@ -275,17 +275,24 @@ fn container(
         env_from: (!env_from.is_empty()).then_some(env_from),
         resources: local.resources.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        // th-worker writes nothing to its file system.
+        security_context: Some(container_security_context(true)),
         ..Container::default()
+    }
+}
+
+/// A container's security context: no privilege escalation, no capabilities, non-root; the
+/// root file system read-only when the program writes nothing to it.
+pub(crate) fn container_security_context(read_only_root: bool) -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: read_only_root.then_some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
     }
 }
 

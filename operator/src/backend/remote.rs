@@ -16,16 +16,16 @@
 //!   run.
 
 use crate::backend::dask::RUNNER_PY;
-use crate::backend::local::{credentials_env_from, owned_meta, pod_security_context, storage_args};
+use crate::backend::local::{
+    container_security_context, credentials_env_from, owned_meta, pod_security_context,
+};
 use crate::backend::ray::{RayError, RayRun, RaySubmit};
 use crate::backend::spark::{SparkRun, SparkSubmit};
 use crate::backend::tasks::{RemoteTasks, TaskBoard, TaskState, tail_lines};
 use crate::crd::ProfileJob;
 use crate::decide::RemoteObserved;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, Pod, PodSpec, PodTemplateSpec, SecurityContext,
-};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod, PodSpec, PodTemplateSpec};
 use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
@@ -99,12 +99,11 @@ impl From<crate::backend::spark::SparkError> for RemoteError {
     }
 }
 
-/// What the reconciler lends the remote backends: its API client, the Spark runs this process
-/// holds, and how the ProfileJob's output is reached (Spark runs write the partials).
+/// What the reconciler lends the remote backends: its API client and the Spark runs this
+/// process holds.
 pub struct Remote<'a> {
     pub client: &'a Client,
     pub spark: &'a SparkRuns,
-    pub storage: &'a StorageOptions,
 }
 
 /// Looks at the run once.
@@ -359,12 +358,14 @@ async fn observe_dask(
     })
 }
 
-/// Submits the run (idempotent: the same id again finds the first).
+/// Submits the run (idempotent: the same id again finds the first). `storage` reaches the
+/// ProfileJob's output: a Spark run writes the partials from this process.
 pub async fn submit(
     r: &Remote<'_>,
     pj: &ProfileJob,
     target: &Target<'_>,
     work: RemoteTasks,
+    storage: &StorageOptions,
     config: &RemoteConfig,
 ) -> Result<(), RemoteError> {
     let client = r.client;
@@ -373,7 +374,7 @@ pub async fn submit(
             let s = SparkSubmit {
                 connect_url: target.address.to_string(),
                 work,
-                storage: r.storage.clone(),
+                storage: storage.clone(),
                 concurrency: crate::backend::spark::DEFAULT_CONCURRENCY,
                 connect_timeout: Duration::from_secs(10),
             };
@@ -513,15 +514,8 @@ pub fn dask_runner_job(
         ]),
         env_from: (!env_from.is_empty()).then_some(env_from),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            ..SecurityContext::default()
-        }),
+        // Python and Dask may write caches to the image's file system.
+        security_context: Some(container_security_context(false)),
         ..Container::default()
     };
     Job {
@@ -551,10 +545,16 @@ pub fn dask_runner_job(
     }
 }
 
-/// The tasks' environment and `th-worker` arguments for a ProfileJob (storage endpoint, region,
-/// plain HTTP), as the local backend's workers get them.
-pub fn worker_args(pj: &ProfileJob) -> Vec<String> {
-    storage_args(pj)
+/// An operator that stops (its context dropped) stops its Spark runs rather than leave their
+/// queries to Spark: the next operator submits the tasks that have no partial again.
+impl Drop for SparkRuns {
+    fn drop(&mut self) {
+        if let Ok(runs) = self.runs.lock() {
+            for entry in runs.values() {
+                entry.cancel.notify_one();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

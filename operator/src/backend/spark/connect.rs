@@ -14,6 +14,7 @@ use std::time::Duration;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
+use truthound_profile::error::error_chain;
 
 /// Spark Connect's default port.
 pub const DEFAULT_PORT: u16 = 15002;
@@ -702,21 +703,6 @@ fn short_message(m: &str) -> String {
 fn decode_arrow(data: &[u8]) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
     let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(data), None)?;
     reader.collect()
-}
-
-/// An error with its sources, on one line (transport errors say little at the top).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
