@@ -567,9 +567,7 @@ impl FloatState {
         if !floats.is_empty() {
             self.min = min_opt(self.min, Some(lo));
             self.max = max_opt(self.max, Some(hi));
-            for &v in floats.iter() {
-                self.sum.add(v);
-            }
+            self.sum.add_slice(floats);
             self.moments.merge(&Moments::of_slice(floats));
         }
         self.nan += nan;
@@ -604,38 +602,66 @@ impl FloatState {
     }
 }
 
-/// `a < b` for strings (byte order), deciding most pairs on their first eight bytes as one
-/// big-endian integer before falling back to a full comparison.
+/// A string's first eight bytes as one big-endian integer (zero-padded): comparing these
+/// decides most string comparisons (byte order) without touching the rest.
 #[inline]
-fn less(a: &str, b: &str) -> bool {
-    #[inline]
-    fn prefix(s: &[u8]) -> u64 {
-        let mut word = [0u8; 8];
-        let n = s.len().min(8);
-        word[..n].copy_from_slice(&s[..n]);
-        u64::from_be_bytes(word)
+fn prefix(s: &[u8]) -> u64 {
+    match s.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        None => s
+            .iter()
+            .enumerate()
+            .fold(0, |w, (i, &b)| w | (u64::from(b) << (56 - 8 * i))),
     }
-    let (pa, pb) = (prefix(a.as_bytes()), prefix(b.as_bytes()));
-    if pa != pb { pa < pb } else { a < b }
+}
+
+/// The smallest or largest string of a batch so far, with its prefix.
+#[derive(Clone, Copy)]
+struct Extreme<'a> {
+    prefix: u64,
+    value: &'a str,
+}
+
+impl<'a> Extreme<'a> {
+    #[inline]
+    fn of(value: &'a str) -> Self {
+        Extreme {
+            prefix: prefix(value.as_bytes()),
+            value,
+        }
+    }
+
+    /// `self < other` in byte order.
+    #[inline]
+    fn less(&self, other: &Extreme) -> bool {
+        if self.prefix != other.prefix {
+            self.prefix < other.prefix
+        } else {
+            self.value < other.value
+        }
+    }
 }
 
 impl StringState {
     fn update<'a>(&mut self, values: impl Iterator<Item = Option<&'a str>>, ascii: bool) {
-        let mut batch_min: Option<&str> = None;
-        let mut batch_max: Option<&str> = None;
+        let mut batch_min: Option<Extreme> = None;
+        let mut batch_max: Option<Extreme> = None;
         let (mut lmin, mut lmax, mut total, mut empty) = (u64::MAX, 0u64, 0u64, 0u64);
-        let mut seen = false;
         for s in values.flatten() {
-            seen = true;
             let len = if ascii { s.len() } else { s.chars().count() } as u64;
             lmin = lmin.min(len);
             lmax = lmax.max(len);
             total += len;
-            if batch_min.is_none_or(|m| less(s, m)) {
-                batch_min = Some(s);
-            }
-            if batch_max.is_none_or(|m| less(m, s)) {
-                batch_max = Some(s);
+            let this = Extreme::of(s);
+            match (&mut batch_min, &mut batch_max) {
+                (Some(lo), Some(hi)) => {
+                    if this.less(lo) {
+                        *lo = this;
+                    } else if hi.less(&this) {
+                        *hi = this;
+                    }
+                }
+                _ => (batch_min, batch_max) = (Some(this), Some(this)),
             }
             let in_map = self.values.observe(s);
             if s.is_empty() {
@@ -644,22 +670,18 @@ impl StringState {
                 p.observe(s);
             }
         }
-        if !seen {
+        let (Some(batch_min), Some(batch_max)) = (batch_min, batch_max) else {
             return;
-        }
+        };
         self.empty += empty;
         self.total_length += total;
         self.min_length = min_opt(self.min_length, Some(lmin));
         self.max_length = max_opt(self.max_length, Some(lmax));
-        if let Some(m) = batch_min
-            && self.min.as_deref().is_none_or(|cur| m < cur)
-        {
-            self.min = Some(m.to_string());
+        if self.min.as_deref().is_none_or(|cur| batch_min.value < cur) {
+            self.min = Some(batch_min.value.to_string());
         }
-        if let Some(m) = batch_max
-            && self.max.as_deref().is_none_or(|cur| m > cur)
-        {
-            self.max = Some(m.to_string());
+        if self.max.as_deref().is_none_or(|cur| batch_max.value > cur) {
+            self.max = Some(batch_max.value.to_string());
         }
         self.absorb_evicted();
     }
@@ -714,7 +736,7 @@ impl StringState {
 
 #[cfg(test)]
 mod tests {
-    use super::less;
+    use super::Extreme;
 
     #[test]
     fn prefix_comparison_agrees_with_string_order() {
@@ -734,7 +756,7 @@ mod tests {
         ];
         for a in words {
             for b in words {
-                assert_eq!(less(a, b), a < b, "{a:?} < {b:?}");
+                assert_eq!(Extreme::of(a).less(&Extreme::of(b)), a < b, "{a:?} < {b:?}");
             }
         }
     }

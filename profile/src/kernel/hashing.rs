@@ -4,6 +4,7 @@
 
 use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
@@ -70,13 +71,16 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
     match array.data_type() {
         DataType::Boolean => {
             let a: &BooleanArray = array.as_boolean();
+            let [false_hash, true_hash] = [xxh3_64(&[0]), xxh3_64(&[1])];
             for i in 0..a.len() {
                 f(
                     i,
                     if a.is_null(i) {
                         NULL_HASH
+                    } else if a.value(i) {
+                        true_hash
                     } else {
-                        xxh3_64(&[a.value(i) as u8])
+                        false_hash
                     },
                 );
             }
@@ -96,9 +100,7 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
         | DataType::Duration(_) => {
             let ints = as_ints(array)?;
             let a = ints.as_primitive::<Int64Type>();
-            for (i, v) in a.iter().enumerate() {
-                f(i, v.map_or(NULL_HASH, |v| hash_u64(v as u64)));
-            }
+            each_word(a.values().iter().map(|&v| v as u64), a.nulls(), f);
         }
         DataType::UInt64
         | DataType::Float16
@@ -110,10 +112,11 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
         | DataType::Decimal64(..) => {
             let floats = cast(array, &DataType::Float64).map_err(|_| unsupported())?;
             let a = floats.as_primitive::<Float64Type>();
-            for (i, v) in a.iter().enumerate() {
-                let bits = v.map(|v| if v == 0.0 { 0 } else { v.to_bits() });
-                f(i, bits.map_or(NULL_HASH, hash_u64));
-            }
+            let bits = a
+                .values()
+                .iter()
+                .map(|&v| if v == 0.0 { 0 } else { v.to_bits() });
+            each_word(bits, a.nulls(), f);
         }
         DataType::Utf8 => each_str(array.as_string::<i32>().iter(), f),
         DataType::LargeUtf8 => each_str(array.as_string::<i64>().iter(), f),
@@ -134,6 +137,23 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
         _ => return Err(unsupported()),
     }
     Ok(())
+}
+
+/// Hashes fixed-width values given as words; the null test is left out of the loop when there
+/// are no nulls.
+#[inline]
+fn each_word(
+    words: impl Iterator<Item = u64>,
+    nulls: Option<&NullBuffer>,
+    mut f: impl FnMut(usize, u64),
+) {
+    match nulls.filter(|n| n.null_count() > 0) {
+        None => words.enumerate().for_each(|(i, w)| f(i, hash_u64(w))),
+        Some(nulls) => words
+            .zip(nulls.iter())
+            .enumerate()
+            .for_each(|(i, (w, valid))| f(i, if valid { hash_u64(w) } else { NULL_HASH })),
+    }
 }
 
 fn each_str<'a>(values: impl Iterator<Item = Option<&'a str>>, mut f: impl FnMut(usize, u64)) {
@@ -159,6 +179,7 @@ pub fn bucket_mask(key: &ArrayRef, buckets: u32, bucket: u32) -> Result<BooleanA
 pub fn hash_rows(columns: &[&ArrayRef], rows: usize) -> Vec<u64> {
     let mut out = vec![SEED; rows];
     for col in columns {
+        let out = &mut out[..col.len()];
         // A type that cannot be hashed is skipped; every task skips the same columns.
         let _ = for_each_hash(col, |i, h| out[i] = mix(out[i], h));
     }

@@ -1,31 +1,107 @@
 //! Quantiles from Apache DataSketches KLL sketches (`kll_sketch_agg_double|bigint` in Spark
 //! produce the same bytes), and histograms derived from them.
 
+use super::kll::{KllBuilder, KllItem};
 use datasketches::common::SearchCriteria;
 use datasketches::kll::{KllFloat, KllSketch};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::borrow::Cow;
 
 /// A KLL sketch over the values of a numeric or temporal column.
 #[derive(Debug, Clone)]
 pub enum Quantiles {
     /// Floating-point values (NaN excluded).
-    Float(KllSketch<KllFloat<f64>>),
+    Float(Kll<f64>),
     /// Integers, dates, times, timestamps and durations, in their integer representation.
-    Int(KllSketch<i64>),
+    Int(Kll<i64>),
+}
+
+/// One column's KLL state: values seen here go into a [`KllBuilder`] (the fast update path);
+/// sketches merged in from elsewhere are kept as the `datasketches` crate's, which answers the
+/// queries and does the merging.
+#[derive(Debug, Clone)]
+pub struct Kll<T: KllItem> {
+    merged: Option<KllSketch<T::Sketch>>,
+    fresh: KllBuilder<T>,
+}
+
+impl<T: KllItem> Kll<T> {
+    fn new(k: u16) -> Self {
+        Kll {
+            merged: None,
+            fresh: KllBuilder::new(k),
+        }
+    }
+
+    fn from_sketch(sketch: KllSketch<T::Sketch>) -> Self {
+        Kll {
+            fresh: KllBuilder::new(sketch.k()),
+            merged: Some(sketch),
+        }
+    }
+
+    #[inline]
+    fn update(&mut self, v: T) {
+        self.fresh.update(v);
+    }
+
+    fn n(&self) -> u64 {
+        self.fresh.n() + self.merged.as_ref().map_or(0, |m| m.n())
+    }
+
+    /// Everything seen, as one crate sketch.
+    fn sketch(&self) -> Cow<'_, KllSketch<T::Sketch>> {
+        let fresh = || {
+            self.fresh
+                .to_sketch()
+                .expect("a KLL builder writes a valid DataSketches image")
+        };
+        match &self.merged {
+            Some(m) if self.fresh.is_empty() => Cow::Borrowed(m),
+            Some(m) => {
+                let mut all = m.clone();
+                // Same k and m on both sides, and n far below u64::MAX: merging cannot fail.
+                let _ = all.merge(&fresh());
+                Cow::Owned(all)
+            }
+            None => Cow::Owned(fresh()),
+        }
+    }
+
+    fn merge(&mut self, other: &Kll<T>) -> crate::Result<()> {
+        let mut all = self.sketch().into_owned();
+        all.merge(&other.sketch())
+            .map_err(|e| crate::Error::Merge(format!("KLL: {e}")))?;
+        self.fresh = KllBuilder::new(self.fresh.k());
+        self.merged = Some(all);
+        Ok(())
+    }
 }
 
 impl Quantiles {
     pub fn new_float(k: u16) -> Quantiles {
-        Quantiles::Float(KllSketch::new(k).expect("k validated by ProfileOptions"))
+        Quantiles::Float(Kll::new(k))
     }
 
     pub fn new_int(k: u16) -> Quantiles {
-        Quantiles::Int(KllSketch::new(k).expect("k validated by ProfileOptions"))
+        Quantiles::Int(Kll::new(k))
+    }
+
+    /// A sketch of floats made elsewhere (Spark's `kll_sketch_agg_double`).
+    pub fn from_float_sketch(sketch: KllSketch<KllFloat<f64>>) -> Quantiles {
+        Quantiles::Float(Kll::from_sketch(sketch))
+    }
+
+    /// A sketch of integers made elsewhere (Spark's `kll_sketch_agg_bigint`).
+    pub fn from_int_sketch(sketch: KllSketch<i64>) -> Quantiles {
+        Quantiles::Int(Kll::from_sketch(sketch))
     }
 
     #[inline]
     pub fn update_float(&mut self, v: f64) {
-        if let (Quantiles::Float(s), Ok(v)) = (self, KllFloat::<f64>::new(v)) {
+        if let Quantiles::Float(s) = self
+            && !v.is_nan()
+        {
             s.update(v);
         }
     }
@@ -38,16 +114,13 @@ impl Quantiles {
     }
 
     pub fn merge(&mut self, other: &Quantiles) -> crate::Result<()> {
-        let result = match (self, other) {
+        match (self, other) {
             (Quantiles::Float(a), Quantiles::Float(b)) => a.merge(b),
             (Quantiles::Int(a), Quantiles::Int(b)) => a.merge(b),
-            _ => {
-                return Err(crate::Error::Merge(
-                    "quantile sketches of different kinds".into(),
-                ));
-            }
-        };
-        result.map_err(|e| crate::Error::Merge(format!("KLL: {e}")))
+            _ => Err(crate::Error::Merge(
+                "quantile sketches of different kinds".into(),
+            )),
+        }
     }
 
     pub fn n(&self) -> u64 {
@@ -59,44 +132,55 @@ impl Quantiles {
 
     pub fn is_exact(&self) -> bool {
         match self {
-            Quantiles::Float(s) => !s.is_estimation_mode(),
-            Quantiles::Int(s) => !s.is_estimation_mode(),
+            Quantiles::Float(s) => !s.sketch().is_estimation_mode(),
+            Quantiles::Int(s) => !s.sketch().is_estimation_mode(),
         }
     }
 
     /// Normalized rank error of a single quantile query (99% confidence).
     pub fn rank_error(&self) -> f64 {
         match self {
-            Quantiles::Float(s) => s.normalized_rank_error(),
-            Quantiles::Int(s) => s.normalized_rank_error(),
+            Quantiles::Float(s) => s.sketch().normalized_rank_error(),
+            Quantiles::Int(s) => s.sketch().normalized_rank_error(),
         }
     }
 
     /// Normalized error of a histogram bin's mass (99% confidence).
     pub fn pmf_error(&self) -> f64 {
         match self {
-            Quantiles::Float(s) => s.normalized_pmf_error(),
-            Quantiles::Int(s) => s.normalized_pmf_error(),
+            Quantiles::Float(s) => s.sketch().normalized_pmf_error(),
+            Quantiles::Int(s) => s.sketch().normalized_pmf_error(),
         }
     }
 
     /// The values at normalized ranks `ranks` (inclusive search), as f64.
     pub fn quantiles(&self, ranks: &[f64]) -> Option<Vec<f64>> {
-        let one = |r: f64| -> Option<f64> {
-            match self {
-                Quantiles::Float(s) => s
-                    .quantile(r, SearchCriteria::Inclusive)
-                    .ok()
-                    .flatten()
-                    .map(|v| *v),
-                Quantiles::Int(s) => s
-                    .quantile(r, SearchCriteria::Inclusive)
-                    .ok()
-                    .flatten()
-                    .map(|v| v as f64),
+        match self {
+            Quantiles::Float(s) => {
+                let s = s.sketch();
+                ranks
+                    .iter()
+                    .map(|&r| {
+                        s.quantile(r, SearchCriteria::Inclusive)
+                            .ok()
+                            .flatten()
+                            .map(|v| *v)
+                    })
+                    .collect()
             }
-        };
-        ranks.iter().map(|&r| one(r)).collect()
+            Quantiles::Int(s) => {
+                let s = s.sketch();
+                ranks
+                    .iter()
+                    .map(|&r| {
+                        s.quantile(r, SearchCriteria::Inclusive)
+                            .ok()
+                            .flatten()
+                            .map(|v| v as f64)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Fractions of values strictly below each point (points increasing).
@@ -107,11 +191,17 @@ impl Quantiles {
                     .iter()
                     .filter_map(|&e| KllFloat::<f64>::new(e).ok())
                     .collect();
-                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()
+                s.sketch()
+                    .cdf(&points, SearchCriteria::Exclusive)
+                    .ok()
+                    .flatten()
             }
             Quantiles::Int(s) => {
                 let points: Vec<i64> = points.iter().map(|&p| p as i64).collect();
-                s.cdf(&points, SearchCriteria::Exclusive).ok().flatten()
+                s.sketch()
+                    .cdf(&points, SearchCriteria::Exclusive)
+                    .ok()
+                    .flatten()
             }
         }
     }
@@ -125,8 +215,8 @@ impl Quantiles {
 
     fn to_bytes(&self) -> (u8, Vec<u8>) {
         match self {
-            Quantiles::Float(s) => (0, s.serialize()),
-            Quantiles::Int(s) => (1, s.serialize()),
+            Quantiles::Float(s) => (0, s.sketch().serialize()),
+            Quantiles::Int(s) => (1, s.sketch().serialize()),
         }
     }
 }
@@ -262,10 +352,10 @@ impl<'de> Deserialize<'de> for Quantiles {
         let (kind, bytes) = <(u8, Vec<u8>)>::deserialize(deserializer)?;
         match kind {
             0 => KllSketch::deserialize(&bytes)
-                .map(Quantiles::Float)
+                .map(Quantiles::from_float_sketch)
                 .map_err(D::Error::custom),
             1 => KllSketch::deserialize(&bytes)
-                .map(Quantiles::Int)
+                .map(Quantiles::from_int_sketch)
                 .map_err(D::Error::custom),
             k => Err(D::Error::custom(format!(
                 "unknown quantile sketch kind {k}"

@@ -7,6 +7,7 @@
 //! of it lives in exactly one task, so each task reduces its exact counts to a summary (distinct
 //! count, top and bottom values) and the merge adds the summaries up — exactly.
 
+use super::frequent::{Frequent, TableKey};
 use datasketches::common::NumStdDev;
 use datasketches::frequencies::{ErrorType, FrequentItemValue, FrequentItemsSketch};
 use datasketches::hash::value::{canonical_float, raw_bytes};
@@ -21,16 +22,35 @@ use std::hash::Hash;
 /// The owned form of a counted value: `i64` for integers and temporal values, `u64` for the bit
 /// pattern of a float, `String` for strings.
 pub trait ValueKey:
-    Clone + Eq + Hash + Ord + Send + Sync + Serialize + DeserializeOwned + FrequentItemValue + 'static
+    Clone
+    + Eq
+    + Hash
+    + Ord
+    + Send
+    + Sync
+    + Serialize
+    + DeserializeOwned
+    + FrequentItemValue
+    + TableKey
+    + std::fmt::Debug
+    + 'static
 {
+    /// Whether the value is a string (a frequent-items table stores those apart).
+    const STRING: bool;
 }
-impl ValueKey for i64 {}
-impl ValueKey for u64 {}
-impl ValueKey for String {}
+impl ValueKey for i64 {
+    const STRING: bool = false;
+}
+impl ValueKey for u64 {
+    const STRING: bool = false;
+}
+impl ValueKey for String {
+    const STRING: bool = true;
+}
 
 /// A borrowed value that can be counted and hashed the way other DataSketches libraries hash
 /// the same value (Java's `update(long)`, `update(double)`, `update(String)`).
-pub trait KeyRef: Hash + Eq + ToOwned<Owned = Self::Key> {
+pub trait KeyRef: Hash + Eq + TableKey + ToOwned<Owned = Self::Key> {
     type Key: ValueKey + Borrow<Self>;
     fn hll_update(&self, hll: &mut HllSketch);
 }
@@ -99,7 +119,8 @@ enum Mode<K: ValueKey> {
     Exact(HashMap<K, u64>),
     Sketch {
         hll: HllSketch,
-        freq: FrequentItemsSketch<K>,
+        /// Boxed: its table makes it far larger than the other modes.
+        freq: Box<Frequent<K>>,
     },
     /// Exact summaries of disjoint value sets (hash buckets of one plan).
     Disjoint {
@@ -159,7 +180,10 @@ impl<K: ValueKey> Values<K> {
     ) -> Self {
         Values {
             params,
-            mode: Mode::Sketch { hll, freq },
+            mode: Mode::Sketch {
+                hll,
+                freq: Box::new(Frequent::from_sketch(freq)),
+            },
             evicted: Vec::new(),
         }
     }
@@ -198,7 +222,7 @@ impl<K: ValueKey> Values<K> {
         match &mut self.mode {
             Mode::Sketch { hll, freq } => {
                 key.hll_update(hll);
-                freq.update_ref(key);
+                freq.update(key, 1);
             }
             Mode::Disjoint { .. } | Mode::Exact(_) => {
                 self.switch_to_sketch();
@@ -217,8 +241,8 @@ impl<K: ValueKey> Values<K> {
         HllSketch::new(self.params.hll_lg_k, HllType::Hll8).expect("lg_k validated")
     }
 
-    fn new_freq(&self) -> FrequentItemsSketch<K> {
-        FrequentItemsSketch::new(self.params.freq_map_size).expect("map size validated")
+    fn new_freq(&self) -> Box<Frequent<K>> {
+        Box::new(Frequent::new(self.params.freq_map_size))
     }
 
     /// Leaves exact counting: everything seen so far goes into the sketches.
@@ -233,7 +257,7 @@ impl<K: ValueKey> Values<K> {
                 counts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 for (k, c) in counts {
                     hll_update_owned(&k, &mut hll);
-                    freq.update_with_count(k.clone(), c);
+                    freq.update(&k, c);
                     self.evicted.push((k, c));
                 }
             }
@@ -248,7 +272,7 @@ impl<K: ValueKey> Values<K> {
                 let mut seen = BTreeSet::new();
                 for (k, c) in top.into_iter().chain(bottom) {
                     if seen.insert(k.clone()) {
-                        freq.update_with_count(k, c);
+                        freq.update(&k, c);
                     }
                 }
             }
@@ -384,6 +408,7 @@ impl<K: ValueKey> Values<K> {
                 ..
             } => exact(*distinct, top.clone(), bottom.clone()),
             Mode::Sketch { hll, freq } => {
+                let freq = freq.sketch();
                 let mut rows: Vec<TopValue<K>> = freq
                     .frequent_items(ErrorType::NoFalsePositives)
                     .into_iter()
@@ -514,7 +539,7 @@ impl<K: ValueKey> Serialize for Values<K> {
             }
             Mode::Sketch { hll, freq } => Stored::Sketch {
                 hll: hll.serialize(),
-                freq: freq.serialize(),
+                freq: freq.sketch().serialize(),
             },
             Mode::Disjoint {
                 plan,
@@ -555,7 +580,9 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
             Stored::Exact(v) => Mode::Exact(v.into_iter().collect()),
             Stored::Sketch { hll: h, freq } => Mode::Sketch {
                 hll: hll(&h)?,
-                freq: FrequentItemsSketch::deserialize(&freq).map_err(D::Error::custom)?,
+                freq: Box::new(Frequent::from_sketch(
+                    FrequentItemsSketch::deserialize(&freq).map_err(D::Error::custom)?,
+                )),
             },
             Stored::Disjoint {
                 plan,

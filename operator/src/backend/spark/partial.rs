@@ -295,7 +295,7 @@ pub fn task_partial(
                     }
                     _ => {
                         if let Some(b) = row.bytes(&c.field("kll"))? {
-                            s.quantiles = Quantiles::Int(
+                            s.quantiles = Quantiles::from_int_sketch(
                                 KllSketch::deserialize(&b)
                                     .map_err(|e| sketch_err("KLL", e.to_string()))?,
                             );
@@ -335,7 +335,7 @@ pub fn task_partial(
                     }
                     _ => {
                         if let Some(b) = row.bytes(&c.field("kll"))? {
-                            s.quantiles = Quantiles::Float(
+                            s.quantiles = Quantiles::from_float_sketch(
                                 KllSketch::deserialize(&b)
                                     .map_err(|e| sketch_err("KLL", e.to_string()))?,
                             );
