@@ -191,7 +191,10 @@ pub async fn run_task(
     let mut partial =
         PartialProfile::for_task(plan, task_id, task.row_slice, rows).with_rows_scanned(scanned);
     partial.columns = states.into_iter().map(|(_, s)| s).collect();
-    partial.row_hashes = row_hashes;
+    partial.row_hashes = row_hashes.map(|mut rh| {
+        rh.settle();
+        rh
+    });
     partial.task_millis = started.elapsed().as_millis() as u64;
     partial.bytes_read = task.bytes;
     progress(Event::TaskFinished {
