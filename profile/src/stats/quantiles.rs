@@ -68,6 +68,19 @@ impl<T: KllItem> Kll<T> {
         }
     }
 
+    fn quantiles(&self, ranks: &[f64], as_f64: impl Fn(T::Sketch) -> f64) -> Option<Vec<f64>> {
+        let s = self.sketch();
+        ranks
+            .iter()
+            .map(|&r| {
+                s.quantile(r, SearchCriteria::Inclusive)
+                    .ok()
+                    .flatten()
+                    .map(&as_f64)
+            })
+            .collect()
+    }
+
     fn merge(&mut self, other: &Kll<T>) -> crate::Result<()> {
         let mut all = self.sketch().into_owned();
         all.merge(&other.sketch())
@@ -156,30 +169,8 @@ impl Quantiles {
     /// The values at normalized ranks `ranks` (inclusive search), as f64.
     pub fn quantiles(&self, ranks: &[f64]) -> Option<Vec<f64>> {
         match self {
-            Quantiles::Float(s) => {
-                let s = s.sketch();
-                ranks
-                    .iter()
-                    .map(|&r| {
-                        s.quantile(r, SearchCriteria::Inclusive)
-                            .ok()
-                            .flatten()
-                            .map(|v| *v)
-                    })
-                    .collect()
-            }
-            Quantiles::Int(s) => {
-                let s = s.sketch();
-                ranks
-                    .iter()
-                    .map(|&r| {
-                        s.quantile(r, SearchCriteria::Inclusive)
-                            .ok()
-                            .flatten()
-                            .map(|v| v as f64)
-                    })
-                    .collect()
-            }
+            Quantiles::Float(s) => s.quantiles(ranks, |v| *v),
+            Quantiles::Int(s) => s.quantiles(ranks, |v| v as f64),
         }
     }
 
