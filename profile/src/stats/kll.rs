@@ -419,7 +419,6 @@ impl<T: KllItem> KllBuilder<T> {
 mod tests {
     use super::*;
     use datasketches::common::SearchCriteria::Inclusive;
-    use std::time::Instant;
 
     fn fl(v: f64) -> KllFloat<f64> {
         KllFloat::<f64>::new(v).unwrap()
@@ -626,32 +625,5 @@ mod tests {
         let (b, _) = build(200, &values, fl);
         assert_eq!(a.to_bytes(), b.to_bytes());
         assert!(a.num_levels > 1);
-    }
-
-    #[test]
-    #[ignore = "benchmark: run in release with --ignored --nocapture"]
-    fn bench_update_ns() {
-        let values = random_f64(10_000_000, 11);
-        for _ in 0..3 {
-            let start = Instant::now();
-            let mut builder = KllBuilder::new(200);
-            values.iter().for_each(|&v| builder.update(v));
-            let builder_ns = start.elapsed().as_nanos() as f64 / values.len() as f64;
-            std::hint::black_box(&builder);
-            let start = Instant::now();
-            let mut sketch = KllSketch::new(200).unwrap();
-            values.iter().for_each(|&v| sketch.update(fl(v)));
-            let crate_ns = start.elapsed().as_nanos() as f64 / values.len() as f64;
-            std::hint::black_box(&sketch);
-            let start = Instant::now();
-            let converted = builder.to_sketch().unwrap();
-            let convert_us = start.elapsed().as_micros();
-            println!(
-                "KllBuilder {builder_ns:.2} ns/update, KllSketch {crate_ns:.2} ns/update ({:.1}x); to_sketch {convert_us} us, retained {} vs {}",
-                crate_ns / builder_ns,
-                converted.num_retained(),
-                sketch.num_retained()
-            );
-        }
     }
 }
