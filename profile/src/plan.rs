@@ -8,9 +8,10 @@
 //!   count and top values are exact after the merge.
 
 use crate::dataset::{DataFile, Dataset, Format, StorageOptions};
+use crate::kernel::ValueKind;
 use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -224,13 +225,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
             let field = schema
                 .field_with_name(c)
                 .map_err(|_| unknown_column(schema, c))?;
-            if matches!(
-                field.data_type(),
-                DataType::List(_)
-                    | DataType::Struct(_)
-                    | DataType::Map(..)
-                    | DataType::LargeList(_)
-            ) {
+            if ValueKind::of(field.data_type()) == ValueKind::Other {
                 return Err(Error::invalid(
                     "hash column",
                     format!("`{c}` is {}; use a scalar column", field.data_type()),
@@ -549,9 +544,9 @@ mod tests {
     fn column_groups_balance_sizes() {
         let f = files(&[&[100]]);
         let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("a", DataType::Int64, true),
-            arrow::datatypes::Field::new("b", DataType::Int64, true),
-            arrow::datatypes::Field::new("c", DataType::Int64, true),
+            arrow::datatypes::Field::new("a", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new("b", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new("c", arrow::datatypes::DataType::Int64, true),
         ]));
         let cols: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let groups = column_groups(&f, &schema, &cols, 2);

@@ -1,5 +1,6 @@
 //! Column accumulators.
 
+use super::kind::ValueKind;
 use crate::options::ProfileOptions;
 use crate::patterns::PatternCounts;
 use crate::stats::values::ValueParams;
@@ -173,26 +174,13 @@ impl ColumnState {
             quantiles: Quantiles::new_int(options.kll_k),
             values: Values::new(params),
         };
-        let stats = match data_type {
-            DataType::Boolean => ColumnStats::Boolean {
+        let stats = match ValueKind::of(data_type) {
+            ValueKind::Boolean => ColumnStats::Boolean {
                 true_count: 0,
                 false_count: 0,
             },
-            DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32 => ColumnStats::Integer(int_state()),
-            DataType::UInt64
-            | DataType::Float16
-            | DataType::Float32
-            | DataType::Float64
-            | DataType::Decimal32(..)
-            | DataType::Decimal64(..)
-            | DataType::Decimal128(..)
-            | DataType::Decimal256(..) => ColumnStats::Float(FloatState {
+            ValueKind::Integer => ColumnStats::Integer(int_state()),
+            ValueKind::Float => ColumnStats::Float(FloatState {
                 nan: 0,
                 pos_inf: 0,
                 neg_inf: 0,
@@ -205,40 +193,27 @@ impl ColumnState {
                 quantiles: Quantiles::new_float(options.kll_k),
                 values: Values::new(params),
             }),
-            DataType::Date32
-            | DataType::Date64
-            | DataType::Timestamp(..)
-            | DataType::Time32(_)
-            | DataType::Time64(_)
-            | DataType::Duration(_) => ColumnStats::Temporal {
+            ValueKind::Temporal => ColumnStats::Temporal {
                 unit: temporal_unit(data_type),
                 state: int_state(),
             },
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                ColumnStats::String(StringState {
-                    empty: 0,
-                    min: None,
-                    max: None,
-                    min_length: None,
-                    max_length: None,
-                    total_length: 0,
-                    values: Values::new(params),
-                    patterns: options.patterns.then(PatternCounts::default),
-                })
-            }
-            DataType::Dictionary(_, value) if is_string(value) => {
-                return ColumnState::new(name, value, options, exact_values).with_type(data_type);
-            }
-            DataType::Binary
-            | DataType::LargeBinary
-            | DataType::BinaryView
-            | DataType::FixedSizeBinary(_) => ColumnStats::Binary {
+            ValueKind::String => ColumnStats::String(StringState {
+                empty: 0,
+                min: None,
+                max: None,
+                min_length: None,
+                max_length: None,
+                total_length: 0,
+                values: Values::new(params),
+                patterns: options.patterns.then(PatternCounts::default),
+            }),
+            ValueKind::Binary => ColumnStats::Binary {
                 empty: 0,
                 min_length: None,
                 max_length: None,
                 total_length: 0,
             },
-            _ => ColumnStats::Other,
+            ValueKind::Other => ColumnStats::Other,
         };
         ColumnState {
             name: name.to_string(),
@@ -247,11 +222,6 @@ impl ColumnState {
             nulls: 0,
             stats,
         }
-    }
-
-    fn with_type(mut self, data_type: &DataType) -> Self {
-        self.physical_type = data_type.to_string();
-        self
     }
 
     /// Adds one batch of this column.
@@ -410,10 +380,6 @@ impl ColumnState {
             _ => {}
         }
     }
-}
-
-fn is_string(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 fn temporal_unit(t: &DataType) -> TemporalUnit {

@@ -2,6 +2,7 @@
 //! duplicate-row estimate. Stable means the same value hashes the same in every task, process
 //! and machine (xxh3 with a fixed seed over a canonical byte form).
 
+use super::kind::ValueKind;
 use crate::{Error, Result};
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::buffer::NullBuffer;
@@ -68,8 +69,8 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
             _ => cast(a, &DataType::Int64).map_err(|_| unsupported()),
         }
     };
-    match array.data_type() {
-        DataType::Boolean => {
+    match ValueKind::of(array.data_type()) {
+        ValueKind::Boolean => {
             let a: &BooleanArray = array.as_boolean();
             let [false_hash, true_hash] = [xxh3_64(&[0]), xxh3_64(&[1])];
             for i in 0..a.len() {
@@ -85,31 +86,12 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
                 );
             }
         }
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::Date32
-        | DataType::Date64
-        | DataType::Timestamp(..)
-        | DataType::Time32(_)
-        | DataType::Time64(_)
-        | DataType::Duration(_) => {
+        ValueKind::Integer | ValueKind::Temporal => {
             let ints = as_ints(array)?;
             let a = ints.as_primitive::<Int64Type>();
             each_word(a.values().iter().map(|&v| v as u64), a.nulls(), f);
         }
-        DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..)
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..) => {
+        ValueKind::Float => {
             let floats = cast(array, &DataType::Float64).map_err(|_| unsupported())?;
             let a = floats.as_primitive::<Float64Type>();
             let bits = a
@@ -118,23 +100,22 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
                 .map(|&v| if v == 0.0 { 0 } else { v.to_bits() });
             each_word(bits, a.nulls(), f);
         }
-        DataType::Utf8 => each_str(array.as_string::<i32>().iter(), f),
-        DataType::LargeUtf8 => each_str(array.as_string::<i64>().iter(), f),
-        DataType::Utf8View => each_str(array.as_string_view().iter(), f),
-        DataType::Dictionary(..) => {
-            let strings = cast(array, &DataType::Utf8).map_err(|_| unsupported())?;
-            each_str(strings.as_string::<i32>().iter(), f);
-        }
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => {
+        ValueKind::String => match array.data_type() {
+            DataType::Utf8 => each_str(array.as_string::<i32>().iter(), f),
+            DataType::LargeUtf8 => each_str(array.as_string::<i64>().iter(), f),
+            DataType::Utf8View => each_str(array.as_string_view().iter(), f),
+            _ => {
+                let strings = cast(array, &DataType::Utf8).map_err(|_| unsupported())?;
+                each_str(strings.as_string::<i32>().iter(), f);
+            }
+        },
+        ValueKind::Binary => {
             let b = cast(array, &DataType::LargeBinary).map_err(|_| unsupported())?;
             for (i, v) in b.as_binary::<i64>().iter().enumerate() {
                 f(i, v.map_or(NULL_HASH, |v| xxh3_64_with_seed(v, SEED)));
             }
         }
-        _ => return Err(unsupported()),
+        ValueKind::Other => return Err(unsupported()),
     }
     Ok(())
 }

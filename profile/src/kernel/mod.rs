@@ -3,8 +3,10 @@
 
 pub mod column;
 mod hashing;
+pub mod kind;
 mod table;
 
 pub use column::{ColumnState, ColumnStats, FloatState, IntState, StringState, TemporalUnit};
 pub use hashing::{bucket_mask, hash_rows};
+pub use kind::ValueKind;
 pub use table::RowHashes;

@@ -12,6 +12,7 @@
 use super::SparkError;
 use arrow::datatypes::{DataType, TimeUnit};
 use truthound_profile::dataset::Format;
+use truthound_profile::kernel::ValueKind;
 use truthound_profile::plan::{FileRead, Plan, Task};
 
 /// What the engine keeps for a column, by its Arrow type (as `ColumnState::new` decides).
@@ -189,67 +190,44 @@ pub fn kind(name: &str, t: &DataType) -> Result<Kind, SparkError> {
             "column `{name}` is {t}: {why}; leave it out with --columns, or profile with another backend"
         )))
     };
-    Ok(match t {
-        DataType::Boolean => Kind::Boolean,
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32 => Kind::Integer,
-        DataType::UInt64
-        | DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal32(..)
-        | DataType::Decimal64(..)
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => Kind::Float,
-        // unix_date is an INT: as BIGINT, the frequent-items sketch holds longs, as the
-        // engine's does.
-        DataType::Date32 => Kind::Temporal {
-            expr: format!("CAST(unix_date({c}) AS BIGINT)"),
-        },
-        // Spark reads a timestamp without a time zone as TIMESTAMP_NTZ; as TIMESTAMP in the
-        // session's zone, which the backend sets to UTC, it has the same epoch value.
-        DataType::Timestamp(unit, tz) => {
-            let ts = if tz.is_some() {
-                c.clone()
-            } else {
-                format!("CAST({c} AS TIMESTAMP)")
-            };
-            let f = match unit {
-                TimeUnit::Second => "unix_seconds",
-                TimeUnit::Millisecond => "unix_millis",
-                TimeUnit::Microsecond => "unix_micros",
-                TimeUnit::Nanosecond => {
-                    return unsupported(
-                        "Spark keeps timestamps in microseconds, so nanoseconds would be lost",
-                    );
+    Ok(match ValueKind::of(t) {
+        ValueKind::Boolean => Kind::Boolean,
+        ValueKind::Integer => Kind::Integer,
+        ValueKind::Float => Kind::Float,
+        ValueKind::String => Kind::String,
+        ValueKind::Binary => Kind::Binary,
+        ValueKind::Other => Kind::Other,
+        ValueKind::Temporal => match t {
+            // unix_date is an INT: as BIGINT, the frequent-items sketch holds longs, as the
+            // engine's does.
+            DataType::Date32 => Kind::Temporal {
+                expr: format!("CAST(unix_date({c}) AS BIGINT)"),
+            },
+            // Spark reads a timestamp without a time zone as TIMESTAMP_NTZ; as TIMESTAMP in the
+            // session's zone, which the backend sets to UTC, it has the same epoch value.
+            DataType::Timestamp(unit, tz) => {
+                let ts = if tz.is_some() {
+                    c.clone()
+                } else {
+                    format!("CAST({c} AS TIMESTAMP)")
+                };
+                let f = match unit {
+                    TimeUnit::Second => "unix_seconds",
+                    TimeUnit::Millisecond => "unix_millis",
+                    TimeUnit::Microsecond => "unix_micros",
+                    TimeUnit::Nanosecond => {
+                        return unsupported(
+                            "Spark keeps timestamps in microseconds, so nanoseconds would be lost",
+                        );
+                    }
+                };
+                Kind::Temporal {
+                    expr: format!("{f}({ts})"),
                 }
-            };
-            Kind::Temporal {
-                expr: format!("{f}({ts})"),
             }
-        }
-        DataType::Date64 | DataType::Time32(_) | DataType::Time64(_) | DataType::Duration(_) => {
-            return unsupported("Spark has no matching type for its integer form");
-        }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::String,
-        DataType::Dictionary(_, v)
-            if matches!(
-                **v,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-            ) =>
-        {
-            Kind::String
-        }
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => Kind::Binary,
-        _ => Kind::Other,
+            // Date64, times and durations.
+            _ => return unsupported("Spark has no matching type for its integer form"),
+        },
     })
 }
 
