@@ -69,21 +69,23 @@ pub struct FrequentTable {
     lg_map_size: u8,
     capacity: usize,
     mask: usize,
-    /// Per slot: the item's hash, its word (a number, or an arena span), its count (0: free).
+    /// Per slot: the item's hash, its word (a number, or where its string starts in the
+    /// arena), its string's length, its count (0: free).
     hashes: Vec<u64>,
     words: Vec<u64>,
+    lens: Vec<usize>,
     counts: Vec<u64>,
     /// The occupied slots, in the order their items arrived: purges visit these, not the
     /// whole (mostly empty) table.
     occupied: Vec<u32>,
     stream_weight: u64,
     offset: u64,
-    /// String items: `word` is `offset << 32 | len` into `arena`.
+    /// The strings of string items, one after the other.
     arena: Vec<u8>,
     strings: bool,
     /// Reused by purges: sampled counts, surviving items, the other arena.
     scratch: Vec<u64>,
-    survivors: Vec<(u64, u64, u64)>,
+    survivors: Vec<(u64, u64, usize, u64)>,
     spare: Vec<u8>,
 }
 
@@ -99,6 +101,7 @@ impl FrequentTable {
             mask: slots - 1,
             hashes: vec![0; slots],
             words: vec![0; slots],
+            lens: if strings { vec![0; slots] } else { Vec::new() },
             counts: vec![0; slots],
             occupied: Vec::with_capacity(map_size),
             stream_weight: 0,
@@ -123,7 +126,7 @@ impl FrequentTable {
         let mut i = hash as usize & self.mask;
         loop {
             if self.counts[i] == 0 {
-                self.insert(i, hash, word, count);
+                self.insert(i, hash, word, 0, count);
                 return;
             }
             if self.words[i] == word {
@@ -142,12 +145,12 @@ impl FrequentTable {
         let mut i = hash as usize & self.mask;
         loop {
             if self.counts[i] == 0 {
-                let word = span(self.arena.len(), bytes.len());
+                let start = self.arena.len() as u64;
                 self.arena.extend_from_slice(bytes);
-                self.insert(i, hash, word, count);
+                self.insert(i, hash, start, bytes.len(), count);
                 return;
             }
-            if self.hashes[i] == hash && self.stored(self.words[i]) == bytes {
+            if self.hashes[i] == hash && self.stored(i) == bytes {
                 self.add(i, count);
                 return;
             }
@@ -162,9 +165,12 @@ impl FrequentTable {
     }
 
     #[inline]
-    fn insert(&mut self, slot: usize, hash: u64, word: u64, count: u64) {
+    fn insert(&mut self, slot: usize, hash: u64, word: u64, len: usize, count: u64) {
         self.hashes[slot] = hash;
         self.words[slot] = word;
+        if self.strings {
+            self.lens[slot] = len;
+        }
         self.counts[slot] = count;
         self.stream_weight += count;
         self.occupied.push(slot as u32);
@@ -173,9 +179,10 @@ impl FrequentTable {
         }
     }
 
-    fn stored(&self, word: u64) -> &[u8] {
-        let (start, len) = ((word >> 32) as usize, (word & 0xffff_ffff) as usize);
-        &self.arena[start..start + len]
+    /// The string of the item in `slot`.
+    fn stored(&self, slot: usize) -> &[u8] {
+        let start = self.words[slot] as usize;
+        &self.arena[start..start + self.lens[slot]]
     }
 
     /// Subtracts the median count (of the first `SAMPLE_SIZE` held items, as DataSketches
@@ -202,7 +209,8 @@ impl FrequentTable {
             let i = i as usize;
             let c = self.counts[i];
             if c > median {
-                survivors.push((self.hashes[i], self.words[i], c - median));
+                let len = if self.strings { self.lens[i] } else { 0 };
+                survivors.push((self.hashes[i], self.words[i], len, c - median));
             }
             self.counts[i] = 0;
         }
@@ -210,10 +218,10 @@ impl FrequentTable {
         let mut old_arena = std::mem::take(&mut self.spare);
         old_arena.clear();
         std::mem::swap(&mut self.arena, &mut old_arena);
-        for (hash, mut word, count) in survivors.drain(..) {
+        for (hash, mut word, len, count) in survivors.drain(..) {
             if self.strings {
-                let (start, len) = ((word >> 32) as usize, (word & 0xffff_ffff) as usize);
-                word = span(self.arena.len(), len);
+                let start = word as usize;
+                word = self.arena.len() as u64;
                 self.arena.extend_from_slice(&old_arena[start..start + len]);
             }
             let mut i = hash as usize & self.mask;
@@ -222,6 +230,9 @@ impl FrequentTable {
             }
             self.hashes[i] = hash;
             self.words[i] = word;
+            if self.strings {
+                self.lens[i] = len;
+            }
             self.counts[i] = count;
             self.occupied.push(i as u32);
         }
@@ -253,7 +264,7 @@ impl FrequentTable {
         for &i in &self.occupied {
             let i = i as usize;
             if self.strings {
-                let bytes = self.stored(self.words[i]);
+                let bytes = self.stored(i);
                 out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(bytes);
             } else {
@@ -262,12 +273,6 @@ impl FrequentTable {
         }
         out
     }
-}
-
-/// `start << 32 | len`: where a string lives in the arena.
-#[inline]
-fn span(start: usize, len: usize) -> u64 {
-    ((start as u64) << 32) | len as u64
 }
 
 /// A 64-bit finalizer (splitmix64's), so that sequential numbers spread over the table.
