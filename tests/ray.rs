@@ -294,14 +294,6 @@ fn core_submit(run_id: &str, bucket: &str, plan_uri: &str, tasks: usize) -> RayS
     }
 }
 
-fn multi_thread_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_second_submit_with_the_same_id_is_the_same_job() {
     let bucket = new_bucket("ray-twice");

@@ -149,6 +149,15 @@ fn columns(p: &Value) -> &Vec<Value> {
     p["columns"].as_array().unwrap()
 }
 
+/// Brings a Spark profile and the in-process one of the same data to what compares as it is:
+/// Spark's unavailable figures left out of both, the moments and float sums checked close (and
+/// the sums then set equal).
+fn comparable(spark: &Value, local: &mut Value) {
+    leave_out_what_spark_cannot_compute(spark, local);
+    moments_close(spark, local);
+    float_sums_close(spark, local);
+}
+
 /// What the spark backend leaves out is listed, with the reason; the local profile's same
 /// figures are then left out too, so that the rest compares as it is.
 fn leave_out_what_spark_cannot_compute(spark: &Value, local: &mut Value) {
@@ -340,9 +349,7 @@ fn spark_profile_equals_the_local_profile() {
     let out = th(&["profile", uri, "--partitions", "4", "--json"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut local: Value = serde_json::from_slice(&out.stdout).unwrap();
-    leave_out_what_spark_cannot_compute(&spark, &mut local);
-    moments_close(&spark, &local);
-    float_sums_close(&spark, &mut local);
+    comparable(&spark, &mut local);
     // Every task's values were counted exactly (at most 10,000 distinct per task): distinct
     // counts, top and bottom values and quantiles are exact, as in-process.
     assert_same_exact(&spark, &local);
@@ -452,9 +459,7 @@ fn sparks_sketches_agree_and_merge_with_the_engines() {
     assert!(out.status.success(), "{}", stderr(&out));
     let mut whole: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(merged["row_count"], 3 * ROWS);
-    leave_out_what_spark_cannot_compute(&merged, &mut whole);
-    moments_close(&merged, &whole);
-    float_sums_close(&merged, &mut whole);
+    comparable(&merged, &mut whole);
     distinct_within_bounds(&merged, &whole);
     sketched_quantiles_close(&merged, &whole);
     for c in columns(&whole) {
@@ -536,9 +541,7 @@ fn csv_and_ndjson_are_read_with_the_plans_schema() {
         let out = th(&["profile", uri, "--json"], &[]);
         assert!(out.status.success(), "{}", stderr(&out));
         let mut local: Value = serde_json::from_slice(&out.stdout).unwrap();
-        leave_out_what_spark_cannot_compute(&spark, &mut local);
-        moments_close(&spark, &local);
-        float_sums_close(&spark, &mut local);
+        comparable(&spark, &mut local);
         assert_same_exact(&spark, &local);
     }
 }
@@ -695,14 +698,6 @@ fn a_broken_connection_is_retried() {
     let out = th_spark(uri, &proxy, &["--retries", "0", "-q"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(75), "{err}");
-}
-
-fn multi_thread_rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

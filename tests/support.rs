@@ -147,6 +147,15 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A runtime whose spawned tasks run beside the test's own (2 worker threads).
+pub fn multi_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub fn put(bucket: &str, key: &str, bytes: Vec<u8>) {
     let s = store(bucket);
     rt().block_on(s.put(&Path::from(key), PutPayload::from(bytes)))

@@ -16,9 +16,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use truthound_operator::ProfileJob;
-use truthound_operator::decide::{
-    self, Observed, PlanSummary, ProgressObserved, Settings, WorkersObserved,
-};
+use truthound_operator::decide::{self, Observed, PlanSummary, Settings, WorkersObserved};
 use truthound_operator::reconcile::{self, Config, Context};
 
 fn fake_api() -> Client {
@@ -121,17 +119,7 @@ async fn main() -> anyhow::Result<()> {
         "spec": {"dataset": {"uri": "s3://lake/big/"}, "output": {"uri": "s3://lake/big.json"}}
     }))?;
     let first = decide::decide(
-        &Observed {
-            now: time::OffsetDateTime::now_utc(),
-            job: &pj,
-            plan: None,
-            workers: None,
-            partials: None,
-            progress: ProgressObserved::default(),
-            merge: None,
-            remote: None,
-            has_finalizer: false,
-        },
+        &Observed::job(time::OffsetDateTime::now_utc(), &pj),
         &Settings::default(),
     );
     pj.status = Some(first.status);
@@ -150,15 +138,8 @@ async fn main() -> anyhow::Result<()> {
     // The second reconcile creates the workers: the job is Running from here on.
     let second = decide::decide(
         &Observed {
-            now: time::OffsetDateTime::now_utc(),
-            job: &pj,
             plan: Some(plan.clone()),
-            workers: None,
-            partials: None,
-            progress: ProgressObserved::default(),
-            merge: None,
-            remote: None,
-            has_finalizer: false,
+            ..Observed::job(time::OffsetDateTime::now_utc(), &pj)
         },
         &Settings::default(),
     );
@@ -169,15 +150,9 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..rounds {
         let d = decide::decide(
             &Observed {
-                now: time::OffsetDateTime::now_utc(),
-                job: &pj,
                 plan: Some(plan.clone()),
                 workers: Some(workers.clone()),
-                partials: None,
-                progress: ProgressObserved::default(),
-                merge: None,
-                remote: None,
-                has_finalizer: false,
+                ..Observed::job(time::OffsetDateTime::now_utc(), &pj)
             },
             &Settings::default(),
         );

@@ -145,6 +145,23 @@ pub struct Observed<'a> {
     pub has_finalizer: bool,
 }
 
+impl<'a> Observed<'a> {
+    /// The job alone, with nothing else looked at yet.
+    pub fn job(now: OffsetDateTime, job: &'a ProfileJob) -> Self {
+        Observed {
+            now,
+            job,
+            plan: None,
+            workers: None,
+            partials: None,
+            progress: ProgressObserved::default(),
+            merge: None,
+            remote: None,
+            has_finalizer: false,
+        }
+    }
+}
+
 /// Something to do. Each is idempotent.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -608,19 +625,7 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
         }
     }
     if suspended_now {
-        d.events.push(EventNote {
-            warning: false,
-            reason: "Resumed".into(),
-            message: "spec.suspend is false: workers resume; completed tasks are kept".into(),
-        });
-        cond(
-            d,
-            SUSPENDED,
-            false,
-            "Resumed",
-            "the job was resumed",
-            (now, generation),
-        );
+        resumed(d, "workers resume", (now, generation));
     }
     d.status.phase = Some(Phase::Running);
     let msg = format!("{} of {total} tasks done", completed.len());
@@ -732,6 +737,16 @@ fn started(d: &mut Decision, reason: &str, msg: String, at: (OffsetDateTime, Opt
         reason: reason.into(),
         message: msg,
     });
+}
+
+/// `spec.suspend` went back to false; `how` says how the work goes on.
+fn resumed(d: &mut Decision, how: &str, at: (OffsetDateTime, Option<i64>)) {
+    d.events.push(EventNote {
+        warning: false,
+        reason: "Resumed".into(),
+        message: format!("spec.suspend is false: {how}; completed tasks are kept"),
+    });
+    cond(d, SUSPENDED, false, "Resumed", "the job was resumed", at);
 }
 
 /// A running job of a remote backend: the partials in storage and the run's task states say
@@ -874,19 +889,9 @@ fn remote_running(obs: &Observed, plan: &PlanSummary, settings: &Settings, d: &m
             d.status.attempt = Some(attempt);
         }
         submit_remote(obs, remaining, d);
-        d.events.push(EventNote {
-            warning: false,
-            reason: "Resumed".into(),
-            message: "spec.suspend is false: the remaining tasks are submitted again; completed \
-                      tasks are kept"
-                .into(),
-        });
-        cond(
+        resumed(
             d,
-            SUSPENDED,
-            false,
-            "Resumed",
-            "the job was resumed",
+            "the remaining tasks are submitted again",
             (now, generation),
         );
     } else if !remote.found {

@@ -417,15 +417,8 @@ async fn observe<'a>(
     let uid = pj.metadata.uid.clone().unwrap_or_default();
     let ns = pj.namespace().unwrap_or_default();
     let mut obs = Observed {
-        now,
-        job: pj,
-        plan: None,
-        workers: None,
-        partials: None,
-        progress: ProgressObserved::default(),
-        merge: None,
-        remote: None,
         has_finalizer: pj.finalizers().iter().any(|f| f == FINALIZER),
+        ..Observed::job(now, pj)
     };
     let Some(phase) = status.phase else {
         return Ok(obs);

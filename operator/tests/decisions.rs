@@ -40,17 +40,7 @@ spec:
 }
 
 fn obs(pj: &ProfileJob) -> Observed<'_> {
-    Observed {
-        now: now(),
-        job: pj,
-        plan: None,
-        workers: None,
-        partials: None,
-        progress: ProgressObserved::default(),
-        merge: None,
-        remote: None,
-        has_finalizer: false,
-    }
+    Observed::job(now(), pj)
 }
 
 fn plan(tasks: u32) -> PlanSummary {
