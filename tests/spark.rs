@@ -261,30 +261,80 @@ fn quantile_number(v: &Value) -> Option<f64> {
     us.is_valid(0).then(|| us.value(0) as f64 / 1000.0)
 }
 
-/// The quantiles of two profiles agree within KLL's error: 3% of the column's range (its
-/// finite min to max, or p1 to p99 when infinities leave min or max out), temporal ones too.
-fn sketched_quantiles_close(a: &Value, b: &Value) {
-    for c in columns(b) {
+/// A column's non-null, non-NaN values as numbers, sorted: what its quantiles rank against
+/// (temporal ones in milliseconds, the unit of `quantile_number`). `None` for a column that has
+/// no quantiles.
+fn ranked_values(data: &RecordBatch, name: &str) -> Option<Vec<f64>> {
+    let a = data.column_by_name(name).unwrap().as_any();
+    let mut v: Vec<f64> = if let Some(a) = a.downcast_ref::<Int64Array>() {
+        a.iter().flatten().map(|x| x as f64).collect()
+    } else if let Some(a) = a.downcast_ref::<Float64Array>() {
+        a.iter().flatten().filter(|x| !x.is_nan()).collect()
+    } else if let Some(a) = a.downcast_ref::<Date32Array>() {
+        a.iter()
+            .flatten()
+            .map(|d| d as f64 * 86_400_000.0)
+            .collect()
+    } else if let Some(a) = a.downcast_ref::<TimestampMicrosecondArray>() {
+        a.iter().flatten().map(|us| us as f64 / 1000.0).collect()
+    } else if let Some(a) = a.downcast_ref::<TimestampMillisecondArray>() {
+        a.iter().flatten().map(|ms| ms as f64).collect()
+    } else {
+        return None;
+    };
+    v.sort_by(f64::total_cmp);
+    Some(v)
+}
+
+/// Every quantile of `profile` is within its stated normalized rank error of the truth, `data`:
+/// the reported value's true rank range, `[#values < v, #values <= v] / n`, comes within the
+/// bound (one rank for exact quantiles) of the quantile's rank. Ranks, not values, are what KLL
+/// bounds: a column with ±inf may rightly report an infinite p1 or p99. An infinite quantile is
+/// written as null; quantiles rise with their rank, so a null before the first finite one is
+/// −inf and one after it +inf.
+fn quantiles_within_rank_error(profile: &Value, data: &RecordBatch) {
+    for c in columns(profile) {
         let name = c["name"].as_str().unwrap();
-        let (qa, qb) = (&column(a, name)["quantiles"], &c["quantiles"]);
-        let (Some(qa), Some(qb)) = (qa.as_object(), qb.as_object()) else {
-            assert_eq!(qa, qb, "{name}.quantiles");
+        let truth = ranked_values(data, name);
+        let (Some(q), Some(truth)) = (c["quantiles"].as_object(), truth.as_ref()) else {
+            assert!(
+                c["quantiles"].is_null() && truth.is_none(),
+                "{name}: quantiles {} for a column {} quantiles",
+                c["quantiles"],
+                if truth.is_some() { "with" } else { "without" }
+            );
             continue;
         };
-        let lo = quantile_number(&c["min"])
-            .or_else(|| quantile_number(&qb["p1"]))
-            .unwrap();
-        let hi = quantile_number(&c["max"])
-            .or_else(|| quantile_number(&qb["p99"]))
-            .unwrap();
-        for (k, vb) in qb {
-            let (Some(x), Some(y)) = (quantile_number(&qa[k]), quantile_number(vb)) else {
-                panic!("{name}.quantiles.{k}: {} vs {vb}", qa[k]);
+        let n = truth.len() as f64;
+        let accuracy = &c["accuracy"]["quantiles"];
+        let bound = match accuracy["method"].as_str() {
+            Some("exact") => 1.0 / n,
+            Some("kll") => accuracy["normalized_rank_error"].as_f64().unwrap(),
+            other => panic!("{name}: quantile method {other:?}"),
+        };
+        let mut reported: Vec<(f64, &str, Option<f64>)> = q
+            .iter()
+            .map(|(k, v)| {
+                let rank = k.strip_prefix('p').unwrap().parse::<f64>().unwrap() / 100.0;
+                (rank, k.as_str(), quantile_number(v))
+            })
+            .collect();
+        reported.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut seen_finite = false;
+        for (rank, key, v) in reported {
+            let v = match v {
+                Some(v) => {
+                    seen_finite = true;
+                    v
+                }
+                None if seen_finite => f64::INFINITY,
+                None => f64::NEG_INFINITY,
             };
+            let below = truth.partition_point(|x| *x < v) as f64 / n;
+            let at_or_below = truth.partition_point(|x| *x <= v) as f64 / n;
             assert!(
-                (x - y).abs() <= 0.03 * (hi - lo) + 1e-9,
-                "{name}.quantiles.{k}: {} vs {vb}",
-                qa[k]
+                below - bound <= rank && rank <= at_or_below + bound,
+                "{name}.{key} = {v} has a true rank of {below}..{at_or_below}, beyond ±{bound}"
             );
         }
     }
@@ -433,7 +483,8 @@ fn sparks_sketches_agree_and_merge_with_the_engines() {
         "frequent_items"
     );
     distinct_within_bounds(&spark, &local_a);
-    sketched_quantiles_close(&spark, &local_a);
+    quantiles_within_rank_error(&spark, &mixed(0..2 * ROWS));
+    quantiles_within_rank_error(&local_a, &mixed(0..2 * ROWS));
     moments_close(&spark, &local_a);
 
     // A Spark partial merges with an engine partial: the sketches are the same bytes.
@@ -461,7 +512,8 @@ fn sparks_sketches_agree_and_merge_with_the_engines() {
     assert_eq!(merged["row_count"], 3 * ROWS);
     comparable(&merged, &mut whole);
     distinct_within_bounds(&merged, &whole);
-    sketched_quantiles_close(&merged, &whole);
+    quantiles_within_rank_error(&merged, &mixed(0..3 * ROWS));
+    quantiles_within_rank_error(&whole, &mixed(0..3 * ROWS));
     for c in columns(&whole) {
         let name = c["name"].as_str().unwrap();
         for f in [
