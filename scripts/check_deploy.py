@@ -54,6 +54,7 @@ ARGOCD_CM = ARGOCD / "argocd-cm-patch.yaml"
 DOCKERFILE = ROOT / "worker-image" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 OPERATOR_MAIN = ROOT / "operator" / "src" / "bin" / "th-operator.rs"
+LEADER_LABEL_SRC = ROOT / "operator" / "src" / "leader_label.rs"
 
 RELEASE = "truthound-operator"
 NAMESPACE = "truthound-system"
@@ -75,7 +76,11 @@ OPERATOR_RULES = {
     ("", "secrets"): {"get", "create"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
-LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "update", "create"}}
+LEASE_RULES = {
+    ("coordination.k8s.io", "leases"): {"get", "update", "create"},
+    # leader_label.rs: the leader labels its own pod, which the progress Service selects
+    ("", "pods"): {"patch"},
+}
 # The API types the operator's code builds an Api<T> for, and the rule resource each needs.
 API_TYPES = {
     "ProfileJob": ("truthound.io", "profilejobs"),
@@ -772,6 +777,14 @@ def fullname(values: dict) -> str:
     return values.get("fullnameOverride") or RELEASE
 
 
+def leader_label() -> str:
+    """The label key the leading replica sets on its pod (LEADER_LABEL in leader_label.rs)."""
+    m = re.search(r'pub const LEADER_LABEL: &str = "([^"]+)";', LEADER_LABEL_SRC.read_text())
+    if not m:
+        raise Failed(f"no LEADER_LABEL constant in {rel(LEADER_LABEL_SRC)}")
+    return m.group(1)
+
+
 def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> None:
     fn = fullname(values)
     ns = NAMESPACE
@@ -789,7 +802,15 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     p.expect(csc.get("runAsNonRoot") is True, f"{tag} container runAsNonRoot is not true")
     p.expect(csc.get("capabilities", {}).get("drop") == ["ALL"], f"{tag} container does not drop ALL capabilities")
     p.expect(csc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{tag} container seccompProfile is not RuntimeDefault")
-    p.expect(d["spec"].get("strategy", {}).get("type") == "Recreate", f"{tag} Deployment strategy is not Recreate")
+    leader = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
+    strategy = d["spec"].get("strategy", {})
+    if leader:
+        # a standby is ready, so replicas can be replaced one at a time, never fewer than desired
+        p.expect(strategy.get("type") == "RollingUpdate" and strategy.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+                 f"{tag} with leader election the Deployment strategy is {strategy}, want RollingUpdate with maxUnavailable 0")
+    else:
+        # two operators must never act at once: the old one is gone before the new one starts
+        p.expect(strategy.get("type") == "Recreate", f"{tag} without leader election the Deployment strategy is {strategy}, want Recreate")
     p.expect("resources" in c and c["resources"].get("requests") and c["resources"].get("limits", {}).get("memory"),
              f"{tag} container has no requests or memory limit")
     # ports and probes
@@ -802,17 +823,25 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         got = c.get(probe, {}).get("httpGet", {})
         p.expect(got.get("path") == path and got.get("port") in ("metrics", metrics_port), f"{tag} {probe} is {got}, want {path} on the metrics port")
-    # the Service and the progress endpoint
+    # the Services (metrics: every replica; progress: the leader) and the progress endpoint
     svc = one(objs, "Service", fn)
     sports = {pt["name"]: pt for pt in svc["spec"]["ports"]}
-    p.expect(sports.get("http-metrics", {}).get("port") == metrics_port and sports["http-metrics"].get("targetPort") == "metrics",
-             f"{tag} Service metrics port {sports.get('http-metrics')}")
-    p.expect(sports.get("grpc-progress", {}).get("port") == progress_port and sports["grpc-progress"].get("targetPort") == "progress",
-             f"{tag} Service progress port {sports.get('grpc-progress')}")
+    p.expect(set(sports) == {"http-metrics"} and sports["http-metrics"].get("port") == metrics_port
+             and sports["http-metrics"].get("targetPort") == "metrics", f"{tag} Service {fn} ports {sports}")
     labels = d["spec"]["template"]["metadata"]["labels"]
     p.expect(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), f"{tag} Service selector does not select the operator's pods")
     p.expect(d["spec"]["selector"]["matchLabels"].items() <= labels.items(), f"{tag} Deployment selector does not match its pods")
-    want_endpoint = values.get("progress", {}).get("endpoint") or f"http://{svc['metadata']['name']}.{ns}:{progress_port}"
+    progress_svc = one(objs, "Service", f"{fn}-progress")
+    pports = {pt["name"]: pt for pt in progress_svc["spec"]["ports"]}
+    p.expect(set(pports) == {"grpc-progress"} and pports["grpc-progress"].get("port") == progress_port
+             and pports["grpc-progress"].get("targetPort") == "progress", f"{tag} Service {fn}-progress ports {pports}")
+    # Reports land in the receiving replica's memory and only the leader's is read: with leader
+    # election the progress Service must select the leader's label (leader_label.rs), and only
+    # the Deployment's pods.
+    want_selector = dict(svc["spec"]["selector"], **({leader_label(): "true"} if leader else {}))
+    p.expect(progress_svc["spec"]["selector"] == want_selector,
+             f"{tag} Service {fn}-progress selects {progress_svc['spec']['selector']}, want {want_selector}")
+    want_endpoint = values.get("progress", {}).get("endpoint") or f"http://{fn}-progress.{ns}:{progress_port}"
     if not values.get("progress", {}).get("enabled", True):
         want_endpoint = None  # workers do not report
     p.expect(env.get("TH_PROGRESS_ENDPOINT") == want_endpoint, f"{tag} TH_PROGRESS_ENDPOINT {env.get('TH_PROGRESS_ENDPOINT')}, want {want_endpoint}")
@@ -840,7 +869,6 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
         if "emptyDir" in v:
             p.expect(v["emptyDir"].get("sizeLimit"), f"{tag} emptyDir {v['name']} has no sizeLimit")
     # leader election
-    leader = values.get("replicaCount", 1) > 1 or values.get("leaderElection", {}).get("enabled", False)
     p.expect(("--leader-elect" in c.get("args", [])) == bool(leader), f"{tag} --leader-elect is {'missing' if leader else 'set'}")
     p.expect("valueFrom" in str(env.get("POD_NAME")) or isinstance(env.get("POD_NAME"), dict), f"{tag} POD_NAME is not from the downward API")
     p.expect(isinstance(env.get("POD_NAMESPACE"), dict), f"{tag} POD_NAMESPACE is not from the downward API")

@@ -5,7 +5,9 @@
 //!   nothing else on purpose: a liveness failure restarts the pod, and restarting does not cure
 //!   an unreachable apiserver.
 //! - `GET /readyz`: readiness, `200 ok` once [`Readiness::set_ready`] was called (the controller's
-//!   caches have synced), else `503` with the reason, so a rollout waits for a working replica.
+//!   caches have synced, or, with leader election, the replica stands by), else `503` with the
+//!   reason, so a rollout waits for a working replica. Readiness does not say who leads: the
+//!   leader's pod label does ([`crate::leader_label`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -7,12 +7,14 @@
 //! - [`status`]: conditions, index ranges and the bounded task record.
 //! - [`progress`]: the gRPC service workers report progress and heartbeats to.
 //! - [`metrics`], [`http`], [`leader`]: Prometheus metrics, health endpoints, leader election.
+//! - [`leader_label`]: the label that routes workers' progress reports to the leading replica.
 
 pub mod backend;
 pub mod crd;
 pub mod decide;
 pub mod http;
 pub mod leader;
+pub mod leader_label;
 pub mod metrics;
 pub mod progress;
 pub mod reconcile;

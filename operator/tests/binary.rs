@@ -1,7 +1,22 @@
-//! `th-operator` as a Deployment starts it, against an API server it cannot reach: a clear error
+//! `th-operator` as a Deployment starts it. Against an API server it cannot reach: a clear error
 //! and a non-zero exit, never a panic (a panic is a crash loop with nothing useful in the logs).
+//! Against a small fake API server over HTTP (a Lease, the operator's pod, empty ProfileJob and
+//! Job lists): ready once its ProfileJob cache has synced; with `--leader-elect`, a standby that
+//! is ready but neither acts nor carries the leader label, and that, when the lease lapses, takes
+//! it over, labels its pod (what the progress Service selects) and starts the controller; on
+//! SIGTERM it removes the label and releases the lease, so a successor need not wait for it to
+//! expire.
 
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[test]
 fn an_unreachable_api_server_is_an_error_not_a_panic() {
@@ -37,4 +52,363 @@ fn an_unreachable_api_server_is_an_error_not_a_panic() {
         format!("{stdout}{stderr}").contains("cannot list ProfileJobs"),
         "{stdout}{stderr}"
     );
+}
+
+const NS: &str = "ops";
+const POD: &str = "op-a";
+const LEASE: &str = "th-lease";
+const LABEL: &str = "truthound.io/leader";
+
+/// What the fake API server holds and has been asked.
+#[derive(Default)]
+struct Api {
+    lease: Option<Value>,
+    version: u64,
+    pod_labels: serde_json::Map<String, Value>,
+    /// Method and path of every request.
+    requests: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Api>>;
+
+fn lease_path() -> String {
+    format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{LEASE}")
+}
+
+fn json_response(code: u16, body: &Value) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("status"))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).expect("JSON")))
+        .expect("response")
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason,
+           "message": reason, "code": code})
+}
+
+/// A lease held by `holder`, renewed `ago` seconds ago, valid for 15 s.
+fn lease(holder: &str, ago: i64) -> Value {
+    let renewed =
+        k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(ago);
+    let at = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(renewed);
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE, "namespace": NS},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "acquireTime": at,
+                 "renewTime": at, "leaseTransitions": 3},
+    })
+}
+
+async fn answer(State(api): State<Shared>, request: Request) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
+    let bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut s = api.lock().expect("state");
+    s.requests.push(format!("{method} {path}"));
+    let lists = [
+        ("/apis/truthound.io/v1alpha1/profilejobs", "ProfileJobList"),
+        ("/apis/batch/v1/jobs", "JobList"),
+    ];
+    if let Some((_, kind)) = lists.iter().find(|(p, _)| *p == path) {
+        if query.contains("watch=true") {
+            // Nothing ever changes: a watch that stays open.
+            drop(s);
+            let quiet = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+            return Response::new(Body::from_stream(quiet));
+        }
+        return json_response(
+            200,
+            &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
+    }
+    if path == lease_path() && method == Method::GET {
+        return match &s.lease {
+            Some(l) => json_response(200, l),
+            None => json_response(404, &status(404, "NotFound")),
+        };
+    }
+    if path == lease_path() && method == Method::PUT {
+        // Conditional on the resourceVersion, as the apiserver's update is.
+        let current = s
+            .lease
+            .as_ref()
+            .map(|l| l["metadata"]["resourceVersion"].clone());
+        if current != Some(body["metadata"]["resourceVersion"].clone()) {
+            return json_response(409, &status(409, "Conflict"));
+        }
+        s.version += 1;
+        let mut written = body;
+        written["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.lease = Some(written.clone());
+        return json_response(200, &written);
+    }
+    if path == format!("/api/v1/namespaces/{NS}/pods/{POD}") && method == Method::PATCH {
+        for (k, v) in body["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if v.is_null() {
+                s.pod_labels.remove(&k);
+            } else {
+                s.pod_labels.insert(k, v);
+            }
+        }
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": POD, "namespace": NS, "labels": s.pod_labels}});
+        return json_response(200, &pod);
+    }
+    json_response(404, &status(404, "NotFound"))
+}
+
+impl Api {
+    /// Stores `lease` as the apiserver would, with a new resourceVersion.
+    fn put_lease(&mut self, mut lease: Value) {
+        self.version += 1;
+        lease["metadata"]["resourceVersion"] = json!(self.version.to_string());
+        self.lease = Some(lease);
+    }
+
+    fn holder(&self) -> Option<String> {
+        self.lease.as_ref()?["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn count(&self, request: &str) -> usize {
+        self.requests.iter().filter(|r| *r == request).count()
+    }
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body, or `None` when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((code, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running `th-operator` and the fake API server it talks to.
+struct Operator {
+    api: Shared,
+    child: std::process::Child,
+    metrics_port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Operator {
+    /// Starts the fake API server holding `api`, then `th-operator EXTRA...` as pod `op-a` of
+    /// namespace `ops`, with its metrics on a port of its own.
+    fn start(api: Api, extra: &[&str]) -> Operator {
+        let api: Shared = Arc::new(Mutex::new(api));
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let api_port = listener.local_addr().expect("addr").port();
+        let app = Router::new().fallback(answer).with_state(api.clone());
+        runtime.spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kubeconfig = dir.path().join("config");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: 'http://127.0.0.1:{api_port}'}}\n  name: c\ncontexts:\n- context: {{cluster: c, user: u, namespace: {NS}}}\n  name: x\ncurrent-context: x\nusers:\n- name: u\n  user: {{token: abc}}\n"
+            ),
+        )
+        .expect("kubeconfig");
+        let log = dir.path().join("operator.log");
+        let metrics_port = free_port();
+        let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        let mut args = vec![
+            "--metrics-addr",
+            &metrics_addr,
+            "--progress-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_th-operator"))
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAME", POD)
+            .env("POD_NAMESPACE", NS)
+            .env("TH_LEASE_NAME", LEASE)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(
+                std::fs::File::options()
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            )
+            .spawn()
+            .expect("th-operator starts");
+        Operator {
+            api,
+            child,
+            metrics_port,
+            log,
+            _dir: dir,
+            _runtime: runtime,
+        }
+    }
+
+    fn api(&self) -> std::sync::MutexGuard<'_, Api> {
+        self.api.lock().expect("state")
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.metrics_port, path)
+    }
+
+    fn ready(&self) -> bool {
+        self.get("/readyz").is_some_and(|(code, _)| code == 200)
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Polls `ok` every 50 ms for up to 30 s; the operator's log explains a failure.
+    fn eventually(&self, what: &str, mut ok: impl FnMut(&Operator) -> bool) {
+        let start = Instant::now();
+        while !ok(self) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "not within 30 s: {what}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, as the kubelet stops a pod; returns once the process has exited successfully
+    /// without a panic.
+    fn stop(&mut self) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        let start = Instant::now();
+        let exit = loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "th-operator did not stop within 30 s of SIGTERM\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let logs = self.logs();
+        assert!(exit.success(), "{exit}: {logs}");
+        assert!(!logs.contains("panicked"), "{logs}");
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const PROFILEJOBS: &str = "GET /apis/truthound.io/v1alpha1/profilejobs";
+
+#[test]
+fn the_operator_is_ready_once_its_profilejob_cache_has_synced() {
+    let mut op = Operator::start(Api::default(), &[]);
+    op.eventually("ready", Operator::ready);
+    assert!(op.api().count(PROFILEJOBS) >= 2, "{:?}", op.api().requests);
+    let (_, metrics) = op.get("/metrics").expect("metrics");
+    assert!(metrics.contains("\ntruthound_leader 1\n"), "{metrics}");
+    op.stop();
+    // Without leader election there is no Lease and no label.
+    let api = op.api();
+    assert!(
+        api.lease.is_none() && api.pod_labels.is_empty(),
+        "{:?}",
+        api.requests
+    );
+}
+
+#[test]
+fn a_standby_is_ready_and_the_leader_labels_its_pod_until_it_stops() {
+    let mut api = Api::default();
+    api.put_lease(lease("op-b", 0));
+    // A label left by this pod's previous container, which lost the lease.
+    api.pod_labels.insert(LABEL.into(), json!("true"));
+    let mut op = Operator::start(api, &["--leader-elect"]);
+
+    // Standing by: ready, unlabelled, and not acting.
+    op.eventually("the standby answers /readyz 200", Operator::ready);
+    op.eventually("the stale leader label is removed", |op| {
+        !op.api().pod_labels.contains_key(LABEL)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    {
+        let api = op.api();
+        assert_eq!(api.holder().as_deref(), Some("op-b"));
+        assert!(!api.pod_labels.contains_key(LABEL));
+        assert_eq!(
+            api.count(PROFILEJOBS),
+            0,
+            "a standby lists no ProfileJobs: {:?}",
+            api.requests
+        );
+        assert!(
+            api.count(&format!("GET {}", lease_path())) >= 2,
+            "a standby keeps campaigning"
+        );
+    }
+    assert!(op.ready());
+    let (_, metrics) = op.get("/metrics").expect("metrics");
+    assert!(metrics.contains("\ntruthound_leader 0\n"), "{metrics}");
+
+    // The holder lets the lease lapse: this replica takes it over, labels its pod and acts.
+    op.api().put_lease(lease("op-b", 60));
+    op.eventually("the standby takes the lease over", |op| {
+        op.api().holder().as_deref() == Some(POD)
+    });
+    op.eventually("the leader labels its pod", |op| {
+        op.api().pod_labels.get(LABEL) == Some(&json!("true"))
+    });
+    op.eventually("the leader lists ProfileJobs and is ready", |op| {
+        op.api().count(PROFILEJOBS) > 0 && op.ready()
+    });
+    let (_, metrics) = op.get("/metrics").expect("metrics");
+    assert!(metrics.contains("\ntruthound_leader 1\n"), "{metrics}");
+
+    // Stopping: the label goes, and the lease is released for a successor to take at once.
+    op.stop();
+    let api = op.api();
+    assert!(
+        !api.pod_labels.contains_key(LABEL),
+        "the label outlived the leader"
+    );
+    assert_eq!(api.holder(), None, "the lease was not released");
 }

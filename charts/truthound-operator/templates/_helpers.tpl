@@ -74,12 +74,12 @@ app.kubernetes.io/part-of: truthound
 {{- default (include "truthound-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
-{{/* Where workers reach the progress service: this chart's Service. */}}
+{{/* Where workers reach the progress service: this chart's progress Service. */}}
 {{- define "truthound-operator.progressEndpoint" -}}
 {{- if .Values.progress.endpoint }}
 {{- .Values.progress.endpoint }}
 {{- else }}
-{{- printf "http://%s.%s:%d" (include "truthound-operator.fullname" .) .Release.Namespace (int .Values.service.progressPort) }}
+{{- printf "http://%s-progress.%s:%d" (include "truthound-operator.fullname" .) .Release.Namespace (int .Values.service.progressPort) }}
 {{- end }}
 {{- end }}
 

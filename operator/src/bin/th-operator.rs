@@ -10,11 +10,13 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use truthound_operator::ProfileJob;
 use truthound_operator::backend::choice::Clusters;
@@ -22,6 +24,7 @@ use truthound_operator::backend::remote::RemoteConfig;
 use truthound_operator::decide::Settings;
 use truthound_operator::http::{self, Readiness};
 use truthound_operator::leader::{LeaderConfig, LeaderElector};
+use truthound_operator::leader_label::LeaderLabel;
 use truthound_operator::metrics::Metrics;
 use truthound_operator::progress::{self, ProgressHub};
 use truthound_operator::reconcile::{self, Config, Context};
@@ -40,7 +43,7 @@ struct Args {
     #[arg(long, env = "TH_PROGRESS_ADDR", default_value = "0.0.0.0:9090")]
     progress_addr: SocketAddr,
     /// URL workers reach the progress service at, e.g.
-    /// `http://truthound-operator.truthound-system:9090`. Without it workers do not report,
+    /// `http://truthound-operator-progress.truthound-system:9090`. Without it workers do not report,
     /// and status.progress counts finished tasks only.
     #[arg(long, env = "TH_PROGRESS_ENDPOINT")]
     progress_endpoint: Option<String>,
@@ -64,10 +67,12 @@ struct Args {
     leader_elect: bool,
     #[arg(long, env = "TH_LEASE_NAME", default_value = "truthound-operator")]
     lease_name: String,
-    /// Namespace of the Lease (default: the operator's own, from POD_NAMESPACE).
+    /// Namespace of the Lease (default: the operator's own, from POD_NAMESPACE). The leader
+    /// labels its pod `--identity` in this namespace, so in a cluster it must be the pod's own.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// This replica's identity in the election (the pod name).
+    /// This replica's identity in the election: its pod's name, the pod the leader labels
+    /// `truthound.io/leader=true`.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
     /// Progress reports refresh a running job's status at most this often (seconds).
@@ -225,7 +230,9 @@ async fn run(args: Args) -> Result<()> {
     let progress_server = tokio::spawn(progress::serve(hub.clone(), args.progress_addr, stopped()));
 
     // Leader election: wait for the lease before acting; losing it ends the process, so a
-    // restarted replica campaigns again instead of acting beside the new leader.
+    // restarted replica campaigns again instead of acting beside the new leader. A standby is
+    // ready (it is healthy, and would keep rollouts from settling otherwise); the label on the
+    // leader's pod, not readiness, routes the workers' progress reports to the leader.
     let mut leadership = None;
     if args.leader_elect {
         let identity = args
@@ -240,15 +247,28 @@ async fn run(args: Args) -> Result<()> {
             LeaderConfig::default(),
         )
         .context("leader election")?;
-        let (mut rx, handle) = elector.run_until(stopped());
-        info!(lease = %args.lease_name, %identity, "waiting for leadership");
+        let retry = LeaderConfig::default().retry_period;
+        let (mut rx, elector) = elector.run_until(stopped());
+        let label = tokio::spawn(
+            LeaderLabel::new(client.clone(), &args.lease_namespace, &identity)
+                .follow(rx.clone(), retry),
+        );
+        readiness.set_ready();
+        info!(lease = %args.lease_name, %identity, "standing by: waiting for leadership");
         tokio::select! {
             r = rx.wait_for(|leader| *leader) => { r.context("leader election ended")?; }
-            _ = stopped() => return Ok(()),
+            _ = stopped() => {
+                finish_leadership(elector, label).await;
+                return Ok(());
+            }
         }
+        readiness.set_not_ready("leading: waiting for the ProfileJob cache to sync");
         metrics.set_leader(true);
         info!(%identity, "leading");
-        leadership = Some((rx, handle));
+        leadership = Some((rx, elector, label));
+    } else {
+        // Alone, this replica acts: `truthound_leader` says so, as with a lease.
+        metrics.set_leader(true);
     }
 
     let settings = Settings {
@@ -305,29 +325,38 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("cannot list ProfileJobs: is the CRD installed (kubectl apply -f crds/) and may the operator's service account list them?")?;
 
-    let controller = Controller::new(pjs, watcher::Config::default().any_semantic()).owns(
+    // What `Controller::new` builds (a reflector over the ProfileJob watch), spelled out so that
+    // readiness follows the watch's first complete list. Waiting on the store instead
+    // (`Store::wait_until_ready`) next to the controller never returns: the store's one-shot
+    // ready signal wakes only the last of its waiters, which is the controller.
+    let writer = reflector::store::Writer::<ProfileJob>::default();
+    let store = writer.as_reader();
+    let synced = readiness.clone();
+    let profilejobs = reflector(
+        writer,
+        watcher(pjs, watcher::Config::default().any_semantic()),
+    )
+    .inspect(move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            synced.set_ready();
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(profilejobs, store.clone()).owns(
         jobs,
         watcher::Config::default().labels("app.kubernetes.io/managed-by=truthound-operator"),
     );
-    let store = controller.store();
     // Progress reports trigger reconciles (at most one per job per progress interval), so a
     // running job's status follows its workers without polling.
     let controller = controller.reconcile_on(progress::reconcile_triggers(
         hub.changes(ctx.settings.progress_interval),
         store.clone(),
     ));
-    {
-        let readiness = readiness.clone();
-        tokio::spawn(async move {
-            if store.wait_until_ready().await.is_ok() {
-                readiness.set_ready();
-            }
-        });
-    }
     let m = metrics.clone();
+    let mut leadership_lost = leadership.as_ref().map(|(rx, _, _)| rx.clone());
     let lost_leadership = async move {
-        match leadership {
-            Some((mut rx, _handle)) => {
+        match &mut leadership_lost {
+            Some(rx) => {
                 let _ = rx.wait_for(|leader| !*leader).await;
                 warn!("lost leadership: stopping");
             }
@@ -362,7 +391,24 @@ async fn run(args: Args) -> Result<()> {
         .await;
     readiness.set_not_ready("shutting down");
     let _ = stop_tx.send(true);
+    if let Some((_, elector, label)) = leadership {
+        finish_leadership(elector, label).await;
+    }
     let _ = http_server.await;
     let _ = progress_server.await;
     Ok(())
+}
+
+/// Waits, after the stop signal, for the election to release the lease and for the leader label
+/// to be removed, so that a successor takes over at once rather than after the lease expires.
+/// Both are bounded by the election's renew deadline; past it the lease expires on its own.
+async fn finish_leadership(elector: JoinHandle<()>, label: JoinHandle<()>) {
+    let deadline = LeaderConfig::default().renew_deadline * 2;
+    let both = async {
+        let _ = elector.await;
+        let _ = label.await;
+    };
+    if tokio::time::timeout(deadline, both).await.is_err() {
+        warn!("the lease release or the leader label removal did not finish in time");
+    }
 }
