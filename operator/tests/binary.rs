@@ -1,11 +1,13 @@
 //! `th-operator` as a Deployment starts it. Against an API server it cannot reach: a clear error
 //! and a non-zero exit, never a panic (a panic is a crash loop with nothing useful in the logs).
-//! Against a small fake API server over HTTP (a Lease, the operator's pod, empty ProfileJob and
-//! Job lists): ready once its ProfileJob cache has synced; with `--leader-elect`, a standby that
-//! is ready but neither acts nor carries the leader label, and that, when the lease lapses, takes
-//! it over, labels its pod (what the progress Service selects) and starts the controller; on
-//! SIGTERM it removes the label and releases the lease, so a successor need not wait for it to
-//! expire.
+//! Against a small fake API server over HTTP (a Lease, the operator's pod, and the ProfileJob and
+//! its Jobs as the reconciler tests' fake keeps them, with a ProfileJob watch):
+//! - ready once its ProfileJob cache has synced;
+//! - with `--leader-elect`, a standby that is ready but neither acts nor carries the leader
+//!   label, and that, when the lease lapses, takes it over, labels its pod (what the progress
+//!   Service selects) and starts the controller; on SIGTERM it removes the label and releases the
+//!   lease, so a successor need not wait for it to expire;
+//! - a ProfileJob run from the watch to the written profile through the process's own wiring.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -17,6 +19,8 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+mod support;
 
 #[test]
 fn an_unreachable_api_server_is_an_error_not_a_panic() {
@@ -67,6 +71,11 @@ struct Api {
     pod_labels: serde_json::Map<String, Value>,
     /// Method and path of every request.
     requests: Vec<String>,
+    /// The reasons of the events recorded.
+    event_reasons: Vec<String>,
+    /// The ProfileJob and its children, answered as the reconciler tests' fake API server
+    /// answers them (`support::answer`).
+    cluster: support::Shared,
 }
 
 type Shared = Arc<Mutex<Api>>;
@@ -111,20 +120,34 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let mut s = api.lock().expect("state");
     s.requests.push(format!("{method} {path}"));
+    if method == Method::POST && path.ends_with("/events") {
+        let reason = body["reason"].as_str().unwrap_or("").to_owned();
+        s.event_reasons.push(reason);
+    }
     let lists = [
         ("/apis/truthound.io/v1alpha1/profilejobs", "ProfileJobList"),
         ("/apis/batch/v1/jobs", "JobList"),
     ];
     if let Some((_, kind)) = lists.iter().find(|(p, _)| *p == path) {
         if query.contains("watch=true") {
-            // Nothing ever changes: a watch that stays open.
+            let cluster = s.cluster.clone();
             drop(s);
+            if *kind == "ProfileJobList" {
+                return Response::new(Body::from_stream(profilejob_events(cluster)));
+            }
+            // No Job events: the operator reads its Jobs by name when it requeues.
             let quiet = futures::stream::pending::<Result<Bytes, std::io::Error>>();
             return Response::new(Body::from_stream(quiet));
         }
+        let cluster = s.cluster.lock().expect("cluster");
+        let items: Vec<Value> = if *kind == "ProfileJobList" {
+            cluster.pj.iter().cloned().collect()
+        } else {
+            cluster.jobs.values().cloned().collect()
+        };
         return json_response(
             200,
-            &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []}),
+            &json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items}),
         );
     }
     if path == lease_path() && method == Method::GET {
@@ -164,7 +187,35 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
                          "metadata": {"name": POD, "namespace": NS, "labels": s.pod_labels}});
         return json_response(200, &pod);
     }
-    json_response(404, &status(404, "NotFound"))
+    let cluster = s.cluster.clone();
+    drop(s);
+    let (code, out) = support::answer(&cluster, &method, &path, &query, &body);
+    json_response(code, &out)
+}
+
+/// A ProfileJob watch: a `MODIFIED` event (or `DELETED`) each time the ProfileJob changes, as
+/// the apiserver sends one for each write (the status included).
+fn profilejob_events(
+    cluster: support::Shared,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    let first = cluster.lock().expect("cluster").pj.clone();
+    futures::stream::unfold((cluster, first), |(cluster, mut last)| async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = cluster.lock().expect("cluster").pj.clone();
+            if now == last {
+                continue;
+            }
+            let event = match &now {
+                Some(pj) => json!({"type": "MODIFIED", "object": pj}),
+                None => json!({"type": "DELETED", "object": last}),
+            };
+            last = now;
+            let mut line = serde_json::to_vec(&event).expect("JSON");
+            line.push(b'\n');
+            return Some((Ok(Bytes::from(line)), (cluster, last)));
+        }
+    })
 }
 
 impl Api {
@@ -212,7 +263,7 @@ struct Operator {
     metrics_port: u16,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
-    _runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Operator {
@@ -271,7 +322,7 @@ impl Operator {
             metrics_port,
             log,
             _dir: dir,
-            _runtime: runtime,
+            runtime,
         }
     }
 
@@ -411,4 +462,56 @@ fn a_standby_is_ready_and_the_leader_labels_its_pod_until_it_stops() {
         "the label outlived the leader"
     );
     assert_eq!(api.holder(), None, "the lease was not released");
+}
+
+#[test]
+fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
+    // The reconciler's whole-run test (tests/run.rs), but through th-operator's own wiring: its
+    // watch, controller, requeues, status writes and events over HTTP. The test plays the Job
+    // controller and the worker pods in between.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = support::sample_dataset(dir.path());
+    let out = dir.path().join("lake/profiles/events.json");
+    let api = Api::default();
+    api.cluster.lock().expect("cluster").pj = Some(support::profilejob(&data, &out, json!({})));
+    let cluster = api.cluster.clone();
+    let op = Operator::start(api, &["--resync-seconds", "1"]);
+    let phase = || {
+        cluster
+            .lock()
+            .expect("cluster")
+            .pj
+            .as_ref()
+            .map_or(String::new(), |pj| {
+                pj["status"]["phase"].as_str().unwrap_or("").to_owned()
+            })
+    };
+    let start = Instant::now();
+    while phase() != "Succeeded" {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "phase {:?} after 60 s; phases {:?}\n{}",
+            phase(),
+            cluster.lock().expect("cluster").phases,
+            op.logs()
+        );
+        op.runtime.block_on(support::run_workers(&cluster));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let c = cluster.lock().expect("cluster");
+    assert_eq!(c.phases, ["Pending", "Running", "Merging", "Succeeded"]);
+    assert_eq!(c.jobs.len(), 1, "one worker Job: {:?}", c.jobs.keys());
+    let status = &c.pj.as_ref().expect("job")["status"];
+    assert_eq!(status["tasks"]["succeeded"], 3, "{status}");
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(&out).expect("the profile")).expect("JSON");
+    assert_eq!(profile["row_count"], 3000);
+    // The events of each transition, written by the binary's event recorder.
+    let reasons = op.api().event_reasons.clone();
+    for r in ["Accepted", "WorkersCreated", "Merging", "Succeeded"] {
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "no {r} event in {reasons:?}"
+        );
+    }
 }

@@ -16,7 +16,7 @@ use truthound_operator::crd::ProfileJob;
 use truthound_operator::decide::Settings;
 use truthound_operator::reconcile::{Config, Context};
 use truthound_profile::dataset::{self, StorageOptions};
-use truthound_profile::{PartialProfile, TableProfile};
+use truthound_profile::{PartialProfile, Plan, TableProfile};
 
 pub const NS: &str = "data";
 pub const NAME: &str = "events";
@@ -332,4 +332,110 @@ pub fn condition<'a>(
 ) -> &'a truthound_operator::crd::Condition {
     truthound_operator::status::condition(&s.conditions, t)
         .unwrap_or_else(|| panic!("no {t} condition: {s:#?}"))
+}
+
+/// Plays the Job controller and the pods: every index of every worker Job runs its task with
+/// the engine and writes its partial where `th-worker` would (the `--out` argument), except the
+/// tasks told to fail, which leave a failed pod with their termination message; a merge Job's
+/// pod merges as `th-worker merge` does.
+pub async fn run_workers(state: &Shared) {
+    let (jobs, failing, merge_fails) = {
+        let s = state.lock().expect("state");
+        let jobs: Vec<(String, Value)> =
+            s.jobs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        (jobs, s.failing.clone(), s.merge_fails.clone())
+    };
+    for (name, job) in jobs {
+        if job["status"]["conditions"].is_array() || job["spec"]["suspend"] == json!(true) {
+            continue;
+        }
+        let args: Vec<String> = serde_json::from_value(
+            job["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+        )
+        .expect("worker args");
+        let arg = |flag: &str| {
+            let i = args.iter().position(|a| a == flag)?;
+            args.get(i + 1).cloned()
+        };
+        let plan_uri = arg("--plan").expect("--plan");
+        let out = arg("--out").expect("--out");
+        let opts = StorageOptions::default();
+        let bytes = dataset::read_object(&plan_uri, &opts).await.expect("plan");
+        let plan = Plan::from_json(&bytes, &plan_uri).expect("plan json");
+        if args[0] == "merge"
+            && let Some(message) = &merge_fails
+        {
+            let mut s = state.lock().expect("state");
+            s.pods.push(failed_pod(&name, 0, 65, message));
+            s.jobs.get_mut(&name).expect("job")["status"] = json!({
+                "failedIndexes": "0", "failed": 1,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "FailedIndexes"}],
+            });
+            continue;
+        }
+        if args[0] == "merge" {
+            let missing = arg("--missing")
+                .map(|m| m.split(',').map(|t| t.parse().expect("task id")).collect())
+                .unwrap_or_default();
+            let run = truthound_profile::merge::StoredRun {
+                plan: &plan,
+                work_prefix: arg("--work").expect("--work"),
+                missing,
+                profile_uri: out,
+                duration_ms: 1500,
+            };
+            truthound_profile::merge::merge_stored(&run, &opts)
+                .await
+                .expect("merge");
+            let mut s = state.lock().expect("state");
+            s.jobs.get_mut(&name).expect("job")["status"] = json!({
+                "completedIndexes": "0", "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True"}],
+            });
+            continue;
+        }
+        let completions = job["spec"]["completions"].as_u64().expect("completions") as u32;
+        assert_eq!(completions as usize, plan.tasks.len());
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for task in 0..completions {
+            if let Some((code, message)) = failing.get(&task) {
+                failed.push(task.to_string());
+                state
+                    .lock()
+                    .expect("state")
+                    .pods
+                    .push(failed_pod(&name, task, *code, message));
+                continue;
+            }
+            let store = truthound_profile::run::plan_store(&plan).expect("store");
+            let partial = truthound_profile::run::run_task(
+                &plan,
+                task,
+                store,
+                &truthound_profile::run::no_progress(),
+            )
+            .await
+            .expect("task");
+            let uri = out.replace("$(JOB_COMPLETION_INDEX)", &task.to_string());
+            dataset::write_object(&uri, &opts, partial.to_bytes())
+                .await
+                .expect("partial");
+            done.push(task.to_string());
+        }
+        let mut s = state.lock().expect("state");
+        let j = s.jobs.get_mut(&name).expect("job");
+        let condition = if failed.is_empty() {
+            json!({"type": "Complete", "status": "True"})
+        } else {
+            json!({"type": "Failed", "status": "True", "reason": "FailedIndexes"})
+        };
+        j["status"] = json!({
+            "completedIndexes": done.join(","),
+            "failedIndexes": failed.join(","),
+            "succeeded": done.len(),
+            "failed": failed.len(),
+            "conditions": [condition],
+        });
+    }
 }
