@@ -503,9 +503,31 @@ fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
     assert_eq!(c.jobs.len(), 1, "one worker Job: {:?}", c.jobs.keys());
     let status = &c.pj.as_ref().expect("job")["status"];
     assert_eq!(status["tasks"]["succeeded"], 3, "{status}");
+    drop(c);
     let profile: Value =
         serde_json::from_slice(&std::fs::read(&out).expect("the profile")).expect("JSON");
     assert_eq!(profile["row_count"], 3000);
+    // The process's metrics saw the run: reconciles, and the job's phase and tasks as levels
+    // (the phase as the next reconcile observes it).
+    op.eventually("the phase gauge says Succeeded", |op| {
+        op.get("/metrics")
+            .is_some_and(|(_, m)| m.contains("truthound_profilejobs{phase=\"Succeeded\"} 1\n"))
+    });
+    let (_, metrics) = op.get("/metrics").expect("metrics");
+    let reconciles: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("truthound_reconciles_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(reconciles >= 4.0, "{metrics}");
+    assert!(
+        metrics.contains("truthound_profilejobs{phase=\"Succeeded\"} 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("truthound_tasks{state=\"succeeded\"} 3\n"),
+        "{metrics}"
+    );
     // The events of each transition, written by the binary's event recorder.
     let reasons = op.api().event_reasons.clone();
     for r in ["Accepted", "WorkersCreated", "Merging", "Succeeded"] {
