@@ -75,6 +75,31 @@ fn ray_profile_equals_the_local_profile() {
 
     assert_like_local(&ray, &uri);
 
+    // The workers read the bucket with the run's credentials, yet no job shows them to the
+    // dashboard's readers: the storage environment is in the job's package, not its env_vars.
+    let jobs = dashboard_get("/api/jobs/");
+    let ours: Vec<&Value> = jobs
+        .as_array()
+        .expect("a list of jobs")
+        .iter()
+        .filter(|j| {
+            j["metadata"]["truthound.plan"]
+                .as_str()
+                .is_some_and(|p| p.contains(&bucket))
+        })
+        .collect();
+    assert!(!ours.is_empty(), "no job of this run: {jobs}");
+    for job in ours {
+        let env = &job["runtime_env"]["env_vars"];
+        assert!(env.get("TH_RAY_CONFIG").is_some(), "{job}");
+        for secret in ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"] {
+            assert!(
+                env.get(secret).is_none(),
+                "{secret} in the runtime_env: {job}"
+            );
+        }
+    }
+
     // The dashboard from RAY_ADDRESS (without the scheme), the profile on stdout.
     let out = th(
         &[

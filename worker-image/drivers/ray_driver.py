@@ -20,7 +20,9 @@ Input: the job's environment (its runtime_env `env_vars`, which every Ray task o
     retries          retries of a task whose th-worker failed transiently (not 64/65)
     storage_args     extra arguments of `th-worker run-task` (optional)
     worker_name      the name looked up on the nodes' PATH (default th-worker)
-  and the storage endpoint and credentials of th-worker (TH_S3_ENDPOINT, AWS_*, ...).
+  and in the working directory, th_env.json: the storage endpoint and credentials of th-worker
+  (TH_S3_ENDPOINT, AWS_*, ...), a JSON object of variables added to each th-worker's environment.
+  They travel in the package rather than in `env_vars`, which the dashboard shows to all.
 
 Output: JSON lines on stdout (the job's logs), one per change, as the Dask runner's:
   {"event": "connected", "ray": VERSION, "workers": NODES, "threads": CPUS}
@@ -65,6 +67,18 @@ def fail(kind, message, code):
 
 
 # ---- run on the workers ------------------------------------------------------------------------
+
+
+def _storage_env():
+    """th-worker's storage variables, from th_env.json in the working directory (none without)."""
+    try:
+        with open(os.path.join(os.getcwd(), "th_env.json"), encoding="utf-8") as f:
+            env = json.load(f)
+    except FileNotFoundError:
+        return {}
+    if not isinstance(env, dict):
+        raise ValueError("th_env.json is not a JSON object")
+    return {str(k): str(v) for k, v in env.items()}
 
 
 def _worker_path(name):
@@ -138,9 +152,15 @@ def _run_task(task, attempt, argv, name, events):
             "message": f"{name} is not on Ray node {node} (install it in the Ray image, or "
             f"let th ship one in the job's working_dir)",
         }
+    env = dict(os.environ)
+    try:
+        env.update(_storage_env())
+    except (OSError, ValueError) as e:
+        # The package is this job's own: a broken one is an invalid submission, not a retry.
+        return {"exit_code": 64, "worker": node, "millis": 0,
+                "message": f"cannot read th_env.json in the job's working_dir: {e}"}
     fd, term_log = tempfile.mkstemp(prefix="th-term-")
     os.close(fd)
-    env = dict(os.environ)
     env.setdefault("TH_LOG", "warn")
     env["TH_TERMINATION_LOG"] = term_log
     try:

@@ -3,13 +3,19 @@
 //! partials where the plan's work prefix says.
 //!
 //! A submission uploads a `working_dir` package (a zip: the driver
-//! `worker-image/drivers/ray_driver.py`, embedded here as [`DRIVER_PY`], and a `th-worker`
-//! binary when one is shipped) with `PUT /api/packages/gcs/<name>` (skipped when the dashboard
-//! already has it: the name is a hash of the contents), then posts the job: `POST /api/jobs/`
-//! with the entrypoint `python ray_driver.py`, the package as `runtime_env.working_dir`, and
-//! the run's configuration and the storage environment as `runtime_env.env_vars` (which every
-//! Ray task of the job has too). The driver fans the tasks out as Ray tasks, each running
-//! `th-worker run-task --plan PLAN --task I --out PARTIALS/I`.
+//! `worker-image/drivers/ray_driver.py`, embedded here as [`DRIVER_PY`], a `th-worker` binary
+//! when one is shipped, and the storage environment of the workers as [`ENV_FILE`]) with
+//! `PUT /api/packages/gcs/<name>` (skipped when the dashboard already has it: the name is a hash
+//! of the contents), then posts the job: `POST /api/jobs/` with the entrypoint
+//! `python ray_driver.py`, the package as `runtime_env.working_dir`, and the run's configuration
+//! as `runtime_env.env_vars` (which every Ray task of the job has too). The driver fans the tasks
+//! out as Ray tasks, each running `th-worker run-task --plan PLAN --task I --out PARTIALS/I` with
+//! the storage environment added to its own.
+//!
+//! The storage environment (endpoint, credentials) is in the package, not in `env_vars`,
+//! because the dashboard shows every job's `runtime_env` to whoever can open it
+//! (`GET /api/jobs/`, the Jobs page), while the package stays in the cluster's GCS storage,
+//! where only code running on the cluster reads it.
 //!
 //! The job's `submission_id` is [`submission_id`]`(run, attempt)`: a retried or restarted
 //! submitter posts the same id again, Ray answers "already exists", and that counts as
@@ -36,6 +42,9 @@ pub use super::tasks::{RemoteTasks, TaskPhase, counts, failures};
 pub const DRIVER_PY: &str = include_str!("../../../worker-image/drivers/ray_driver.py");
 /// The driver's name in the job's working directory.
 pub const DRIVER_NAME: &str = "ray_driver.py";
+/// The workers' storage environment in the job's working directory: a JSON object of
+/// variables (`ray_driver.py` adds them to each `th-worker`'s environment).
+pub const ENV_FILE: &str = "th_env.json";
 /// The Ray version the driver is tested with (what `scripts/ray-cluster.sh` installs).
 pub const RAY_REQUIREMENT: &str = "ray[default]==2.60.0";
 /// Default retries of a task that failed transiently.
@@ -262,14 +271,18 @@ impl JobStatus {
     }
 }
 
-/// The package of a submission: its name in the dashboard's GCS storage and its files.
-fn package_name(driver: &[u8], worker: Option<&[u8]>) -> String {
+/// The package of a submission: its name in the dashboard's GCS storage, a hash of its files
+/// (so a package is uploaded once per driver, worker and storage environment).
+fn package_name(driver: &[u8], worker: Option<&[u8]>, env: &[u8]) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&(driver.len() as u64).to_le_bytes());
-    h.update(driver);
-    if let Some(w) = worker {
-        h.update(&(w.len() as u64).to_le_bytes());
-        h.update(w);
+    for part in [Some(driver), worker, Some(env)] {
+        match part {
+            Some(bytes) => {
+                h.update(&(bytes.len() as u64).to_le_bytes());
+                h.update(bytes);
+            }
+            None => h.update(&u64::MAX.to_le_bytes()),
+        }
     }
     format!("_th_pkg_{:032x}.zip", h.digest128())
 }
@@ -375,7 +388,9 @@ impl RayRun {
             })?),
             None => None,
         };
-        let name = package_name(DRIVER_PY.as_bytes(), worker.as_deref());
+        let env = serde_json::to_vec(&s.work.env)
+            .map_err(|e| RayError::Driver(format!("the storage environment: {e}")))?;
+        let name = package_name(DRIVER_PY.as_bytes(), worker.as_deref(), &env);
         let path = format!("/api/packages/gcs/{name}");
         let url = format!("{}{path}", api.base);
         let (status, body) = api.send(api.http.get(&url)).await?;
@@ -389,6 +404,8 @@ impl RayRun {
                     if let Some(w) = &worker {
                         files.push(("th-worker", 0o755, w));
                     }
+                    // Readable by the job's user only: it holds credentials.
+                    files.push((ENV_FILE, 0o600, &env));
                     zip_files(&files)
                 })
                 .await
@@ -412,9 +429,11 @@ impl RayRun {
             "retries": s.work.retries,
             "storage_args": s.work.worker_args,
         });
-        let mut env_vars = s.work.env.clone();
-        env_vars.insert("TH_RAY_CONFIG".into(), config.to_string());
-        env_vars.insert("PYTHONUNBUFFERED".into(), "1".into());
+        // No storage variables here: they are in the package (see the module's docs).
+        let env_vars = serde_json::json!({
+            "TH_RAY_CONFIG": config.to_string(),
+            "PYTHONUNBUFFERED": "1",
+        });
         let python = s.python.as_deref().unwrap_or("python");
         let job = serde_json::json!({
             "entrypoint": format!("{python} {DRIVER_NAME}"),
@@ -710,8 +729,19 @@ mod tests {
             z,
             zip_files(&[("a.py", 0o644, b"print(1)\n"), ("bin", 0o755, &[7u8; 5000])])
         );
-        let n1 = package_name(b"d", Some(b"w"));
-        assert_ne!(n1, package_name(b"d", None));
+        let n1 = package_name(b"d", Some(b"w"), b"{}");
+        assert_eq!(n1, package_name(b"d", Some(b"w"), b"{}"));
+        assert_ne!(n1, package_name(b"d", None, b"{}"));
+        // Other credentials, another package: a package never carries someone else's.
+        assert_ne!(
+            n1,
+            package_name(b"d", Some(b"w"), br#"{"AWS_SECRET_ACCESS_KEY":"x"}"#)
+        );
+        // Lengths are hashed: moving bytes between parts changes the name.
+        assert_ne!(
+            package_name(b"dw", None, b"{}"),
+            package_name(b"d", Some(b"w"), b"{}")
+        );
         assert!(n1.starts_with("_th_pkg_") && n1.ends_with(".zip"));
     }
 

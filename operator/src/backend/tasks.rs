@@ -36,7 +36,8 @@ pub struct RemoteTasks {
     /// The tasks to run (all of the plan's, or those without a partial yet).
     pub tasks: Vec<u32>,
     /// Environment of each `th-worker` (storage endpoint, credentials). It travels through the
-    /// cluster (Dask: the scheduler; Ray: the job's `runtime_env`, shown by the dashboard).
+    /// cluster (Dask: the scheduler; Ray: a file in the job's `working_dir` package, kept out of
+    /// the `runtime_env` the dashboard shows).
     pub env: BTreeMap<String, String>,
     /// Extra arguments of `th-worker run-task` (e.g. `--allow-http`, `--region R`).
     pub worker_args: Vec<String>,
