@@ -92,11 +92,6 @@ fn json_response(code: u16, body: &Value) -> Response {
         .expect("response")
 }
 
-fn status(code: u16, reason: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": reason,
-           "message": reason, "code": code})
-}
-
 /// A lease held by `holder`, renewed `ago` seconds ago, valid for 15 s.
 fn lease(holder: &str, ago: i64) -> Value {
     let renewed =
@@ -153,7 +148,7 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
     if path == lease_path() && method == Method::GET {
         return match &s.lease {
             Some(l) => json_response(200, l),
-            None => json_response(404, &status(404, "NotFound")),
+            None => json_response(404, &support::status_body(404, "NotFound")),
         };
     }
     if path == lease_path() && method == Method::PUT {
@@ -163,7 +158,7 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
             .as_ref()
             .map(|l| l["metadata"]["resourceVersion"].clone());
         if current != Some(body["metadata"]["resourceVersion"].clone()) {
-            return json_response(409, &status(409, "Conflict"));
+            return json_response(409, &support::status_body(409, "Conflict"));
         }
         s.version += 1;
         let mut written = body;
