@@ -411,8 +411,10 @@ fn the_operator_is_ready_once_its_profilejob_cache_has_synced() {
 
 #[test]
 fn a_standby_is_ready_and_the_leader_labels_its_pod_until_it_stops() {
-    let mut api = Api::default();
-    api.renewing = Some("op-b".into());
+    let mut api = Api {
+        renewing: Some("op-b".into()),
+        ..Api::default()
+    };
     // A label left by this pod's previous container, which lost the lease.
     api.pod_labels.insert(LABEL.into(), json!("true"));
     let mut op = Operator::start(api, &["--leader-elect"]);
