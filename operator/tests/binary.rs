@@ -7,7 +7,9 @@
 //!   label, and that, when the lease lapses, takes it over, labels its pod (what the progress
 //!   Service selects) and starts the controller; on SIGTERM it removes the label and releases the
 //!   lease, so a successor need not wait for it to expire;
-//! - a ProfileJob run from the watch to the written profile through the process's own wiring.
+//! - a ProfileJob run from the watch to the written profile through the process's own wiring;
+//! - workers' progress reports over gRPC, authenticated by the token the operator put in the
+//!   worker Job's Secret, bringing the status and the metrics up to date without a resync.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -75,6 +77,8 @@ struct Api {
     event_reasons: Vec<String>,
     /// Another replica that holds the lease and keeps renewing it.
     renewing: Option<String>,
+    /// The Secrets created (each worker Job's progress token).
+    secrets: Vec<Value>,
     /// The ProfileJob and its children, answered as the reconciler tests' fake API server
     /// answers them (`support::answer`).
     cluster: support::Shared,
@@ -189,6 +193,10 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
                          "metadata": {"name": POD, "namespace": NS, "labels": s.pod_labels}});
         return json_response(200, &pod);
     }
+    if path == format!("/api/v1/namespaces/{}/secrets", support::NS) && method == Method::POST {
+        s.secrets.push(body.clone());
+        return json_response(201, &body);
+    }
     let cluster = s.cluster.clone();
     drop(s);
     let (code, out) = support::answer(&cluster, &method, &path, &query, &body);
@@ -263,6 +271,8 @@ struct Operator {
     api: Shared,
     child: std::process::Child,
     metrics_port: u16,
+    /// Where the operator serves the workers' progress service (gRPC).
+    progress_port: u16,
     log: std::path::PathBuf,
     _dir: tempfile::TempDir,
     runtime: tokio::runtime::Runtime,
@@ -292,12 +302,24 @@ impl Operator {
         .expect("kubeconfig");
         let log = dir.path().join("operator.log");
         let metrics_port = free_port();
+        let progress_port = free_port();
+        let progress_addr = format!("127.0.0.1:{progress_port}");
+        let progress_endpoint = format!("http://{progress_addr}");
+        // A key of the operator's own, kept in a file as the chart's Secret keeps it.
+        let key: Vec<u8> = (0u8..32).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        let key_file = dir.path().join("progress.key");
+        std::fs::write(&key_file, &key).expect("key file");
+        let key_path = key_file.to_str().expect("a UTF-8 path").to_owned();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
         let mut args = vec![
             "--metrics-addr",
             &metrics_addr,
             "--progress-addr",
-            "127.0.0.1:0",
+            &progress_addr,
+            "--progress-key-file",
+            &key_path,
+            "--progress-endpoint",
+            &progress_endpoint,
             "--log-format",
             "text",
         ];
@@ -322,6 +344,7 @@ impl Operator {
             api,
             child,
             metrics_port,
+            progress_port,
             log,
             _dir: dir,
             runtime,
@@ -543,4 +566,98 @@ fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
             "no {r} event in {reasons:?}"
         );
     }
+}
+
+#[test]
+fn worker_reports_reach_the_status_through_the_progress_service() {
+    // A running job, then what its worker pods would report over gRPC: with no resync for
+    // minutes, only the reports can bring the status up to date.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = support::sample_dataset(dir.path());
+    let out = dir.path().join("lake/profiles/events.json");
+    let api = Api::default();
+    api.cluster.lock().expect("cluster").pj = Some(support::profilejob(&data, &out, json!({})));
+    let cluster = api.cluster.clone();
+    let op = Operator::start(
+        api,
+        &[
+            "--resync-seconds",
+            "600",
+            "--progress-interval-seconds",
+            "1",
+        ],
+    );
+    let status = |field: &str| {
+        cluster
+            .lock()
+            .expect("cluster")
+            .pj
+            .as_ref()
+            .map_or(Value::Null, |pj| {
+                pj["status"].pointer(field).cloned().unwrap_or(Value::Null)
+            })
+    };
+    op.eventually("the workers are created", |_| status("/phase") == "Running");
+    assert_eq!(status("/progress/rowsProcessed"), 0);
+    // The worker Job's pods get their job's token from the Secret the operator made.
+    let token = {
+        let api = op.api();
+        assert_eq!(api.secrets.len(), 1, "one token Secret: {:?}", api.secrets);
+        api.secrets[0]["stringData"]["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    };
+    let job = cluster
+        .lock()
+        .expect("cluster")
+        .jobs
+        .values()
+        .next()
+        .cloned()
+        .expect("a Job");
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(&format!("http://127.0.0.1:{}", op.progress_port)),
+        "{env}"
+    );
+
+    use truthound_operator::progress::pb::{
+        ReportKind, ReportRequest, progress_client::ProgressClient,
+    };
+    let report = |token: &str, kind: ReportKind, rows: u64| {
+        let endpoint = format!("http://127.0.0.1:{}", op.progress_port);
+        let mut request = tonic::Request::new(ReportRequest {
+            job_uid: support::UID.into(),
+            task: 0,
+            pod: "events-w1-0-x".into(),
+            plan_id: String::new(),
+            kind: kind as i32,
+            rows_done: rows,
+            rows_total: 1000,
+            message: String::new(),
+        });
+        let bearer = format!("Bearer {token}").parse().expect("metadata");
+        request.metadata_mut().insert("authorization", bearer);
+        op.runtime.block_on(async move {
+            let mut client = ProgressClient::connect(endpoint).await.expect("connect");
+            client.report(request).await.map(|_| ())
+        })
+    };
+    // Another job's token is refused.
+    let refused = report(&"0".repeat(64), ReportKind::Progress, 1).expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    report(&token, ReportKind::Started, 0).expect("started");
+    report(&token, ReportKind::Progress, 400).expect("progress");
+    op.eventually("the status counts the running task's rows", |_| {
+        status("/progress/rowsProcessed") == 400
+    });
+    // A finished task's duration and rows reach the metrics.
+    report(&token, ReportKind::Finished, 1000).expect("finished");
+    op.eventually("the task's duration is observed", |op| {
+        op.get("/metrics").is_some_and(|(_, m)| {
+            m.contains("truthound_task_duration_seconds_count 1\n")
+                && m.contains("truthound_rows_processed_total 1000\n")
+        })
+    });
 }
