@@ -22,6 +22,9 @@ use tokio::sync::watch;
 /// The label's key. Its only value is `"true"`; a standby's pod does not carry it.
 pub const LEADER_LABEL: &str = "truthound.io/leader";
 
+/// The longest pause between attempts to write the label while they keep failing.
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
+
 /// Writes [`LEADER_LABEL`] on one pod: this replica's own.
 #[derive(Clone)]
 pub struct LeaderLabel {
@@ -56,11 +59,13 @@ impl LeaderLabel {
     }
 
     /// Keeps the label equal to `leadership` until its sender is dropped (the election ended),
-    /// then removes it. A failed write is logged and retried every `retry` while leadership
-    /// stays the same: leading goes on without the label, only progress reports miss the
-    /// leader until it is written.
+    /// then removes it. A failed write is logged and retried after `retry`, doubling up to
+    /// [`MAX_RETRY`] while it keeps failing (a missing permission is not cured by asking every
+    /// 2 s): leading goes on without the label, only progress reports miss the leader until it
+    /// is written.
     pub async fn follow(self, mut leadership: watch::Receiver<bool>, retry: Duration) {
         let mut written: Option<bool> = None;
+        let mut pause = retry;
         loop {
             let leading = *leadership.borrow_and_update();
             if written != Some(leading) {
@@ -68,6 +73,7 @@ impl LeaderLabel {
                     Ok(()) => {
                         tracing::info!(pod = %self.key(), leading, "leader label written");
                         written = Some(leading);
+                        pause = retry;
                     }
                     Err(error) => tracing::warn!(
                         pod = %self.key(),
@@ -80,10 +86,12 @@ impl LeaderLabel {
             let ended = if written == Some(leading) {
                 leadership.changed().await.is_err()
             } else {
-                tokio::select! {
+                let ended = tokio::select! {
                     changed = leadership.changed() => changed.is_err(),
-                    () = tokio::time::sleep(retry) => false,
-                }
+                    () = tokio::time::sleep(pause) => false,
+                };
+                pause = (pause * 2).min(MAX_RETRY.max(retry));
+                ended
             };
             if ended {
                 break;
@@ -121,9 +129,10 @@ mod tests {
     /// Waits for the next request: a merge patch of the pod. Answers `code` and returns the
     /// label value written (`Null` when removed).
     async fn next_patch(api: &mut Handle, code: u16) -> Value {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(5), api.next_request())
+        // Longer than the longest pause (MAX_RETRY), which paused-time tests reach.
+        let (request, send) = tokio::time::timeout(Duration::from_secs(60), api.next_request())
             .await
-            .expect("a request within 5 s")
+            .expect("a request within 60 s")
             .expect("the client hung up");
         assert_eq!(request.method(), Method::PATCH);
         assert_eq!(request.uri().path(), POD_PATH);
@@ -193,6 +202,29 @@ mod tests {
         );
         drop(tx);
         assert_eq!(next_patch(&mut api, 200).await, Value::Null);
+        following.await.expect("no panic");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_writes_back_off_and_a_success_resets_the_pause() {
+        let (label, mut api) = label();
+        let (tx, rx) = watch::channel(true);
+        let following = tokio::spawn(label.follow(rx, Duration::from_secs(2)));
+        let mut at = Vec::new();
+        for _ in 0..6 {
+            assert_eq!(next_patch(&mut api, 403).await, json!("true"));
+            at.push(tokio::time::Instant::now());
+        }
+        let pauses: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+        assert_eq!(pauses, [2, 4, 8, 16, 30], "doubling up to MAX_RETRY");
+        assert_eq!(next_patch(&mut api, 200).await, json!("true"));
+        // Leadership lost, and the removal fails: the first retry is 2 s again.
+        tx.send_replace(false);
+        assert_eq!(next_patch(&mut api, 403).await, Value::Null);
+        let failed = tokio::time::Instant::now();
+        assert_eq!(next_patch(&mut api, 200).await, Value::Null);
+        assert_eq!(failed.elapsed().as_secs(), 2);
+        drop(tx);
         following.await.expect("no panic");
     }
 }
