@@ -494,17 +494,24 @@ fn a_standby_is_ready_and_the_leader_labels_its_pod_until_it_stops() {
     assert_eq!(api.holder(), None, "the lease was not released");
 }
 
+/// An API server holding a ProfileJob of the sample dataset (copied into `dir`); its ProfileJob
+/// and children, shared with the server; and where the profile goes.
+fn sample_job(dir: &std::path::Path) -> (Api, support::Shared, std::path::PathBuf) {
+    let data = support::sample_dataset(dir);
+    let out = dir.join("lake/profiles/events.json");
+    let api = Api::default();
+    api.cluster.lock().expect("cluster").pj = Some(support::profilejob(&data, &out, json!({})));
+    let cluster = api.cluster.clone();
+    (api, cluster, out)
+}
+
 #[test]
 fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
     // The reconciler's whole-run test (tests/run.rs), but through th-operator's own wiring: its
     // watch, controller, requeues, status writes and events over HTTP. The test plays the Job
     // controller and the worker pods in between.
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = support::sample_dataset(dir.path());
-    let out = dir.path().join("lake/profiles/events.json");
-    let api = Api::default();
-    api.cluster.lock().expect("cluster").pj = Some(support::profilejob(&data, &out, json!({})));
-    let cluster = api.cluster.clone();
+    let (api, cluster, out) = sample_job(dir.path());
     let op = Operator::start(api, &["--resync-seconds", "1"]);
     let phase = || {
         cluster
@@ -573,11 +580,7 @@ fn worker_reports_reach_the_status_through_the_progress_service() {
     // A running job, then what its worker pods would report over gRPC: with no resync for
     // minutes, only the reports can bring the status up to date.
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = support::sample_dataset(dir.path());
-    let out = dir.path().join("lake/profiles/events.json");
-    let api = Api::default();
-    api.cluster.lock().expect("cluster").pj = Some(support::profilejob(&data, &out, json!({})));
-    let cluster = api.cluster.clone();
+    let (api, cluster, _) = sample_job(dir.path());
     let op = Operator::start(
         api,
         &[
