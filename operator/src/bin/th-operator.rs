@@ -229,11 +229,15 @@ async fn run(args: Args) -> Result<()> {
     }
     let progress_server = tokio::spawn(progress::serve(hub.clone(), args.progress_addr, stopped()));
 
+    let election = LeaderConfig::default();
     // Leader election: wait for the lease before acting; losing it ends the process, so a
     // restarted replica campaigns again instead of acting beside the new leader. A standby is
     // ready (it is healthy, and would keep rollouts from settling otherwise); the label on the
     // leader's pod, not readiness, routes the workers' progress reports to the leader.
+    // While leading: the election's and the label's tasks, and the channel that says when
+    // leadership ends.
     let mut leadership = None;
+    let mut leading = None;
     if args.leader_elect {
         let identity = args
             .identity
@@ -244,28 +248,28 @@ async fn run(args: Args) -> Result<()> {
             &args.lease_namespace,
             &args.lease_name,
             &identity,
-            LeaderConfig::default(),
+            election,
         )
         .context("leader election")?;
-        let retry = LeaderConfig::default().retry_period;
         let (mut rx, elector) = elector.run_until(stopped());
         let label = tokio::spawn(
             LeaderLabel::new(client.clone(), &args.lease_namespace, &identity)
-                .follow(rx.clone(), retry),
+                .follow(rx.clone(), election.retry_period),
         );
         readiness.set_ready();
         info!(lease = %args.lease_name, %identity, "standing by: waiting for leadership");
         tokio::select! {
             r = rx.wait_for(|leader| *leader) => { r.context("leader election ended")?; }
             _ = stopped() => {
-                finish_leadership(elector, label).await;
+                finish_leadership(elector, label, election).await;
                 return Ok(());
             }
         }
         readiness.set_not_ready("leading: waiting for the ProfileJob cache to sync");
         metrics.set_leader(true);
         info!(%identity, "leading");
-        leadership = Some((rx, elector, label));
+        leadership = Some((elector, label));
+        leading = Some(rx);
     } else {
         // Alone, this replica acts: `truthound_leader` says so, as with a lease.
         metrics.set_leader(true);
@@ -353,10 +357,9 @@ async fn run(args: Args) -> Result<()> {
         store.clone(),
     ));
     let m = metrics.clone();
-    let mut leadership_lost = leadership.as_ref().map(|(rx, _, _)| rx.clone());
     let lost_leadership = async move {
-        match &mut leadership_lost {
-            Some(rx) => {
+        match leading {
+            Some(mut rx) => {
                 let _ = rx.wait_for(|leader| !*leader).await;
                 warn!("lost leadership: stopping");
             }
@@ -391,8 +394,8 @@ async fn run(args: Args) -> Result<()> {
         .await;
     readiness.set_not_ready("shutting down");
     let _ = stop_tx.send(true);
-    if let Some((_, elector, label)) = leadership {
-        finish_leadership(elector, label).await;
+    if let Some((elector, label)) = leadership {
+        finish_leadership(elector, label, election).await;
     }
     let _ = http_server.await;
     let _ = progress_server.await;
@@ -401,9 +404,10 @@ async fn run(args: Args) -> Result<()> {
 
 /// Waits, after the stop signal, for the election to release the lease and for the leader label
 /// to be removed, so that a successor takes over at once rather than after the lease expires.
-/// Both are bounded by the election's renew deadline; past it the lease expires on its own.
-async fn finish_leadership(elector: JoinHandle<()>, label: JoinHandle<()>) {
-    let deadline = LeaderConfig::default().renew_deadline * 2;
+/// Bounded by twice the renew deadline (the election's attempt in flight, then the release);
+/// past that the lease expires on its own.
+async fn finish_leadership(elector: JoinHandle<()>, label: JoinHandle<()>, election: LeaderConfig) {
+    let deadline = election.renew_deadline * 2;
     let both = async {
         let _ = elector.await;
         let _ = label.await;
