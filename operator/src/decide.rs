@@ -8,6 +8,7 @@
 //! more call with the same observations.
 
 use crate::backend::choice::{self, Clusters};
+use crate::backend::local;
 use crate::backend::tasks::{TaskPhase, TaskState};
 use crate::crd::{
     BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus, ResultStatus,
@@ -354,7 +355,9 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
     match d.status.phase {
         None => first_visit(obs, settings, &mut d),
         Some(Phase::Pending) => pending(obs, settings, &mut d),
-        Some(Phase::Running) | Some(Phase::Suspended) => running(obs, settings, &mut d),
+        Some(Phase::Running) | Some(Phase::Suspended) | Some(Phase::Queued) => {
+            running(obs, settings, &mut d)
+        }
         Some(Phase::Merging) => merging(obs, settings, &mut d),
         Some(Phase::Succeeded) | Some(Phase::Failed) => finished(obs, &mut d),
     }
@@ -498,6 +501,9 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
     if obs.job.spec.suspend {
         suspend(d, now, generation);
+    } else if let Some(queue) = local::queue_name(&obs.job) {
+        // Created suspended for the queue to admit.
+        queued(d, &name, queue, (now, generation));
     }
     d.requeue = Some(look_again(obs, settings));
 }
@@ -589,17 +595,46 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
                     total as usize - completed.len() - failed.len()
                 ),
             });
+            if let Some(queue) = local::queue_name(&obs.job) {
+                if suspended_now {
+                    resumed(d, "the worker Job waits for the queue", (now, generation));
+                }
+                queued(d, &name, queue, (now, generation));
+                d.requeue = Some(look_again(obs, settings));
+                return;
+            }
         }
         Some(w) => {
+            let queue = local::queue_name(&obs.job);
             if obs.job.spec.suspend {
-                if !w.suspended {
+                if queue.is_some() {
+                    // The Job's `suspend` is the queue's: Kueue would start an admitted Job that
+                    // the operator suspended. Stopping means deleting it (partials stay); resume
+                    // re-creates it, suspended, for the queue to admit again.
+                    d.actions.push(Action::DeleteWorkers);
+                } else if !w.suspended {
                     d.actions.push(Action::SuspendWorkers(true));
                 }
                 suspend(d, now, generation);
                 return;
             }
             if w.suspended {
+                if let Some(queue) = queue {
+                    if suspended_now {
+                        resumed(d, "the worker Job waits for the queue", (now, generation));
+                    }
+                    queued(d, &w.name, queue, (now, generation));
+                    d.requeue = Some(look_again(obs, settings));
+                    return;
+                }
                 d.actions.push(Action::SuspendWorkers(false));
+            }
+            if d.status.phase == Some(Phase::Queued) {
+                d.events.push(EventNote {
+                    warning: false,
+                    reason: "Admitted".into(),
+                    message: format!("the queue admitted worker Job {}: tasks run", w.name),
+                });
             }
             if !obs.progress.stalled.is_empty() {
                 let stalled: Vec<u32> = obs
@@ -737,6 +772,21 @@ fn started(d: &mut Decision, reason: &str, msg: String, at: (OffsetDateTime, Opt
         reason: reason.into(),
         message: msg,
     });
+}
+
+/// The worker Job waits, suspended, for the queue to admit it.
+fn queued(d: &mut Decision, job: &str, queue: &str, at: (OffsetDateTime, Option<i64>)) {
+    let msg = format!("worker Job {job} waits for admission by the queue {queue}");
+    if d.status.phase != Some(Phase::Queued) {
+        d.events.push(EventNote {
+            warning: false,
+            reason: "WaitingForAdmission".into(),
+            message: msg.clone(),
+        });
+    }
+    d.status.phase = Some(Phase::Queued);
+    cond(d, RUNNING, false, "WaitingForAdmission", &msg, at);
+    cond(d, READY, false, "WaitingForAdmission", &msg, at);
 }
 
 /// `spec.suspend` went back to false; `how` says how the work goes on.

@@ -623,6 +623,97 @@ fn suspend_and_resume_keep_completed_tasks() {
     assert_eq!(d.status.completed_tasks.as_deref(), Some("0-1"));
 }
 
+/// A job whose Jobs a Kueue queue manages: the worker Job's `suspend` is Kueue's. The operator
+/// waits for admission (phase Queued), never un-suspends the Job, and stops by deleting it.
+#[test]
+fn a_queue_managed_job_waits_for_admission_and_never_unsuspends_its_workers() {
+    let mut pj = basic();
+    pj.metadata.labels = Some(
+        [(
+            "kueue.x-k8s.io/queue-name".to_string(),
+            "data-team".to_string(),
+        )]
+        .into(),
+    );
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &Settings::default());
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateWorkers { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert_eq!(cond(&d.status, "Running").reason, "WaitingForAdmission");
+    assert!(d.events.iter().any(|e| e.reason == "WaitingForAdmission"));
+    advance(&mut pj, &d);
+
+    // The Job exists, suspended, not yet admitted: nothing to do but wait.
+    let mut w = workers([], 0);
+    w.suspended = true;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(w.clone());
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert!(cond(&d.status, "Running").message.contains("data-team"));
+    assert!(d.events.is_empty(), "said once: {:?}", d.events);
+    advance(&mut pj, &d);
+
+    // Kueue admitted it (suspend false): the job runs.
+    w.suspended = false;
+    w.active = 2;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(w.clone());
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    assert!(d.events.iter().any(|e| e.reason == "Admitted"));
+    advance(&mut pj, &d);
+
+    // Kueue suspends it again (preemption): the operator waits, never patches it back.
+    w.suspended = true;
+    w.active = 0;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(w.clone());
+    let d = decide(&o, &Settings::default());
+    assert!(!d.actions.contains(&Action::SuspendWorkers(false)));
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    advance(&mut pj, &d);
+
+    // spec.suspend: the queue's Job is deleted (partials stay), not suspended by us.
+    pj.spec.suspend = true;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(w);
+    let d = decide(&o, &Settings::default());
+    assert_eq!(d.actions, vec![Action::DeleteWorkers]);
+    assert_eq!(d.status.phase, Some(Phase::Suspended));
+    advance(&mut pj, &d);
+
+    // Resume: the Job is re-created (suspended, for the queue) and the job waits again.
+    pj.spec.suspend = false;
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &Settings::default());
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateWorkers { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.phase, Some(Phase::Queued));
+    assert!(d.events.iter().any(|e| e.reason == "Resumed"));
+}
+
 #[test]
 fn restart_after_status_but_before_the_job_was_created_creates_it_with_the_same_name() {
     let pj = running_job();

@@ -53,6 +53,21 @@ pub struct WorkerParams {
     pub heartbeat_seconds: u64,
 }
 
+/// The ProfileJob names a Kueue queue: its Jobs carry the queue label, are created suspended,
+/// and their `spec.suspend` belongs to Kueue (the operator never clears it).
+pub fn queue_managed(pj: &ProfileJob) -> bool {
+    queue_name(pj).is_some()
+}
+
+/// The Kueue queue the ProfileJob names, if any.
+pub fn queue_name(pj: &ProfileJob) -> Option<&str> {
+    pj.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
+        .map(String::as_str)
+}
+
 pub(crate) fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, String> {
     let name = pj.metadata.name.clone().unwrap_or_default();
     let mut l = BTreeMap::from([
@@ -70,13 +85,8 @@ pub(crate) fn labels(pj: &ProfileJob, component: &str) -> BTreeMap<String, Strin
         ),
         (JOB_LABEL.to_string(), name),
     ]);
-    if let Some(q) = pj
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(KUEUE_QUEUE_LABEL))
-    {
-        l.insert(KUEUE_QUEUE_LABEL.to_string(), q.clone());
+    if let Some(q) = queue_name(pj) {
+        l.insert(KUEUE_QUEUE_LABEL.to_string(), q.to_string());
     }
     l
 }
@@ -176,7 +186,9 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         completions: tasks,
         parallelism,
         backoff_per_index: backoff,
-        suspend: pj.spec.suspend,
+        // A queue-managed Job is created suspended: admission is the queue's (Kueue un-suspends
+        // it), and creating it running would let its pods start before the queue decided.
+        suspend: pj.spec.suspend || queue_managed(pj),
     };
     indexed_job(pj, &p.name, "worker", container, spec)
 }
@@ -222,8 +234,9 @@ pub fn merge_job(pj: &ProfileJob, p: &MergeParams) -> Job {
         completions: 1,
         parallelism: 1,
         backoff_per_index: MERGE_BACKOFF,
-        // A merge is what is left of a run: it is not held back by `suspend`.
-        suspend: false,
+        // A merge is what is left of a run: it is not held back by `suspend`, only by the
+        // queue when one manages the job's Jobs.
+        suspend: queue_managed(pj),
     };
     indexed_job(pj, &p.name, "merge", container, spec)
 }
