@@ -1,6 +1,8 @@
 //! Shared pieces of the end-to-end tests: the binaries under test, the S3 server the test
 //! command starts (`scripts/test.sh` → `TH_TEST_S3_ENDPOINT`), fresh buckets, test data.
 
+pub mod kube_support;
+
 use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow::record_batch::RecordBatch;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
