@@ -3,7 +3,8 @@
 //! a kubelet's, deletion and signals end processes. Each test has its own namespace and agent.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -483,5 +484,105 @@ async fn on_failure_restarts_in_place_and_a_missing_secret_waits_until_it_exists
     })
     .await;
     assert_eq!(phase(&p), "Succeeded", "{:?}", p.status);
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stays_ready_with_a_renewed_lease_and_its_processes_die_with_the_agent() {
+    let (client, ns, agent) = setup("node-lease").await;
+    let node_name = agent.node_name().to_string();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(&node_name).await.unwrap();
+    let status = node.status.unwrap();
+    let allocatable = status.allocatable.unwrap();
+    assert!(allocatable.contains_key("cpu") && allocatable.contains_key("pods"));
+    let addresses = status.addresses.unwrap();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1")
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "long",
+            json!({"containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "long", Duration::from_secs(20), |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let pid = pid_of(&p);
+
+    // The Lease, owned by the Node, renewed within a heartbeat (10 s).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renew = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let first = leases.get(&node_name).await.unwrap();
+    let spec = first.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(node_name.as_str()));
+    let owner = &first.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Node", node_name.as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = leases.get(&node_name).await.unwrap();
+        if renew(&now) != renew(&first) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Lease {node_name} not renewed in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let node = nodes.get(&node_name).await.unwrap();
+    let ready = node.status.unwrap().conditions.unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    // Stopping the agent kills what it ran and deletes its Node.
+    assert!(alive(pid));
+    drop(agent);
+    assert!(!alive(pid), "process {pid} outlived the agent");
+    assert!(
+        nodes.get_opt(&node_name).await.unwrap().is_none(),
+        "Node {node_name} left behind"
+    );
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let (client, ns, _agent) = setup("node-deadline").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "late",
+            json!({
+                "restartPolicy": "Never", "activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "late", Duration::from_secs(10), |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let s = p.status.as_ref().unwrap();
+    assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(container(&p, 0)["state"]["terminated"]["exitCode"], 143);
     kube_support::delete_namespace(&client, &ns).await;
 }
