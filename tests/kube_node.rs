@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -14,6 +14,10 @@ use truthound_e2e::kube_support::{self, AgentOptions, NodeAgent};
 
 /// A cluster client, a fresh namespace, and an agent binding only that namespace's pods.
 async fn setup(prefix: &str) -> (Client, String, NodeAgent) {
+    setup_with(prefix, AgentOptions::default()).await
+}
+
+async fn setup_with(prefix: &str, opts: AgentOptions) -> (Client, String, NodeAgent) {
     let kubeconfig = kube_support::kubeconfig();
     let client = kube_support::client(&kubeconfig).await;
     let ns = kube_support::namespace(&client, prefix).await;
@@ -21,7 +25,7 @@ async fn setup(prefix: &str) -> (Client, String, NodeAgent) {
         &kubeconfig,
         AgentOptions {
             namespaces: vec![ns.clone()],
-            ..AgentOptions::default()
+            ..opts
         },
     );
     agent.wait_ready(&client).await;
@@ -584,5 +588,83 @@ async fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
     let s = p.status.as_ref().unwrap();
     assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
     assert_eq!(container(&p, 0)["state"]["terminated"]["exitCode"], 143);
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_runs_its_mapped_entrypoint_with_env_from_secrets_and_config_maps() {
+    let opts = AgentOptions {
+        images: vec![("*th-test-sh*".into(), "/bin/sh".into())],
+        env: vec![("FROM_AGENT".into(), "base".into())],
+        ..AgentOptions::default()
+    };
+    let (client, ns, agent) = setup_with("node-image", opts).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds"}, "stringData": {"KEY": "k1", "OTHER": "o1"},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "conf"}, "data": {"MODE": "fast"},
+    }))
+    .unwrap();
+    maps.create(&PostParams::default(), &map).await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut mapped = pod(
+        "mapped",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "ghcr.io/example/th-test-sh:1",
+                // No command: the image's entrypoint (/bin/sh here) runs with these args.
+                "args": ["-c", "echo \"$P_KEY $P_OTHER $MODE $APP $NODE $FROM_AGENT $(MODE)\" > \"$TERM_LOG\""],
+                "envFrom": [
+                    {"secretRef": {"name": "creds"}, "prefix": "P_"},
+                    {"configMapRef": {"name": "conf"}},
+                    {"secretRef": {"name": "absent", "optional": true}},
+                ],
+                "env": [
+                    {"name": "TERM_LOG", "value": "/dev/termination-log"},
+                    {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                ],
+            }],
+        }),
+    );
+    mapped.metadata.labels = Some([("app".to_string(), "demo".to_string())].into());
+    pods.create(&PostParams::default(), &mapped).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "unmapped",
+            json!({"containers": [{"name": "main", "image": "docker.io/library/busybox:1"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let p = wait_pod(&pods, "mapped", Duration::from_secs(20), |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    assert_eq!(phase(&p), "Succeeded", "{:?}", p.status);
+    assert_eq!(
+        message(&p, 0),
+        format!("k1 o1 fast demo {} base fast\n", agent.node_name())
+    );
+    let p = wait_pod(&pods, "unmapped", Duration::from_secs(20), |p| {
+        container(p, 0)["state"]["waiting"]["reason"] == "ErrImagePull"
+    })
+    .await;
+    let why = container(&p, 0)["state"]["waiting"]["message"].to_string();
+    assert!(why.contains("docker.io/library/busybox:1"), "{why}");
     kube_support::delete_namespace(&client, &ns).await;
 }

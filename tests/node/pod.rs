@@ -137,9 +137,16 @@ pub async fn supervise(
         }
         Err(Stop::Shutdown) => {
             run.kill_all().await;
-            // A pod being deleted would stay Terminating with no kubelet left.
-            if run.pod.metadata.deletion_timestamp.is_some() {
-                let _ = run.write().await;
+            // As the kubelet's graceful node shutdown: the pod fails, so nothing waits for it
+            // (a terminal pod is deleted at once; a Job replaces it); one being deleted would
+            // stay Terminating with no kubelet left, so it gets its final delete too.
+            if !run.status.phase.terminal() {
+                run.status.phase = Phase::Failed;
+                run.status.reason = Some("Terminated".into());
+                run.status.message =
+                    Some("Pod was terminated in response to imminent node shutdown.".into());
+            }
+            if run.write().await.is_ok() && run.pod.metadata.deletion_timestamp.is_some() {
                 run.final_delete().await;
             }
         }
