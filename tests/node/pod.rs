@@ -319,6 +319,22 @@ impl PodRun {
         let pod = self.pod.clone();
         let spec = pod.spec.clone().unwrap_or_default();
         let ns = pod.namespace().unwrap_or_default();
+        // Not run here: say so, rather than run the containers without what they wait for.
+        let init = spec.init_containers.as_ref().map_or(0, Vec::len);
+        if init > 0 {
+            let message = format!("th-test-node does not run init containers (the pod has {init})");
+            let waiting = State::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(message.clone()),
+            };
+            if self.status.containers.first().map(|c| &c.state) != Some(&waiting) {
+                warn!(pod = %self.label, %message, "pod cannot start");
+            }
+            for c in &mut self.status.containers {
+                c.state = waiting.clone();
+            }
+            return false;
+        }
         let refs: Vec<&Container> = spec.containers.iter().collect();
         let sources = match Sources::fetch(&self.ctx.client, &ns, &refs).await {
             Ok(s) => s,
