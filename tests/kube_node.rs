@@ -107,6 +107,11 @@ fn alive(pid: i32) -> bool {
 }
 
 async fn job_done(api: &Api<Job>, name: &str, within: Duration) -> Job {
+    job_finished(api, name, "Complete", within).await
+}
+
+/// Waits for the Job's `Complete` or `Failed` condition and asserts it is `want`.
+async fn job_finished(api: &Api<Job>, name: &str, want: &str, within: Duration) -> Job {
     let deadline = Instant::now() + within;
     loop {
         let j = api.get(name).await.expect("get job");
@@ -119,7 +124,7 @@ async fn job_done(api: &Api<Job>, name: &str, within: Duration) -> Job {
             .iter()
             .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         {
-            assert_eq!(c.type_, "Complete", "job {name}: {:?}", j.status);
+            assert_eq!(c.type_, want, "job {name}: {:?}", j.status);
             return j;
         }
         assert!(
@@ -666,5 +671,48 @@ async fn an_image_runs_its_mapped_entrypoint_with_env_from_secrets_and_config_ma
     .await;
     let why = container(&p, 0)["state"]["waiting"]["message"].to_string();
     assert!(why.contains("docker.io/library/busybox:1"), "{why}");
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failure_policy_fails_an_index_on_its_exit_code_without_retrying() {
+    let (client, ns, _agent) = setup("node-policy").await;
+    // The shape of the operator's worker Jobs: FailIndex on permanent exit codes, Ignore on
+    // disruptions, replacements only for terminal pods.
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "policy"},
+        "spec": {
+            "completionMode": "Indexed", "completions": 2, "parallelism": 2,
+            "backoffLimitPerIndex": 3, "maxFailedIndexes": 2, "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailIndex", "onExitCodes": {"containerName": "main", "operator": "In", "values": [64, 65]}},
+            ]},
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": "x",
+                    "command": ["/bin/sh", "-c", "[ \"$JOB_COMPLETION_INDEX\" != 0 ] || exit 65"],
+                }],
+            }},
+        },
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let done = job_finished(&jobs, "policy", "Failed", Duration::from_secs(30)).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(status.completed_indexes.as_deref(), Some("1"));
+    assert_eq!(status.failed, Some(1), "index 0 is not retried");
+    let reason = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .and_then(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("FailedIndexes"));
+    assert_eq!(job_pods(&client, &ns, "policy").await.len(), 2);
     kube_support::delete_namespace(&client, &ns).await;
 }
