@@ -3,7 +3,8 @@
 //! a kubelet's, deletion and signals end processes. Each test has its own namespace and agent.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -13,6 +14,10 @@ use truthound_e2e::kube_support::{self, AgentOptions, NodeAgent};
 
 /// A cluster client, a fresh namespace, and an agent binding only that namespace's pods.
 async fn setup(prefix: &str) -> (Client, String, NodeAgent) {
+    setup_with(prefix, AgentOptions::default()).await
+}
+
+async fn setup_with(prefix: &str, opts: AgentOptions) -> (Client, String, NodeAgent) {
     let kubeconfig = kube_support::kubeconfig();
     let client = kube_support::client(&kubeconfig).await;
     let ns = kube_support::namespace(&client, prefix).await;
@@ -20,7 +25,7 @@ async fn setup(prefix: &str) -> (Client, String, NodeAgent) {
         &kubeconfig,
         AgentOptions {
             namespaces: vec![ns.clone()],
-            ..AgentOptions::default()
+            ..opts
         },
     );
     agent.wait_ready(&client).await;
@@ -102,6 +107,11 @@ fn alive(pid: i32) -> bool {
 }
 
 async fn job_done(api: &Api<Job>, name: &str, within: Duration) -> Job {
+    job_finished(api, name, "Complete", within).await
+}
+
+/// Waits for the Job's `Complete` or `Failed` condition and asserts it is `want`.
+async fn job_finished(api: &Api<Job>, name: &str, want: &str, within: Duration) -> Job {
     let deadline = Instant::now() + within;
     loop {
         let j = api.get(name).await.expect("get job");
@@ -114,7 +124,7 @@ async fn job_done(api: &Api<Job>, name: &str, within: Duration) -> Job {
             .iter()
             .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         {
-            assert_eq!(c.type_, "Complete", "job {name}: {:?}", j.status);
+            assert_eq!(c.type_, want, "job {name}: {:?}", j.status);
             return j;
         }
         assert!(
@@ -483,5 +493,226 @@ async fn on_failure_restarts_in_place_and_a_missing_secret_waits_until_it_exists
     })
     .await;
     assert_eq!(phase(&p), "Succeeded", "{:?}", p.status);
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stays_ready_with_a_renewed_lease_and_its_processes_die_with_the_agent() {
+    let (client, ns, agent) = setup("node-lease").await;
+    let node_name = agent.node_name().to_string();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = nodes.get(&node_name).await.unwrap();
+    let status = node.status.unwrap();
+    let allocatable = status.allocatable.unwrap();
+    assert!(allocatable.contains_key("cpu") && allocatable.contains_key("pods"));
+    let addresses = status.addresses.unwrap();
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1")
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "long",
+            json!({"containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "long", Duration::from_secs(20), |p| {
+        phase(p) == "Running"
+    })
+    .await;
+    let pid = pid_of(&p);
+
+    // The Lease, owned by the Node, renewed within a heartbeat (10 s).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renew = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time.clone());
+    let first = leases.get(&node_name).await.unwrap();
+    let spec = first.spec.clone().unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some(node_name.as_str()));
+    let owner = &first.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Node", node_name.as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = leases.get(&node_name).await.unwrap();
+        if renew(&now) != renew(&first) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Lease {node_name} not renewed in 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let node = nodes.get(&node_name).await.unwrap();
+    let ready = node.status.unwrap().conditions.unwrap();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    // Stopping the agent kills what it ran and deletes its Node.
+    assert!(alive(pid));
+    drop(agent);
+    assert!(!alive(pid), "process {pid} outlived the agent");
+    assert!(
+        nodes.get_opt(&node_name).await.unwrap().is_none(),
+        "Node {node_name} left behind"
+    );
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+    let (client, ns, _agent) = setup("node-deadline").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "late",
+            json!({
+                "restartPolicy": "Never", "activeDeadlineSeconds": 1, "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}],
+            }),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = wait_pod(&pods, "late", Duration::from_secs(10), |p| {
+        phase(p) == "Failed"
+    })
+    .await;
+    let s = p.status.as_ref().unwrap();
+    assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(container(&p, 0)["state"]["terminated"]["exitCode"], 143);
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_runs_its_mapped_entrypoint_with_env_from_secrets_and_config_maps() {
+    let opts = AgentOptions {
+        images: vec![("*th-test-sh*".into(), "/bin/sh".into())],
+        env: vec![("FROM_AGENT".into(), "base".into())],
+        ..AgentOptions::default()
+    };
+    let (client, ns, agent) = setup_with("node-image", opts).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds"}, "stringData": {"KEY": "k1", "OTHER": "o1"},
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let map: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "conf"}, "data": {"MODE": "fast"},
+    }))
+    .unwrap();
+    maps.create(&PostParams::default(), &map).await.unwrap();
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let mut mapped = pod(
+        "mapped",
+        json!({
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main", "image": "ghcr.io/example/th-test-sh:1",
+                // No command: the image's entrypoint (/bin/sh here) runs with these args.
+                "args": ["-c", "echo \"$P_KEY $P_OTHER $MODE $APP $NODE $FROM_AGENT $(MODE)\" > \"$TERM_LOG\""],
+                "envFrom": [
+                    {"secretRef": {"name": "creds"}, "prefix": "P_"},
+                    {"configMapRef": {"name": "conf"}},
+                    {"secretRef": {"name": "absent", "optional": true}},
+                ],
+                "env": [
+                    {"name": "TERM_LOG", "value": "/dev/termination-log"},
+                    {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                ],
+            }],
+        }),
+    );
+    mapped.metadata.labels = Some([("app".to_string(), "demo".to_string())].into());
+    pods.create(&PostParams::default(), &mapped).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "unmapped",
+            json!({"containers": [{"name": "main", "image": "docker.io/library/busybox:1"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+
+    let p = wait_pod(&pods, "mapped", Duration::from_secs(20), |p| {
+        matches!(phase(p), "Succeeded" | "Failed")
+    })
+    .await;
+    assert_eq!(phase(&p), "Succeeded", "{:?}", p.status);
+    assert_eq!(
+        message(&p, 0),
+        format!("k1 o1 fast demo {} base fast\n", agent.node_name())
+    );
+    let p = wait_pod(&pods, "unmapped", Duration::from_secs(20), |p| {
+        container(p, 0)["state"]["waiting"]["reason"] == "ErrImagePull"
+    })
+    .await;
+    let why = container(&p, 0)["state"]["waiting"]["message"].to_string();
+    assert!(why.contains("docker.io/library/busybox:1"), "{why}");
+    kube_support::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_failure_policy_fails_an_index_on_its_exit_code_without_retrying() {
+    let (client, ns, _agent) = setup("node-policy").await;
+    // The shape of the operator's worker Jobs: FailIndex on permanent exit codes, Ignore on
+    // disruptions, replacements only for terminal pods.
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "policy"},
+        "spec": {
+            "completionMode": "Indexed", "completions": 2, "parallelism": 2,
+            "backoffLimitPerIndex": 3, "maxFailedIndexes": 2, "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {"rules": [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                {"action": "FailIndex", "onExitCodes": {"containerName": "main", "operator": "In", "values": [64, 65]}},
+            ]},
+            "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{
+                    "name": "main", "image": "x",
+                    "command": ["/bin/sh", "-c", "[ \"$JOB_COMPLETION_INDEX\" != 0 ] || exit 65"],
+                }],
+            }},
+        },
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let done = job_finished(&jobs, "policy", "Failed", Duration::from_secs(30)).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.failed_indexes.as_deref(), Some("0"));
+    assert_eq!(status.completed_indexes.as_deref(), Some("1"));
+    assert_eq!(status.failed, Some(1), "index 0 is not retried");
+    let reason = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .and_then(|c| c.reason);
+    assert_eq!(reason.as_deref(), Some("FailedIndexes"));
+    assert_eq!(job_pods(&client, &ns, "policy").await.len(), 2);
     kube_support::delete_namespace(&client, &ns).await;
 }

@@ -2,6 +2,23 @@
 //! started (`scripts/kube-cluster.sh` → `TH_TEST_KUBECONFIG`), a client for it, a fresh
 //! namespace per test, and `th-test-node` (the node agent: kubelet and scheduler) as a child
 //! process that is stopped, with every process it ran, when its guard drops.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use truthound_e2e::kube_support::{self, AgentOptions, NodeAgent};
+//! let kubeconfig = kube_support::kubeconfig();
+//! let client = kube_support::client(&kubeconfig).await;
+//! let ns = kube_support::namespace(&client, "operator-run").await;
+//! let agent = NodeAgent::start(&kubeconfig, AgentOptions {
+//!     // Worker pods (no `command`) run the workspace's th-worker with their args.
+//!     images: vec![("*th-worker*".into(), truthound_e2e::bin("th-worker"))],
+//!     namespaces: vec![ns.clone()],
+//!     ..AgentOptions::default()
+//! });
+//! // ... create objects in `ns`; a container's output: agent.container_log(&ns, pod, "th-worker");
+//! // its process: the pid in `containerStatuses[].containerID` (`th-test-node://<pid>`).
+//! # }
+//! ```
 
 use k8s_openapi::api::core::v1::{Namespace, Node, ServiceAccount};
 use kube::config::{KubeConfigOptions, Kubeconfig};

@@ -137,9 +137,16 @@ pub async fn supervise(
         }
         Err(Stop::Shutdown) => {
             run.kill_all().await;
-            // A pod being deleted would stay Terminating with no kubelet left.
-            if run.pod.metadata.deletion_timestamp.is_some() {
-                let _ = run.write().await;
+            // As the kubelet's graceful node shutdown: the pod fails, so nothing waits for it
+            // (a terminal pod is deleted at once; a Job replaces it); one being deleted would
+            // stay Terminating with no kubelet left, so it gets its final delete too.
+            if !run.status.phase.terminal() {
+                run.status.phase = Phase::Failed;
+                run.status.reason = Some("Terminated".into());
+                run.status.message =
+                    Some("Pod was terminated in response to imminent node shutdown.".into());
+            }
+            if run.write().await.is_ok() && run.pod.metadata.deletion_timestamp.is_some() {
                 run.final_delete().await;
             }
         }
@@ -312,6 +319,22 @@ impl PodRun {
         let pod = self.pod.clone();
         let spec = pod.spec.clone().unwrap_or_default();
         let ns = pod.namespace().unwrap_or_default();
+        // Not run here: say so, rather than run the containers without what they wait for.
+        let init = spec.init_containers.as_ref().map_or(0, Vec::len);
+        if init > 0 {
+            let message = format!("th-test-node does not run init containers (the pod has {init})");
+            let waiting = State::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: Some(message.clone()),
+            };
+            if self.status.containers.first().map(|c| &c.state) != Some(&waiting) {
+                warn!(pod = %self.label, %message, "pod cannot start");
+            }
+            for c in &mut self.status.containers {
+                c.state = waiting.clone();
+            }
+            return false;
+        }
         let refs: Vec<&Container> = spec.containers.iter().collect();
         let sources = match Sources::fetch(&self.ctx.client, &ns, &refs).await {
             Ok(s) => s,
