@@ -11,7 +11,10 @@
 #                                       head (scripts/ray-cluster.sh), a Spark master, worker and
 #                                       Spark Connect server (scripts/spark-cluster.sh), and
 #                                       with headless Chromium (scripts/chromium.sh) for `th report`
-#                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`
+#                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`,
+#                                       and a real Kubernetes control plane (scripts/kube-cluster.sh:
+#                                       etcd, kube-apiserver, kube-controller-manager v1.36, built
+#                                       once from the Go module proxy) for tests/kube_*.rs
 #
 # The profile format's JSON Schema is checked for drift by a test (cli/tests/cli.rs,
 # schema_command_prints_the_published_schema): `th schema` must equal schema/profile.schema.json.
@@ -25,9 +28,9 @@
 #   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
 #
 # Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT,
-# TH_TEST_DASK_SCHEDULER, TH_TEST_RAY_ADDRESS and TH_TEST_SPARK_CONNECT, if already set, are used
-# as they are and no server is started; TH_CACHE is passed on to s3-server.sh, dask-cluster.sh,
-# ray-cluster.sh and spark-cluster.sh.
+# TH_TEST_DASK_SCHEDULER, TH_TEST_RAY_ADDRESS, TH_TEST_SPARK_CONNECT and TH_TEST_KUBECONFIG, if
+# already set, are used as they are and no server is started; TH_CACHE is passed on to
+# s3-server.sh, dask-cluster.sh, ray-cluster.sh, spark-cluster.sh and kube-cluster.sh.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +42,7 @@ S3=$ROOT/scripts/s3-server.sh
 DASK=$ROOT/scripts/dask-cluster.sh
 RAY=$ROOT/scripts/ray-cluster.sh
 SPARK=$ROOT/scripts/spark-cluster.sh
+KUBE=$ROOT/scripts/kube-cluster.sh
 
 T_ALL=${EPOCHREALTIME/[.,]/}
 now_us() { echo "${EPOCHREALTIME/[.,]/}"; }
@@ -72,6 +76,8 @@ RAY_RUN=""
 RAY_INSTALL_PID=""
 SPARK_RUN=""
 SPARK_INSTALL_PID=""
+KUBE_RUN=""
+KUBE_INSTALL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -92,6 +98,10 @@ cleanup() {
   if [ -n "$SPARK_RUN" ]; then
     SPARK_RUN_DIR=$SPARK_RUN "$SPARK" stop || true
     rm -rf "$SPARK_RUN"
+  fi
+  if [ -n "$KUBE_RUN" ]; then
+    KUBE_RUN_DIR=$KUBE_RUN "$KUBE" stop || true
+    rm -rf "$KUBE_RUN"
   fi
   if [ "$rc" -eq 0 ]; then
     printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
@@ -167,6 +177,19 @@ start_spark() {
   start_cluster "$SPARK" SPARK_RUN_DIR "$SPARK_RUN" TH_TEST_SPARK_CONNECT
 }
 
+# The Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager on 127.0.0.1) for
+# tests/kube_*.rs. Its one-time Go build (~15 min cold on 2 cores) overlaps with the cargo build;
+# the kubectl built beside it is exported for the tests as TH_TEST_KUBE_KUBECTL.
+[ -n "${TH_TEST_KUBECONFIG:-}" ] || install_in_background KUBE "$KUBE"
+start_kube() {
+  wait_install "$KUBE_INSTALL_PID" "$KUBE_RUN" || return
+  start_cluster "$KUBE" KUBE_RUN_DIR "$KUBE_RUN" TH_TEST_KUBECONFIG
+}
+kube_kubectl() {
+  TH_TEST_KUBE_KUBECTL=$("$KUBE" kubectl) || return
+  export TH_TEST_KUBE_KUBECTL
+}
+
 start_s3() {
   wait_install "$INSTALL_PID" "$S3_RUN" || return
   local line
@@ -188,11 +211,12 @@ ensure_component() {  # cargo subcommand, rustup component
 
 run_tests() {
   env -u AWS_SESSION_TOKEN -u AWS_SECURITY_TOKEN -u AWS_PROFILE -u AWS_ENDPOINT -u AWS_ENDPOINT_URL \
-    -u RAY_ADDRESS -u DASK_SCHEDULER_ADDRESS -u SPARK_CONNECT_URL \
+    -u RAY_ADDRESS -u DASK_SCHEDULER_ADDRESS -u SPARK_CONNECT_URL -u KUBECONFIG \
     TH_TEST_S3_ENDPOINT="$TH_TEST_S3_ENDPOINT" \
     TH_TEST_DASK_SCHEDULER="$TH_TEST_DASK_SCHEDULER" \
     TH_TEST_RAY_ADDRESS="$TH_TEST_RAY_ADDRESS" \
     TH_TEST_SPARK_CONNECT="$TH_TEST_SPARK_CONNECT" \
+    TH_TEST_KUBECONFIG="$TH_TEST_KUBECONFIG" TH_TEST_KUBE_KUBECTL="$TH_TEST_KUBE_KUBECTL" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
@@ -225,6 +249,12 @@ if [ -z "${TH_TEST_SPARK_CONNECT:-}" ]; then
 else
   echo "using the Spark Connect server given in TH_TEST_SPARK_CONNECT=$TH_TEST_SPARK_CONNECT" >&2
 fi
+if [ -z "${TH_TEST_KUBECONFIG:-}" ]; then
+  step kube-start start_kube
+else
+  echo "using the control plane given in TH_TEST_KUBECONFIG=$TH_TEST_KUBECONFIG" >&2
+fi
+step kube-kubectl kube_kubectl
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.
 ensure_chromium() {

@@ -436,7 +436,7 @@ async fn observe<'a>(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let active = matches!(
         phase,
-        crate::crd::Phase::Running | crate::crd::Phase::Suspended
+        crate::crd::Phase::Running | crate::crd::Phase::Suspended | crate::crd::Phase::Queued
     );
     if active && let Some(target) = target(pj, &status) {
         // A remote run: the partials in storage and the run's own record.
@@ -457,7 +457,9 @@ async fn observe<'a>(
             .unwrap_or_default();
         if let Some(job) = jobs.get_opt(&name).await? {
             let mut w = workers_observed(&job);
-            if w.failed_pods > 0 {
+            // The real Job controller can publish an index in failedIndexes (podFailurePolicy
+            // FailIndex) before its `failed` count: either says there are pods to read.
+            if w.failed_pods > 0 || !w.failed.is_empty() {
                 w.failures = pod_failures(ctx, &ns, &name, now).await?;
             }
             obs.workers = Some(w);

@@ -1,0 +1,987 @@
+//! The operator on a real Kubernetes control plane: kube-apiserver and kube-controller-manager
+//! v1.36 (scripts/kube-cluster.sh), the test node agent running pods as processes, a real S3
+//! server, and `th-operator` as a process with the chart's ServiceAccount and RBAC. What only a
+//! real control plane checks: the CRD's schema and CEL rules, server-side apply, the Job
+//! controller running and retrying our Indexed Jobs, garbage collection, RBAC, and restarts.
+
+mod control_plane;
+
+use control_plane::*;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use std::time::Duration;
+use truthound_e2e::*;
+
+fn rt() -> tokio::runtime::Runtime {
+    multi_thread_rt()
+}
+
+async fn jobs_of(client: &kube::Client, ns: &str) -> Vec<Job> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    jobs.list(&ListParams::default())
+        .await
+        .expect("list Jobs")
+        .items
+}
+
+async fn pods_of(client: &kube::Client, ns: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.list(&ListParams::default())
+        .await
+        .expect("list pods")
+        .items
+}
+
+async fn create_pj(client: &kube::Client, ns: &str, pj: Value) {
+    apply_value(client, pj, Some(ns), false)
+        .await
+        .expect("create ProfileJob");
+}
+
+/// The CRD and every chart object were applied with server-side apply by `cluster()`; every
+/// example ProfileJob is accepted by the apiserver; the invalid ones the CRD's schema and CEL
+/// rules are meant to refuse are refused by the apiserver itself, each with its message.
+#[test]
+fn the_apiserver_accepts_the_examples_and_enforces_the_crds_rules() {
+    cluster();
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "crd").await;
+        let examples = repo("deploy/examples");
+        let out = kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager",
+            MANAGER,
+            "-n",
+            &ns,
+            "-f",
+            examples.to_str().expect("path"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let accepted = String::from_utf8_lossy(&out.stdout)
+            .matches("(server dry run)")
+            .count();
+        assert!(
+            accepted >= 6,
+            "{accepted} examples: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // The apiserver knows every format the CRD's schema names (it warns on one it does not).
+        let crd = repo("crds/profilejob.yaml");
+        let out = kubectl(&[
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--field-manager",
+            MANAGER,
+            "-f",
+            crd.to_str().expect("path"),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("Warning"), "{}", stderr(&out));
+
+        let refused = |spec: Value, expect: &'static str| {
+            let client = client.clone();
+            let ns = ns.clone();
+            async move {
+                let pj = profilejob("bad", "bucket", spec);
+                let err = apply_value(&client, pj, Some(&ns), true)
+                    .await
+                    .expect_err(&format!("accepted, but should fail with {expect:?}"));
+                let msg = err.to_string();
+                assert!(msg.contains(expect), "{expect:?} not in: {msg}");
+                assert!(msg.contains("Invalid") || msg.contains("422"), "{msg}");
+            }
+        };
+        refused(
+            json!({"partitioning": {"strategy": "hash"}}),
+            "partitioning.strategy hash needs partitioning.hashColumn",
+        )
+        .await;
+        refused(
+            json!({"partitioning": {"partitions": 0}}),
+            "partitioning.partitions, rowPartitions and columnPartitions must be at least 1",
+        )
+        .await;
+        refused(
+            json!({"profile": {"sampling": {"fraction": 1.5}}}),
+            "sampling.fraction must be more than 0 and at most 1",
+        )
+        .await;
+        refused(
+            json!({"partitioning": {"strategy": "by_magic"}}),
+            "Unsupported value: \"by_magic\"",
+        )
+        .await;
+
+        // Immutable fields: an update of a stored ProfileJob is refused by the transition rules.
+        let pj = profilejob("immutable", "bucket", json!({"suspend": true}));
+        create_pj(&client, &ns, pj.clone()).await;
+        let mut changed = pj.clone();
+        changed["spec"]["dataset"]["uri"] = json!("s3://bucket/other/");
+        let err = apply_value(&client, changed, Some(&ns), false)
+            .await
+            .expect_err("dataset changed");
+        assert!(
+            err.to_string()
+                .contains("dataset is immutable; create a new ProfileJob"),
+            "{err}"
+        );
+        let mut resumed = pj;
+        resumed["spec"]["suspend"] = json!(false);
+        resumed["spec"]["backoffLimitPerTask"] = json!(1);
+        apply_value(&client, resumed, Some(&ns), true)
+            .await
+            .expect("suspend and retries may change");
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// A user's whole run: `kubectl apply -f` a ProfileJob over a multi-file Parquet dataset,
+/// `kubectl wait --for=condition=Ready`, the profile in the bucket equal to `th profile` of the
+/// same files on every exact figure, the printer columns filled, and the worker Job as the real
+/// Job controller ran it.
+#[test]
+fn kubectl_apply_runs_a_profilejob_to_the_same_profile_as_th_profile() {
+    cluster();
+    let bucket = new_bucket("kube-run");
+    let local = dataset(&bucket);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "run").await;
+        let mut op = Operator::start(&ns);
+        let pj = profilejob(
+            "events",
+            &bucket,
+            json!({"backend": {"type": "local", "local": {"parallelism": 2}}}),
+        );
+        let file = cluster().dir.join(format!("{ns}.yaml"));
+        std::fs::write(&file, serde_yaml::to_string(&pj).expect("YAML")).expect("write");
+        let out = kubectl(&["apply", "-n", &ns, "-f", file.to_str().expect("path")]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = kubectl(&[
+            "wait",
+            "-n",
+            &ns,
+            "--for=condition=Ready",
+            "pj/events",
+            "--timeout=120s",
+        ]);
+        assert!(
+            out.status.success(),
+            "kubectl wait: {}\n{}\noperator log:\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(
+                &kubectl(&["get", "-n", &ns, "pj/events", "-o", "yaml"]).stdout
+            ),
+            tail(&op.logs(), 80)
+        );
+        op.assert_running();
+
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile JSON");
+        assert_eq!(profile["row_count"], 6000);
+        assert_eq!(profile["partitioning"]["tasks_merged"], 3);
+        assert_same_exact(&profile, &local_profile(local.path()));
+
+        let out = kubectl(&["get", "-n", &ns, "pj"]);
+        let table = String::from_utf8_lossy(&out.stdout).to_string();
+        let header: Vec<&str> = table
+            .lines()
+            .next()
+            .expect("header")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            header,
+            ["NAME", "BACKEND", "STATE", "TASKS", "PROGRESS", "AGE"],
+            "{table}"
+        );
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .expect("row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            &row[..5],
+            ["events", "local", "Succeeded", "3/3", "100%"],
+            "{table}"
+        );
+
+        // The worker Job as created and as the Job controller left it.
+        let jobs = jobs_of(&client, &ns).await;
+        assert_eq!(jobs.len(), 1, "one worker Job");
+        let job = &jobs[0];
+        let spec = job.spec.as_ref().expect("spec");
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!(spec.completions, Some(3));
+        assert_eq!(spec.parallelism, Some(2));
+        assert!(spec.backoff_limit_per_index.is_some());
+        assert!(spec.pod_failure_policy.is_some());
+        let status = job.status.as_ref().expect("status");
+        assert_eq!(status.succeeded, Some(3));
+        assert_eq!(status.completed_indexes.as_deref(), Some("0-2"));
+        let owner = &job.metadata.owner_references.as_ref().expect("owner")[0];
+        let pj = get_pj(&client, &ns, "events").await;
+        assert_eq!(owner.uid, pj["metadata"]["uid"].as_str().expect("uid"));
+        assert_eq!(owner.controller, Some(true));
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// Kueue's part played by the test: a ProfileJob naming a queue gets its worker Job created
+/// suspended, no pod runs and the ProfileJob says it waits for admission; the operator never
+/// un-suspends it. Admitting it (what Kueue does) lets the run finish.
+#[test]
+fn a_queue_managed_job_waits_for_admission_and_runs_once_admitted() {
+    cluster();
+    let bucket = new_bucket("kube-kueue");
+    put_parquet_dataset(&bucket, 2, 1000);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "kueue").await;
+        let op = Operator::start(&ns);
+        let mut pj = profilejob("queued", &bucket, json!({}));
+        pj["metadata"]["labels"] = json!({"kueue.x-k8s.io/queue-name": "data-team"});
+        create_pj(&client, &ns, pj).await;
+        let queued = wait_phase(&client, &op, "queued", "Queued", 60).await;
+        let running = queued["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Running")
+            .expect("Running condition")
+            .clone();
+        assert_eq!(running["reason"], "WaitingForAdmission", "{running}");
+        assert!(
+            running["message"]
+                .as_str()
+                .expect("message")
+                .contains("data-team")
+        );
+
+        // Several resyncs later (2 s each): still suspended, no pod.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let jobs = jobs_of(&client, &ns).await;
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(job.spec.as_ref().expect("spec").suspend, Some(true));
+        assert_eq!(
+            job.metadata.labels.as_ref().expect("labels")["kueue.x-k8s.io/queue-name"],
+            "data-team"
+        );
+        assert!(
+            pods_of(&client, &ns).await.is_empty(),
+            "no pod before admission"
+        );
+        assert_eq!(
+            get_pj(&client, &ns, "queued").await["status"]["phase"],
+            "Queued"
+        );
+
+        // Admission: Kueue clears spec.suspend.
+        let name = job.metadata.name.clone().expect("name");
+        let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+        jobs.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .expect("admit");
+        let done = wait_phase(&client, &op, "queued", "Succeeded", 90).await;
+        assert_eq!(
+            done["status"]["tasks"]["succeeded"], 3,
+            "{:#}",
+            done["status"]
+        );
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/queued.json")).expect("profile");
+        assert_eq!(profile["row_count"], 2000);
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// The operator SIGKILLed three times during one run (planning, running, merging): exactly one
+/// worker Job is ever created, no partial is lost or counted twice, one profile is written.
+#[test]
+fn an_operator_killed_while_planning_running_and_merging_finishes_the_run_once() {
+    cluster();
+    let bucket = new_bucket("kube-kill");
+    let local = dataset(&bucket);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "kill").await;
+        // The merge runs in a pod, so that the operator can be killed while it runs.
+        let mut op =
+            Operator::start_with(&ns, &cluster().operator, &[("TH_MERGE_IN_POD_TASKS", "1")]);
+        let pj = profilejob(
+            "events",
+            &bucket,
+            json!({"backend": {"type": "local", "local": {
+                "image": SLOW_WORKER_IMAGE, "parallelism": 3,
+                "env": [{"name": "TH_TEST_WORKER_DELAY", "value": "4"}]}}}),
+        );
+        create_pj(&client, &ns, pj).await;
+        // Planning: killed as soon as it has seen the job.
+        eventually("the job accepted", Duration::from_secs(30), || async {
+            let pj = get_pj(&client, &ns, "events").await;
+            pj["status"]["phase"].as_str().map(|_| ())
+        })
+        .await;
+        op.kill_and_restart();
+        let running = wait_phase(&client, &op, "events", "Running", 60).await;
+        let first_job = jobs_of(&client, &ns).await;
+        assert_eq!(first_job.len(), 1, "{:#}", running["status"]);
+        let first_uid = first_job[0].metadata.uid.clone();
+        op.kill_and_restart();
+        wait_phase(&client, &op, "events", "Merging", 60).await;
+        op.kill_and_restart();
+        let done = wait_phase(&client, &op, "events", "Succeeded", 90).await;
+        op.assert_running();
+
+        let jobs = jobs_of(&client, &ns).await;
+        let workers: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| {
+                j.metadata.labels.as_ref().is_some_and(|l| {
+                    l.get("app.kubernetes.io/component").map(String::as_str) == Some("worker")
+                })
+            })
+            .collect();
+        assert_eq!(workers.len(), 1, "one worker Job: {jobs:#?}");
+        assert_eq!(workers[0].metadata.uid, first_uid, "never re-created");
+        assert_eq!(
+            workers[0].status.as_ref().and_then(|s| s.succeeded),
+            Some(3),
+            "each task ran once"
+        );
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile");
+        assert_eq!(
+            profile["partitioning"]["tasks_merged"], 3,
+            "{:#}",
+            done["status"]
+        );
+        assert_same_exact(&profile, &local_profile(local.path()));
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// Worker processes killed mid-task: the real Job controller retries their indexes
+/// (backoffLimitPerIndex) and the run succeeds with every task.
+#[test]
+fn killed_worker_processes_are_retried_by_the_job_controller() {
+    cluster();
+    let bucket = new_bucket("kube-retry");
+    let local = dataset(&bucket);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, agent) = test_namespace(&client, "retry").await;
+        let op = Operator::start(&ns);
+        let pj = profilejob(
+            "events",
+            &bucket,
+            json!({"backend": {"type": "local", "local": {
+                "image": SLOW_WORKER_IMAGE, "parallelism": 3,
+                "env": [{"name": "TH_TEST_WORKER_DELAY", "value": "3"}]}},
+                "backoffLimitPerTask": 2}),
+        );
+        create_pj(&client, &ns, pj).await;
+        wait_phase(&client, &op, "events", "Running", 60).await;
+        // Every worker pod's process is a child of the node agent; kill each pod's process
+        // group by its pod's label, as an OOM kill would.
+        let killed = eventually("running worker pods", Duration::from_secs(30), || async {
+            let pods = pods_of(&client, &ns).await;
+            let running: Vec<String> = pods
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            (!running.is_empty()).then_some(running)
+        })
+        .await;
+        for pod in &killed {
+            let dir = agent.pod_dir(&ns, pod).expect("the pod's directory");
+            assert!(kill_processes_in(&dir) > 0, "no process of {pod} to kill");
+        }
+        let done = wait_phase(&client, &op, "events", "Succeeded", 120).await;
+        let jobs = jobs_of(&client, &ns).await;
+        let status = jobs[0].status.as_ref().expect("status");
+        assert!(
+            status.failed.unwrap_or(0) >= killed.len() as i32,
+            "the killed pods count as failures: {status:#?}"
+        );
+        assert_eq!(status.succeeded, Some(3));
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile");
+        assert_eq!(
+            profile["partitioning"]["tasks_merged"], 3,
+            "{:#}",
+            done["status"]
+        );
+        assert_same_exact(&profile, &local_profile(local.path()));
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// Kills (SIGKILL, as the OOM killer would) every process whose working directory is `dir`:
+/// the node agent starts a pod's containers there. Returns how many.
+fn kill_processes_in(dir: &std::path::Path) -> usize {
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir) {
+            let ok = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            killed += usize::from(ok);
+        }
+    }
+    killed
+}
+
+/// A task over a Parquet file whose footer is sound but whose data pages are not (planning
+/// reads only footers) fails the job, naming the file, within one task's time: th-worker's exit
+/// code says retrying cannot help and the Job's podFailurePolicy fails the index at once.
+#[test]
+fn bad_data_in_a_task_fails_the_job_naming_the_file() {
+    cluster();
+    let bucket = new_bucket("kube-bad");
+    put_parquet_dataset(&bucket, 2, 1000);
+    put(&bucket, "data/part-9.parquet", corrupt_pages_parquet());
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "bad").await;
+        let op = Operator::start(&ns);
+        let pj = profilejob("events", &bucket, json!({"backoffLimitPerTask": 3}));
+        create_pj(&client, &ns, pj).await;
+        let started = std::time::Instant::now();
+        let failed = wait_phase(&client, &op, "events", "Failed", 90).await;
+        let cond = failed["status"]["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Failed")
+            .expect("Failed condition")
+            .clone();
+        let msg = cond["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("part-9.parquet"), "{cond:#}");
+        assert!(msg.contains("BadData"), "{cond:#}");
+        // Not retried: one pod of the bad task failed, not backoffLimitPerTask + 1 of them.
+        let failures = failed["status"]["lastFailures"]
+            .as_array()
+            .expect("lastFailures");
+        assert_eq!(failures.len(), 1, "{failures:#?}");
+        assert_eq!(failures[0]["reason"], "BadData");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // The worker Job is deleted with the failed run (its completed partials stay).
+        eventually(
+            "the worker Job deleted",
+            Duration::from_secs(30),
+            || async { jobs_of(&client, &ns).await.is_empty().then_some(()) },
+        )
+        .await;
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// A Snappy-compressed Parquet file with a valid footer and garbage in its data pages.
+fn corrupt_pages_parquet() -> Vec<u8> {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    let batch = table(0..2000);
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let footer_len = u32::from_le_bytes(
+        out[out.len() - 8..out.len() - 4]
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let data_end = out.len() - 8 - footer_len;
+    for b in &mut out[8..data_end - 8] {
+        *b = 0xA5;
+    }
+    out
+}
+
+/// Suspend stops the Job (no pod runs); resume runs only the missing tasks; deleting the
+/// ProfileJob mid-run garbage-collects its Jobs and pods and releases the finalizer.
+#[test]
+fn suspend_resume_and_delete_mid_run() {
+    cluster();
+    let bucket = new_bucket("kube-suspend");
+    let local = dataset(&bucket);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "suspend").await;
+        let op = Operator::start(&ns);
+        let pj = profilejob(
+            "events",
+            &bucket,
+            json!({"backend": {"type": "local", "local": {
+                "image": SLOW_WORKER_IMAGE, "parallelism": 1,
+                "env": [{"name": "TH_TEST_WORKER_DELAY", "value": "2"}]}}}),
+        );
+        create_pj(&client, &ns, pj.clone()).await;
+        // Wait for the first task to finish, then suspend.
+        eventually("one task done", Duration::from_secs(60), || async {
+            let pj = get_pj(&client, &ns, "events").await;
+            (pj["status"]["tasks"]["succeeded"].as_u64().unwrap_or(0) >= 1).then_some(())
+        })
+        .await;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &pj_resource());
+        api.patch(
+            "events",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .expect("suspend");
+        let suspended = wait_phase(&client, &op, "events", "Suspended", 30).await;
+        eventually(
+            "the Job suspended and its pods gone",
+            Duration::from_secs(30),
+            || async {
+                let jobs = jobs_of(&client, &ns).await;
+                let suspended = jobs
+                    .iter()
+                    .all(|j| j.spec.as_ref().and_then(|s| s.suspend) == Some(true));
+                let active = pods_of(&client, &ns)
+                    .await
+                    .iter()
+                    .filter(|p| {
+                        p.metadata.deletion_timestamp.is_none()
+                            && matches!(
+                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                                Some("Pending") | Some("Running")
+                            )
+                    })
+                    .count();
+                (suspended && active == 0).then_some(())
+            },
+        )
+        .await;
+        let done_before = suspended["status"]["tasks"]["succeeded"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(
+            done_before >= 1 && done_before < 3,
+            "{:#}",
+            suspended["status"]
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            pods_of(&client, &ns).await.iter().all(|p| matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            ) || p
+                .metadata
+                .deletion_timestamp
+                .is_some()),
+            "no pod runs while suspended"
+        );
+        api.patch(
+            "events",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .expect("resume");
+        wait_phase(&client, &op, "events", "Succeeded", 90).await;
+        let jobs = jobs_of(&client, &ns).await;
+        let status = jobs[0].status.as_ref().expect("status");
+        // Only the missing tasks ran after the resume: each index succeeded once.
+        assert_eq!(status.succeeded, Some(3), "{status:#?}");
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile");
+        assert_same_exact(&profile, &local_profile(local.path()));
+
+        // Delete mid-run: a second job, deleted while its tasks run.
+        let mut second = pj;
+        second["metadata"]["name"] = json!("second");
+        second["spec"]["output"]["uri"] = json!(format!("s3://{bucket}/profiles/second.json"));
+        create_pj(&client, &ns, second).await;
+        wait_phase(&client, &op, "second", "Running", 60).await;
+        eventually(
+            "a running pod of the second job",
+            Duration::from_secs(30),
+            || async {
+                pods_of(&client, &ns)
+                    .await
+                    .iter()
+                    .any(|p| {
+                        p.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("truthound.io/profilejob"))
+                            .map(String::as_str)
+                            == Some("second")
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                    })
+                    .then_some(())
+            },
+        )
+        .await;
+        api.delete("second", &DeleteParams::background())
+            .await
+            .expect("delete");
+        eventually(
+            "the ProfileJob gone (finalizer released)",
+            Duration::from_secs(60),
+            || async {
+                api.get_opt("second")
+                    .await
+                    .expect("get")
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        eventually(
+            "its Jobs and pods garbage-collected",
+            Duration::from_secs(60),
+            || async {
+                let jobs = jobs_of(&client, &ns).await;
+                let pods = pods_of(&client, &ns).await;
+                let of_second = |l: Option<&std::collections::BTreeMap<String, String>>| {
+                    l.and_then(|l| l.get("truthound.io/profilejob"))
+                        .map(String::as_str)
+                        == Some("second")
+                };
+                (!jobs.iter().any(|j| of_second(j.metadata.labels.as_ref()))
+                    && !pods.iter().any(|p| of_second(p.metadata.labels.as_ref())))
+                .then_some(())
+            },
+        )
+        .await;
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// `ttlSecondsAfterFinished`: the finished ProfileJob is deleted with its children; the
+/// profile stays.
+#[test]
+fn a_finished_job_is_deleted_after_its_ttl() {
+    cluster();
+    let bucket = new_bucket("kube-ttl");
+    put_parquet_dataset(&bucket, 1, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "ttl").await;
+        let op = Operator::start(&ns);
+        create_pj(
+            &client,
+            &ns,
+            profilejob("events", &bucket, json!({"ttlSecondsAfterFinished": 3})),
+        )
+        .await;
+        wait_phase(&client, &op, "events", "Succeeded", 60).await;
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &pj_resource());
+        eventually(
+            "the ProfileJob deleted after its TTL",
+            Duration::from_secs(30),
+            || async {
+                api.get_opt("events")
+                    .await
+                    .expect("get")
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        eventually(
+            "its Job garbage-collected",
+            Duration::from_secs(30),
+            || async { jobs_of(&client, &ns).await.is_empty().then_some(()) },
+        )
+        .await;
+        assert!(
+            !s3_get(&bucket, "profiles/events.json").is_empty(),
+            "the profile stays"
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// The chart's ClusterRole for the operator (deploy/operator.yaml, the chart's defaults).
+fn chart_operator_rules() -> Vec<Value> {
+    let text = std::fs::read_to_string(repo("deploy/operator.yaml")).expect("operator.yaml");
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let v = <Value as serde::Deserialize>::deserialize(doc).expect("YAML");
+        if v["kind"] == "ClusterRole" && v["metadata"]["name"] == OPERATOR_SA {
+            return v["rules"].as_array().expect("rules").clone();
+        }
+    }
+    panic!("no ClusterRole {OPERATOR_SA} in deploy/operator.yaml");
+}
+
+/// A ServiceAccount `sa` in the operator's namespace bound to a ClusterRole with `rules`, and
+/// a kubeconfig with its token.
+async fn identity_with_rules(
+    client: &kube::Client,
+    sa: &str,
+    rules: Vec<Value>,
+) -> std::path::PathBuf {
+    apply_value(
+        client,
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": sa, "namespace": OPERATOR_NS}}),
+        None,
+        false,
+    )
+    .await
+    .expect("ServiceAccount");
+    apply_value(
+        client,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": {"name": sa}, "rules": rules}),
+        None,
+        false,
+    )
+    .await
+    .expect("ClusterRole");
+    apply_value(
+        client,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": sa},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
+               "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": OPERATOR_NS}]}),
+        None,
+        false,
+    )
+    .await
+    .expect("ClusterRoleBinding");
+    let token = service_account_token(client, OPERATOR_NS, sa).await;
+    let path = cluster().dir.join(format!("{sa}.kubeconfig"));
+    write_token_kubeconfig(&cluster().admin, &token, &path);
+    path
+}
+
+/// The chart's RBAC is least-privilege: with any one rule of its ClusterRole removed, a run that
+/// needs it breaks (the operator reports the apiserver's Forbidden for exactly that resource),
+/// so no rule is unused. (pods/log serves only the Dask backend's runner pod; its rule is
+/// checked by a Dask run's requests in operator/tests, not here: the test node agent serves no
+/// kubelet log endpoint.)
+#[test]
+fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
+    cluster();
+    let rules = chart_operator_rules();
+    let bucket = new_bucket("kube-rbac");
+    put_parquet_dataset(&bucket, 2, 500);
+    put(&bucket, "bad/part-0.parquet", corrupt_pages_parquet());
+    rt().block_on(async {
+        let client = admin().await;
+        let mut checks = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let resources: Vec<String> = rule["resources"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .map(|r| r.as_str().expect("resource").to_string())
+                .collect();
+            if resources == ["pods/log"] {
+                continue;
+            }
+            let mut fewer = rules.clone();
+            fewer.remove(i);
+            let sa = format!("th-rbac-{i}");
+            let kubeconfig = identity_with_rules(&client, &sa, fewer).await;
+            let (ns, _agent) = test_namespace(&client, &format!("rbac-{i}")).await;
+            let op = Operator::start_with(&ns, &kubeconfig, &[]);
+            // The pods rule serves failed tasks (their exit codes and messages): its run fails
+            // a task.
+            let data = if resources == ["pods"] { "bad" } else { "data" };
+            let mut pj = profilejob("events", &bucket, json!({}));
+            pj["spec"]["dataset"]["uri"] = json!(format!("s3://{bucket}/{data}/"));
+            pj["spec"]["output"]["uri"] = json!(format!("s3://{bucket}/profiles/rbac-{i}.json"));
+            create_pj(&client, &ns, pj).await;
+            checks.push((resources, ns, op, _agent));
+        }
+        for (resources, ns, op, _) in &checks {
+            let resource = resources[0]
+                .split('/')
+                .next()
+                .expect("resource")
+                .to_string();
+            let sub = resources[0].split('/').nth(1).map(str::to_string);
+            let want = |line: &str| {
+                line.contains("forbidden")
+                    && line.contains(&format!("\"{resource}\""))
+                    && sub.as_ref().is_none_or(|s| line.contains(s.as_str()))
+            };
+            eventually(
+                &format!("a Forbidden on {resources:?} in the operator's log ({ns})"),
+                Duration::from_secs(60),
+                || async { op.logs().lines().any(want).then_some(()) },
+            )
+            .await;
+            let pj = get_pj(&client, ns, "events").await;
+            assert_ne!(
+                pj["status"]["phase"], "Succeeded",
+                "without {resources:?} the run still succeeded"
+            );
+        }
+        for (_, ns, _, _) in &checks {
+            delete_namespace(&client, ns).await;
+        }
+    });
+}
+
+/// With every rule, the chart's identity reads Secrets only by name: it cannot list or watch
+/// them (so cannot find Secrets no ProfileJob names), nor read anything but its own kinds.
+#[test]
+fn the_operators_identity_reads_secrets_only_by_name() {
+    cluster();
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "secrets").await;
+        let op_client = truthound_e2e::kube_support::client(&cluster().operator).await;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(op_client.clone(), &ns);
+        let err = secrets
+            .list(&ListParams::default())
+            .await
+            .expect_err("listing Secrets must be forbidden");
+        assert!(err.to_string().contains("forbidden"), "{err}");
+        let all: Api<k8s_openapi::api::core::v1::Secret> = Api::all(op_client.clone());
+        assert!(all.list(&ListParams::default()).await.is_err());
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(op_client.clone(), &ns);
+        assert!(
+            cms.list(&ListParams::default()).await.is_err(),
+            "no ConfigMaps"
+        );
+        let deploys: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(op_client, &ns);
+        assert!(
+            deploys.list(&ListParams::default()).await.is_err(),
+            "no Deployments"
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// `th submit --wait` and `th get|list|describe|wait|cancel` through a kubeconfig, as a user.
+#[test]
+fn th_submits_follows_and_cancels_profilejobs_through_a_kubeconfig() {
+    cluster();
+    let bucket = new_bucket("kube-th");
+    put_parquet_dataset(&bucket, 2, 1000);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "th").await;
+        let op = Operator::start(&ns);
+        let admin = cluster().admin.to_str().expect("path").to_string();
+        let endpoint = s3_endpoint();
+        let th_as_user = |args: &[&str]| {
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend(["-n", &ns]);
+            th(&all, &[("KUBECONFIG", admin.as_str())])
+        };
+        let uri = format!("s3://{bucket}/data/");
+        let out_uri = format!("s3://{bucket}/profiles/submitted.json");
+        let out = th_as_user(&[
+            "submit",
+            &uri,
+            "-o",
+            &out_uri,
+            "--name",
+            "submitted",
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--allow-http",
+            "--credentials-secret",
+            "s3-credentials",
+            "--partitions",
+            "2",
+            "--wait",
+            "--timeout",
+            "120s",
+            "-q",
+        ]);
+        assert!(
+            out.status.success(),
+            "th submit --wait: {}\n{}\n{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout),
+            tail(&op.logs(), 40)
+        );
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/submitted.json")).expect("profile");
+        assert_eq!(profile["row_count"], 2000);
+
+        let out = th_as_user(&["get", "submitted"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.contains("Succeeded") && text.contains("2/2"), "{text}");
+        let out = th_as_user(&["list"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("submitted"),
+            "{}",
+            stderr(&out)
+        );
+        let out = th_as_user(&["describe", "submitted"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && text.contains("Succeeded"),
+            "{text}{}",
+            stderr(&out)
+        );
+        let out = th_as_user(&["wait", "submitted"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+
+        // Cancel a running job: it is deleted with its workers.
+        let out = th_as_user(&[
+            "submit",
+            &uri,
+            "-o",
+            &format!("s3://{bucket}/profiles/cancelled.json"),
+            "--name",
+            "cancelled",
+            "--endpoint",
+            &endpoint,
+            "--region",
+            "us-east-1",
+            "--allow-http",
+            "--credentials-secret",
+            "s3-credentials",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = th_as_user(&["cancel", "cancelled"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &pj_resource());
+        eventually(
+            "the cancelled job gone",
+            Duration::from_secs(60),
+            || async {
+                api.get_opt("cancelled")
+                    .await
+                    .expect("get")
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        // A job that does not exist: a clear error naming it, exit code not 0.
+        let out = th_as_user(&["get", "no-such-job"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("no-such-job"), "{}", stderr(&out));
+        delete_namespace(&client, &ns).await;
+    });
+}
