@@ -906,6 +906,7 @@ fn th_submits_follows_and_cancels_profilejobs_through_a_kubeconfig() {
             "--region",
             "us-east-1",
             "--allow-http",
+            "--allow-loopback-endpoint",
             "--credentials-secret",
             "s3-credentials",
             "--partitions",
@@ -959,6 +960,7 @@ fn th_submits_follows_and_cancels_profilejobs_through_a_kubeconfig() {
             "--region",
             "us-east-1",
             "--allow-http",
+            "--allow-loopback-endpoint",
             "--credentials-secret",
             "s3-credentials",
         ]);

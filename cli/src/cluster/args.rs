@@ -115,6 +115,11 @@ pub struct SubmitArgs {
     /// A label of the ProfileJob, KEY=VALUE (repeatable), e.g. kueue.x-k8s.io/queue-name=team-a.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+    /// Accept an --endpoint (or --scheduler, --ray-address) on this machine (127.0.0.1,
+    /// localhost): only for a cluster whose pods run on this machine too, such as a test
+    /// cluster with a process-based node. Refused by default, since pods elsewhere cannot reach it.
+    #[arg(long)]
+    pub allow_loopback_endpoint: bool,
     /// Print the ProfileJob as YAML instead of creating it (no cluster needed).
     #[arg(long)]
     pub dry_run: bool,

@@ -51,7 +51,9 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
     }
 
     let storage = plan.storage.options()?;
-    if let Some(endpoint) = &storage.endpoint {
+    if let Some(endpoint) = &storage.endpoint
+        && !args.allow_loopback_endpoint
+    {
         check_reachable_endpoint(endpoint)?;
     }
     let options = StorageOptionsSpec {
@@ -265,7 +267,9 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
         ));
     }
     for addr in [&args.scheduler, &args.ray_address].into_iter().flatten() {
-        check_reachable_endpoint(addr)?;
+        if !args.allow_loopback_endpoint {
+            check_reachable_endpoint(addr)?;
+        }
     }
     let local = match args.parallelism {
         Some(0) => return Err(invalid("--parallelism must be at least 1")),
@@ -374,7 +378,8 @@ fn check_reachable_endpoint(endpoint: &str) -> Result<()> {
     if loopback {
         return Err(invalid(format!(
             "`{endpoint}` is this machine (set by a flag, or TH_S3_ENDPOINT): the cluster's pods cannot reach it; \
-             give an address they can, e.g. http://minio.minio:9000"
+             give an address they can, e.g. http://minio.minio:9000 (or, if the cluster's pods run on this \
+             machine, pass --allow-loopback-endpoint)"
         )));
     }
     Ok(())
