@@ -230,6 +230,15 @@ fn kubectl_apply_runs_a_profilejob_to_the_same_profile_as_th_profile() {
         let pj = get_pj(&client, &ns, "events").await;
         assert_eq!(owner.uid, pj["metadata"]["uid"].as_str().expect("uid"));
         assert_eq!(owner.controller, Some(true));
+        // The operator's events, as `kubectl describe pj` shows them.
+        let out = kubectl(&["describe", "-n", &ns, "pj/events"]);
+        let described = String::from_utf8_lossy(&out.stdout).to_string();
+        for reason in ["WorkersCreated", "Succeeded"] {
+            assert!(
+                described.contains(reason),
+                "no {reason} event:\n{described}"
+            );
+        }
         delete_namespace(&client, &ns).await;
     });
 }
@@ -830,6 +839,39 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
                 || async { op.logs().lines().any(want).then_some(()) },
             )
             .await;
+            if resource == "events" {
+                // Events are what breaks: the run goes on (an event is never worth failing a
+                // job for), but nobody can see what happened to it with `kubectl describe`.
+                wait_phase(&client, op, "events", "Succeeded", 60).await;
+                let events: Api<DynamicObject> = Api::namespaced_with(
+                    client.clone(),
+                    ns,
+                    &kube::discovery::ApiResource::from_gvk_with_plural(
+                        &kube::core::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+                        "events",
+                    ),
+                );
+                let listed = events.list(&ListParams::default()).await.expect("events");
+                let about_the_job: Vec<_> = listed
+                    .items
+                    .iter()
+                    .filter(|e| e.data["regarding"]["kind"] == "ProfileJob")
+                    .collect();
+                assert!(
+                    about_the_job.is_empty(),
+                    "no event recorded: {about_the_job:?}"
+                );
+                assert!(
+                    listed
+                        .items
+                        .iter()
+                        .any(|e| e.data["reportingController"] == "job-controller"),
+                    "the Job controller's events are there (so events themselves work)"
+                );
+                continue;
+            }
+            // Everything else stops the run: give it the time a run takes, then check.
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let pj = get_pj(&client, ns, "events").await;
             assert_ne!(
                 pj["status"]["phase"], "Succeeded",
