@@ -75,10 +75,11 @@ install_etcd() {
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   log "installing Debian's etcd-server (once)"
   export DEBIAN_FRONTEND=noninteractive
-  "${sudo[@]}" apt-get update -qq >&2
+  # other installs (Chromium, Java) may hold the dpkg lock: wait for it rather than fail
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
   # --no-install-recommends; policy-rc.d-free machines may try to start the service: harmless,
   # this script runs its own etcd on its own ports
-  "${sudo[@]}" apt-get install -y -qq --no-install-recommends etcd-server >&2
+  "${sudo[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends etcd-server >&2
   command -v etcd >/dev/null 2>&1 || die "apt-get installed etcd-server but etcd is not on PATH"
 }
 
