@@ -13,6 +13,8 @@
 #                                           snippet), then check
 #   scripts/check-deploy.sh --only chart    only the checks whose names start so (--list lists them)
 #   scripts/check-deploy.sh install         only create the virtualenv
+#   scripts/check-deploy.sh --render NAME   print the chart's objects for a scenario of values
+#                                           (--render all: the scenarios' names)
 #
 # Tools, all from PyPI into a cached virtualenv (pinned in check-deploy-requirements.txt; a
 # change there reinstalls it): helm-python-sdk (Helm 4's Go SDK as a shared library),

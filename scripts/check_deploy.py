@@ -1255,11 +1255,20 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated prefixes of check names")
     ap.add_argument("--verbose", "-v", action="store_true")
     ap.add_argument("--list", action="store_true", help="list the checks")
+    ap.add_argument("--render", metavar="SCENARIO",
+                    help="print the chart's objects for a scenario of values as YAML (`all`: the names, one a line)")
     a = ap.parse_args()
     VERBOSE = a.verbose
     if a.list:
         for name, _ in CHECKS:
             print(name)
+        return 0
+    if a.render:
+        # for the real control plane tests (tests/kube_operator.rs), which apply them
+        if a.render == "all":
+            print("\n".join(SCENARIOS))
+        else:
+            print(yaml.safe_dump_all(render_scenario(a.render), sort_keys=False), end="")
         return 0
     if a.sync:
         sync()

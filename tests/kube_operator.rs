@@ -1029,3 +1029,66 @@ fn th_submits_follows_and_cancels_profilejobs_through_a_kubeconfig() {
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// Every scenario of chart values that scripts/check-deploy.sh renders and lints (defaults, HA
+/// with leader election, watchNamespace's Role mode, NetworkPolicy, bring-your-own RBAC, ...) is
+/// accepted as it stands by the apiserver with server-side apply, kind by kind. The Prometheus
+/// operator's kinds (ServiceMonitor, PrometheusRule) need its CRDs, which this cluster does not
+/// have: check-deploy.sh validates those against their schemas.
+#[test]
+fn every_rendered_chart_scenario_applies_on_the_apiserver() {
+    cluster();
+    let script = repo("scripts/check-deploy.sh");
+    let out = std::process::Command::new(&script)
+        .args(["--render", "all"])
+        .output()
+        .expect("check-deploy.sh runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let scenarios: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(scenarios.len() >= 5, "{scenarios:?}");
+    rt().block_on(async {
+        let client = admin().await;
+        for scenario in &scenarios {
+            let out = std::process::Command::new(&script)
+                .args(["--render", scenario])
+                .output()
+                .expect("check-deploy.sh runs");
+            assert!(out.status.success(), "{scenario}: {}", stderr(&out));
+            let mut objects = Vec::new();
+            for doc in serde_yaml::Deserializer::from_slice(&out.stdout) {
+                let v = <Value as serde::Deserialize>::deserialize(doc).expect("YAML");
+                let kind = v["kind"].as_str().unwrap_or_default();
+                if !v.is_null() && !matches!(kind, "ServiceMonitor" | "PrometheusRule") {
+                    objects.push(v);
+                }
+            }
+            assert!(!objects.is_empty(), "{scenario}: nothing rendered");
+            // The namespaces they name exist (a dry run does not create them).
+            let mut namespaces: Vec<String> = objects
+                .iter()
+                .filter_map(|o| o["metadata"]["namespace"].as_str().map(str::to_string))
+                .collect();
+            namespaces.sort();
+            namespaces.dedup();
+            for ns in namespaces {
+                apply_value(
+                    &client,
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                    None,
+                    false,
+                )
+                .await
+                .expect("namespace");
+            }
+            for o in objects {
+                let what = format!("{scenario}: {} {}", o["kind"], o["metadata"]["name"]);
+                apply_value(&client, o, None, true)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what} refused: {e}"));
+            }
+        }
+    });
+}
