@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bench-kube.sh: the reconcile benchmark against a real kube-apiserver. N ProfileJobs created at
-# once (one `kubectl create` of N documents) in one namespace, reconciled by a release build of
+# bench-kube.sh: the reconcile benchmark against a real kube-apiserver. N ProfileJobs in one
+# namespace, created first (the operator stopped), then reconciled by a release build of
 # th-operator authenticated as the chart's ServiceAccount with the chart's RBAC; it reports the
 # time until every job has its Accepted condition, the operator's peak RSS (VmHWM), and the
 # apiserver requests the operator made per job (counted from the apiserver's audit log).
@@ -87,18 +87,17 @@ EOF
 done >"$RUN/jobs.yaml"
 
 head -c 48 /dev/urandom | base64 >"$RUN/key"
+# Created before the operator starts, so that what is timed is the operator's work alone (a
+# `kubectl create` of 1,000 objects takes longer than reconciling them).
+log "creating $N ProfileJobs (suspended: planned and accepted, their Jobs created suspended)"
+k -n "$NS" create -f "$RUN/jobs.yaml" >/dev/null
+log "starting th-operator"
+t0=${EPOCHREALTIME/[.,]/}
 env -i PATH="$PATH" KUBECONFIG="$RUN/operator.kubeconfig" POD_NAME=bench POD_NAMESPACE=truthound-system \
   TH_WATCH_NAMESPACE="$NS" TH_METRICS_ADDR=127.0.0.1:0 TH_PROGRESS_ADDR=127.0.0.1:0 \
   TH_PROGRESS_ENDPOINT=http://127.0.0.1:1 TH_PROGRESS_KEY_FILE="$RUN/key" TH_LOG_FORMAT=text \
   TH_LOG=warn "$OPERATOR" >"$RUN/operator.log" 2>&1 &
 OP_PID=$!
-sleep 1
-kill -0 "$OP_PID" 2>/dev/null || { cat "$RUN/operator.log" >&2; exit 1; }
-
-log "creating $N ProfileJobs (suspended: planned and accepted, no worker pods)"
-t0=${EPOCHREALTIME/[.,]/}
-k -n "$NS" create -f "$RUN/jobs.yaml" >/dev/null
-t_created=${EPOCHREALTIME/[.,]/}
 while :; do
   accepted=$(k -n "$NS" get pj -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Accepted")].status}{"\n"}{end}' |
     grep -c True || true)
@@ -122,8 +121,7 @@ for line in sys.stdin:
     c[(e["verb"], res)] += 1
 print(", ".join(f"{v} {r}: {n}" for (v, r), n in c.most_common()))')
 printf 'ProfileJobs:             %d\n' "$N"
-printf 'created in:              %d ms (one kubectl create)\n' $(((t_created - t0) / 1000))
-printf 'all Accepted after:      %d ms from the first create\n' $(((t1 - t0) / 1000))
+printf 'all Accepted after:      %d ms from the operator'"'"'s start (process start, cache sync, %d reconciles)\n' $(((t1 - t0) / 1000)) "$N"
 printf 'operator peak RSS:       %s\n' "$hwm"
 printf 'operator API requests:   %d (%s per job)\n' "$requests" "$(python3 -c "print(round($requests / $N, 2))")"
 printf 'by verb and resource:    %s\n' "$breakdown"
