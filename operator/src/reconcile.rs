@@ -51,6 +51,12 @@ pub trait MetricsSink: Send + Sync {
     fn job_phase(&self, job_key: &str, phase: Option<&str>);
     fn job_tasks(&self, job_key: &str, pending: u32, running: u32, succeeded: u32, failed: u32);
     fn reconcile_failed(&self, reason: &str);
+    /// The status went from `old` (observed) to `new` (written): failures, retries, a job's end.
+    fn status_changed(&self, _old: Option<&ProfileJobStatus>, _new: &ProfileJobStatus) {}
+    /// Stalled tasks whose pods were replaced.
+    fn tasks_replaced(&self, _n: usize) {}
+    /// An operator step retried with backoff, under its event's reason.
+    fn step_retried(&self, _reason: &str) {}
 }
 
 /// Operator configuration.
@@ -208,6 +214,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
         publish(&pj, &ctx, e).await;
     }
     if let Some(m) = &ctx.metrics {
+        m.status_changed(pj.status.as_ref(), &status);
         m.job_phase(&key, status.phase.map(|p| p.name()));
         if let Some(t) = &status.tasks {
             m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
@@ -224,13 +231,18 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     let mut requeue = requeue;
     for action in actions {
         match execute(&pj, &ctx, &status, &action, now).await {
-            Ok(Outcome::Done) => {}
+            Ok(Outcome::Done) => {
+                if let (Action::ReplacePods(tasks), Some(m)) = (&action, &ctx.metrics) {
+                    m.tasks_replaced(tasks.len());
+                }
+            }
             Ok(Outcome::Again) => requeue = Some(Duration::ZERO),
             Ok(Outcome::Merged(result)) => {
                 let (done, event) = decide::merged(&pj, status.clone(), result, now);
                 write_status(&pj, &ctx, &done).await?;
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
+                    m.status_changed(Some(&status), &done);
                     m.job_phase(&key, done.phase.map(|p| p.name()));
                 }
                 if let Some(p) = &ctx.progress {
@@ -258,6 +270,10 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
                     m.reconcile_failed(what);
+                    m.status_changed(Some(&status), &failed);
+                    if retry {
+                        m.step_retried(&event.reason);
+                    }
                     m.job_phase(&key, failed.phase.map(|p| p.name()));
                 }
                 return Ok(if retry {
@@ -1139,5 +1155,17 @@ impl MetricsSink for crate::metrics::Metrics {
 
     fn reconcile_failed(&self, reason: &str) {
         self.reconcile_failure(reason);
+    }
+
+    fn status_changed(&self, old: Option<&ProfileJobStatus>, new: &ProfileJobStatus) {
+        crate::metrics::Metrics::status_changed(self, old, new);
+    }
+
+    fn tasks_replaced(&self, n: usize) {
+        crate::metrics::Metrics::tasks_replaced(self, n);
+    }
+
+    fn step_retried(&self, reason: &str) {
+        crate::metrics::Metrics::step_retried(self, reason);
     }
 }
