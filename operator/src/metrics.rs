@@ -176,7 +176,16 @@ struct Inner {
 struct JobRecord {
     phase: Option<String>,
     tasks: [u32; 4],
+    /// What [`Metrics::status_changed`] already counted for the job: the failures (task and
+    /// time; the most recent [`COUNTED_FAILURES`]), the attempt and its retries, its end.
+    counted_failures: VecDeque<(u32, String)>,
+    counted_attempt: Option<i32>,
+    counted_retried: u32,
+    counted_end: bool,
 }
+
+/// Failures remembered per job against counting one twice (the status keeps the last 10).
+const COUNTED_FAILURES: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -422,20 +431,54 @@ impl Metrics {
     /// wrote (`new`); see [`Transitions::between`]. Counting the change, not the level, means a
     /// status that is written again (another reconcile, another replica after a restart) is not
     /// counted twice.
-    pub fn status_changed(&self, old: Option<&ProfileJobStatus>, new: &ProfileJobStatus) {
+    ///
+    /// A reconcile may also start from a stale copy of the status (the watch cache lags behind
+    /// the write the previous reconcile made) and make the same change again: what this process
+    /// already counted for `job_key` is not counted twice.
+    pub fn status_changed(
+        &self,
+        job_key: &str,
+        old: Option<&ProfileJobStatus>,
+        new: &ProfileJobStatus,
+    ) {
         let t = Transitions::between(old, new);
-        for reason in &t.task_failures {
+        let mut jobs = lock(&self.inner.jobs);
+        let r = jobs.entry(job_key.to_owned()).or_default();
+        for (task, time, reason) in t.task_failures {
+            let key = (task, time);
+            if r.counted_failures.contains(&key) {
+                continue;
+            }
+            if r.counted_failures.len() == COUNTED_FAILURES {
+                r.counted_failures.pop_front();
+            }
+            r.counted_failures.push_back(key);
             self.reason_counter(&self.inner.task_failures, reason).inc();
         }
-        if t.tasks_retried > 0 {
+        if r.counted_attempt != new.attempt {
+            // A new attempt counts its retries from 0 (the status does too).
+            r.counted_attempt = new.attempt;
+            r.counted_retried = new
+                .tasks
+                .as_ref()
+                .map_or(0, |c| c.retried)
+                .saturating_sub(t.tasks_retried);
+        }
+        let retried = new.tasks.as_ref().map_or(0, |c| c.retried);
+        let fresh = retried
+            .saturating_sub(r.counted_retried)
+            .min(t.tasks_retried);
+        if fresh > 0 {
             self.reason_counter(&self.inner.task_retries, "Failed")
-                .inc_by(u64::from(t.tasks_retried));
+                .inc_by(u64::from(fresh));
         }
-        if let Some(reason) = t.job_failed {
-            self.reason_counter(&self.inner.job_failures, reason).inc();
-        }
-        if t.job_succeeded {
-            self.inner.job_successes.inc();
+        r.counted_retried = r.counted_retried.max(retried);
+        if (t.job_failed.is_some() || t.job_succeeded) && !r.counted_end {
+            r.counted_end = true;
+            match t.job_failed {
+                Some(reason) => self.reason_counter(&self.inner.job_failures, reason).inc(),
+                None => self.inner.job_successes.inc(),
+            };
         }
     }
 
@@ -509,9 +552,10 @@ impl Metrics {
 /// What one status write changed, for the counters: see [`Metrics::status_changed`].
 #[derive(Debug, Default, PartialEq)]
 pub struct Transitions {
-    /// The reason of each failed task attempt recorded for the first time (a `lastFailures`
-    /// entry the old status did not have), mapped onto [`TASK_FAILURE_REASONS`] or `Other`.
-    pub task_failures: Vec<&'static str>,
+    /// Each failed task attempt recorded for the first time (a `lastFailures` entry the old
+    /// status did not have): its task, time and reason (mapped onto [`TASK_FAILURE_REASONS`]
+    /// or `Other`).
+    pub task_failures: Vec<(u32, String, &'static str)>,
     /// How much `tasks.retried` rose.
     pub tasks_retried: u32,
     /// The job entered `Failed`, with this reason (mapped onto [`JOB_FAILURE_REASONS`]).
@@ -534,7 +578,13 @@ impl Transitions {
                     .iter()
                     .any(|g| g.task == f.task && g.reason == f.reason && g.time == f.time)
             })
-            .map(|f| bounded(&f.reason, &TASK_FAILURE_REASONS))
+            .map(|f| {
+                (
+                    f.task,
+                    f.time.clone(),
+                    bounded(&f.reason, &TASK_FAILURE_REASONS),
+                )
+            })
             .collect();
         let retried = |s: &ProfileJobStatus| s.tasks.as_ref().map_or(0, |t| t.retried);
         let entered = |p: crate::crd::Phase| new.phase == Some(p) && old.phase != Some(p);
@@ -940,7 +990,8 @@ mod tests {
             failure(3, "SomethingNew", "t3"),
         ];
         let t = Transitions::between(Some(&old), &new);
-        assert_eq!(t.task_failures, vec!["OOMKilled", "Transient", "Other"]);
+        let reasons: Vec<&str> = t.task_failures.iter().map(|f| f.2).collect();
+        assert_eq!(reasons, vec!["OOMKilled", "Transient", "Other"]);
         assert_eq!(t.tasks_retried, 2);
         assert_eq!(t.job_failed, None);
         assert!(!t.job_succeeded);
@@ -993,17 +1044,21 @@ mod tests {
         let old = status(Phase::Running, 0);
         let mut new = status(Phase::Running, 2);
         new.last_failures = vec![failure(0, "Transient", "t1"), failure(1, "BadData", "t1")];
-        m.status_changed(Some(&old), &new);
-        m.status_changed(Some(&new), &new);
+        m.status_changed("ns/a", Some(&old), &new);
+        m.status_changed("ns/a", Some(&new), &new);
+        // A reconcile from a stale copy (the old status again) makes the same change: no count.
+        m.status_changed("ns/a", Some(&old), &new);
         m.tasks_replaced(3);
         m.step_retried("StorageUnavailable");
         m.step_retried("StorageUnavailable");
         m.step_retried("no such reason");
         let mut failed = new.clone();
         failed.phase = Some(Phase::Failed);
-        m.status_changed(Some(&new), &failed);
+        m.status_changed("ns/a", Some(&new), &failed);
+        m.status_changed("ns/a", Some(&new), &failed);
         let done = status(Phase::Succeeded, 2);
-        m.status_changed(Some(&new), &done);
+        m.status_changed("ns/b", Some(&new), &done);
+        m.status_changed("ns/b", Some(&new), &done);
         let text = m.encode();
         for (series, want) in [
             ("truthound_task_failures_total{reason=\"Transient\"}", 1.0),

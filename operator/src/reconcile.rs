@@ -52,7 +52,13 @@ pub trait MetricsSink: Send + Sync {
     fn job_tasks(&self, job_key: &str, pending: u32, running: u32, succeeded: u32, failed: u32);
     fn reconcile_failed(&self, reason: &str);
     /// The status went from `old` (observed) to `new` (written): failures, retries, a job's end.
-    fn status_changed(&self, _old: Option<&ProfileJobStatus>, _new: &ProfileJobStatus) {}
+    fn status_changed(
+        &self,
+        _job_key: &str,
+        _old: Option<&ProfileJobStatus>,
+        _new: &ProfileJobStatus,
+    ) {
+    }
     /// Stalled tasks whose pods were replaced.
     fn tasks_replaced(&self, _n: usize) {}
     /// An operator step retried with backoff, under its event's reason.
@@ -214,7 +220,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
         publish(&pj, &ctx, e).await;
     }
     if let Some(m) = &ctx.metrics {
-        m.status_changed(pj.status.as_ref(), &status);
+        m.status_changed(&key, pj.status.as_ref(), &status);
         m.job_phase(&key, status.phase.map(|p| p.name()));
         if let Some(t) = &status.tasks {
             m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
@@ -242,7 +248,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 write_status(&pj, &ctx, &done).await?;
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
-                    m.status_changed(Some(&status), &done);
+                    m.status_changed(&key, Some(&status), &done);
                     m.job_phase(&key, done.phase.map(|p| p.name()));
                 }
                 if let Some(p) = &ctx.progress {
@@ -270,7 +276,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
                     m.reconcile_failed(what);
-                    m.status_changed(Some(&status), &failed);
+                    m.status_changed(&key, Some(&status), &failed);
                     if retry {
                         m.step_retried(&event.reason);
                     }
@@ -1157,8 +1163,13 @@ impl MetricsSink for crate::metrics::Metrics {
         self.reconcile_failure(reason);
     }
 
-    fn status_changed(&self, old: Option<&ProfileJobStatus>, new: &ProfileJobStatus) {
-        crate::metrics::Metrics::status_changed(self, old, new);
+    fn status_changed(
+        &self,
+        job_key: &str,
+        old: Option<&ProfileJobStatus>,
+        new: &ProfileJobStatus,
+    ) {
+        crate::metrics::Metrics::status_changed(self, job_key, old, new);
     }
 
     fn tasks_replaced(&self, n: usize) {
