@@ -142,6 +142,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "daskSchedulerAddress": "tcp://dask-scheduler.dask:8786",
             "rayAddress": "ray://ray-head.ray:10001",
         },
+        "podDefaults": {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "batch-low",
+                        "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
+                        "podSecurityContext": {"fsGroup": 65532}},
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
         "extraArgs": ["--log-format=text"],
         "crds": {"install": False},
@@ -1023,6 +1026,24 @@ def check_extras(name: str, values: dict, objs: list[dict], p: Problems) -> None
     tag = f"[{name}]"
     fn = fullname(values)
     d = one(objs, "Deployment", fn)
+    # the pod defaults: the values that are set, in a ConfigMap the operator reads at start
+    want_defaults = {k: v for k, v in values.get("podDefaults", {}).items() if v}
+    cms = find(objs, "ConfigMap", f"{fn}-pod-defaults")
+    env = env_map(container(d))
+    if want_defaults:
+        path = env.get("TH_POD_DEFAULTS_FILE", "")
+        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container(d).get("volumeMounts", [])}
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"].get("volumes", [])}
+        vol = vols.get(mounts.get(path.rsplit("/", 1)[0], ""), {})
+        if p.expect(len(cms) == 1, f"{tag} no ConfigMap {fn}-pod-defaults although podDefaults are set"):
+            got = yaml.safe_load(cms[0]["data"].get(path.rsplit("/", 1)[-1], "") or "{}")
+            p.expect(got == want_defaults, f"{tag} the pod defaults file is {got}, want {want_defaults}")
+        p.expect(vol.get("configMap", {}).get("name") == f"{fn}-pod-defaults",
+                 f"{tag} TH_POD_DEFAULTS_FILE {path!r} is not on a mount of the ConfigMap {fn}-pod-defaults")
+        ann = d["spec"]["template"]["metadata"].get("annotations", {})
+        p.expect("checksum/pod-defaults" in ann, f"{tag} no checksum/pod-defaults annotation (a change would not restart the operator)")
+    else:
+        p.expect(not cms and "TH_POD_DEFAULTS_FILE" not in env, f"{tag} pod defaults rendered although podDefaults are all empty")
     pod_labels = d["spec"]["template"]["metadata"]["labels"]
     svc = one(objs, "Service", fn)
     sm = find(objs, "ServiceMonitor")

@@ -86,6 +86,7 @@ impl Default for Config {
             remote: RemoteConfig {
                 worker_bin: None,
                 dask_image: "ghcr.io/truthound/th-worker-dask:latest".into(),
+                pod_defaults: Default::default(),
             },
         }
     }
@@ -720,6 +721,7 @@ async fn execute(
                 progress_endpoint: ctx.config.progress_endpoint.clone(),
                 token_secret,
                 heartbeat_seconds: ctx.config.heartbeat_seconds,
+                pod_defaults: ctx.config.remote.pod_defaults.clone(),
             };
             let job = local::worker_job(pj, &params);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -786,6 +788,7 @@ async fn execute(
                 missing: missing.clone(),
                 started_at: status.start_time.clone(),
                 default_image: ctx.config.worker_image.clone(),
+                pod_defaults: ctx.config.remote.pod_defaults.clone(),
             };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             create_idempotent(&jobs, &local::merge_job(pj, &params))
