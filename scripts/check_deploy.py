@@ -13,6 +13,10 @@ Checks the shipping artifacts against the code and against Kubernetes, offline:
   gitops      deploy/ built with kustomize equals the chart's defaults; deploy/operator.yaml is
               what the chart renders
   examples    deploy/examples validate against the CRD's schema and CEL rules
+  monitoring  the PrometheusRule through promtool (check rules, and the alerts' unit tests in
+              scripts/monitoring_test.yaml), every PromQL query of the Grafana dashboard through
+              promtool (as recording rules), and every metric they name one the operator exports
+              (operator/metrics.txt, which operator/src/metrics.rs's tests keep true)
   argocd      deploy/argocd/health.lua under Lua 5.1 against health_test.yaml; the argocd-cm
               snippet carries the same script
   docs        every value of the chart is in its README's table, and every row is a value
@@ -55,6 +59,12 @@ DOCKERFILE = ROOT / "worker-image" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 OPERATOR_MAIN = ROOT / "operator" / "src" / "bin" / "th-operator.rs"
 LEADER_LABEL_SRC = ROOT / "operator" / "src" / "leader_label.rs"
+# The series the operator exports (kept true by operator/src/metrics.rs's tests), the dashboard,
+# and the alerts' promtool unit tests.
+METRICS_LIST = ROOT / "operator" / "metrics.txt"
+DASHBOARD = CHART / "files" / "dashboard.json"
+MONITORING_TESTS = ROOT / "scripts" / "monitoring_test.yaml"
+PROMTOOL_SH = ROOT / "scripts" / "promtool.sh"
 
 RELEASE = "truthound-operator"
 NAMESPACE = "truthound-system"
@@ -97,6 +107,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "leader-election-1-replica": {"leaderElection": {"enabled": True, "leaseName": "th-lease"}},
     "watch-namespace": {"watchNamespace": "data-team"},
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
+                   "grafanaDashboard": {"enabled": True}},
     "network-policy": {
         "networkPolicy": {
             "enabled": True,
@@ -130,12 +142,18 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "daskSchedulerAddress": "tcp://dask-scheduler.dask:8786",
             "rayAddress": "ray://ray-head.ray:10001",
         },
+        "podDefaults": {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "batch-low",
+                        "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
+                        "podSecurityContext": {"fsGroup": 65532}},
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
         "extraArgs": ["--log-format=text"],
         "crds": {"install": False},
         "serviceAccount": {"name": "th-op-sa", "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/th"}},
         "rbac": {"aggregateToDefaultRoles": False},
         "service": {"metricsPort": 8181, "progressPort": 9191, "annotations": {"a": "b"}},
+        "prometheusRule": {"enabled": True, "namespace": "monitoring", "labels": {"release": "prometheus"},
+                           "alertLabels": {"team": "data"}, "for": {"operatorDown": "2m", "noLeader": "10m", "reconcileErrors": "1h"}},
+        "grafanaDashboard": {"enabled": True, "namespace": "monitoring", "annotations": {"grafana_folder": "Data"}},
         "serviceMonitor": {"enabled": True, "namespace": "monitoring", "interval": "15s", "scrapeTimeout": "5s",
                            "metricRelabelings": [{"action": "drop", "regex": "go_.*", "sourceLabels": ["__name__"]}]},
         "networkPolicy": {"enabled": True, "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
@@ -415,6 +433,46 @@ SERVICEMONITOR_SCHEMA = {
 }
 
 
+# The same for PrometheusRule (monitoring.coreos.com/v1): the fields the chart sets. What the
+# rules mean is promtool's to check (the monitoring check).
+PROMETHEUSRULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "interval": {"type": "string", "pattern": _DURATION},
+                    "rules": {"type": "array", "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["expr"],
+                        "properties": {
+                            "alert": {"type": "string"},
+                            "record": {"type": "string"},
+                            "expr": {"type": "string"},
+                            "for": {"type": "string", "pattern": _DURATION},
+                            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                        },
+                    }},
+                },
+            }}},
+        },
+    },
+}
+
+
 _validated: dict[str, list[str]] = {}
 
 
@@ -435,8 +493,8 @@ def validate_object_uncached(obj: dict) -> list[str]:
     kind, api = obj.get("kind"), obj.get("apiVersion", "")
     if kind == "ProfileJob":
         return [f"{kind_name(obj)}: {p}" for p in validate_profilejob(obj)]
-    if kind == "ServiceMonitor":
-        v = jsonschema.Draft7Validator(SERVICEMONITOR_SCHEMA)
+    if kind in ("ServiceMonitor", "PrometheusRule"):
+        v = jsonschema.Draft7Validator(SERVICEMONITOR_SCHEMA if kind == "ServiceMonitor" else PROMETHEUSRULE_SCHEMA)
         return [f"{kind_name(obj)}: {'.'.join(map(str, e.path))}: {e.message}" for e in v.iter_errors(obj)]
     if api.startswith("argoproj.io/"):
         return []  # Argo CD's own types (the example Application): checked for shape elsewhere
@@ -968,6 +1026,24 @@ def check_extras(name: str, values: dict, objs: list[dict], p: Problems) -> None
     tag = f"[{name}]"
     fn = fullname(values)
     d = one(objs, "Deployment", fn)
+    # the pod defaults: the values that are set, in a ConfigMap the operator reads at start
+    want_defaults = {k: v for k, v in values.get("podDefaults", {}).items() if v}
+    cms = find(objs, "ConfigMap", f"{fn}-pod-defaults")
+    env = env_map(container(d))
+    if want_defaults:
+        path = env.get("TH_POD_DEFAULTS_FILE", "")
+        mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container(d).get("volumeMounts", [])}
+        vols = {v["name"]: v for v in d["spec"]["template"]["spec"].get("volumes", [])}
+        vol = vols.get(mounts.get(path.rsplit("/", 1)[0], ""), {})
+        if p.expect(len(cms) == 1, f"{tag} no ConfigMap {fn}-pod-defaults although podDefaults are set"):
+            got = yaml.safe_load(cms[0]["data"].get(path.rsplit("/", 1)[-1], "") or "{}")
+            p.expect(got == want_defaults, f"{tag} the pod defaults file is {got}, want {want_defaults}")
+        p.expect(vol.get("configMap", {}).get("name") == f"{fn}-pod-defaults",
+                 f"{tag} TH_POD_DEFAULTS_FILE {path!r} is not on a mount of the ConfigMap {fn}-pod-defaults")
+        ann = d["spec"]["template"]["metadata"].get("annotations", {})
+        p.expect("checksum/pod-defaults" in ann, f"{tag} no checksum/pod-defaults annotation (a change would not restart the operator)")
+    else:
+        p.expect(not cms and "TH_POD_DEFAULTS_FILE" not in env, f"{tag} pod defaults rendered although podDefaults are all empty")
     pod_labels = d["spec"]["template"]["metadata"]["labels"]
     svc = one(objs, "Service", fn)
     sm = find(objs, "ServiceMonitor")
@@ -1153,6 +1229,156 @@ def check_examples() -> str:
     p.expect(len(got) == 2, f"an invalid ProfileJob (sampling fraction 0, hash without column) gave {got}")
     p.raise_if()
     return f"{n} ProfileJobs, backends {', '.join(sorted(backends))}"
+
+
+# ---- monitoring: the PrometheusRule and the dashboard ------------------------------------------
+
+# PromQL words that are not metric names: functions are followed by "(" and dropped anyway;
+# these are the keywords, modifiers and aggregation clauses.
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
+                "bool", "offset", "inf", "nan", "atan2", "start", "end"}
+# Series Prometheus makes itself, not the operator.
+PROMETHEUS_SERIES = {"up"}
+# Grafana's interval variables, which are not PromQL: what they stand for in promtool's eyes.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects: identifiers that are not functions, keywords, label
+    names in matchers or clauses, or parts of strings and durations."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)      # strings
+    e = re.sub(r"\{[^}]*\}", "{}", e)                                         # label matchers
+    e = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", e)  # label lists
+    e = re.sub(r"\[[^\]]*\]", "[]", e)                                        # ranges, subqueries
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
+        word, rest = m.group(0), e[m.end():].lstrip()
+        if rest.startswith("(") or word.lower() in PROMQL_WORDS:
+            continue
+        if m.start() > 0 and (e[m.start() - 1].isdigit() or e[m.start() - 1] == "."):
+            continue  # the exponent or unit of a number (1e3, 5m)
+        names.add(word)
+    return names
+
+
+def exported_metrics() -> set[str]:
+    """operator/metrics.txt: the series names the operator exports, one a line."""
+    if not METRICS_LIST.exists():
+        raise Failed(f"{rel(METRICS_LIST)} is missing (cargo test -p truthound-operator --lib metrics prints it)")
+    return {ln.split()[0] for ln in METRICS_LIST.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+def dashboard_queries(dash: dict) -> list[tuple[str, str]]:
+    """(where, PromQL) for every panel target (rows' nested panels too) and query variable."""
+    out = []
+
+    def panels(ps: list) -> None:
+        for pn in ps:
+            for t in pn.get("targets", []):
+                if t.get("expr"):
+                    out.append((f"panel {pn.get('id')} {pn.get('title')!r} target {t.get('refId')}", t["expr"]))
+            panels(pn.get("panels", []))
+
+    panels(dash.get("panels", []))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            q = v.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            m = re.fullmatch(r"\s*label_values\((.*),\s*\w+\s*\)\s*", q or "")
+            if m:  # Grafana's label_values(selector, label): the selector is PromQL
+                out.append((f"variable {v.get('name')}", m.group(1)))
+            elif q:
+                out.append((f"variable {v.get('name')}", q))
+    return out
+
+
+def grafana_to_promql(expr: str) -> str:
+    for var, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(var, value)
+    return expr
+
+
+_promtool: str | None = None
+
+
+def promtool() -> str:
+    global _promtool
+    if _promtool is None:
+        r = subprocess.run(["bash", str(PROMTOOL_SH)], capture_output=True, text=True)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise Failed(f"{rel(PROMTOOL_SH)} found no promtool: {r.stderr.strip()[-500:]}")
+        _promtool = r.stdout.strip().splitlines()[-1]
+    return _promtool
+
+
+def run_promtool(*args: str) -> tuple[bool, str]:
+    r = subprocess.run([promtool(), *args], capture_output=True, text=True)
+    return r.returncode == 0, (r.stdout + r.stderr).strip()
+
+
+@check("monitoring: PrometheusRule and dashboard load in promtool and name only exported metrics")
+def check_monitoring() -> str:
+    import tempfile
+
+    p = Problems()
+    exported = exported_metrics() | PROMETHEUS_SERIES
+    objs = render_scenario("monitoring")
+    rule = one(objs, "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    alerts = [r["alert"] for g in groups for r in g["rules"] if "alert" in r]
+    for want in ("TruthoundOperatorDown", "TruthoundNoLeader", "TruthoundProfileJobFailed",
+                 "TruthoundTasksStalled", "TruthoundReconcileErrors"):
+        p.expect(want in alerts, f"the PrometheusRule has no alert {want} (has {alerts})")
+    for g in groups:
+        for r in g["rules"]:
+            for name in sorted(promql_metric_names(r["expr"]) - exported):
+                p.append(f"alert {r.get('alert')}: `{name}` is not a metric the operator exports ({rel(METRICS_LIST)})")
+    # the dashboard: the ConfigMap carries files/dashboard.json as it is
+    cm = one(objs, "ConfigMap", f"{RELEASE}-dashboard")
+    p.expect(cm["metadata"]["labels"].get("grafana_dashboard") == "1", "the dashboard ConfigMap lacks the grafana_dashboard label")
+    try:
+        dash = json.loads(cm["data"]["truthound-operator.json"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise Failed(p + [f"the dashboard ConfigMap's JSON does not load: {e}"])
+    p.expect(dash == json.loads(DASHBOARD.read_text()), f"the dashboard ConfigMap is not {rel(DASHBOARD)}")
+    p.expect(bool(dash.get("uid")) and bool(dash.get("title")) and dash.get("schemaVersion"), "the dashboard has no uid, title or schemaVersion")
+    queries = dashboard_queries(dash)
+    p.expect(len(queries) >= 10, f"only {len(queries)} queries in the dashboard")
+    ids = [pn.get("id") for pn in dash.get("panels", [])]
+    p.expect(len(ids) == len(set(ids)), "dashboard panel ids repeat")
+    for where, q in queries:
+        for name in sorted(promql_metric_names(q) - exported):
+            p.append(f"dashboard {where}: `{name}` is not a metric the operator exports ({rel(METRICS_LIST)})")
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+        ok, out = run_promtool("check", "rules", str(t / "rules.yaml"))
+        p.expect(ok, f"promtool check rules (the PrometheusRule): {out}")
+        tests = yaml.safe_load(MONITORING_TESTS.read_text())
+        tests["rule_files"] = ["rules.yaml"]
+        (t / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+        ok, out = run_promtool("test", "rules", str(t / "tests.yaml"))
+        p.expect(ok, f"promtool test rules ({rel(MONITORING_TESTS)}): {out}")
+        n_tests = len(tests.get("tests", []))
+        # every dashboard query, as a recording rule: promtool parses each
+        recs = [{"record": f"dashboard:query_{i}", "expr": grafana_to_promql(q)} for i, (_, q) in enumerate(queries)]
+        (t / "dashboard.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recs}]}, sort_keys=False))
+        ok, out = run_promtool("check", "rules", str(t / "dashboard.yaml"))
+        if not ok:
+            # name the panel of each query promtool refused
+            before = len(p)
+            for where, q in queries:
+                one_rule = {"groups": [{"name": "q", "rules": [{"record": "dashboard:q", "expr": grafana_to_promql(q)}]}]}
+                (t / "one.yaml").write_text(yaml.safe_dump(one_rule))
+                ok1, out1 = run_promtool("check", "rules", str(t / "one.yaml"))
+                p.expect(ok1, f"dashboard {where}: promtool does not parse `{q}`: {out1.splitlines()[-1] if out1 else ''}")
+            p.expect(len(p) > before, f"promtool check rules (dashboard queries): {out}")
+    # and the name check is not vacuous: a typo is caught
+    p.expect(promql_metric_names('sum(rate(truthound_reconcile_erors_total{job="x"}[5m]))') - exported == {"truthound_reconcile_erors_total"},
+             "the metric-name check does not catch a misspelt metric")
+    p.raise_if()
+    _, version = run_promtool("--version")
+    return f"{len(alerts)} alerts, {n_tests} promtool test groups, {len(queries)} dashboard queries; {version.splitlines()[0]}"
 
 
 def run_lua_health(script: str, obj: dict) -> dict:

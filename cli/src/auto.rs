@@ -25,7 +25,7 @@ fn named_clusters(args: &ProfileArgs) -> BackendSpec {
         }),
         dask: given(&args.scheduler).map(|a| DaskBackend {
             scheduler_address: Some(a),
-            image: None,
+            ..DaskBackend::default()
         }),
         ray: given(&args.ray_address).map(|a| RayBackend { address: Some(a) }),
         ..BackendSpec::default()

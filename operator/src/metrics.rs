@@ -11,6 +11,34 @@
 //! | `truthound_task_duration_quantile_seconds{quantile}` | gauge | p50/p90/p95/p99 of recent tasks |
 //! | `truthound_rows_processed_total` | counter | throughput |
 //! | `truthound_leader` | gauge | 1 on the replica that holds the lease |
+//! | `truthound_task_failures_total{reason}` | counter | failed task attempts, by why they failed |
+//! | `truthound_task_retries_total{reason}` | counter | task attempts started again: `Failed` (the Job or cluster retried a failed attempt), `Stalled` (the operator replaced a silent pod) |
+//! | `truthound_step_retries_total{reason}` | counter | operator steps retried with backoff (`StorageUnavailable`, `ClusterUnavailable`) |
+//! | `truthound_profilejob_failures_total{reason}` | counter | ProfileJobs that failed, by the `Failed` condition's reason |
+//! | `truthound_profilejob_successes_total` | counter | ProfileJobs that succeeded |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_threads`, `process_start_time_seconds` | counter, gauges | the operator process itself, from `/proc/self` ([`process`]) |
+//!
+//! ## Cardinality
+//!
+//! No series carries a job's name, namespace or uid: a cluster with 10,000 ProfileJobs has the
+//! same series as one with 1. Per-job facts are summed over jobs (`truthound_profilejobs`,
+//! `truthound_tasks`), and per-job detail is in each ProfileJob's status, not in Prometheus.
+//! Every label value comes from a fixed list, so the number of series is bounded:
+//!
+//! | label | values | series |
+//! |---|---|---|
+//! | `truthound_profilejobs{phase}` | the 6 phases | 6 |
+//! | `truthound_tasks{state}` | [`TASK_STATES`] | 4 |
+//! | `truthound_task_failures_total{reason}` | [`TASK_FAILURE_REASONS`], else `Other` | 11 |
+//! | `truthound_task_retries_total{reason}` | `Failed`, `Stalled` | 2 |
+//! | `truthound_step_retries_total{reason}` | `StorageUnavailable`, `ClusterUnavailable` | 2 |
+//! | `truthound_profilejob_failures_total{reason}` | [`JOB_FAILURE_REASONS`], else `Other` | 8 |
+//! | `truthound_reconcile_errors_total{reason}` | an error variant or the name of the step that failed | about 15 |
+//! | `truthound_task_duration_quantile_seconds{quantile}` | [`TASK_QUANTILES`] | 4 |
+//!
+//! The histograms add their buckets (`truthound_reconcile_duration_seconds`: 8 + 1,
+//! `truthound_task_duration_seconds`: 13 + 1) and `_sum`/`_count`: about 90 series in all per
+//! replica.
 //!
 //! Task-duration percentiles come two ways. Across replicas and over any window, compute them in
 //! PromQL from the histogram, e.g.
@@ -39,6 +67,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::crd::ProfileJobStatus;
+
+pub mod process;
+
 /// How many of the most recent task durations feed the quantile gauges: enough for a stable p99
 /// (100 samples above it), small enough (80 KB) to copy and sort on every scrape.
 pub const RECENT_TASKS: usize = 10_000;
@@ -48,6 +80,34 @@ pub const TASK_QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 /// Task states, in the order [`Metrics::set_job_tasks`] takes them.
 pub const TASK_STATES: [&str; 4] = ["pending", "running", "succeeded", "failed"];
+
+/// Task failure reasons counted under their own name (th-worker's exit classes, what Kubernetes
+/// says of a pod, what the operator concludes); anything else counts as `Other`, so a new reason
+/// in a status cannot add series unnoticed.
+pub const TASK_FAILURE_REASONS: [&str; 10] = [
+    "BadData",
+    "Invalid",
+    "Transient",
+    "Killed",
+    "OOMKilled",
+    "Evicted",
+    "Stalled",
+    "DeadlineExceeded",
+    "PartialMissing",
+    "Error",
+];
+
+/// The reasons a ProfileJob fails with (its `Failed` condition's reason, see `decide.rs`); any
+/// other counts as `Other`.
+pub const JOB_FAILURE_REASONS: [&str; 7] = [
+    "InvalidSpec",
+    "BadData",
+    "StorageUnavailable",
+    "ClusterUnavailable",
+    "DeadlineExceeded",
+    "TooManyFailedTasks",
+    "MergeFailed",
+];
 
 /// Reconcile latency buckets (seconds): a reconcile is a few apiserver calls, so most land well
 /// under a second; the tail catches slow object-store listings.
@@ -98,6 +158,13 @@ struct Inner {
     recent_tasks: Arc<Reservoir>,
     rows_processed: Counter,
     leader: Gauge,
+    task_failures: Family<ReasonLabels, Counter>,
+    task_retries: Family<ReasonLabels, Counter>,
+    step_retries: Family<ReasonLabels, Counter>,
+    job_failures: Family<ReasonLabels, Counter>,
+    job_successes: Counter,
+    /// `process_*`, without the `truthound_` prefix: encoded after `registry`.
+    process: Registry,
     /// What each job last reported, so the gauges can be moved rather than recounted. The lock
     /// is held while the gauges move, so two reconciles of one job cannot interleave their
     /// decrement and increment.
@@ -109,7 +176,16 @@ struct Inner {
 struct JobRecord {
     phase: Option<String>,
     tasks: [u32; 4],
+    /// What [`Metrics::status_changed`] already counted for the job: the failures (task and
+    /// time; the most recent [`COUNTED_FAILURES`]), the attempt and its retries, its end.
+    counted_failures: VecDeque<(u32, String)>,
+    counted_attempt: Option<i32>,
+    counted_retried: u32,
+    counted_end: bool,
 }
+
+/// Failures remembered per job against counting one twice (the status keeps the last 10).
+const COUNTED_FAILURES: usize = 64;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -187,6 +263,63 @@ impl Metrics {
             leader.clone(),
         );
 
+        let task_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "task_failures",
+            "Failed task attempts, by reason",
+            task_failures.clone(),
+        );
+        let task_retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "task_retries",
+            "Task attempts started again: Failed (a failed attempt retried), Stalled (a silent pod replaced)",
+            task_retries.clone(),
+        );
+        let step_retries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "step_retries",
+            "Operator steps (planning, merging, submitting) retried with backoff, by reason",
+            step_retries.clone(),
+        );
+        let job_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "profilejob_failures",
+            "ProfileJobs that failed, by reason",
+            job_failures.clone(),
+        );
+        let job_successes = Counter::default();
+        registry.register(
+            "profilejob_successes",
+            "ProfileJobs that succeeded",
+            job_successes.clone(),
+        );
+
+        // Every bounded reason starts at 0, so that `increase()` sees the first failure (a
+        // series born at 1 has no earlier sample to increase from) and dashboards show them all.
+        for reason in TASK_FAILURE_REASONS.iter().chain(&["Other"]) {
+            drop(task_failures.get_or_create(&ReasonLabels {
+                reason: (*reason).to_owned(),
+            }));
+        }
+        for reason in ["Failed", "Stalled"] {
+            drop(task_retries.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            }));
+        }
+        for reason in ["StorageUnavailable", "ClusterUnavailable"] {
+            drop(step_retries.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            }));
+        }
+        for reason in JOB_FAILURE_REASONS.iter().chain(&["Other"]) {
+            drop(job_failures.get_or_create(&ReasonLabels {
+                reason: (*reason).to_owned(),
+            }));
+        }
+
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
+
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -199,6 +332,12 @@ impl Metrics {
                 recent_tasks,
                 rows_processed,
                 leader,
+                task_failures,
+                task_retries,
+                step_retries,
+                job_failures,
+                job_successes,
+                process,
                 jobs: Mutex::new(HashMap::new()),
             }),
         }
@@ -288,11 +427,90 @@ impl Metrics {
         self.inner.leader.set(i64::from(leader));
     }
 
+    /// Counts what changed between the status a reconcile observed (`old`) and the one it
+    /// wrote (`new`); see [`Transitions::between`]. Counting the change, not the level, means a
+    /// status that is written again (another reconcile, another replica after a restart) is not
+    /// counted twice.
+    ///
+    /// A reconcile may also start from a stale copy of the status (the watch cache lags behind
+    /// the write the previous reconcile made) and make the same change again: what this process
+    /// already counted for `job_key` is not counted twice.
+    pub fn status_changed(
+        &self,
+        job_key: &str,
+        old: Option<&ProfileJobStatus>,
+        new: &ProfileJobStatus,
+    ) {
+        let t = Transitions::between(old, new);
+        let mut jobs = lock(&self.inner.jobs);
+        let r = jobs.entry(job_key.to_owned()).or_default();
+        for (task, time, reason) in t.task_failures {
+            let key = (task, time);
+            if r.counted_failures.contains(&key) {
+                continue;
+            }
+            if r.counted_failures.len() == COUNTED_FAILURES {
+                r.counted_failures.pop_front();
+            }
+            r.counted_failures.push_back(key);
+            self.reason_counter(&self.inner.task_failures, reason).inc();
+        }
+        if r.counted_attempt != new.attempt {
+            // A new attempt counts its retries from 0 (the status does too).
+            r.counted_attempt = new.attempt;
+            r.counted_retried = new
+                .tasks
+                .as_ref()
+                .map_or(0, |c| c.retried)
+                .saturating_sub(t.tasks_retried);
+        }
+        let retried = new.tasks.as_ref().map_or(0, |c| c.retried);
+        let fresh = retried
+            .saturating_sub(r.counted_retried)
+            .min(t.tasks_retried);
+        if fresh > 0 {
+            self.reason_counter(&self.inner.task_retries, "Failed")
+                .inc_by(u64::from(fresh));
+        }
+        r.counted_retried = r.counted_retried.max(retried);
+        if (t.job_failed.is_some() || t.job_succeeded) && !r.counted_end {
+            r.counted_end = true;
+            match t.job_failed {
+                Some(reason) => self.reason_counter(&self.inner.job_failures, reason).inc(),
+                None => self.inner.job_successes.inc(),
+            };
+        }
+    }
+
+    /// Counts `n` stalled tasks whose pods the operator replaced.
+    pub fn tasks_replaced(&self, n: usize) {
+        self.reason_counter(&self.inner.task_retries, "Stalled")
+            .inc_by(n as u64);
+    }
+
+    /// Counts an operator step retried with backoff, under the reason its event carries.
+    pub fn step_retried(&self, reason: &str) {
+        let reason = match reason {
+            "StorageUnavailable" | "ClusterUnavailable" => reason,
+            _ => "Other",
+        };
+        self.reason_counter(&self.inner.step_retries, reason).inc();
+    }
+
+    fn reason_counter(&self, family: &Family<ReasonLabels, Counter>, reason: &str) -> Counter {
+        family.get_or_create_owned(&ReasonLabels {
+            reason: reason.to_owned(),
+        })
+    }
+
     /// The whole registry as OpenMetrics text, ending in `# EOF`.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry)
-        {
+        let encoded = encode_registry(&mut out, &self.inner.registry)
+            .and_then(|()| encode_registry(&mut out, &self.inner.process))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(err) = encoded {
             // Writing to a String cannot fail; an error here would come from a metric's own
             // encoder. A partial page is still better than none for whoever is debugging.
             tracing::error!(%err, "encoding metrics");
@@ -329,6 +547,69 @@ impl Metrics {
             }
         }
     }
+}
+
+/// What one status write changed, for the counters: see [`Metrics::status_changed`].
+#[derive(Debug, Default, PartialEq)]
+pub struct Transitions {
+    /// Each failed task attempt recorded for the first time (a `lastFailures` entry the old
+    /// status did not have): its task, time and reason (mapped onto [`TASK_FAILURE_REASONS`]
+    /// or `Other`).
+    pub task_failures: Vec<(u32, String, &'static str)>,
+    /// How much `tasks.retried` rose.
+    pub tasks_retried: u32,
+    /// The job entered `Failed`, with this reason (mapped onto [`JOB_FAILURE_REASONS`]).
+    pub job_failed: Option<&'static str>,
+    /// The job entered `Succeeded`.
+    pub job_succeeded: bool,
+}
+
+impl Transitions {
+    /// What changed from `old` to `new`. `lastFailures` keeps the last 10 entries, so an entry
+    /// is new when the old list has no entry of the same task, reason and time.
+    pub fn between(old: Option<&ProfileJobStatus>, new: &ProfileJobStatus) -> Self {
+        let empty = ProfileJobStatus::default();
+        let old = old.unwrap_or(&empty);
+        let task_failures = new
+            .last_failures
+            .iter()
+            .filter(|f| {
+                !old.last_failures
+                    .iter()
+                    .any(|g| g.task == f.task && g.reason == f.reason && g.time == f.time)
+            })
+            .map(|f| {
+                (
+                    f.task,
+                    f.time.clone(),
+                    bounded(&f.reason, &TASK_FAILURE_REASONS),
+                )
+            })
+            .collect();
+        let retried = |s: &ProfileJobStatus| s.tasks.as_ref().map_or(0, |t| t.retried);
+        let entered = |p: crate::crd::Phase| new.phase == Some(p) && old.phase != Some(p);
+        let job_failed = entered(crate::crd::Phase::Failed).then(|| {
+            let reason = crate::status::condition(&new.conditions, "Failed")
+                .map(|c| c.reason.as_str())
+                .unwrap_or_default();
+            bounded(reason, &JOB_FAILURE_REASONS)
+        });
+        Transitions {
+            task_failures,
+            tasks_retried: retried(new).saturating_sub(retried(old)),
+            job_failed,
+            job_succeeded: entered(crate::crd::Phase::Succeeded),
+        }
+    }
+}
+
+/// `reason` if it is one of `known`, else `Other`: label values from a fixed list.
+fn bounded(reason: &str, known: &[&'static str]) -> &'static str {
+    known
+        .iter()
+        .find(|k| **k == reason)
+        .copied()
+        .unwrap_or("Other")
 }
 
 /// Times one reconciliation; see [`Metrics::reconcile_timer`].
@@ -447,6 +728,21 @@ mod tests {
             assert!(!text.contains(name), "{name} present in\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
+        // The reason counters are there at 0 from the start (increase() needs a sample before
+        // the first failure).
+        for series in [
+            "truthound_profilejob_failures_total{reason=\"TooManyFailedTasks\"} 0",
+            "truthound_profilejob_failures_total{reason=\"Other\"} 0",
+            "truthound_task_retries_total{reason=\"Stalled\"} 0",
+            "truthound_task_failures_total{reason=\"OOMKilled\"} 0",
+            "truthound_step_retries_total{reason=\"ClusterUnavailable\"} 0",
+            "truthound_profilejob_successes_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == series),
+                "missing {series:?} in\n{text}"
+            );
+        }
     }
 
     #[test]
@@ -654,5 +950,188 @@ mod tests {
             Some(1024.0)
         );
         assert_eq!(sample(&text, "truthound_leader"), Some(1.0));
+    }
+
+    fn failure(task: u32, reason: &str, time: &str) -> crate::crd::TaskFailure {
+        crate::crd::TaskFailure {
+            task,
+            reason: reason.into(),
+            message: "m".into(),
+            time: time.into(),
+        }
+    }
+
+    fn status(phase: crate::crd::Phase, retried: u32) -> ProfileJobStatus {
+        ProfileJobStatus {
+            phase: Some(phase),
+            tasks: Some(crate::crd::TaskCounts {
+                total: 4,
+                pending: 0,
+                running: 0,
+                succeeded: 0,
+                failed: 0,
+                retried,
+                summary: String::new(),
+            }),
+            ..ProfileJobStatus::default()
+        }
+    }
+
+    #[test]
+    fn transitions_count_what_is_new_and_nothing_twice() {
+        use crate::crd::Phase;
+        let mut old = status(Phase::Running, 1);
+        old.last_failures = vec![failure(1, "Transient", "t1")];
+        let mut new = status(Phase::Running, 3);
+        new.last_failures = vec![
+            failure(1, "Transient", "t1"),
+            failure(2, "OOMKilled", "t2"),
+            failure(1, "Transient", "t3"),
+            failure(3, "SomethingNew", "t3"),
+        ];
+        let t = Transitions::between(Some(&old), &new);
+        let reasons: Vec<&str> = t.task_failures.iter().map(|f| f.2).collect();
+        assert_eq!(reasons, vec!["OOMKilled", "Transient", "Other"]);
+        assert_eq!(t.tasks_retried, 2);
+        assert_eq!(t.job_failed, None);
+        assert!(!t.job_succeeded);
+        // The same status again: nothing.
+        assert_eq!(
+            Transitions::between(Some(&new), &new),
+            Transitions::default()
+        );
+        // A new attempt counts from 0 again: no negative retries.
+        let fresh = status(Phase::Running, 0);
+        assert_eq!(Transitions::between(Some(&new), &fresh).tasks_retried, 0);
+    }
+
+    #[test]
+    fn entering_failed_or_succeeded_counts_once_with_a_bounded_reason() {
+        use crate::crd::{Condition, Phase};
+        let cond = |reason: &str| Condition {
+            type_: "Failed".into(),
+            status: "True".into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: "t".into(),
+            observed_generation: None,
+        };
+        let running = status(Phase::Running, 0);
+        let mut failed = status(Phase::Failed, 0);
+        failed.conditions = vec![cond("TooManyFailedTasks")];
+        assert_eq!(
+            Transitions::between(Some(&running), &failed).job_failed,
+            Some("TooManyFailedTasks")
+        );
+        assert_eq!(
+            Transitions::between(Some(&failed), &failed).job_failed,
+            None
+        );
+        failed.conditions = vec![cond("a message someone put in a reason")];
+        assert_eq!(
+            Transitions::between(None, &failed).job_failed,
+            Some("Other")
+        );
+        let done = status(Phase::Succeeded, 0);
+        assert!(Transitions::between(Some(&running), &done).job_succeeded);
+        assert!(!Transitions::between(Some(&done), &done).job_succeeded);
+    }
+
+    #[test]
+    fn failure_and_retry_counters_are_exported_by_reason() {
+        use crate::crd::Phase;
+        let m = Metrics::new();
+        let old = status(Phase::Running, 0);
+        let mut new = status(Phase::Running, 2);
+        new.last_failures = vec![failure(0, "Transient", "t1"), failure(1, "BadData", "t1")];
+        m.status_changed("ns/a", Some(&old), &new);
+        m.status_changed("ns/a", Some(&new), &new);
+        // A reconcile from a stale copy (the old status again) makes the same change: no count.
+        m.status_changed("ns/a", Some(&old), &new);
+        m.tasks_replaced(3);
+        m.step_retried("StorageUnavailable");
+        m.step_retried("StorageUnavailable");
+        m.step_retried("no such reason");
+        let mut failed = new.clone();
+        failed.phase = Some(Phase::Failed);
+        m.status_changed("ns/a", Some(&new), &failed);
+        m.status_changed("ns/a", Some(&new), &failed);
+        let done = status(Phase::Succeeded, 2);
+        m.status_changed("ns/b", Some(&new), &done);
+        m.status_changed("ns/b", Some(&new), &done);
+        let text = m.encode();
+        for (series, want) in [
+            ("truthound_task_failures_total{reason=\"Transient\"}", 1.0),
+            ("truthound_task_failures_total{reason=\"BadData\"}", 1.0),
+            ("truthound_task_retries_total{reason=\"Failed\"}", 2.0),
+            ("truthound_task_retries_total{reason=\"Stalled\"}", 3.0),
+            (
+                "truthound_step_retries_total{reason=\"StorageUnavailable\"}",
+                2.0,
+            ),
+            ("truthound_step_retries_total{reason=\"Other\"}", 1.0),
+            ("truthound_profilejob_failures_total{reason=\"Other\"}", 1.0),
+            ("truthound_profilejob_successes_total", 1.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(want), "{series} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn process_metrics_have_the_standard_names_and_one_eof() {
+        let text = Metrics::new().encode();
+        for line in [
+            "# TYPE process_cpu_seconds counter",
+            "# TYPE process_resident_memory_bytes gauge",
+            "# TYPE process_virtual_memory_bytes gauge",
+            "# TYPE process_start_time_seconds gauge",
+            "# TYPE process_open_fds gauge",
+            "# TYPE process_max_fds gauge",
+            "# TYPE process_threads gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let rss = sample(&text, "process_resident_memory_bytes").unwrap_or_default();
+        assert!(rss > 1e6, "rss {rss}");
+        assert!(sample(&text, "process_cpu_seconds_total").is_some_and(|c| c > 0.0));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
+        // The truthound_ prefix is not applied to them.
+        assert!(!text.contains("truthound_process"));
+    }
+
+    /// `operator/metrics.txt` lists every series name the operator exports (what PromQL
+    /// selects: `_total`, `_bucket`, ...); scripts/check-deploy.sh checks the chart's alerts and
+    /// dashboard against it. A metric added, renamed or removed here fails this test until the
+    /// list says so too.
+    #[test]
+    fn the_exported_series_are_the_ones_listed_for_the_alerts_and_dashboard() {
+        let m = Metrics::new();
+        drop(m.reconcile_timer());
+        m.reconcile_failure("kube");
+        m.set_job_phase("ns/a", Some("Running"));
+        m.observe_task(1.0);
+        m.set_leader(true);
+        let text = m.encode();
+        let exported: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/metrics.txt");
+        let listed = std::fs::read_to_string(path).unwrap_or_default();
+        let listed: std::collections::BTreeSet<&str> = listed
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let want: String = exported.iter().map(|n| format!("{n}\n")).collect();
+        assert_eq!(
+            exported, listed,
+            "{path} must list exactly the exported series; they are:\n{want}"
+        );
     }
 }

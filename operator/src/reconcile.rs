@@ -51,6 +51,18 @@ pub trait MetricsSink: Send + Sync {
     fn job_phase(&self, job_key: &str, phase: Option<&str>);
     fn job_tasks(&self, job_key: &str, pending: u32, running: u32, succeeded: u32, failed: u32);
     fn reconcile_failed(&self, reason: &str);
+    /// The status went from `old` (observed) to `new` (written): failures, retries, a job's end.
+    fn status_changed(
+        &self,
+        _job_key: &str,
+        _old: Option<&ProfileJobStatus>,
+        _new: &ProfileJobStatus,
+    ) {
+    }
+    /// Stalled tasks whose pods were replaced.
+    fn tasks_replaced(&self, _n: usize) {}
+    /// An operator step retried with backoff, under its event's reason.
+    fn step_retried(&self, _reason: &str) {}
 }
 
 /// Operator configuration.
@@ -74,6 +86,7 @@ impl Default for Config {
             remote: RemoteConfig {
                 worker_bin: None,
                 dask_image: "ghcr.io/truthound/th-worker-dask:latest".into(),
+                pod_defaults: Default::default(),
             },
         }
     }
@@ -208,6 +221,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
         publish(&pj, &ctx, e).await;
     }
     if let Some(m) = &ctx.metrics {
+        m.status_changed(&key, pj.status.as_ref(), &status);
         m.job_phase(&key, status.phase.map(|p| p.name()));
         if let Some(t) = &status.tasks {
             m.job_tasks(&key, t.pending, t.running, t.succeeded, t.failed);
@@ -224,13 +238,18 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     let mut requeue = requeue;
     for action in actions {
         match execute(&pj, &ctx, &status, &action, now).await {
-            Ok(Outcome::Done) => {}
+            Ok(Outcome::Done) => {
+                if let (Action::ReplacePods(tasks), Some(m)) = (&action, &ctx.metrics) {
+                    m.tasks_replaced(tasks.len());
+                }
+            }
             Ok(Outcome::Again) => requeue = Some(Duration::ZERO),
             Ok(Outcome::Merged(result)) => {
                 let (done, event) = decide::merged(&pj, status.clone(), result, now);
                 write_status(&pj, &ctx, &done).await?;
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
+                    m.status_changed(&key, Some(&status), &done);
                     m.job_phase(&key, done.phase.map(|p| p.name()));
                 }
                 if let Some(p) = &ctx.progress {
@@ -258,6 +277,10 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
                     m.reconcile_failed(what);
+                    m.status_changed(&key, Some(&status), &failed);
+                    if retry {
+                        m.step_retried(&event.reason);
+                    }
                     m.job_phase(&key, failed.phase.map(|p| p.name()));
                 }
                 return Ok(if retry {
@@ -700,6 +723,7 @@ async fn execute(
                 progress_endpoint: ctx.config.progress_endpoint.clone(),
                 token_secret,
                 heartbeat_seconds: ctx.config.heartbeat_seconds,
+                pod_defaults: ctx.config.remote.pod_defaults.clone(),
             };
             let job = local::worker_job(pj, &params);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -766,6 +790,7 @@ async fn execute(
                 missing: missing.clone(),
                 started_at: status.start_time.clone(),
                 default_image: ctx.config.worker_image.clone(),
+                pod_defaults: ctx.config.remote.pod_defaults.clone(),
             };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
             create_idempotent(&jobs, &local::merge_job(pj, &params))
@@ -1141,5 +1166,22 @@ impl MetricsSink for crate::metrics::Metrics {
 
     fn reconcile_failed(&self, reason: &str) {
         self.reconcile_failure(reason);
+    }
+
+    fn status_changed(
+        &self,
+        job_key: &str,
+        old: Option<&ProfileJobStatus>,
+        new: &ProfileJobStatus,
+    ) {
+        crate::metrics::Metrics::status_changed(self, job_key, old, new);
+    }
+
+    fn tasks_replaced(&self, n: usize) {
+        crate::metrics::Metrics::tasks_replaced(self, n);
+    }
+
+    fn step_retried(&self, reason: &str) {
+        crate::metrics::Metrics::step_retried(self, reason);
     }
 }

@@ -60,6 +60,39 @@ fn an_unreachable_api_server_is_an_error_not_a_panic() {
     );
 }
 
+#[test]
+fn a_bad_pod_defaults_file_stops_the_start_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let defaults = dir.path().join("pod-defaults.yaml");
+    std::fs::write(&defaults, "priorityClass: batch-low\n").expect("pod defaults");
+    let out = Command::new(env!("CARGO_BIN_EXE_th-operator"))
+        .args([
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--progress-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--pod-defaults")
+        .arg(&defaults)
+        // No API server is needed: the file is read before anything connects.
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("th-operator runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(!all.contains("panicked"), "{all}");
+    assert!(
+        all.contains("pod-defaults.yaml") && all.contains("priorityClass"),
+        "{all}"
+    );
+}
+
 const NS: &str = "ops";
 const POD: &str = "op-a";
 const LEASE: &str = "th-lease";
@@ -512,7 +545,15 @@ fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
     // controller and the worker pods in between.
     let dir = tempfile::tempdir().expect("tempdir");
     let (api, cluster, out) = sample_job(dir.path());
-    let op = Operator::start(api, &["--resync-seconds", "1"]);
+    // The operator's pod defaults, from the file the chart mounts (podDefaults).
+    let defaults = dir.path().join("pod-defaults.yaml");
+    std::fs::write(
+        &defaults,
+        "priorityClassName: batch-low\npodLabels: {team: data}\nimagePullSecrets: [{name: registry}]\n",
+    )
+    .expect("pod defaults");
+    let defaults = defaults.to_string_lossy().into_owned();
+    let op = Operator::start(api, &["--resync-seconds", "1", "--pod-defaults", &defaults]);
     let phase = || {
         cluster
             .lock()
@@ -538,6 +579,17 @@ fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
     let c = cluster.lock().expect("cluster");
     assert_eq!(c.phases, ["Pending", "Running", "Merging", "Succeeded"]);
     assert_eq!(c.jobs.len(), 1, "one worker Job: {:?}", c.jobs.keys());
+    let template = &c.jobs.values().next().expect("the worker Job")["spec"]["template"];
+    assert_eq!(
+        template["spec"]["priorityClassName"], "batch-low",
+        "{template}"
+    );
+    assert_eq!(template["spec"]["imagePullSecrets"][0]["name"], "registry");
+    assert_eq!(template["metadata"]["labels"]["team"], "data");
+    assert_eq!(
+        template["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "truthound-operator"
+    );
     let status = &c.pj.as_ref().expect("job")["status"];
     assert_eq!(status["tasks"]["succeeded"], 3, "{status}");
     drop(c);
@@ -565,6 +617,17 @@ fn a_profilejob_runs_to_its_profile_through_the_operator_process() {
         metrics.contains("truthound_tasks{state=\"succeeded\"} 3\n"),
         "{metrics}"
     );
+    // The job's success counted once, and the process metrics of the operator itself.
+    assert!(
+        metrics.contains("truthound_profilejob_successes_total 1\n"),
+        "{metrics}"
+    );
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(rss > 1e6, "{metrics}");
     // The events of each transition, written by the binary's event recorder.
     let reasons = op.api().event_reasons.clone();
     for r in ["Accepted", "WorkersCreated", "Merging", "Succeeded"] {

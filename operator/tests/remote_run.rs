@@ -87,6 +87,7 @@ fn operator(client: kube::Client, clusters: Clusters, worker_bin: PathBuf) -> Ar
         remote: RemoteConfig {
             worker_bin: Some(worker_bin),
             dask_image: "th-worker-dask:test".into(),
+            pod_defaults: Default::default(),
         },
         ..Config::default()
     };

@@ -90,3 +90,17 @@ app.kubernetes.io/part-of: truthound
 {{- define "truthound-operator.progressKeyKey" -}}
 {{- if .Values.progress.key.existingSecret }}{{ .Values.progress.key.existingSecretKey }}{{ else }}key{{ end }}
 {{- end }}
+
+{{/* The podDefaults values that are set, as YAML (empty when none is): the operator's
+--pod-defaults file. */}}
+{{- define "truthound-operator.podDefaults" -}}
+{{- $out := dict }}
+{{- range $k, $v := .Values.podDefaults }}
+{{- if $v }}
+{{- $_ := set $out $k $v }}
+{{- end }}
+{{- end }}
+{{- if $out }}
+{{- toYaml $out }}
+{{- end }}
+{{- end }}

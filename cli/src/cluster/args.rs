@@ -8,6 +8,11 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `th submit --help` on --partitions.
+pub const SUBMIT_PARTITIONS_HELP: &str = "Tasks (row_based), column groups (column_based), hash \
+    buckets (hash), or row slices (hybrid). Default: 4 (the operator's default for a ProfileJob \
+    that sets none).";
+
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
     /// Submit a dataset to the cluster as a ProfileJob, for the operator to profile.
@@ -22,7 +27,10 @@ pub enum ClusterCommand {
     ///   th submit s3://lake/users/ -o s3://lake/profiles/users.json -n data \
     ///      --strategy hash --hash-column user_id --credentials-secret lake-credentials
     ///   th submit s3://lake/events/ -o s3://lake/profiles/events.json --dry-run > events.yaml
-    #[command(verbatim_doc_comment)]
+    // --partitions is th profile's flag, whose default (twice the workers) is an in-process
+    // run's: a ProfileJob without partitions gets the operator's (plan_request in
+    // operator/src/reconcile.rs).
+    #[command(verbatim_doc_comment, mut_arg("partitions", |a| a.help(SUBMIT_PARTITIONS_HELP)))]
     Submit(Box<SubmitArgs>),
     /// Show one ProfileJob: state, tasks, progress.
     Get(GetArgs),

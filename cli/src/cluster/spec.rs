@@ -293,7 +293,7 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
         }),
         dask: args.scheduler.as_ref().map(|a| DaskBackend {
             scheduler_address: Some(a.clone()),
-            image: None,
+            ..DaskBackend::default()
         }),
         ray: args.ray_address.as_ref().map(|a| RayBackend {
             address: Some(a.clone()),

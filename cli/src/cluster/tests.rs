@@ -1014,3 +1014,31 @@ async fn connection_refused_names_the_server() {
     );
     assert_eq!(crate::exit::code(&err), 69);
 }
+
+/// `--partitions` is shared with `th profile`, but its default is not: each command's help says
+/// its own (a ProfileJob without partitions is planned with the operator's 4).
+#[test]
+fn submit_and_profile_help_state_their_own_partitions_default() {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    cli.build();
+    let help_of = |cli: &clap::Command, sub: &str| {
+        let arg = cli
+            .find_subcommand(sub)
+            .and_then(|c| c.get_arguments().find(|a| a.get_id() == "partitions"))
+            .unwrap_or_else(|| panic!("th {sub} has no --partitions"));
+        arg.get_help().map(|h| h.to_string()).unwrap_or_default()
+    };
+    let submit = help_of(&cli, "submit");
+    assert!(submit.contains("Default: 4"), "{submit}");
+    assert!(!submit.contains("twice the workers"), "{submit}");
+    assert!(help_of(&cli, "profile").contains("Default: twice the workers"));
+    // And the manifest leaves the number to the operator.
+    let a = submit_args(&["s3://b/d/", "-o", "s3://b/p.json"]);
+    let job = spec::build(&a, Some("ns")).expect("a ProfileJob");
+    assert_eq!(job.spec.partitioning.partitions, None);
+    assert_eq!(
+        truthound_operator::reconcile::plan_request(&job).partitions,
+        4
+    );
+}

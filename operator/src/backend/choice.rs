@@ -294,7 +294,7 @@ mod tests {
         let spec = BackendSpec {
             dask: Some(DaskBackend {
                 scheduler_address: Some("tcp://own:8786".into()),
-                image: None,
+                ..DaskBackend::default()
             }),
             ..BackendSpec::default()
         };

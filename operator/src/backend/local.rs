@@ -7,6 +7,7 @@
 //! fails an index at once on the exit codes that say retrying cannot help (64 invalid, 65 bad
 //! data).
 
+use crate::backend::pods::PodSettings;
 use crate::crd::ProfileJob;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -51,6 +52,8 @@ pub struct WorkerParams {
     pub token_secret: String,
     /// Heartbeat period of the workers.
     pub heartbeat_seconds: u64,
+    /// The operator's pod defaults (the ProfileJob's settings win).
+    pub pod_defaults: PodSettings,
 }
 
 /// The ProfileJob names a Kueue queue: its Jobs carry the queue label, are created suspended,
@@ -190,7 +193,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         // it), and creating it running would let its pods start before the queue decided.
         suspend: pj.spec.suspend || queue_managed(pj),
     };
-    indexed_job(pj, &p.name, "worker", container, spec)
+    indexed_job(pj, &p.name, "worker", container, spec, &p.pod_defaults)
 }
 
 /// What the merge Job needs besides the ProfileJob.
@@ -207,6 +210,8 @@ pub struct MergeParams {
     pub started_at: Option<String>,
     /// The image when the ProfileJob names none.
     pub default_image: String,
+    /// The operator's pod defaults (the ProfileJob's settings win).
+    pub pod_defaults: PodSettings,
 }
 
 /// The merge Job: one pod running `th-worker merge`, for runs whose partials are too many or
@@ -238,7 +243,7 @@ pub fn merge_job(pj: &ProfileJob, p: &MergeParams) -> Job {
         // queue when one manages the job's Jobs.
         suspend: queue_managed(pj),
     };
-    indexed_job(pj, &p.name, "merge", container, spec)
+    indexed_job(pj, &p.name, "merge", container, spec, &p.pod_defaults)
 }
 
 /// Retries of the merge pod (transient storage errors); a bad partial fails it at once.
@@ -287,6 +292,7 @@ fn container(
         env: Some(env_vars),
         env_from: (!env_from.is_empty()).then_some(env_from),
         resources: local.resources.clone(),
+        volume_mounts: local.volume_mounts.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         // th-worker writes nothing to its file system.
         security_context: Some(container_security_context(true)),
@@ -357,6 +363,7 @@ fn indexed_job(
     component: &str,
     container: Container,
     shape: IndexedJob,
+    defaults: &PodSettings,
 ) -> Job {
     let local = pj.spec.backend.local.clone().unwrap_or_default();
     let rules = vec![
@@ -386,6 +393,19 @@ fn indexed_job(
     if let Some(l) = template_meta.labels.as_mut() {
         l.remove(KUEUE_QUEUE_LABEL);
     }
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![container],
+        service_account_name: local.service_account_name.clone(),
+        automount_service_account_token: Some(local.service_account_name.is_some()),
+        volumes: local.volumes.clone(),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        ..PodSpec::default()
+    };
+    PodSettings::of_local(&local)
+        .or(defaults)
+        .apply(&mut template_meta, &mut pod);
 
     Job {
         metadata: owned_meta(pj, name, component),
@@ -404,21 +424,184 @@ fn indexed_job(
             suspend: Some(shape.suspend),
             template: PodTemplateSpec {
                 metadata: Some(template_meta),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    containers: vec![container],
-                    service_account_name: local.service_account_name.clone(),
-                    automount_service_account_token: Some(local.service_account_name.is_some()),
-                    node_selector: local.node_selector.clone(),
-                    tolerations: local.tolerations.clone(),
-                    affinity: local.affinity.clone(),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context()),
-                    ..PodSpec::default()
-                }),
+                spec: Some(pod),
             },
             ..JobSpec::default()
         }),
         status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec};
+
+    fn job_with_local(local: &str) -> ProfileJob {
+        let spec = format!(
+            "dataset: {{uri: 's3://lake/events/'}}\noutput: {{uri: 's3://lake/p.json'}}\n\
+             backend: {{type: local, local: {local}}}\n"
+        );
+        let mut pj = ProfileJob::new(
+            "events",
+            serde_yaml::from_str(&spec).expect("a ProfileJob spec"),
+        );
+        pj.metadata.namespace = Some("data".into());
+        pj.metadata.uid = Some("uid-1".into());
+        pj
+    }
+
+    fn worker_params(defaults: PodSettings) -> WorkerParams {
+        WorkerParams {
+            name: "events-w1".into(),
+            tasks: 8,
+            plan_uri: "s3://lake/.truthound/uid-1/plan".into(),
+            partials_prefix: "s3://lake/.truthound/uid-1/partials".into(),
+            default_image: "th-worker:1".into(),
+            progress_endpoint: None,
+            token_secret: "events-w1-token".into(),
+            heartbeat_seconds: 10,
+            pod_defaults: defaults,
+        }
+    }
+
+    fn merge_params(defaults: PodSettings) -> MergeParams {
+        MergeParams {
+            name: "events-m1".into(),
+            plan_uri: "s3://lake/.truthound/uid-1/plan".into(),
+            work_prefix: "s3://lake/.truthound/uid-1".into(),
+            missing: Vec::new(),
+            started_at: None,
+            default_image: "th-worker:1".into(),
+            pod_defaults: defaults,
+        }
+    }
+
+    fn pod_of(job: &Job) -> (&ObjectMeta, &PodSpec) {
+        let t = &job.spec.as_ref().expect("spec").template;
+        (
+            t.metadata.as_ref().expect("template metadata"),
+            t.spec.as_ref().expect("pod spec"),
+        )
+    }
+
+    const SETTINGS: &str = "{imagePullSecrets: [{name: registry}], priorityClassName: batch-high, \
+        volumes: [{name: ca, configMap: {name: lake-ca}}], \
+        volumeMounts: [{name: ca, mountPath: /etc/ssl/lake, readOnly: true}], \
+        podLabels: {team: data, app.kubernetes.io/managed-by: someone-else}, \
+        podAnnotations: {cluster-autoscaler.kubernetes.io/safe-to-evict: 'false'}, \
+        topologySpreadConstraints: [{maxSkew: 1, topologyKey: topology.kubernetes.io/zone, \
+          whenUnsatisfiable: ScheduleAnyway}], \
+        nodeSelector: {pool: batch}, \
+        podSecurityContext: {runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000}, \
+        securityContext: {readOnlyRootFilesystem: false}}";
+
+    #[test]
+    fn worker_and_merge_pods_carry_the_jobs_pod_settings() {
+        let pj = job_with_local(SETTINGS);
+        for job in [
+            worker_job(&pj, &worker_params(PodSettings::default())),
+            merge_job(&pj, &merge_params(PodSettings::default())),
+        ] {
+            let (meta, pod) = pod_of(&job);
+            let names = |v: &Option<Vec<LocalObjectReference>>| {
+                v.iter()
+                    .flatten()
+                    .map(|r| r.name.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(names(&pod.image_pull_secrets), ["registry"]);
+            assert_eq!(pod.priority_class_name.as_deref(), Some("batch-high"));
+            assert_eq!(
+                pod.node_selector
+                    .as_ref()
+                    .and_then(|n| n.get("pool"))
+                    .map(String::as_str),
+                Some("batch")
+            );
+            let tsc = pod.topology_spread_constraints.clone().unwrap_or_default();
+            assert_eq!(tsc.len(), 1);
+            assert_eq!(tsc[0].topology_key, "topology.kubernetes.io/zone");
+            let vols = pod.volumes.clone().unwrap_or_default();
+            assert_eq!(vols.len(), 1);
+            assert_eq!(
+                vols[0].config_map.as_ref().map(|c| c.name.as_str()),
+                Some("lake-ca")
+            );
+            let c = &pod.containers[0];
+            let mounts = c.volume_mounts.clone().unwrap_or_default();
+            assert_eq!(mounts[0].mount_path, "/etc/ssl/lake");
+            // labels: the job's added, the operator's kept
+            let labels = meta.labels.clone().unwrap_or_default();
+            assert_eq!(labels["team"], "data");
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "truthound-operator");
+            assert_eq!(labels[JOB_LABEL], "events");
+            let ann = meta.annotations.clone().unwrap_or_default();
+            assert_eq!(
+                ann["cluster-autoscaler.kubernetes.io/safe-to-evict"],
+                "false"
+            );
+            // security: the job's fields replace the operator's, the others stay
+            let psc = pod.security_context.clone().unwrap_or_default();
+            assert_eq!(
+                (psc.run_as_user, psc.run_as_group, psc.fs_group),
+                (Some(1000), Some(1000), Some(1000))
+            );
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(
+                psc.seccomp_profile.map(|s| s.type_),
+                Some("RuntimeDefault".into())
+            );
+            let csc = c.security_context.clone().unwrap_or_default();
+            assert_eq!(csc.read_only_root_filesystem, Some(false));
+            assert_eq!(csc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                csc.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_string()])
+            );
+        }
+    }
+
+    #[test]
+    fn the_operators_defaults_fill_what_the_job_leaves_unset() {
+        let defaults = PodSettings::parse(
+            "imagePullSecrets: [{name: platform-registry}]\npriorityClassName: batch-low\n\
+             tolerations: [{key: dedicated, operator: Equal, value: batch, effect: NoSchedule}]\n\
+             podLabels: {cost-center: shared, team: platform}\n",
+        )
+        .expect("defaults");
+        let pj = job_with_local("{priorityClassName: urgent, podLabels: {team: data}}");
+        let job = worker_job(&pj, &worker_params(defaults.clone()));
+        let (meta, pod) = pod_of(&job);
+        assert_eq!(pod.priority_class_name.as_deref(), Some("urgent"));
+        assert_eq!(
+            pod.image_pull_secrets.clone().unwrap_or_default()[0].name,
+            "platform-registry"
+        );
+        assert_eq!(
+            pod.tolerations.clone().unwrap_or_default()[0]
+                .key
+                .as_deref(),
+            Some("dedicated")
+        );
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels["cost-center"], "shared");
+
+        // Nothing set anywhere: the pod is as before (no settings invented).
+        let plain = worker_job(
+            &job_with_local("{}"),
+            &worker_params(PodSettings::default()),
+        );
+        let (meta, pod) = pod_of(&plain);
+        assert_eq!(pod.image_pull_secrets, None);
+        assert_eq!(pod.priority_class_name, None);
+        assert_eq!(pod.volumes, None);
+        assert_eq!(meta.annotations, None);
+        assert_eq!(pod.security_context, Some(pod_security_context()));
+        assert_eq!(
+            pod.containers[0].security_context,
+            Some(container_security_context(true))
+        );
     }
 }

@@ -5,11 +5,12 @@
 //! remote backends share. `remote`: those cores as the reconciler drives them. `choice`: which
 //! backend runs a job (and `auto`). `spark`: the core of the Spark backend (each task one
 //! aggregation query through Spark Connect, its answer made into a partial profile), without
-//! Kubernetes.
+//! Kubernetes. `pods`: the settings every pod the operator starts can carry.
 
 pub mod choice;
 pub mod dask;
 pub mod local;
+pub mod pods;
 pub mod ray;
 pub mod remote;
 pub mod spark;

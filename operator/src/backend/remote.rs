@@ -61,7 +61,11 @@ pub struct RemoteConfig {
     pub worker_bin: Option<PathBuf>,
     /// The runner Job's image when a ProfileJob names none.
     pub dask_image: String,
+    /// The operator's pod defaults, for the runner pod (the ProfileJob's `backend.dask` wins).
+    pub pod_defaults: crate::backend::pods::PodSettings,
 }
+
+use crate::backend::pods::PodSettings;
 
 /// The failure of a remote call, classified for the reconciler.
 #[derive(Debug, thiserror::Error)]
@@ -518,26 +522,32 @@ pub fn dask_runner_job(
         security_context: Some(container_security_context(false)),
         ..Container::default()
     };
+    let mut meta = kube::api::ObjectMeta {
+        labels: Some(BTreeMap::from([(
+            crate::backend::local::JOB_LABEL.to_string(),
+            pj.name_any(),
+        )])),
+        ..Default::default()
+    };
+    let mut pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        containers: vec![container],
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
+        ..PodSpec::default()
+    };
+    let own = pj.spec.backend.dask.as_ref().map(PodSettings::of_dask);
+    own.unwrap_or_default()
+        .or(&config.pod_defaults)
+        .apply(&mut meta, &mut pod);
     Job {
         metadata: owned_meta(pj, target.id, "dask-runner"),
         spec: Some(JobSpec {
             backoff_limit: Some(0),
             template: PodTemplateSpec {
-                metadata: Some(kube::api::ObjectMeta {
-                    labels: Some(BTreeMap::from([(
-                        crate::backend::local::JOB_LABEL.to_string(),
-                        pj.name_any(),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    containers: vec![container],
-                    automount_service_account_token: Some(false),
-                    enable_service_links: Some(false),
-                    security_context: Some(pod_security_context()),
-                    ..PodSpec::default()
-                }),
+                metadata: Some(meta),
+                spec: Some(pod),
             },
             ..JobSpec::default()
         }),
@@ -575,5 +585,69 @@ mod tests {
         runs.forget("uid-a");
         assert!(!runs.observe("uid-a-1").found && !runs.observe("uid-a-2").found);
         assert!(runs.observe("uid-ab-1").found, "another job's run stays");
+    }
+
+    #[test]
+    fn the_dask_runner_pod_carries_the_jobs_scheduling_over_the_defaults() {
+        let spec = "dataset: {uri: 's3://lake/e/'}\noutput: {uri: 's3://lake/p.json'}\n\
+            backend: {type: dask, dask: {schedulerAddress: 'tcp://s:8786', \
+              nodeSelector: {pool: dask}, priorityClassName: batch-high, \
+              tolerations: [{key: dedicated, operator: Exists, effect: NoSchedule}], \
+              imagePullSecrets: [{name: registry}], podLabels: {team: data}, \
+              podAnnotations: {a: b}, \
+              topologySpreadConstraints: [{maxSkew: 1, topologyKey: kubernetes.io/hostname, \
+                whenUnsatisfiable: DoNotSchedule}]}}\n";
+        let mut pj = ProfileJob::new("events", serde_yaml::from_str(spec).expect("spec"));
+        pj.metadata.namespace = Some("data".into());
+        pj.metadata.uid = Some("uid-1".into());
+        let target = Target {
+            kind: "dask",
+            address: "tcp://s:8786",
+            id: "events-d1",
+            attempt: 1,
+        };
+        let work = RemoteTasks {
+            run_id: "uid-1".into(),
+            plan_uri: "s3://lake/.truthound/uid-1/plan".into(),
+            partials_prefix: "s3://lake/.truthound/uid-1/partials".into(),
+            tasks: vec![0, 1],
+            env: BTreeMap::new(),
+            worker_args: Vec::new(),
+            retries: 2,
+            worker_bin: None,
+        };
+        let config = RemoteConfig {
+            worker_bin: None,
+            dask_image: "dask:1".into(),
+            pod_defaults: PodSettings::parse(
+                "priorityClassName: batch-low\npodSecurityContext: {fsGroup: 65532}\n",
+            )
+            .expect("defaults"),
+        };
+        let job = dask_runner_job(&pj, &target, &work, &config);
+        let t = &job.spec.as_ref().expect("spec").template;
+        let pod = t.spec.as_ref().expect("pod");
+        let meta = t.metadata.as_ref().expect("meta");
+        assert_eq!(pod.priority_class_name.as_deref(), Some("batch-high"));
+        assert_eq!(
+            pod.node_selector.as_ref().map(|n| n["pool"].as_str()),
+            Some("dask")
+        );
+        assert_eq!(pod.tolerations.as_ref().map(Vec::len), Some(1));
+        assert_eq!(
+            pod.image_pull_secrets.clone().unwrap_or_default()[0].name,
+            "registry"
+        );
+        assert_eq!(
+            pod.topology_spread_constraints.as_ref().map(Vec::len),
+            Some(1)
+        );
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels[crate::backend::local::JOB_LABEL], "events");
+        assert_eq!(meta.annotations.clone().unwrap_or_default()["a"], "b");
+        // the operator-wide default fills in; the built-in security stays under it
+        let psc = pod.security_context.clone().unwrap_or_default();
+        assert_eq!((psc.fs_group, psc.run_as_user), (Some(65532), Some(65532)));
     }
 }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use truthound_operator::ProfileJob;
 use truthound_operator::backend::choice::Clusters;
+use truthound_operator::backend::pods::PodSettings;
 use truthound_operator::backend::remote::RemoteConfig;
 use truthound_operator::decide::Settings;
 use truthound_operator::http::{self, Readiness};
@@ -118,6 +119,12 @@ struct Args {
         default_value = "ghcr.io/truthound/th-worker-dask:latest"
     )]
     dask_image: String,
+    /// Defaults of the pods the operator starts (worker, merge and Dask runner pods): a YAML
+    /// file of imagePullSecrets, priorityClassName, nodeSelector, tolerations, affinity,
+    /// topologySpreadConstraints, podLabels, podAnnotations, podSecurityContext and
+    /// securityContext. A ProfileJob's own settings win field by field.
+    #[arg(long, env = "TH_POD_DEFAULTS_FILE", value_name = "PATH")]
+    pod_defaults: Option<std::path::PathBuf>,
     /// th-worker binary shipped to Ray clusters with each job (the operator's image has one).
     #[arg(
         long,
@@ -177,6 +184,11 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // Read before anything connects: a bad file is a configuration error to stop on at once.
+    let pod_defaults = match &args.pod_defaults {
+        Some(path) => PodSettings::load(path)?,
+        None => PodSettings::default(),
+    };
     let client = Client::try_default()
         .await
         .context("no Kubernetes API: set KUBECONFIG or run in a pod with a service account")?;
@@ -303,6 +315,7 @@ async fn run(args: Args) -> Result<()> {
             // installations never use Ray.
             worker_bin: Some(args.ray_worker_bin.clone()),
             dask_image: args.dask_image.clone(),
+            pod_defaults,
         },
     };
     let recorder = Recorder::new(
