@@ -2,7 +2,7 @@
 # bench-kube.sh: the reconcile benchmark against a real kube-apiserver. N ProfileJobs in one
 # namespace, created first (the operator stopped), then reconciled by a release build of
 # th-operator authenticated as the chart's ServiceAccount with the chart's RBAC; it reports the
-# time until every job has its Accepted condition, the operator's peak RSS (VmHWM), and the
+# time until every job has its Accepted condition and until every one has settled, the operator's peak RSS (VmHWM), and the
 # apiserver requests the operator made per job (counted from the apiserver's audit log).
 #
 #   scripts/bench-kube.sh [N]          N ProfileJobs (default 1000)
@@ -106,8 +106,15 @@ while :; do
   sleep 0.2
 done
 t1=${EPOCHREALTIME/[.,]/}
+# Settled: each job planned, its worker Job created (suspended) and its phase Suspended.
+while :; do
+  settled=$(k -n "$NS" get pj -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Suspended || true)
+  [ "$settled" -ge "$N" ] && break
+  kill -0 "$OP_PID" 2>/dev/null || { tail -n 30 "$RUN/operator.log" >&2; exit 1; }
+  sleep 0.5
+done
+t2=${EPOCHREALTIME/[.,]/}
 hwm=$(sed -n 's/^VmHWM:\s*//p' "/proc/$OP_PID/status")
-sleep 2
 user=system:serviceaccount:truthound-system:truthound-operator
 requests=$(grep -c "\"username\":\"$user\"" "$KUBE_RUN_DIR/audit.log" || true)
 breakdown=$(grep "\"username\":\"$user\"" "$KUBE_RUN_DIR/audit.log" |
@@ -122,6 +129,7 @@ for line in sys.stdin:
 print(", ".join(f"{v} {r}: {n}" for (v, r), n in c.most_common()))')
 printf 'ProfileJobs:             %d\n' "$N"
 printf 'all Accepted after:      %d ms from the operator'"'"'s start (process start, cache sync, %d reconciles)\n' $(((t1 - t0) / 1000)) "$N"
+printf 'all settled after:       %d ms (planned, worker Job created suspended, phase Suspended)\n' $(((t2 - t0) / 1000))
 printf 'operator peak RSS:       %s\n' "$hwm"
 printf 'operator API requests:   %d (%s per job)\n' "$requests" "$(python3 -c "print(round($requests / $N, 2))")"
 printf 'by verb and resource:    %s\n' "$breakdown"
