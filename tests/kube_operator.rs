@@ -83,6 +83,19 @@ fn the_apiserver_accepts_the_examples_and_enforces_the_crds_rules() {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(!stderr(&out).contains("Warning"), "{}", stderr(&out));
+        // `kubectl apply -f crds/` (client-side, as the README says) keeps the whole object in
+        // an annotation, which the apiserver caps at 256 KiB: the CRD must stay under it.
+        let out = kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            crd.to_str().expect("path"),
+        ]);
+        assert!(
+            out.status.success(),
+            "client-side apply of the CRD: {}",
+            stderr(&out)
+        );
 
         let refused = |spec: Value, expect: &'static str| {
             let client = client.clone();
