@@ -7,6 +7,7 @@
 //! done, a re-run task finds its partial and stops), so an operator restart anywhere is just one
 //! more call with the same observations.
 
+use crate::access::AccessPolicy;
 use crate::backend::choice::{self, Clusters};
 use crate::backend::tasks::{TaskPhase, TaskState};
 use crate::crd::{
@@ -38,6 +39,8 @@ pub struct Settings {
     pub merge_in_pod_rows: u64,
     /// The clusters the operator knows of, for `auto` and for jobs that name no address.
     pub clusters: Clusters,
+    /// The local paths and URLs the operator may read and write for a job.
+    pub access: AccessPolicy,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             merge_in_pod_tasks: 2_000,
             merge_in_pod_rows: 2_000_000_000,
             clusters: Clusters::default(),
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -365,7 +369,9 @@ fn first_visit(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let job = obs.job;
     let now = obs.now;
     let generation = job.metadata.generation;
-    let checked = validate(job).and_then(|()| choose_backend(job, &settings.clusters));
+    let checked = validate(job)
+        .and_then(|()| settings.access.check_spec(&job.spec))
+        .and_then(|()| choose_backend(job, &settings.clusters));
     let backend = match checked {
         Ok(b) => b,
         Err(message) => {

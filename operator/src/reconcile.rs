@@ -359,6 +359,12 @@ async fn secret_data(
 /// Storage options (with credentials from the referenced Secret) for the dataset and output.
 async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<StorageOptions, Error> {
     let spec = &pj.spec;
+    // Every read and write the operator makes for a job goes through here: a job accepted
+    // before the access policy was narrowed is held to it too.
+    ctx.settings
+        .access
+        .check_spec(spec)
+        .map_err(Error::Invalid)?;
     let (opts, secret) = if output {
         (
             spec.output
@@ -424,6 +430,11 @@ async fn observe<'a>(
         return Ok(obs);
     };
     if phase.is_finished() || pj.metadata.deletion_timestamp.is_some() {
+        return Ok(obs);
+    }
+    if ctx.settings.access.check_spec(&pj.spec).is_err() {
+        // Nothing is read for a job the access policy refuses: with no plan observed, the
+        // decision is to plan, and planning fails the job saying which URI is refused.
         return Ok(obs);
     }
     let out_opts = storage(pj, ctx, true).await?;
