@@ -117,7 +117,8 @@ pub struct DatasetSpec {
     /// A Secret in the job's namespace whose keys are environment variables for object storage
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `GOOGLE_SERVICE_ACCOUNT_KEY`, `AZURE_STORAGE_ACCOUNT_KEY`, ...). The operator reads it to
-    /// plan and merge; workers get it as environment variables.
+    /// plan and merge; workers get it as environment variables. Without one the operator uses
+    /// no credentials of its own: a public bucket needs `options.extra.skip_signature: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 }

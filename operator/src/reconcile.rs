@@ -395,6 +395,8 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
         region: opts.region.clone(),
         allow_http: opts.allow_http,
         extra,
+        // The job's Secret or its explicit skip_signature, never the operator's own identity.
+        explicit_credentials: true,
     })
 }
 

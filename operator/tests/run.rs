@@ -754,3 +754,32 @@ async fn a_running_job_whose_uri_is_no_longer_allowed_fails_without_reading() {
         failed.message
     );
 }
+
+/// A job naming no credentials Secret is not planned with the operator's own cloud identity
+/// (its environment, files, instance metadata): it fails at once saying what to name.
+#[tokio::test]
+async fn a_job_without_a_credentials_secret_does_not_use_the_operators_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out/profile.json");
+    let state: Shared = Arc::default();
+    let mut pj = profilejob(dir.path(), &out, json!({}));
+    pj["spec"]["dataset"] = json!({"uri": "s3://lake/events/", "options": {"region": "us-east-1"}});
+    state.lock().expect("state").pj = Some(pj);
+    let ctx = context(fake_api(state.clone()));
+
+    drive(&state, &ctx, 3).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = condition(&status, "Failed");
+    assert_eq!(failed.reason, "InvalidSpec", "{}", failed.message);
+    assert!(
+        failed.message.contains("has no credentials"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("credentialsSecretRef"),
+        "{}",
+        failed.message
+    );
+}
