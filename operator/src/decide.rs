@@ -282,7 +282,6 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
             spec.output.uri
         ));
     }
-    let secretish = ["secret", "token", "password", "key", "sas", "credential"];
     let extras = spec
         .dataset
         .options
@@ -290,8 +289,7 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
         .keys()
         .chain(spec.output.options.iter().flat_map(|o| o.extra.keys()));
     for k in extras {
-        let lower = k.to_ascii_lowercase();
-        if secretish.iter().any(|s| lower.contains(s)) && !lower.ends_with("skip_signature") {
+        if truthound_profile::dataset::is_secret_key(k) {
             return Err(format!(
                 "storage option `{k}` looks like a secret: put it in the Secret named by credentialsSecretRef"
             ));

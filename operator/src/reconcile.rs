@@ -386,8 +386,11 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
     if let Some(secret) = secret {
         // Keys are the environment variables workers get (AWS_ACCESS_KEY_ID, ...); lowercased,
         // they are object_store's configuration keys.
+        // Only storage keys: the rest of the Secret is none of the endpoint's business.
         for (k, v) in secret_data(pj, ctx, &secret.name).await? {
-            extra.insert(k.to_ascii_lowercase(), v);
+            if dataset::is_storage_key(&k) {
+                extra.insert(k.to_ascii_lowercase(), v);
+            }
         }
     }
     Ok(StorageOptions {
@@ -915,7 +918,13 @@ async fn remote_tasks(
         .into_iter()
         .flatten()
         {
-            env.extend(secret_data(pj, ctx, &secret.name).await?);
+            // Only storage keys travel in the Ray job's working_dir (th_env.json).
+            env.extend(
+                secret_data(pj, ctx, &secret.name)
+                    .await?
+                    .into_iter()
+                    .filter(|(k, _)| dataset::is_storage_key(k)),
+            );
         }
     }
     Ok(RemoteTasks {

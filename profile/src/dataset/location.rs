@@ -45,30 +45,44 @@ pub struct StorageOptions {
 impl StorageOptions {
     /// The options without anything that looks like a secret, for writing into a plan.
     pub fn without_secrets(&self) -> StorageOptions {
-        let secret = |k: &str| {
-            let k = k.to_ascii_lowercase();
-            [
-                "secret",
-                "token",
-                "password",
-                "sas",
-                "access_key",
-                "credential",
-                "key",
-            ]
-            .iter()
-            .any(|s| k.contains(s))
-        };
         StorageOptions {
             extra: self
                 .extra
                 .iter()
-                .filter(|(k, _)| !secret(k))
+                .filter(|(k, _)| !is_secret_key(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ..self.clone()
         }
     }
+}
+
+/// Whether a storage option (or Secret) key names a secret: the one classification behind
+/// keeping secrets out of plans and out of a ProfileJob's spec. Any key that mentions a secret,
+/// token, password, key, SAS or credential is one, except `*skip_signature` (a flag).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !k.ends_with("skip_signature")
+        && ["secret", "token", "password", "key", "sas", "credential"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// Whether a Secret's key is storage configuration, the only keys forwarded from a
+/// credentials Secret: an `AWS_*`, `GOOGLE_*` or `AZURE_*` variable, or an `object_store`
+/// configuration key of any store. Anything else in the Secret (a database password, an SSH
+/// key) is never sent to an endpoint or a cluster.
+pub fn is_storage_key(key: &str) -> bool {
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::azure::AzureConfigKey;
+    use object_store::gcp::GoogleConfigKey;
+    let k = key.to_ascii_lowercase();
+    ["aws_", "google_", "azure_"]
+        .iter()
+        .any(|p| k.starts_with(p))
+        || k.parse::<AmazonS3ConfigKey>().is_ok()
+        || k.parse::<GoogleConfigKey>().is_ok()
+        || k.parse::<AzureConfigKey>().is_ok()
 }
 
 /// A parsed URI: the store it lives in, the path inside it, and a glob over paths if it had one.
@@ -544,6 +558,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("aws_web_identity_token_file"), "{err}");
+    }
+
+    #[test]
+    fn secret_and_storage_keys_are_classified_once() {
+        for k in [
+            "aws_secret_access_key",
+            "AWS_SESSION_TOKEN",
+            "azure_storage_sas_key",
+            "db_password",
+            "google_service_account_key",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in ["aws_skip_signature", "region", "aws_endpoint"] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "aws_secret_access_key",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "access_key_id",
+            "skip_signature",
+            "bucket",
+        ] {
+            assert!(is_storage_key(k), "{k}");
+        }
+        for k in [
+            "DB_PASSWORD",
+            "ssh-privatekey",
+            "tls.key",
+            "GITHUB_TOKEN",
+            ".dockerconfigjson",
+        ] {
+            assert!(!is_storage_key(k), "{k}");
+        }
     }
 
     #[test]
