@@ -145,6 +145,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podDefaults": {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "batch-low",
                         "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
                         "podSecurityContext": {"fsGroup": 65532}},
+        "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True},
+        "extraVolumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}}],
+        "extraVolumeMounts": [{"name": "shared", "mountPath": "/data/shared", "readOnly": True}],
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
         "extraArgs": ["--log-format=text"],
         "crds": {"install": False},
@@ -950,6 +953,11 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
                      ("daskSchedulerAddress", "DASK_SCHEDULER_ADDRESS"), ("rayAddress", "RAY_ADDRESS")):
         want = values.get("remoteClusters", {}).get(key) or None
         p.expect(env.get(var) == want, f"{tag} {var} {env.get(var)!r}, want {want!r}")
+    access = values.get("access", {})
+    want_roots = ",".join(access.get("fileRoots", [])) or None
+    p.expect(env.get("TH_FILE_ROOTS") == want_roots, f"{tag} TH_FILE_ROOTS {env.get('TH_FILE_ROOTS')!r}, want {want_roots!r}")
+    want_http = "true" if access.get("allowHttpDatasets") else None
+    p.expect(env.get("TH_ALLOW_HTTP_DATASETS") == want_http, f"{tag} TH_ALLOW_HTTP_DATASETS {env.get('TH_ALLOW_HTTP_DATASETS')!r}, want {want_http!r}")
     sa_values = values.get("serviceAccount", {})
     want_sa = sa_values.get("name") or (fn if sa_values.get("create", True) else "default")
     if sa_values.get("create", True):

@@ -92,6 +92,7 @@ impl StorageArgs {
             region: self.region.clone(),
             allow_http: self.allow_http.then_some(true),
             extra,
+            ..StorageOptions::default()
         })
     }
 }

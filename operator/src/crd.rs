@@ -11,6 +11,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The CEL rule on dataset and output URIs: a scheme the engine knows, so that no plain path
+/// (read as the operator's own disk) is admitted. Which local roots and URLs the operator then
+/// accepts is its own setting (`crate::access`).
+const URI_SCHEME_RULE: &str =
+    "self.matches('^(s3|s3a|gs|az|adl|azure|abfs|abfss|http|https|file)://')";
+
 /// Profiles a dataset in object storage: plans partitions, runs one task per partition on the
 /// chosen backend, merges the partial profiles and writes the profile to `spec.output.uri`.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -94,8 +100,13 @@ pub struct ProfileJobSpec {
 #[serde(rename_all = "camelCase")]
 pub struct DatasetSpec {
     /// `s3://`, `gs://`, `az://`, `abfs://`, `http(s)://` or `file://` URI of one file, a prefix
-    /// (every data file under it) or a glob (`s3://bucket/events/*.parquet`).
-    #[schemars(length(min = 1))]
+    /// (every data file under it) or a glob (`s3://bucket/events/*.parquet`). The operator
+    /// refuses `file://` outside the directories its administrator allowed, and `http(s)://`
+    /// unless allowed.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": URI_SCHEME_RULE, "message": "dataset.uri must start with s3://, s3a://, gs://, az://, adl://, azure://, abfs://, abfss://, http://, https:// or file:// (a plain path would be the operator's own disk)"}
+    ]))]
     pub uri: String,
     /// File format; detected from the files' extensions when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +120,8 @@ pub struct DatasetSpec {
     /// A Secret in the job's namespace whose keys are environment variables for object storage
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`,
     /// `GOOGLE_SERVICE_ACCOUNT_KEY`, `AZURE_STORAGE_ACCOUNT_KEY`, ...). The operator reads it to
-    /// plan and merge; workers get it as environment variables.
+    /// plan and merge; workers get it as environment variables. Without one the operator uses
+    /// no credentials of its own: a public bucket needs `options.extra.skip_signature: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 }
@@ -422,7 +434,10 @@ pub struct ProfileSpec {
 pub struct OutputSpec {
     /// URI of the profile JSON, e.g. `s3://bucket/profiles/events.json`. The plan, the task table
     /// and the partial profiles go under `.truthound/<job uid>/` beside it.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": URI_SCHEME_RULE, "message": "output.uri must start with s3://, s3a://, gs://, az://, adl://, azure://, abfs://, abfss://, http://, https:// or file:// (a plain path would be the operator's own disk)"}
+    ]))]
     pub uri: String,
     /// Storage options of the output's store (default: the dataset's).
     #[serde(default, skip_serializing_if = "Option::is_none")]

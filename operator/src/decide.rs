@@ -7,6 +7,7 @@
 //! done, a re-run task finds its partial and stops), so an operator restart anywhere is just one
 //! more call with the same observations.
 
+use crate::access::AccessPolicy;
 use crate::backend::choice::{self, Clusters};
 use crate::backend::local;
 use crate::backend::tasks::{TaskPhase, TaskState};
@@ -39,6 +40,8 @@ pub struct Settings {
     pub merge_in_pod_rows: u64,
     /// The clusters the operator knows of, for `auto` and for jobs that name no address.
     pub clusters: Clusters,
+    /// The local paths and URLs the operator may read and write for a job.
+    pub access: AccessPolicy,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             merge_in_pod_tasks: 2_000,
             merge_in_pod_rows: 2_000_000_000,
             clusters: Clusters::default(),
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -279,7 +283,6 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
             spec.output.uri
         ));
     }
-    let secretish = ["secret", "token", "password", "key", "sas", "credential"];
     let extras = spec
         .dataset
         .options
@@ -287,8 +290,7 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
         .keys()
         .chain(spec.output.options.iter().flat_map(|o| o.extra.keys()));
     for k in extras {
-        let lower = k.to_ascii_lowercase();
-        if secretish.iter().any(|s| lower.contains(s)) && !lower.ends_with("skip_signature") {
+        if truthound_profile::dataset::is_secret_key(k) {
             return Err(format!(
                 "storage option `{k}` looks like a secret: put it in the Secret named by credentialsSecretRef"
             ));
@@ -368,7 +370,9 @@ fn first_visit(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let job = obs.job;
     let now = obs.now;
     let generation = job.metadata.generation;
-    let checked = validate(job).and_then(|()| choose_backend(job, &settings.clusters));
+    let checked = validate(job)
+        .and_then(|()| settings.access.check_spec(&job.spec))
+        .and_then(|()| choose_backend(job, &settings.clusters));
     let backend = match checked {
         Ok(b) => b,
         Err(message) => {

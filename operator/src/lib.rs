@@ -1,5 +1,6 @@
 //! The truthound operator: the `ProfileJob` resource and the controller that runs it.
 //!
+//! - [`access`]: which local paths and URLs the operator itself may read for a ProfileJob.
 //! - [`crd`]: the resource's types (spec and status); `crdgen` writes them to `crds/`.
 //! - [`decide`]: the reconciler's decisions, a pure function of what was observed.
 //! - [`reconcile`]: observes the cluster and object storage, applies the decisions.
@@ -9,6 +10,7 @@
 //! - [`metrics`], [`http`], [`leader`]: Prometheus metrics, health endpoints, leader election.
 //! - [`leader_label`]: the label that routes workers' progress reports to the leading replica.
 
+pub mod access;
 pub mod backend;
 pub mod crd;
 pub mod decide;

@@ -382,6 +382,12 @@ async fn secret_data(
 /// Storage options (with credentials from the referenced Secret) for the dataset and output.
 async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<StorageOptions, Error> {
     let spec = &pj.spec;
+    // Every read and write the operator makes for a job goes through here: a job accepted
+    // before the access policy was narrowed is held to it too.
+    ctx.settings
+        .access
+        .check_spec(spec)
+        .map_err(Error::Invalid)?;
     let (opts, secret) = if output {
         (
             spec.output
@@ -403,8 +409,11 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
     if let Some(secret) = secret {
         // Keys are the environment variables workers get (AWS_ACCESS_KEY_ID, ...); lowercased,
         // they are object_store's configuration keys.
+        // Only storage keys: the rest of the Secret is none of the endpoint's business.
         for (k, v) in secret_data(pj, ctx, &secret.name).await? {
-            extra.insert(k.to_ascii_lowercase(), v);
+            if dataset::is_storage_key(&k) {
+                extra.insert(k.to_ascii_lowercase(), v);
+            }
         }
     }
     Ok(StorageOptions {
@@ -412,6 +421,8 @@ async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<Storage
         region: opts.region.clone(),
         allow_http: opts.allow_http,
         extra,
+        // The job's Secret or its explicit skip_signature, never the operator's own identity.
+        explicit_credentials: true,
     })
 }
 
@@ -447,6 +458,11 @@ async fn observe<'a>(
         return Ok(obs);
     };
     if phase.is_finished() || pj.metadata.deletion_timestamp.is_some() {
+        return Ok(obs);
+    }
+    if ctx.settings.access.check_spec(&pj.spec).is_err() {
+        // Nothing is read for a job the access policy refuses: with no plan observed, the
+        // decision is to plan, and planning fails the job saying which URI is refused.
         return Ok(obs);
     }
     let out_opts = storage(pj, ctx, true).await?;
@@ -929,7 +945,13 @@ async fn remote_tasks(
         .into_iter()
         .flatten()
         {
-            env.extend(secret_data(pj, ctx, &secret.name).await?);
+            // Only storage keys travel in the Ray job's working_dir (th_env.json).
+            env.extend(
+                secret_data(pj, ctx, &secret.name)
+                    .await?
+                    .into_iter()
+                    .filter(|(k, _)| dataset::is_storage_key(k)),
+            );
         }
     }
     Ok(RemoteTasks {

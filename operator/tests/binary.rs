@@ -344,7 +344,11 @@ impl Operator {
         std::fs::write(&key_file, &key).expect("key file");
         let key_path = key_file.to_str().expect("a UTF-8 path").to_owned();
         let metrics_addr = format!("127.0.0.1:{metrics_port}");
+        // The tests' datasets are in temporary directories: the one place local paths may be.
+        let file_root = std::env::temp_dir().to_string_lossy().into_owned();
         let mut args = vec![
+            "--file-root",
+            &file_root,
             "--metrics-addr",
             &metrics_addr,
             "--progress-addr",

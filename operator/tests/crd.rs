@@ -208,3 +208,41 @@ fn the_example_profilejobs_parse_as_the_type() {
     }
     assert!(seen > 0, "no ProfileJob in deploy/examples");
 }
+
+#[test]
+fn dataset_and_output_uris_need_a_known_scheme_and_a_bounded_length() {
+    // A plain path would be read from the operator's own disk: refused at admission, as are
+    // schemes the engine does not know; file:// is admitted (the operator checks its roots).
+    for (field, uri, ok) in [
+        (
+            "dataset",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            false,
+        ),
+        ("dataset", "ftp://host/x.csv", false),
+        ("dataset", "S3://lake/events/", false),
+        ("dataset", "file:///data/shared/events/", true),
+        ("dataset", "gs://lake/events/*.parquet", true),
+        ("output", "profiles/events.json", false),
+        ("output", "abfss://c@acct.dfs.core.windows.net/p.json", true),
+    ] {
+        let mut spec = base();
+        spec[field]["uri"] = json!(uri);
+        let e = errors(&pj(spec), None);
+        assert_eq!(e.is_empty(), ok, "{field} {uri}: {e:?}");
+        if !ok {
+            assert!(
+                e.iter()
+                    .any(|m| m.contains(&format!("{field}.uri must start"))),
+                "{field} {uri}: {e:?}"
+            );
+        }
+    }
+    // The length is OpenAPI's maxLength (the API server checks it; kube-cel evaluates CEL only),
+    // which also bounds the cost the API server estimates for the rule.
+    let s = schema();
+    for field in ["dataset", "output"] {
+        let uri = &s["properties"]["spec"]["properties"][field]["properties"]["uri"];
+        assert_eq!(uri["maxLength"], json!(2048), "{field}: {uri}");
+    }
+}

@@ -907,3 +907,78 @@ fn child_names_are_deterministic_and_fit_a_label() {
         format!("s3://lake/profiles/.truthound/{UID}")
     );
 }
+
+/// The operator plans in its own process: a local path or a URL in a spec would be read with
+/// the operator's file system and network. Refused at the first visit, naming the field,
+/// unless the operator's access policy allows it.
+#[test]
+fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
+    let spec = |data: &str, out: &str| {
+        job(&format!(
+            "apiVersion: truthound.io/v1alpha1\nkind: ProfileJob\nmetadata: {{name: x}}\nspec:\n  dataset: {{uri: '{data}', format: csv}}\n  output: {{uri: '{out}'}}\n"
+        ))
+    };
+    let token = "file:///var/run/secrets/kubernetes.io/serviceaccount/token";
+    let cases = [
+        (token, "s3://tenant/x.json", "spec.dataset.uri"),
+        (
+            "/etc/truthound/progress-key/key",
+            "s3://tenant/x.json",
+            "spec.dataset.uri",
+        ),
+        (
+            "http://169.254.169.254/latest/",
+            "s3://tenant/x.json",
+            "spec.dataset.uri",
+        ),
+        (
+            "s3://lake/events/",
+            "file:///etc/truthound/x.json",
+            "spec.output.uri",
+        ),
+        (
+            "s3://lake/events/",
+            "https://tenant.example/x.json",
+            "spec.output.uri",
+        ),
+    ];
+    let shared = Settings {
+        access: truthound_operator::access::AccessPolicy {
+            file_roots: vec!["/data/shared".into()],
+            allow_http: false,
+        },
+        ..Settings::default()
+    };
+    for settings in [Settings::default(), shared.clone()] {
+        for (data, out, field) in cases {
+            let pj = spec(data, out);
+            let d = decide(&obs(&pj), &settings);
+            assert!(d.actions.is_empty(), "{data} {out}: {:?}", d.actions);
+            let failed = cond(&d.status, "Failed");
+            assert_eq!(failed.reason, "InvalidSpec", "{data} {out}");
+            assert!(failed.message.starts_with(field), "{}", failed.message);
+            assert!(
+                d.events
+                    .iter()
+                    .any(|e| e.warning && e.reason == "InvalidSpec" && e.message.contains(field)),
+                "{:?}",
+                d.events
+            );
+        }
+    }
+    // Under the operator's root, and a URL once allowed, the job is accepted and planned.
+    let pj = spec(
+        "file:///data/shared/events/",
+        "file:///data/shared/out/p.json",
+    );
+    assert_eq!(decide(&obs(&pj), &shared).actions, vec![Action::Plan]);
+    let pj = spec("https://host/events.csv", "s3://lake/p.json");
+    let open = Settings {
+        access: truthound_operator::access::AccessPolicy {
+            file_roots: vec![],
+            allow_http: true,
+        },
+        ..Settings::default()
+    };
+    assert_eq!(decide(&obs(&pj), &open).actions, vec![Action::Plan]);
+}

@@ -81,7 +81,7 @@ fn operator(client: kube::Client, clusters: Clusters, worker_bin: PathBuf) -> Ar
     let settings = Settings {
         clusters,
         progress_interval: Duration::from_millis(300),
-        ..Settings::default()
+        ..test_settings()
     };
     let config = Config {
         remote: RemoteConfig {

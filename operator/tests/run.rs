@@ -334,7 +334,7 @@ async fn a_large_run_is_merged_by_a_merge_pod_not_the_operator() {
     state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
     let settings = Settings {
         merge_in_pod_tasks: 2,
-        ..Settings::default()
+        ..test_settings()
     };
     let ctx = context_with(fake_api(state.clone()), settings);
 
@@ -415,7 +415,7 @@ async fn a_failed_merge_pod_fails_the_job_with_its_words() {
     }
     let settings = Settings {
         merge_in_pod_tasks: 1,
-        ..Settings::default()
+        ..test_settings()
     };
     let ctx = context_with(fake_api(state.clone()), settings);
     drive(&state, &ctx, 8).await;
@@ -574,7 +574,7 @@ async fn a_stalled_tasks_pod_is_replaced_and_the_others_left_alone() {
             instance: Some("test".into()),
         },
     );
-    let mut ctx = Context::new(client, Settings::default(), Config::default(), recorder);
+    let mut ctx = Context::new(client, test_settings(), Config::default(), recorder);
     ctx.progress = Some(Arc::new(Stalled(vec![2])));
     let ctx = Arc::new(ctx);
 
@@ -668,4 +668,118 @@ async fn a_sampled_job_profiles_the_rows_a_single_sampled_pass_would() {
         assert_eq!(m["distribution"]["min"], s["distribution"]["min"]);
         assert_eq!(m["distribution"]["max"], s["distribution"]["max"]);
     }
+}
+
+/// The attack of issue 16: a tenant's job names the operator's service-account token as a CSV
+/// dataset (its first line would become the plan's schema) and an output of the tenant's
+/// choosing. The operator fails the job at once, naming the field, and reads and writes nothing.
+#[tokio::test]
+async fn a_dataset_outside_the_file_roots_is_refused_and_nothing_is_read_or_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token");
+    let out = dir.path().join("tenant/profile.json");
+    let state: Shared = Arc::default();
+    let mut pj = profilejob(dir.path(), &out, json!({}));
+    pj["spec"]["dataset"] = json!({"uri": format!("file://{}", secret.display()), "format": "csv"});
+    state.lock().expect("state").pj = Some(pj);
+    let ctx = context(fake_api(state.clone()));
+
+    drive(&state, &ctx, 3).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = condition(&status, "Failed");
+    assert_eq!(failed.reason, "InvalidSpec");
+    assert!(
+        failed.message.contains("spec.dataset.uri"),
+        "{}",
+        failed.message
+    );
+    assert!(failed.message.contains("file roots"), "{}", failed.message);
+    let events: Vec<Value> = requests(&state)
+        .into_iter()
+        .filter(|r| r.uri.contains("/events"))
+        .map(|r| r.body)
+        .collect();
+    assert!(
+        events.iter().any(|e| e["reason"] == "InvalidSpec"
+            && e["type"] == "Warning"
+            && e["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("spec.dataset.uri"))),
+        "{events:#?}"
+    );
+    // Nothing was planned: no plan, no worker Job, nothing under the output's directory.
+    assert!(
+        !dir.path().join("tenant").exists(),
+        "the operator wrote to the output"
+    );
+    assert!(
+        !requests(&state)
+            .iter()
+            .any(|r| r.method == Method::POST && r.uri.starts_with("/apis/batch/v1/")),
+        "a Job was created"
+    );
+}
+
+/// A job accepted before the operator's file roots were narrowed (its status says Running) is
+/// held to them too: the operator does not plan or merge from the refused path.
+#[tokio::test]
+async fn a_running_job_whose_uri_is_no_longer_allowed_fails_without_reading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("lake/profiles/events.json");
+    let state: Shared = Arc::default();
+    state.lock().expect("state").pj = Some(profilejob(&data, &out, json!({})));
+    // Accepted and planned under a policy that allowed the temporary directory ...
+    let ctx = context(fake_api(state.clone()));
+    reconcile::reconcile(Arc::new(current(&state).expect("job")), ctx.clone())
+        .await
+        .expect("reconcile");
+    assert!(
+        current(&state)
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase)
+            .is_some()
+    );
+    // ... then looked at by an operator that allows no local path.
+    let strict = context_with(fake_api(state.clone()), Settings::default());
+    drive(&state, &strict, 3).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = condition(&status, "Failed");
+    assert_eq!(failed.reason, "InvalidSpec");
+    assert!(
+        failed.message.contains("spec.dataset.uri"),
+        "{}",
+        failed.message
+    );
+}
+
+/// A job naming no credentials Secret is not planned with the operator's own cloud identity
+/// (its environment, files, instance metadata): it fails at once saying what to name.
+#[tokio::test]
+async fn a_job_without_a_credentials_secret_does_not_use_the_operators_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out/profile.json");
+    let state: Shared = Arc::default();
+    let mut pj = profilejob(dir.path(), &out, json!({}));
+    pj["spec"]["dataset"] = json!({"uri": "s3://lake/events/", "options": {"region": "us-east-1"}});
+    state.lock().expect("state").pj = Some(pj);
+    let ctx = context(fake_api(state.clone()));
+
+    drive(&state, &ctx, 3).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    assert_eq!(status.phase, Some(Phase::Failed), "{status:#?}");
+    let failed = condition(&status, "Failed");
+    assert_eq!(failed.reason, "InvalidSpec", "{}", failed.message);
+    assert!(
+        failed.message.contains("has no credentials"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        failed.message.contains("credentialsSecretRef"),
+        "{}",
+        failed.message
+    );
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 use truthound_operator::ProfileJob;
+use truthound_operator::access::AccessPolicy;
 use truthound_operator::backend::choice::Clusters;
 use truthound_operator::backend::pods::PodSettings;
 use truthound_operator::backend::remote::RemoteConfig;
@@ -132,6 +133,16 @@ struct Args {
         default_value = "/usr/local/bin/th-worker"
     )]
     ray_worker_bin: std::path::PathBuf,
+    /// A directory (absolute; repeat the flag or separate with commas) under which ProfileJobs
+    /// may name `file://` datasets and outputs: the operator reads and writes those itself, so
+    /// only directories mounted for the purpose belong here. Default: none, and local paths are
+    /// refused.
+    #[arg(long = "file-root", env = "TH_FILE_ROOTS", value_delimiter = ',')]
+    file_roots: Vec<std::path::PathBuf>,
+    /// Allow `http(s)://` datasets and outputs, which the operator fetches itself (any address
+    /// it can reach). Default: refused.
+    #[arg(long, env = "TH_ALLOW_HTTP_DATASETS")]
+    allow_http_datasets: bool,
     /// Log format: json (default) or text.
     #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -303,6 +314,7 @@ async fn run(args: Args) -> Result<()> {
             preferred: Clusters::parse_preferred(args.distributed_backend.as_deref())
                 .map_err(anyhow::Error::msg)?,
         },
+        access: access_policy(&args)?,
         ..Settings::default()
     };
     settings.clusters.validate().map_err(anyhow::Error::msg)?;
@@ -413,6 +425,26 @@ async fn run(args: Args) -> Result<()> {
     let _ = http_server.await;
     let _ = progress_server.await;
     Ok(())
+}
+
+/// The local paths and URLs ProfileJobs may name (`--file-root`, `--allow-http-datasets`).
+fn access_policy(args: &Args) -> Result<AccessPolicy> {
+    let file_roots: Vec<std::path::PathBuf> = args
+        .file_roots
+        .iter()
+        .filter(|r| !r.as_os_str().is_empty())
+        .cloned()
+        .collect();
+    if let Some(r) = file_roots.iter().find(|r| !r.is_absolute()) {
+        anyhow::bail!("--file-root {}: must be an absolute path", r.display());
+    }
+    if !file_roots.is_empty() {
+        info!(roots = ?file_roots, "file:// datasets and outputs allowed under these roots");
+    }
+    Ok(AccessPolicy {
+        file_roots,
+        allow_http: args.allow_http_datasets,
+    })
 }
 
 /// Waits, after the stop signal, for the election to release the lease and for the leader label

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
+use truthound_operator::access::AccessPolicy;
 use truthound_operator::crd::ProfileJob;
 use truthound_operator::decide::Settings;
 use truthound_operator::reconcile::{Config, Context};
@@ -234,7 +235,19 @@ pub fn fake_api(state: Shared) -> Client {
 }
 
 pub fn context(client: Client) -> Arc<Context> {
-    context_with(client, Settings::default())
+    context_with(client, test_settings())
+}
+
+/// The default settings, with the temporary directory (where the tests' datasets are) as the
+/// operator's one file root.
+pub fn test_settings() -> Settings {
+    Settings {
+        access: AccessPolicy {
+            file_roots: vec![std::env::temp_dir()],
+            allow_http: false,
+        },
+        ..Settings::default()
+    }
 }
 
 pub fn context_with(client: Client, settings: Settings) -> Arc<Context> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use url::Url;
 
 /// How to reach an object store beyond what the environment says (`AWS_*`, `GOOGLE_*`,
-/// `AZURE_*` are always read). Secrets belong in the environment, not here: these options are
+/// `AZURE_*` are read unless `explicit_credentials`). Secrets belong in the environment, not here: these options are
 /// written into plans.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,35 +33,56 @@ pub struct StorageOptions {
     /// Any other `object_store` configuration key (e.g. `aws_skip_signature`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// Credentials come from `extra` only, never from this process's environment (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`), files or instance metadata: a store with neither credentials nor
+    /// `skip_signature` is refused rather than built with the process's own cloud identity.
+    /// The operator sets it: a ProfileJob must not borrow the operator's identity. Never
+    /// serialized (a plan's reader decides for itself).
+    #[serde(skip)]
+    pub explicit_credentials: bool,
 }
 
 impl StorageOptions {
     /// The options without anything that looks like a secret, for writing into a plan.
     pub fn without_secrets(&self) -> StorageOptions {
-        let secret = |k: &str| {
-            let k = k.to_ascii_lowercase();
-            [
-                "secret",
-                "token",
-                "password",
-                "sas",
-                "access_key",
-                "credential",
-                "key",
-            ]
-            .iter()
-            .any(|s| k.contains(s))
-        };
         StorageOptions {
             extra: self
                 .extra
                 .iter()
-                .filter(|(k, _)| !secret(k))
+                .filter(|(k, _)| !is_secret_key(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             ..self.clone()
         }
     }
+}
+
+/// Whether a storage option (or Secret) key names a secret: the one classification behind
+/// keeping secrets out of plans and out of a ProfileJob's spec. Any key that mentions a secret,
+/// token, password, key, SAS or credential is one, except `*skip_signature` (a flag).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    !k.ends_with("skip_signature")
+        && ["secret", "token", "password", "key", "sas", "credential"]
+            .iter()
+            .any(|s| k.contains(s))
+}
+
+/// Whether a Secret's key is storage configuration, the only keys forwarded from a
+/// credentials Secret: an `AWS_*`, `GOOGLE_*` or `AZURE_*` variable, or an `object_store`
+/// configuration key of any store. Anything else in the Secret (a database password, an SSH
+/// key) is never sent to an endpoint or a cluster.
+pub fn is_storage_key(key: &str) -> bool {
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::azure::AzureConfigKey;
+    use object_store::gcp::GoogleConfigKey;
+    let k = key.to_ascii_lowercase();
+    ["aws_", "google_", "azure_"]
+        .iter()
+        .any(|p| k.starts_with(p))
+        || k.parse::<AmazonS3ConfigKey>().is_ok()
+        || k.parse::<GoogleConfigKey>().is_ok()
+        || k.parse::<AzureConfigKey>().is_ok()
 }
 
 /// A parsed URI: the store it lives in, the path inside it, and a glob over paths if it had one.
@@ -231,6 +252,81 @@ fn retry() -> RetryConfig {
     }
 }
 
+/// Keys naming a file or an endpoint of the process's own (a credentials file, a federated
+/// token, a metadata service): with explicit credentials they would still read what the process
+/// can reach, so they are refused.
+const AMBIENT_KEYS: [&str; 10] = [
+    "aws_web_identity_token_file",
+    "web_identity_token_file",
+    "aws_container_credentials_relative_uri",
+    "aws_metadata_endpoint",
+    "google_service_account",
+    "google_service_account_path",
+    "service_account_path",
+    "google_application_credentials",
+    "azure_federated_token_file",
+    "azure_msi_endpoint",
+];
+
+/// The keys that carry a credential of each store kind (object_store's names, long and short).
+fn credential_keys(scheme: &str) -> &'static [&'static str] {
+    match scheme {
+        "s3" | "s3a" => &["aws_access_key_id", "access_key_id"],
+        "gs" => &["google_service_account_key", "service_account_key"],
+        "az" | "adl" | "azure" | "abfs" | "abfss" => &[
+            "azure_storage_account_key",
+            "azure_storage_access_key",
+            "azure_storage_master_key",
+            "account_key",
+            "access_key",
+            "master_key",
+            "azure_storage_sas_key",
+            "azure_storage_sas_token",
+            "sas_key",
+            "sas_token",
+            "azure_storage_token",
+            "bearer_token",
+            "azure_client_secret",
+            "client_secret",
+        ],
+        _ => &[],
+    }
+}
+
+/// With explicit credentials: the options must carry a credential for the store, or ask for
+/// unsigned requests, and name no file or endpoint of the process's own.
+fn check_explicit(root: &Url, options: &StorageOptions) -> Result<()> {
+    let scheme = root.scheme();
+    let keys = credential_keys(scheme);
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let lower: BTreeMap<String, &str> = options
+        .extra
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+        .collect();
+    if let Some(k) = lower.keys().find(|k| AMBIENT_KEYS.contains(&k.as_str())) {
+        return Err(Error::invalid(
+            "storage option",
+            format!("`{k}` names a file or endpoint of this process: give the credential itself"),
+        ));
+    }
+    let anonymous = lower
+        .iter()
+        .any(|(k, v)| k.ends_with("skip_signature") && v.eq_ignore_ascii_case("true"));
+    let has_credential = keys.iter().any(|k| lower.contains_key(*k));
+    if anonymous || has_credential {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "credentials",
+        format!(
+            "`{root}` has no credentials: name a Secret holding them (credentialsSecretRef), or set the storage option `skip_signature: \"true\"` for a public bucket; this process's own cloud identity is not used"
+        ),
+    ))
+}
+
 fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
     let storage_err = |e: object_store::Error| Error::Storage {
         uri: root.to_string(),
@@ -241,12 +337,20 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             .endpoint
             .as_deref()
             .is_some_and(|e| e.starts_with("http://"));
+    if options.explicit_credentials {
+        check_explicit(root, options)?;
+    }
+    let explicit = options.explicit_credentials;
     let store: Arc<dyn ObjectStore> = match root.scheme() {
         "file" => Arc::new(LocalFileSystem::new()),
         "s3" | "s3a" => {
-            let mut b = AmazonS3Builder::from_env()
-                .with_url(root.as_str())
-                .with_retry(retry());
+            let mut b = if explicit {
+                AmazonS3Builder::new()
+            } else {
+                AmazonS3Builder::from_env()
+            }
+            .with_url(root.as_str())
+            .with_retry(retry());
             if let Some(endpoint) = &options.endpoint {
                 b = b
                     .with_endpoint(endpoint)
@@ -265,9 +369,13 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             Arc::new(b.build().map_err(storage_err)?)
         }
         "gs" => {
-            let mut b = GoogleCloudStorageBuilder::from_env()
-                .with_url(root.as_str())
-                .with_retry(retry());
+            let mut b = if explicit {
+                GoogleCloudStorageBuilder::new()
+            } else {
+                GoogleCloudStorageBuilder::from_env()
+            }
+            .with_url(root.as_str())
+            .with_retry(retry());
             for (k, v) in &options.extra {
                 let key = k.to_ascii_lowercase().parse().map_err(storage_err)?;
                 b = b.with_config(key, v);
@@ -275,9 +383,13 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
             Arc::new(b.build().map_err(storage_err)?)
         }
         "az" | "adl" | "azure" | "abfs" | "abfss" => {
-            let mut b = MicrosoftAzureBuilder::from_env()
-                .with_url(root.as_str())
-                .with_retry(retry());
+            let mut b = if explicit {
+                MicrosoftAzureBuilder::new()
+            } else {
+                MicrosoftAzureBuilder::from_env()
+            }
+            .with_url(root.as_str())
+            .with_retry(retry());
             if let Some(endpoint) = &options.endpoint {
                 b = b.with_endpoint(endpoint.clone());
             }
@@ -385,6 +497,103 @@ mod tests {
     fn rejects_unknown_schemes() {
         let err = Location::parse("ftp://host/x.csv").unwrap_err().to_string();
         assert!(err.contains("unsupported scheme `ftp`"), "{err}");
+    }
+
+    fn explicit(extra: &[(&str, &str)]) -> StorageOptions {
+        StorageOptions {
+            extra: extra
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            explicit_credentials: true,
+            ..StorageOptions::default()
+        }
+    }
+
+    /// The operator's stores: the process's environment (here AWS_*, GOOGLE_*, AZURE_* are set
+    /// as an operator's pod might have them) is never a source of credentials.
+    #[test]
+    fn explicit_credentials_never_come_from_the_environment() {
+        // SAFETY: set once, before any thread of this test reads the environment; no other
+        // test of this crate depends on these variables.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "operator-key");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "operator-secret");
+            std::env::set_var("GOOGLE_SERVICE_ACCOUNT_KEY", "{}");
+            std::env::set_var("AZURE_STORAGE_ACCOUNT_KEY", "b3BlcmF0b3I=");
+            std::env::set_var("AZURE_STORAGE_ACCOUNT_NAME", "operator");
+        }
+        for uri in ["s3://lake/x", "gs://lake/x", "az://lake/x"] {
+            let loc = Location::parse(uri).unwrap();
+            let err = loc.store(&explicit(&[])).unwrap_err().to_string();
+            assert!(err.contains("has no credentials"), "{uri}: {err}");
+            assert!(err.contains("credentialsSecretRef"), "{uri}: {err}");
+            // The same options without the flag take the environment's (the CLI's behaviour;
+            // the fake GCS key above does not parse, which shows it is read).
+            let ambient = loc.store(&StorageOptions::default());
+            assert_eq!(ambient.is_ok(), !uri.starts_with("gs:"), "{uri}");
+            // Unsigned requests, asked for, are built (Azure needs its account named).
+            let anonymous = if uri.starts_with("az:") {
+                explicit(&[
+                    ("skip_signature", "true"),
+                    ("azure_storage_account_name", "tenant"),
+                ])
+            } else {
+                explicit(&[("skip_signature", "true")])
+            };
+            let built = loc.store(&anonymous);
+            assert!(built.is_ok(), "{uri}: {:?}", built.err());
+        }
+        let s3 = Location::parse("s3://lake/x").unwrap();
+        let with_key = explicit(&[
+            ("aws_access_key_id", "tenant"),
+            ("aws_secret_access_key", "s"),
+        ]);
+        assert!(s3.store(&with_key).is_ok());
+        let err = s3
+            .store(&explicit(&[
+                ("aws_access_key_id", "tenant"),
+                ("aws_web_identity_token_file", "/var/run/secrets/token"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("aws_web_identity_token_file"), "{err}");
+    }
+
+    #[test]
+    fn secret_and_storage_keys_are_classified_once() {
+        for k in [
+            "aws_secret_access_key",
+            "AWS_SESSION_TOKEN",
+            "azure_storage_sas_key",
+            "db_password",
+            "google_service_account_key",
+        ] {
+            assert!(is_secret_key(k), "{k}");
+        }
+        for k in ["aws_skip_signature", "region", "aws_endpoint"] {
+            assert!(!is_secret_key(k), "{k}");
+        }
+        for k in [
+            "AWS_ACCESS_KEY_ID",
+            "aws_secret_access_key",
+            "GOOGLE_SERVICE_ACCOUNT_KEY",
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "access_key_id",
+            "skip_signature",
+            "bucket",
+        ] {
+            assert!(is_storage_key(k), "{k}");
+        }
+        for k in [
+            "DB_PASSWORD",
+            "ssh-privatekey",
+            "tls.key",
+            "GITHUB_TOKEN",
+            ".dockerconfigjson",
+        ] {
+            assert!(!is_storage_key(k), "{k}");
+        }
     }
 
     #[test]

@@ -10,5 +10,7 @@ mod read;
 
 pub use format::Format;
 pub use listing::{DataFile, Dataset, RowGroupMeta, discover};
-pub use location::{Location, StorageOptions, read_object, write_object};
+pub use location::{
+    Location, StorageOptions, is_secret_key, is_storage_key, read_object, write_object,
+};
 pub use read::{BatchStream, FileSlice, RowSpans, SliceStream, open_slice};
