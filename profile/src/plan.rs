@@ -7,7 +7,7 @@
 //! - `hash`: N tasks; task i keeps the rows whose key hashes to bucket i, so the key's distinct
 //!   count and top values are exact after the merge.
 
-use crate::dataset::{DataFile, Dataset, Format, StorageOptions};
+use crate::dataset::{CsvDialect, DataFile, Dataset, Format, StorageOptions};
 use crate::kernel::ValueKind;
 use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
@@ -112,6 +112,9 @@ pub struct DatasetRef {
     pub storage: StorageOptions,
     /// The dataset's Arrow schema (needed to decode CSV and JSON the same way in every task).
     pub schema: SchemaRef,
+    /// CSV: the dialect every task reads the files with (sniffed once, when planning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvDialect>,
 }
 
 /// Rows filtered by hash bucket.
@@ -201,6 +204,9 @@ impl Plan {
         }
         // A plan comes from storage: its settings are input like any other.
         plan.options.validate()?;
+        if let Some(d) = &plan.dataset.csv {
+            d.validate()?;
+        }
         Ok(plan)
     }
 }
@@ -314,6 +320,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
             format: dataset.format,
             storage: dataset.options.without_secrets(),
             schema: schema.clone(),
+            csv: dataset.csv.clone(),
         },
         columns,
         files: dataset.files.clone(),

@@ -2,13 +2,15 @@
 //! or an object store), what format it has, which files it holds, and streaming record batches
 //! out of them.
 
+mod csv;
 mod format;
 mod listing;
 mod location;
 mod parquet_io;
 mod read;
 
+pub use csv::{CsvDialect, CsvOptions, Encoding, parse_char};
 pub use format::Format;
-pub use listing::{DataFile, Dataset, RowGroupMeta, discover};
+pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_with};
 pub use location::{Location, StorageOptions, read_object, write_object};
-pub use read::{BatchStream, FileSlice, RowSpans, SliceStream, open_slice};
+pub use read::{BatchStream, Decoding, FileSlice, RowSpans, SliceStream, open_slice};

@@ -2,7 +2,8 @@
 //! batch at a time, so that a task's memory is bounded by a batch and never by its partition.
 
 use super::Format;
-use super::listing::{csv_format, parquet_error};
+use super::csv::{CsvDialect, ENCODING_HINT, Encoding, TextPosition, Transcoder};
+use super::listing::parquet_error;
 use super::parquet_io::ObjectReader;
 use crate::{Error, Result};
 use arrow::datatypes::SchemaRef;
@@ -91,15 +92,29 @@ impl std::fmt::Debug for SliceStream {
     }
 }
 
-/// Opens `slice` and streams the columns `columns` (names of `schema`, the dataset schema).
+/// How a slice's file is decoded: its format, the dataset schema, and for CSV its dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding<'a> {
+    pub format: Format,
+    pub schema: &'a SchemaRef,
+    /// CSV: the plan's dialect (`None`: the default, comma-separated with a header, UTF-8).
+    pub csv: Option<&'a CsvDialect>,
+}
+
+/// Opens `slice` and streams the columns `columns` (names of the dataset schema).
 pub async fn open_slice(
     store: Arc<dyn ObjectStore>,
-    format: Format,
-    schema: SchemaRef,
+    decoding: Decoding<'_>,
     slice: &FileSlice,
     columns: &[String],
     batch_rows: usize,
 ) -> Result<SliceStream> {
+    let Decoding {
+        format,
+        schema,
+        csv,
+    } = decoding;
+    let schema = schema.clone();
     let projection = columns
         .iter()
         .map(|c| {
@@ -116,9 +131,14 @@ pub async fn open_slice(
     match format {
         Format::Parquet => parquet_stream(store, path, slice, columns, batch_rows).await,
         Format::Csv | Format::Ndjson => {
-            text_stream(store, path, format, schema, slice, projection, batch_rows)
-                .await
-                .map(whole)
+            let text = TextRead {
+                format,
+                schema,
+                csv,
+                projection,
+                batch_rows,
+            };
+            text_stream(store, path, slice, text).await.map(whole)
         }
         Format::Ipc => ipc_stream(store, path, slice, projection).await.map(whole),
     }
@@ -212,27 +232,46 @@ async fn parquet_stream(
     })
 }
 
+/// How a text file is decoded.
+struct TextRead<'a> {
+    format: Format,
+    schema: SchemaRef,
+    csv: Option<&'a CsvDialect>,
+    projection: Vec<usize>,
+    batch_rows: usize,
+}
+
 /// CSV and NDJSON: the object's bytes are streamed through arrow's push decoders, so a large
-/// file is never held in memory.
+/// file is never held in memory; CSV in another encoding than UTF-8 is transcoded on the way.
 async fn text_stream(
     store: Arc<dyn ObjectStore>,
     path: Path,
-    format: Format,
-    schema: SchemaRef,
     slice: &FileSlice,
-    projection: Vec<usize>,
-    batch_rows: usize,
+    read: TextRead<'_>,
 ) -> Result<BatchStream> {
     let uri = slice.uri.clone();
+    let TextRead {
+        format,
+        schema,
+        csv,
+        projection,
+        batch_rows,
+    } = read;
     let body = store
         .get(&path)
         .await
         .map_err(|e| Error::from_store(&uri, e))?
         .into_stream();
+    let default_dialect = CsvDialect::default();
+    let dialect = csv.unwrap_or(&default_dialect);
+    let encoding = match format {
+        Format::Csv => dialect.encoding,
+        _ => Encoding::Utf8,
+    };
     let decoder: Box<dyn TextDecoder> = match format {
         Format::Csv => Box::new(
             arrow::csv::ReaderBuilder::new(schema)
-                .with_format(csv_format())
+                .with_format(dialect.arrow_format()?)
                 .with_batch_size(batch_rows)
                 .with_projection(projection)
                 .build_decoder(),
@@ -252,20 +291,18 @@ async fn text_stream(
         }
     };
     let label = if format == Format::Csv { "CSV" } else { "JSON" };
-    let bad = move |uri: &str, e: arrow::error::ArrowError| Error::BadRecord {
-        file: uri.to_string(),
-        detail: format!("{label}: {e}"),
-    };
+    let bad = move |uri: &str, e: arrow::error::ArrowError| bad_text(uri, label, encoding, e);
+    let source = TextSource::new(body, encoding, uri.clone());
     let stream = futures::stream::try_unfold(
-        (body, Bytes::new(), false, decoder),
-        move |(mut body, mut buffered, mut done, mut decoder)| {
+        (source, Bytes::new(), false, decoder),
+        move |(mut source, mut buffered, mut done, mut decoder)| {
             let uri = uri.clone();
             async move {
                 loop {
                     if buffered.is_empty() && !done {
-                        match body.next().await {
+                        match source.next().await? {
                             Some(chunk) => {
-                                buffered = chunk.map_err(|e| Error::from_store(&uri, e))?;
+                                buffered = chunk;
                                 continue;
                             }
                             None => done = true,
@@ -276,7 +313,7 @@ async fn text_stream(
                     buffered.advance(consumed);
                     if consumed == 0 {
                         match decoder.flush().map_err(|e| bad(&uri, e))? {
-                            Some(b) => return Ok(Some((b, (body, buffered, done, decoder)))),
+                            Some(b) => return Ok(Some((b, (source, buffered, done, decoder)))),
                             None if done && buffered.is_empty() => return Ok(None),
                             None if buffered.is_empty() => {}
                             None => {
@@ -292,6 +329,95 @@ async fn text_stream(
         },
     );
     Ok(stream.boxed())
+}
+
+/// A decoding error of arrow's, in words that say where and what to do.
+fn bad_text(uri: &str, label: &str, encoding: Encoding, e: arrow::error::ArrowError) -> Error {
+    let text = e.to_string();
+    // Arrow: "Encountered invalid UTF-8 data for line {line} and field {field}".
+    if let Some(rest) = text.split("invalid UTF-8 data for line ").nth(1)
+        && let Some((line, field)) = rest.split_once(" and field ")
+    {
+        return Error::BadRecord {
+            file: uri.to_string(),
+            detail: format!(
+                "{label} record {line}, field {}: not valid {encoding}; {ENCODING_HINT}",
+                field.trim()
+            ),
+        };
+    }
+    Error::BadRecord {
+        file: uri.to_string(),
+        detail: format!("{label}: {text}"),
+    }
+}
+
+/// The body of a text file as UTF-8 chunks: a UTF-8 byte-order mark skipped, other encodings
+/// transcoded. UTF-8 chunks pass through as they are (arrow's decoders validate them).
+struct TextSource {
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    transcoder: Option<Transcoder>,
+    encoding: Encoding,
+    uri: String,
+    /// Whether the start of the file (where a byte-order mark may be) is still to come.
+    at_start: bool,
+    ended: bool,
+    position: TextPosition,
+}
+
+impl TextSource {
+    fn new(
+        body: BoxStream<'static, object_store::Result<Bytes>>,
+        encoding: Encoding,
+        uri: String,
+    ) -> TextSource {
+        TextSource {
+            body,
+            transcoder: (encoding != Encoding::Utf8).then(|| Transcoder::new(encoding)),
+            encoding,
+            uri,
+            at_start: true,
+            ended: false,
+            position: TextPosition::default(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let chunk = match self.body.next().await {
+                Some(chunk) => chunk.map_err(|e| Error::from_store(&self.uri, e))?,
+                None => {
+                    self.ended = true;
+                    Bytes::new()
+                }
+            };
+            let mut chunk = chunk;
+            if self.at_start && !chunk.is_empty() {
+                self.at_start = false;
+                chunk.advance(self.encoding.bom_len(&chunk));
+            }
+            let Some(transcoder) = &mut self.transcoder else {
+                if chunk.is_empty() {
+                    continue;
+                }
+                return Ok(Some(chunk));
+            };
+            let mut text = String::new();
+            let pushed = transcoder.push(&chunk, self.ended, &mut text);
+            if let Err(byte) = pushed {
+                self.position.advance(&text);
+                return Err(self.position.undecodable(&self.uri, self.encoding, byte));
+            }
+            if text.is_empty() {
+                continue;
+            }
+            self.position.advance(&text);
+            return Ok(Some(Bytes::from(text.into_bytes())));
+        }
+    }
 }
 
 /// The push decoders of arrow's CSV and JSON readers, behind one face.
