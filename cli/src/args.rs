@@ -146,6 +146,10 @@ pub struct PlanArgs {
     /// Profile a sample of about N rows (Parquet only: the row count comes from the footers).
     #[arg(long, value_name = "N", conflicts_with = "sample")]
     pub sample_rows: Option<u64>,
+    /// CSV and NDJSON (row_based, hybrid): cut files into byte ranges of about this many bytes,
+    /// one per task (default: the data over --partitions, from 1 MiB to 64 MiB); 0: whole files.
+    #[arg(long, value_name = "BYTES")]
+    pub target_task_bytes: Option<u64>,
     /// Seed of --sample and --sample-rows: another seed samples other rows.
     #[arg(long, value_name = "SEED", default_value_t = Sampling::DEFAULT_SEED)]
     pub sample_seed: u64,
@@ -267,6 +271,7 @@ impl PlanArgs {
                 rows,
                 seed: self.sample_seed,
             }),
+            target_task_bytes: self.target_task_bytes,
         })
     }
 }

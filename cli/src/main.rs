@@ -97,7 +97,7 @@ async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) ->
         .into());
     }
     let request = args.request(workers)?;
-    Ok(plan::plan(&dataset, &request)?)
+    Ok(plan::plan_with_scan(&dataset, &request).await?)
 }
 
 fn profile(args: ProfileArgs) -> Result<()> {

@@ -976,6 +976,10 @@ pub fn plan_request(pj: &ProfileJob) -> PlanRequest {
     req.column_partitions = p.column_partitions;
     req.hash_column = p.hash_column.clone();
     req.columns = pj.spec.dataset.columns.clone();
+    // Spark reads whole CSV and NDJSON files.
+    if pj.spec.backend.kind == crate::crd::BackendType::Spark {
+        req.target_task_bytes = Some(0);
+    }
     let prof = &pj.spec.profile;
     let o = &mut req.options;
     if let Some(v) = prof.top_k {
@@ -1063,7 +1067,7 @@ async fn plan(
     let t0 = Instant::now();
     let csv = csv_options(pj)?;
     let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
-    let plan = truthound_profile::plan::plan(&ds, &plan_request(pj))?;
+    let plan = truthound_profile::plan::plan_with_scan(&ds, &plan_request(pj)).await?;
     dataset::write_object(&uri, &out_opts, plan.to_json()).await?;
     info!(
         job = %pj.name_any(),

@@ -128,6 +128,7 @@ pub async fn run_task(
                 .row_groups
                 .as_ref()
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
+            bytes: r.bytes.map(|[start, end]| (start, end)),
         };
         let SliceStream {
             batches: mut stream,

@@ -41,6 +41,14 @@ pub struct DataFile {
     /// Row groups (Parquet only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_groups: Vec<RowGroupMeta>,
+    /// Quoted CSV: positions where records start, found by a scan when planning (see
+    /// `split.rs`), where the file may be cut into byte ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_starts: Vec<u64>,
+    /// CSV with a header: where the records after it start (no byte range starts before);
+    /// `None` for other files, or when the header was not found in the head (no ranges then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_start: Option<u64>,
 }
 
 /// A dataset as discovered: its files, their common schema and the store they live in.
@@ -257,6 +265,8 @@ async fn parquet_files(
             size: object.size,
             rows: Some(row_groups.iter().map(|r| r.rows).sum()),
             row_groups,
+            record_starts: Vec::new(),
+            data_start: None,
         });
     }
     Ok((files, schema))
@@ -359,6 +369,8 @@ fn plain_files(location: &Location, objects: &[ObjectMeta]) -> Vec<DataFile> {
             size: o.size,
             rows: None,
             row_groups: Vec::new(),
+            record_starts: Vec::new(),
+            data_start: None,
         })
         .collect()
 }
@@ -369,9 +381,10 @@ async fn csv_head(
     object: &ObjectMeta,
     uri: &str,
     encoding: Option<Encoding>,
-) -> Result<(String, Encoding)> {
+) -> Result<(String, Encoding, bytes::Bytes)> {
     let head = head_bytes(store, object, uri).await?;
-    decode_head(&head, object.size <= INFER_BYTES, encoding, uri)
+    let (text, encoding) = decode_head(&head, object.size <= INFER_BYTES, encoding, uri)?;
+    Ok((text, encoding, head))
 }
 
 /// CSV files: the dialect sniffed from the first file's head (what the user said stands), the
@@ -384,14 +397,18 @@ async fn csv_files(
 ) -> Result<(Vec<DataFile>, SchemaRef, Option<CsvDialect>)> {
     let first = &objects[0];
     let first_uri = location.uri_of(&first.location);
-    let (text, encoding) = csv_head(store.as_ref(), first, &first_uri, asked.encoding).await?;
+    let (text, encoding, first_head) =
+        csv_head(store.as_ref(), first, &first_uri, asked.encoding).await?;
     let dialect = sniff(&text, first.size <= INFER_BYTES, encoding, asked);
+    let mut starts = vec![data_start_of(&first_head, first, &dialect)];
     tracing::debug!(file = %first_uri, ?dialect, "CSV dialect");
     let schema = infer_csv(text.as_bytes(), &dialect, &first_uri)?;
     // Types are checked as rows are parsed; names here.
     for object in &objects[1..] {
         let uri = location.uri_of(&object.location);
-        let (text, _) = csv_head(store.as_ref(), object, &uri, Some(dialect.encoding)).await?;
+        let (text, _, head) =
+            csv_head(store.as_ref(), object, &uri, Some(dialect.encoding)).await?;
+        starts.push(data_start_of(&head, object, &dialect));
         let other = infer_csv(text.as_bytes(), &dialect, &uri)?;
         let names = |s: &Schema| {
             s.fields()
@@ -419,7 +436,19 @@ async fn csv_files(
             });
         }
     }
-    Ok((plain_files(location, objects), schema, Some(dialect)))
+    let mut files = plain_files(location, objects);
+    for (f, start) in files.iter_mut().zip(starts) {
+        f.data_start = start;
+    }
+    Ok((files, schema, Some(dialect)))
+}
+
+/// Where a CSV file's records start after its header (the file's size when the head does not
+/// show it: the file is then read whole); `None` without a header.
+fn data_start_of(head: &[u8], object: &ObjectMeta, dialect: &CsvDialect) -> Option<u64> {
+    dialect
+        .header
+        .then(|| super::split::data_start(head, dialect).unwrap_or(object.size))
 }
 
 async fn ndjson_files(
@@ -487,6 +516,8 @@ async fn ipc_files(
             size: object.size,
             rows: None,
             row_groups: Vec::new(),
+            record_starts: Vec::new(),
+            data_start: None,
         });
     }
     let (schema, _) = schema.expect("at least one file");

@@ -8,9 +8,11 @@ mod listing;
 mod location;
 mod parquet_io;
 mod read;
+mod split;
 
 pub use csv::{CsvDialect, CsvOptions, Encoding, parse_char};
 pub use format::Format;
 pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_with};
 pub use location::{Location, StorageOptions, read_object, write_object};
 pub use read::{BatchStream, Decoding, FileSlice, RowSpans, SliceStream, open_slice};
+pub use split::{data_start, record_starts, scan_record_starts};

@@ -29,6 +29,9 @@ pub struct FileSlice {
     pub size: u64,
     /// Row groups to read (Parquet); `None` reads the whole file.
     pub row_groups: Option<Vec<usize>>,
+    /// CSV and NDJSON: the records that start in these bytes `[start, end)`; `None`: the whole
+    /// file.
+    pub bytes: Option<(u64, u64)>,
 }
 
 /// Where the rows a stream yields sit in their file: runs of consecutive rows, as (first row,
@@ -257,13 +260,26 @@ async fn text_stream(
         projection,
         batch_rows,
     } = read;
+    // A range is read from the byte before its start (to tell whether a record starts there)
+    // to the end of the file, and dropped once its last record is complete.
+    let cut = slice.bytes.map(|(start, end)| RangeCut::new(start, end));
+    let from = cut.as_ref().map_or(0, |c| c.pos);
+    let options = object_store::GetOptions {
+        range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+        ..Default::default()
+    };
     let body = store
-        .get(&path)
+        .get_opts(&path, options)
         .await
         .map_err(|e| Error::from_store(&uri, e))?
         .into_stream();
     let default_dialect = CsvDialect::default();
-    let dialect = csv.unwrap_or(&default_dialect);
+    let mut dialect = csv.unwrap_or(&default_dialect).clone();
+    // Only the range at the start of the file holds the header.
+    if from > 0 {
+        dialect.header = false;
+    }
+    let dialect = &dialect;
     let encoding = match format {
         Format::Csv => dialect.encoding,
         _ => Encoding::Utf8,
@@ -292,7 +308,9 @@ async fn text_stream(
     };
     let label = if format == Format::Csv { "CSV" } else { "JSON" };
     let bad = move |uri: &str, e: arrow::error::ArrowError| bad_text(uri, label, encoding, e);
-    let source = TextSource::new(body, encoding, uri.clone());
+    let mut source = TextSource::new(body, encoding, uri.clone());
+    source.at_start = from == 0;
+    source.cut = cut;
     let stream = futures::stream::try_unfold(
         (source, Bytes::new(), false, decoder),
         move |(mut source, mut buffered, mut done, mut decoder)| {
@@ -352,6 +370,67 @@ fn bad_text(uri: &str, label: &str, encoding: Encoding, e: arrow::error::ArrowEr
     }
 }
 
+/// The records of a byte range `[start, end)` of a text file, out of the bytes from `start - 1`
+/// on: a record starts at 0 or after a `\n`, and belongs to the range its first byte is in.
+/// So a range skips through the first `\n` at or after `start - 1`, and ends with the first `\n`
+/// at or after `end - 1`, which finishes its last record. Every range applies the same rule, so
+/// the ranges of a file share out its records exactly, whatever the records' lengths (a record
+/// longer than a range leaves that range empty).
+#[derive(Debug, Clone)]
+struct RangeCut {
+    /// Position in the file of the next byte to come.
+    pos: u64,
+    end: u64,
+    skipping: bool,
+    done: bool,
+}
+
+impl RangeCut {
+    fn new(start: u64, end: u64) -> RangeCut {
+        RangeCut {
+            pos: start.saturating_sub(1),
+            end,
+            skipping: start > 0,
+            done: start >= end,
+        }
+    }
+
+    /// The part of `chunk` (the next bytes of the file) that belongs to the range.
+    fn apply(&mut self, mut chunk: Bytes) -> Bytes {
+        if self.done {
+            return Bytes::new();
+        }
+        if self.skipping {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.skipping = false;
+                    self.pos += i as u64 + 1;
+                    chunk.advance(i + 1);
+                }
+                None => {
+                    self.pos += chunk.len() as u64;
+                    return Bytes::new();
+                }
+            }
+            if self.pos >= self.end {
+                self.done = true;
+                return Bytes::new();
+            }
+        }
+        // The last record is the one holding byte end - 1: it ends at the first \n from there.
+        let from = (self.end - 1).saturating_sub(self.pos);
+        if (from as usize) < chunk.len()
+            && let Some(i) = chunk[from as usize..].iter().position(|&b| b == b'\n')
+        {
+            self.done = true;
+            self.pos += (from as usize + i + 1) as u64;
+            return chunk.slice(..from as usize + i + 1);
+        }
+        self.pos += chunk.len() as u64;
+        chunk
+    }
+}
+
 /// The body of a text file as UTF-8 chunks: a UTF-8 byte-order mark skipped, other encodings
 /// transcoded. UTF-8 chunks pass through as they are (arrow's decoders validate them).
 struct TextSource {
@@ -361,6 +440,8 @@ struct TextSource {
     uri: String,
     /// Whether the start of the file (where a byte-order mark may be) is still to come.
     at_start: bool,
+    /// The records of a byte range, when the slice is one.
+    cut: Option<RangeCut>,
     ended: bool,
     position: TextPosition,
 }
@@ -377,6 +458,7 @@ impl TextSource {
             encoding,
             uri,
             at_start: true,
+            cut: None,
             ended: false,
             position: TextPosition::default(),
         }
@@ -395,6 +477,12 @@ impl TextSource {
                 }
             };
             let mut chunk = chunk;
+            if let Some(cut) = &mut self.cut {
+                chunk = cut.apply(chunk);
+                if cut.done {
+                    self.ended = true;
+                }
+            }
             if self.at_start && !chunk.is_empty() {
                 self.at_start = false;
                 chunk.advance(self.encoding.bom_len(&chunk));

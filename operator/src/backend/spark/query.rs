@@ -181,6 +181,17 @@ pub fn check_plan(plan: &Plan) -> Result<(), SparkError> {
             d.null_tokens.join(", ")
         )));
     }
+    if plan
+        .tasks
+        .iter()
+        .any(|t| t.reads.iter().any(|r| r.bytes.is_some()))
+    {
+        return Err(SparkError::Invalid(
+            "the spark backend reads whole CSV and NDJSON files, and this plan cuts them into \
+             byte ranges; plan with --target-task-bytes 0 for Spark"
+                .into(),
+        ));
+    }
     if matches!(plan.dataset.format, Format::Ipc) {
         return Err(SparkError::Invalid(
             "the spark backend reads Parquet, CSV and NDJSON; Spark has no reader for Arrow IPC \
