@@ -153,7 +153,7 @@ fn ndjson_is_cut_at_lines() {
 }
 
 #[test]
-fn utf16_and_sampled_plans_read_whole_files() {
+fn utf16_files_are_read_whole() {
     let dir = tempfile::tempdir().unwrap();
     let text = "a,b\n1,2\n3,4\n5,6\n";
     let bytes: Vec<u8> = [0xFF, 0xFE]
@@ -170,4 +170,80 @@ fn utf16_and_sampled_plans_read_whole_files() {
     );
     assert_eq!(ranged_tasks(&plan), 0);
     assert_eq!(run(&plan).row_count, 3);
+}
+
+mod properties {
+    use super::{CsvOptions, exact, make_plan, run};
+    use proptest::prelude::*;
+    use truthound_profile::Strategy as PlanStrategy;
+    use proptest::test_runner::Config;
+
+    /// A field: text with the characters that make CSV hard, or a number, or empty.
+    fn field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-c]{0,3}".prop_map(String::from),
+            (0i64..50).prop_map(|n| n.to_string()),
+            prop::collection::vec(
+                prop_oneof![
+                    Just("x".to_string()),
+                    Just(",".to_string()),
+                    Just("\"".to_string()),
+                    Just("\n".to_string()),
+                    Just("\r\n".to_string()),
+                    Just("é".to_string()),
+                ],
+                0..6
+            )
+            .prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    fn quoted(f: &str) -> String {
+        if f.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", f.replace('"', "\"\""))
+        } else {
+            f.to_string()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 24, ..Config::default() })]
+
+        /// Random CSV (quoted line breaks and quotes, CRLF or LF, a BOM or not, a last line
+        /// with or without its line break), cut into ranges of a random size: the merged
+        /// profile's exact figures equal the single pass's.
+        #[test]
+        fn cut_csv_profiles_equal_the_single_pass(
+            rows in prop::collection::vec((0i64..1000, field(), field()), 1..40),
+            crlf in any::<bool>(),
+            bom in any::<bool>(),
+            final_newline in any::<bool>(),
+            target in 1u64..200,
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut text = String::from(if bom { "\u{feff}" } else { "" });
+            text.push_str(&format!("n,s,t{eol}"));
+            for (i, (n, s, t)) in rows.iter().enumerate() {
+                text.push_str(&format!("{n},{},{}", quoted(s), quoted(t)));
+                if i + 1 < rows.len() || final_newline {
+                    text.push_str(eol);
+                }
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.csv");
+            std::fs::write(&path, &text).unwrap();
+            let uri = path.to_str().unwrap();
+            // The dialect is given: the property is about cutting, not sniffing.
+            let csv = CsvOptions {
+                delimiter: Some(b','),
+                quote: Some(Some(b'"')),
+                header: Some(true),
+                ..CsvOptions::default()
+            };
+            let whole = exact(&run(&make_plan(uri, &csv, PlanStrategy::RowBased, 0)));
+            prop_assert_eq!(&whole["rows"], &serde_json::json!(rows.len()));
+            let cut = exact(&run(&make_plan(uri, &csv, PlanStrategy::RowBased, target)));
+            prop_assert_eq!(cut, whole);
+        }
+    }
 }
