@@ -175,8 +175,8 @@ fn utf16_files_are_read_whole() {
 mod properties {
     use super::{CsvOptions, exact, make_plan, run};
     use proptest::prelude::*;
-    use truthound_profile::Strategy as PlanStrategy;
     use proptest::test_runner::Config;
+    use truthound_profile::Strategy as PlanStrategy;
 
     /// A field: text with the characters that make CSV hard, or a number, or empty.
     fn field() -> impl Strategy<Value = String> {
