@@ -697,3 +697,51 @@ fn csv_dialects_and_encodings_through_the_flags() {
     );
     assert!(err.contains("for CSV files"), "{err}");
 }
+
+#[test]
+fn target_task_bytes_cuts_one_csv_into_tasks_with_the_same_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("one.csv");
+    let mut text = String::from("id,note\n");
+    for i in 0..200 {
+        text.push_str(&format!("{i},\"n{}\nline, {i}\"\n", i % 7));
+    }
+    std::fs::write(&f, text).unwrap();
+    let path = f.to_str().unwrap();
+    let out = th(&[
+        "plan",
+        path,
+        "--partitions",
+        "8",
+        "--target-task-bytes",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 8);
+    assert!(
+        tasks.iter().all(|t| t["reads"][0]["bytes"].is_array()),
+        "{plan}"
+    );
+    let cut = profile_json(&[path, "--partitions", "8", "--target-task-bytes", "500"]);
+    let whole = profile_json(&[path, "--target-task-bytes", "0"]);
+    assert_eq!(cut["row_count"], 200);
+    assert_eq!(
+        cut["partitioning"]["tasks_merged"], 8,
+        "{}",
+        cut["partitioning"]
+    );
+    for c in ["id", "note"] {
+        for k in [
+            "null_count",
+            "distinct_count",
+            "min",
+            "max",
+            "sum",
+            "top_values",
+        ] {
+            assert_eq!(col(&cut, c)[k], col(&whole, c)[k], "{c}.{k}");
+        }
+    }
+}

@@ -416,6 +416,8 @@ struct Cutter {
 struct Cut {
     records: Vec<Vec<String>>,
     open_quote: bool,
+    /// Fields that were quoted.
+    quoted: usize,
 }
 
 impl Cutter {
@@ -428,6 +430,7 @@ impl Cutter {
         let mut i = 0;
         let mut in_quotes = false;
         let mut at_line_start = true;
+        let mut quoted = 0;
         while i < bytes.len() && records.len() < max {
             let b = bytes[i];
             if at_line_start && !in_quotes {
@@ -470,6 +473,7 @@ impl Cutter {
                 at_line_start = true;
             } else if Some(b) == self.quote && field.is_empty() {
                 in_quotes = true;
+                quoted += 1;
             } else {
                 field.push(b);
             }
@@ -482,6 +486,7 @@ impl Cutter {
         Cut {
             records,
             open_quote: in_quotes,
+            quoted,
         }
     }
 }
@@ -502,10 +507,14 @@ pub fn sniff(text: &str, whole_file: bool, encoding: Encoding, asked: &CsvOption
     let comments: Vec<Option<u8>> = asked
         .comment
         .map_or_else(|| vec![None, Some(b'#')], |c| vec![c]);
+    // Every record alike first, then more fields, then a quote that is used (a quote left
+    // unused cuts quoted line breaks into more records, all alike), then more such records.
     type Key = (
+        bool,
+        usize,
+        usize,
         usize,
         std::cmp::Reverse<usize>,
-        usize,
         std::cmp::Reverse<usize>,
     );
     let mut best: Option<(Key, Cutter, Cut)> = None;
@@ -539,9 +548,11 @@ pub fn sniff(text: &str, whole_file: bool, encoding: Encoding, asked: &CsvOption
                     }
                     let (consistent, inconsistent, fields) = consistency(&cut.records);
                     let key = (
+                        consistent > 0 && inconsistent == 0,
+                        fields,
+                        cut.quoted,
                         consistent,
                         std::cmp::Reverse(inconsistent),
-                        fields,
                         std::cmp::Reverse(rank),
                     );
                     if best.as_ref().is_none_or(|(k, _, _)| key > *k) {
@@ -753,6 +764,10 @@ mod tests {
     fn finds_quotes_escapes_and_comments() {
         let d = sniffed("name,note\n\"Smith, J\",\"said \"\"hi\"\"\nthen left\"\nDoe,plain\n");
         assert_eq!((d.delimiter, d.quote, d.escape), (',', Some('"'), None));
+        // Every record holds a quoted line break: an unused quote would cut each in two
+        // records, as alike as the right ones.
+        let d = sniffed("id,note\n1,\"a\nb, c\"\n2,\"d\ne\"\n");
+        assert_eq!(d.quote, Some('"'));
         let d = sniffed("a,b\n'x, y',1\n'z, w',2\n");
         assert_eq!(d.quote, Some('\''));
         let d = sniffed("a,b\n\"x \\\", y\",1\n\"p\",2\n");
