@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
-use truthound_profile::dataset::{Format, StorageOptions};
+use truthound_profile::dataset::{CsvOptions, Encoding, Format, StorageOptions, parse_char};
 use truthound_profile::{PlanRequest, ProfileOptions, SampleRows, Sampling, Strategy};
 
 /// Profile large datasets: exact counts and moments, DataSketches quantiles, distinct counts and
@@ -147,11 +147,93 @@ pub struct PlanArgs {
     /// Profile a sample of about N rows (Parquet only: the row count comes from the footers).
     #[arg(long, value_name = "N", conflicts_with = "sample")]
     pub sample_rows: Option<u64>,
+    /// CSV and NDJSON (row_based, hybrid): cut files into byte ranges of about this many bytes,
+    /// one per task (default: the data over --partitions, from 1 MiB to 64 MiB); 0: whole files.
+    #[arg(long, value_name = "BYTES")]
+    pub target_task_bytes: Option<u64>,
     /// Seed of --sample and --sample-rows: another seed samples other rows.
     #[arg(long, value_name = "SEED", default_value_t = Sampling::DEFAULT_SEED)]
     pub sample_seed: u64,
     #[command(flatten)]
+    pub csv: CsvArgs,
+    #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// How CSV files are read. What is not given is sniffed from the first file's head (and shown
+/// in the plan: `th plan ... | jq .dataset.csv`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "CSV")]
+pub struct CsvArgs {
+    /// Field delimiter: one character, or `tab` (e.g. `;`, `|`, `tab`).
+    #[arg(long, value_name = "CHAR")]
+    pub delimiter: Option<String>,
+    /// Quote character, or `none` when fields are never quoted.
+    #[arg(long, value_name = "CHAR")]
+    pub quote: Option<String>,
+    /// Escape character inside quoted fields (e.g. `\\`), or `none` (quotes are doubled).
+    #[arg(long, value_name = "CHAR")]
+    pub escape: Option<String>,
+    /// Lines starting with this character are skipped (e.g. `#`), or `none`.
+    #[arg(long, value_name = "CHAR")]
+    pub comment: Option<String>,
+    /// Whether the first record is a header: true or false.
+    #[arg(long, value_name = "BOOL")]
+    pub header: Option<bool>,
+    /// Values read as null, comma-separated (e.g. `NA,NULL,-`); default: the empty field.
+    #[arg(long = "null", value_name = "TOKENS", value_delimiter = ',')]
+    pub null_tokens: Vec<String>,
+    /// Text encoding: utf-8 (default), latin1, windows-1252, utf-16 (a byte-order mark is
+    /// detected by itself).
+    #[arg(long, value_name = "ENCODING")]
+    pub encoding: Option<String>,
+}
+
+impl CsvArgs {
+    /// The engine's CSV options; a malformed setting is an error naming its flag.
+    pub fn options(&self) -> Result<CsvOptions> {
+        let char_flag = |flag: &'static str, v: &Option<String>| -> Result<Option<Option<u8>>> {
+            v.as_deref()
+                .map(|s| parse_char(flag, s))
+                .transpose()
+                .map_err(Into::into)
+        };
+        let delimiter = match char_flag("--delimiter", &self.delimiter)? {
+            Some(None) => {
+                return Err(truthound_profile::Error::Invalid {
+                    what: "--delimiter",
+                    detail: "cannot be `none` (give one character, e.g. `;` or `tab`)".into(),
+                }
+                .into());
+            }
+            Some(Some(d)) => Some(d),
+            None => None,
+        };
+        Ok(CsvOptions {
+            delimiter,
+            quote: char_flag("--quote", &self.quote)?,
+            escape: char_flag("--escape", &self.escape)?,
+            comment: char_flag("--comment", &self.comment)?,
+            header: self.header,
+            null_tokens: (!self.null_tokens.is_empty()).then(|| self.null_tokens.clone()),
+            encoding: self
+                .encoding
+                .as_deref()
+                .map(str::parse::<Encoding>)
+                .transpose()?,
+        })
+    }
+
+    /// Whether any CSV setting is given (they apply to CSV datasets only).
+    pub fn any(&self) -> bool {
+        self.delimiter.is_some()
+            || self.quote.is_some()
+            || self.escape.is_some()
+            || self.comment.is_some()
+            || self.header.is_some()
+            || !self.null_tokens.is_empty()
+            || self.encoding.is_some()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +272,7 @@ impl PlanArgs {
                 rows,
                 seed: self.sample_seed,
             }),
+            target_task_bytes: self.target_task_bytes,
         })
     }
 }

@@ -36,10 +36,11 @@ pub fn profile(mut args: ProfileArgs) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = crate::runtime(1)?;
     // The engine's error names the dataset (as for every backend).
-    let ds = rt.block_on(dataset::discover(
+    let ds = rt.block_on(dataset::discover_with(
         &args.plan.uri,
         args.plan.format,
         &storage,
+        &args.plan.csv.options()?,
     ))?;
     drop(rt);
     let bytes: u64 = ds.files.iter().map(|f| f.size).sum();

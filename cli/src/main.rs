@@ -83,9 +83,21 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
 }
 
 async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) -> Result<Plan> {
-    let dataset = dataset::discover(&args.uri, args.format, storage).await?;
+    let csv = args.csv.options()?;
+    let dataset = dataset::discover_with(&args.uri, args.format, storage, &csv).await?;
+    if args.csv.any() && dataset.format != dataset::Format::Csv {
+        return Err(truthound_profile::Error::Invalid {
+            what: "CSV options",
+            detail: format!(
+                "--delimiter, --quote, --escape, --comment, --header, --null and --encoding are \
+                 for CSV files; {} is {}",
+                args.uri, dataset.format
+            ),
+        }
+        .into());
+    }
     let request = args.request(workers)?;
-    Ok(plan::plan(&dataset, &request)?)
+    Ok(plan::plan_with_scan(&dataset, &request).await?)
 }
 
 fn profile(args: ProfileArgs) -> Result<()> {

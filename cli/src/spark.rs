@@ -81,7 +81,9 @@ fn connect_url(args: &ProfileArgs) -> Result<String, SparkError> {
     }
 }
 
-pub fn profile(args: ProfileArgs) -> Result<()> {
+pub fn profile(mut args: ProfileArgs) -> Result<()> {
+    // Spark reads whole CSV and NDJSON files: no byte ranges unless asked (then refused).
+    args.plan.target_task_bytes.get_or_insert(0);
     let url = connect_url(&args)?;
     // A malformed URL is said before the dataset is planned.
     connect::ConnectUrl::parse(&url)?;

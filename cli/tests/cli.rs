@@ -626,3 +626,122 @@ fn auto_chooses_by_the_listed_size_and_says_why() {
     let err = fails(&["profile", "/nonexistent/d/", "--backend", "auto"], 65);
     assert!(err.contains("/nonexistent/d"), "{err}");
 }
+
+#[test]
+fn csv_dialects_and_encodings_through_the_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    // A European export: `;`-separated, decimal commas, Latin-1, a comment line.
+    let f = dir.path().join("export.csv");
+    let text =
+        "# Export 2024-05-01; Zürich\nid;ville;montant\n1;Zürich;2,5\n2;Genève;3\n3;Zürich;NA\n";
+    let latin1: Vec<u8> = text.chars().map(|c| c as u32 as u8).collect();
+    std::fs::write(&f, &latin1).unwrap();
+    let path = f.to_str().unwrap();
+    let err = fails(&["profile", path], 65);
+    assert!(
+        err.contains("export.csv: line 1, column 23: byte 0xFC is not valid utf-8"),
+        "{err}"
+    );
+    assert!(err.contains("--encoding"), "{err}");
+
+    let p = profile_json(&[path, "--encoding", "latin1", "--null", "NA"]);
+    assert_eq!(p["row_count"], 3);
+    assert_eq!(col(&p, "id")["sum"], 6);
+    assert_eq!(col(&p, "ville")["top_values"][0]["value"], "Zürich");
+    assert_eq!(col(&p, "ville")["top_values"][0]["count"], 2);
+    assert_eq!(col(&p, "montant")["null_count"], 1);
+
+    // The plan records the dialect, sniffed and given alike.
+    let out = th(&["plan", path, "--encoding", "latin1", "--null", "NA"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = &plan["dataset"]["csv"];
+    assert_eq!(d["delimiter"], ";");
+    assert_eq!(d["comment"], "#");
+    assert_eq!(d["header"], true);
+    assert_eq!(d["encoding"], "latin1");
+    assert_eq!(d["null_tokens"], serde_json::json!(["NA"]));
+
+    // No header, a given delimiter, several files read alike.
+    let g = dir.path().join("pipes");
+    std::fs::create_dir(&g).unwrap();
+    std::fs::write(g.join("a.csv"), "x|1\ny,z|2\n").unwrap();
+    std::fs::write(g.join("b.csv"), "w|3\n").unwrap();
+    let p = profile_json(&[
+        g.to_str().unwrap(),
+        "--delimiter",
+        "|",
+        "--header",
+        "false",
+        "--partitions",
+        "2",
+    ]);
+    assert_eq!(p["row_count"], 3);
+    assert_eq!(col(&p, "column_2")["sum"], 6);
+    assert_eq!(col(&p, "column_1")["min"], "w");
+
+    // Bad settings name their flag.
+    let err = fails(&["profile", path, "--delimiter", ";;"], 64);
+    assert!(
+        err.contains("--delimiter") && err.contains("not one character"),
+        "{err}"
+    );
+    let err = fails(&["profile", path, "--encoding", "ebcdic"], 64);
+    assert!(err.contains("ebcdic"), "{err}");
+    let err = fails(&["profile", path, "--delimiter", "none"], 64);
+    assert!(err.contains("--delimiter"), "{err}");
+    let events = sample().join("events");
+    let err = fails(
+        &["profile", events.to_str().unwrap(), "--delimiter", ";"],
+        64,
+    );
+    assert!(err.contains("for CSV files"), "{err}");
+}
+
+#[test]
+fn target_task_bytes_cuts_one_csv_into_tasks_with_the_same_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("one.csv");
+    let mut text = String::from("id,note\n");
+    for i in 0..200 {
+        text.push_str(&format!("{i},\"n{}\nline, {i}\"\n", i % 7));
+    }
+    std::fs::write(&f, text).unwrap();
+    let path = f.to_str().unwrap();
+    let out = th(&[
+        "plan",
+        path,
+        "--partitions",
+        "8",
+        "--target-task-bytes",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 8);
+    assert!(
+        tasks.iter().all(|t| t["reads"][0]["bytes"].is_array()),
+        "{plan}"
+    );
+    let cut = profile_json(&[path, "--partitions", "8", "--target-task-bytes", "500"]);
+    let whole = profile_json(&[path, "--target-task-bytes", "0"]);
+    assert_eq!(cut["row_count"], 200);
+    assert_eq!(
+        cut["partitioning"]["tasks_merged"], 8,
+        "{}",
+        cut["partitioning"]
+    );
+    for c in ["id", "note"] {
+        for k in [
+            "null_count",
+            "distinct_count",
+            "min",
+            "max",
+            "sum",
+            "top_values",
+        ] {
+            assert_eq!(col(&cut, c)[k], col(&whole, c)[k], "{c}.{k}");
+        }
+    }
+}

@@ -174,6 +174,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
             credentials_secret_ref: Some(SecretRef {
                 name: "lake-credentials".into(),
             }),
+            csv: None,
         },
         backend: BackendSpec {
             kind: BackendType::Local,
@@ -353,6 +354,47 @@ fn dry_run_maps_hybrid_and_column_partitioning() {
     .partitioning;
     assert_eq!(p.strategy, PartitionStrategy::ColumnBased);
     assert_eq!(p.partitions, Some(4));
+}
+
+#[test]
+fn dry_run_maps_the_csv_flags_to_spec_dataset_csv() {
+    let d = dry_run(&[
+        "s3://lake/exports/*.csv",
+        "-o",
+        "s3://lake/p/exports.json",
+        "--delimiter",
+        "tab",
+        "--quote",
+        "none",
+        "--comment",
+        "#",
+        "--header",
+        "false",
+        "--null",
+        "NA,-",
+        "--encoding",
+        "utf-16",
+    ])
+    .spec
+    .dataset;
+    let csv = d.csv.expect("spec.dataset.csv");
+    assert_eq!(csv.delimiter.as_deref(), Some("tab"));
+    assert_eq!(csv.quote.as_deref(), Some("none"));
+    assert_eq!(csv.comment.as_deref(), Some("#"));
+    assert_eq!(csv.header, Some(false));
+    assert_eq!(
+        csv.null_values,
+        Some(vec!["NA".to_string(), "-".to_string()])
+    );
+    assert_eq!(
+        csv.encoding,
+        Some(truthound_operator::crd::CsvEncoding::Utf16)
+    );
+    // None given: none written.
+    let d = dry_run(&["s3://lake/e/", "-o", "s3://lake/p/e.json"])
+        .spec
+        .dataset;
+    assert_eq!(d.csv, None);
 }
 
 /// `th submit ARGS` (a dry run, so that only the flags are at stake) must fail with exit 64 and

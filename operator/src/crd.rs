@@ -124,6 +124,54 @@ pub struct DatasetSpec {
     /// no credentials of its own: a public bucket needs `options.extra.skip_signature: "true"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// How CSV files are read; what is left out is sniffed from the first file's head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvSpec>,
+}
+
+/// The dialect and encoding of a CSV dataset. Characters are one ASCII character, `tab`, or
+/// `none` (no such character).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CsvSpec {
+    /// Field delimiter, e.g. `;`, `|`, `tab`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<String>,
+    /// Quote character, or `none` when fields are never quoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
+    /// Escape character inside quoted fields (e.g. `\\`), or `none` (quotes are doubled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escape: Option<String>,
+    /// Lines starting with this character are skipped (e.g. `#`), or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Whether the first record is a header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<bool>,
+    /// Values read as null (default: the empty field only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_values: Option<Vec<String>>,
+    /// Text encoding (default `utf-8`; a UTF-16 byte-order mark is detected by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<CsvEncoding>,
+}
+
+/// Text encodings of CSV files.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CsvEncoding {
+    #[serde(rename = "utf-8")]
+    Utf8,
+    #[serde(rename = "latin1")]
+    Latin1,
+    #[serde(rename = "windows-1252")]
+    Windows1252,
+    #[serde(rename = "utf-16")]
+    Utf16,
+    #[serde(rename = "utf-16le")]
+    Utf16Le,
+    #[serde(rename = "utf-16be")]
+    Utf16Be,
 }
 
 /// A file format the engine reads.

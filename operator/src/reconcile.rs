@@ -1025,6 +1025,10 @@ pub fn plan_request(pj: &ProfileJob) -> PlanRequest {
     req.column_partitions = p.column_partitions;
     req.hash_column = p.hash_column.clone();
     req.columns = pj.spec.dataset.columns.clone();
+    // Spark reads whole CSV and NDJSON files.
+    if pj.spec.backend.kind == crate::crd::BackendType::Spark {
+        req.target_task_bytes = Some(0);
+    }
     let prof = &pj.spec.profile;
     let o = &mut req.options;
     if let Some(v) = prof.top_k {
@@ -1064,6 +1068,34 @@ fn format_of(pj: &ProfileJob) -> Option<dataset::Format> {
     })
 }
 
+/// What the job says of its CSV dialect, in the engine's terms.
+pub fn csv_options(pj: &ProfileJob) -> truthound_profile::Result<dataset::CsvOptions> {
+    use crate::crd::CsvEncoding as E;
+    let Some(c) = &pj.spec.dataset.csv else {
+        return Ok(dataset::CsvOptions::default());
+    };
+    let char_of = |what: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .map(|s| dataset::parse_char(what, s))
+            .transpose()
+    };
+    Ok(dataset::CsvOptions {
+        delimiter: char_of("spec.dataset.csv.delimiter", &c.delimiter)?.flatten(),
+        quote: char_of("spec.dataset.csv.quote", &c.quote)?,
+        escape: char_of("spec.dataset.csv.escape", &c.escape)?,
+        comment: char_of("spec.dataset.csv.comment", &c.comment)?,
+        header: c.header,
+        null_tokens: c.null_values.clone(),
+        encoding: c.encoding.map(|e| match e {
+            E::Utf8 => dataset::Encoding::Utf8,
+            E::Latin1 => dataset::Encoding::Latin1,
+            E::Windows1252 => dataset::Encoding::Windows1252,
+            E::Utf16 | E::Utf16Le => dataset::Encoding::Utf16Le,
+            E::Utf16Be => dataset::Encoding::Utf16Be,
+        }),
+    })
+}
+
 /// Lists the dataset, plans and writes the plan, unless the plan of this attempt is already
 /// written (a restart between writing it and recording it).
 async fn plan(
@@ -1082,8 +1114,9 @@ async fn plan(
     }
     let data_opts = storage(pj, ctx, false).await?;
     let t0 = Instant::now();
-    let ds = dataset::discover(&pj.spec.dataset.uri, format_of(pj), &data_opts).await?;
-    let plan = truthound_profile::plan::plan(&ds, &plan_request(pj))?;
+    let csv = csv_options(pj)?;
+    let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
+    let plan = truthound_profile::plan::plan_with_scan(&ds, &plan_request(pj)).await?;
     dataset::write_object(&uri, &out_opts, plan.to_json()).await?;
     info!(
         job = %pj.name_any(),

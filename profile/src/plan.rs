@@ -7,7 +7,7 @@
 //! - `hash`: N tasks; task i keeps the rows whose key hashes to bucket i, so the key's distinct
 //!   count and top values are exact after the merge.
 
-use crate::dataset::{DataFile, Dataset, Format, StorageOptions};
+use crate::dataset::{CsvDialect, DataFile, Dataset, Format, StorageOptions};
 use crate::kernel::ValueKind;
 use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
@@ -78,7 +78,16 @@ pub struct PlanRequest {
     /// Instead of `options.sampling`: sample about this many rows. The planner turns it into the
     /// fraction rows / total rows, so it needs the total before reading (Parquet footers).
     pub sample_rows: Option<SampleRows>,
+    /// CSV and NDJSON, `row_based` and `hybrid`: cut files into byte ranges of about this many
+    /// bytes; `None`: [`DEFAULT_TARGET_TASK_BYTES`], or less so that there are `partitions`
+    /// ranges; `Some(0)`: whole files only.
+    pub target_task_bytes: Option<u64>,
 }
+
+/// Byte ranges of text files are at most this large unless asked otherwise.
+pub const DEFAULT_TARGET_TASK_BYTES: u64 = 64 << 20;
+/// Below this, a file is not cut to make more tasks (unless a target is given).
+const MIN_AUTO_RANGE_BYTES: u64 = 1 << 20;
 
 /// A sample of about `rows` rows (a Bernoulli sample: the count varies around it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +107,7 @@ impl PlanRequest {
             columns: None,
             options: ProfileOptions::default(),
             sample_rows: None,
+            target_task_bytes: None,
         }
     }
 }
@@ -112,6 +122,9 @@ pub struct DatasetRef {
     pub storage: StorageOptions,
     /// The dataset's Arrow schema (needed to decode CSV and JSON the same way in every task).
     pub schema: SchemaRef,
+    /// CSV: the dialect every task reads the files with (sniffed once, when planning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv: Option<CsvDialect>,
 }
 
 /// Rows filtered by hash bucket.
@@ -130,6 +143,11 @@ pub struct FileRead {
     /// Row groups of that file; `None`: the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_groups: Option<Vec<u32>>,
+    /// CSV and NDJSON: the records starting in these bytes, `[start, end)` (a record starts at
+    /// 0 or after a `\n`; the task reads past `end` to finish its last record); `None`: the
+    /// whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<[u64; 2]>,
 }
 
 /// One unit of work: some rows (a row slice or hash bucket) of some columns.
@@ -201,6 +219,9 @@ impl Plan {
         }
         // A plan comes from storage: its settings are input like any other.
         plan.options.validate()?;
+        if let Some(d) = &plan.dataset.csv {
+            d.validate()?;
+        }
         Ok(plan)
     }
 }
@@ -260,7 +281,10 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
         }
         Strategy::Hash => (1, 1),
     };
-    let slices = row_slices(&dataset.files, dataset.format, rows);
+    let quoted =
+        dataset.format == Format::Csv && dataset.csv.as_ref().is_none_or(|d| d.quote.is_some());
+    let range = range_bytes(dataset, request, &options).map(|step| (step, quoted));
+    let slices = row_slices(&dataset.files, dataset.format, rows, range);
     let groups = column_groups(&dataset.files, schema, &columns, cols);
     let mut tasks = Vec::new();
     match &hash_column {
@@ -314,6 +338,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
             format: dataset.format,
             storage: dataset.options.without_secrets(),
             schema: schema.clone(),
+            csv: dataset.csv.clone(),
         },
         columns,
         files: dataset.files.clone(),
@@ -323,6 +348,87 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
     };
     plan.id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&plan.to_json()));
     Ok(plan)
+}
+
+/// Plans the profile of `dataset` as [`plan`] does, first scanning quoted CSV files for record
+/// starts when they are to be cut into byte ranges (which reads them once; see
+/// `dataset::scan_record_starts`).
+pub async fn plan_with_scan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
+    let options = resolve_sampling(dataset, request)?;
+    let needs_scan = dataset.csv.as_ref().is_some_and(|d| d.quote.is_some());
+    match range_bytes(dataset, request, &options) {
+        Some(step) if needs_scan && dataset.files.iter().any(|f| f.size > step) => {
+            let mut scanned = dataset.clone();
+            crate::dataset::scan_record_starts(&mut scanned, step).await?;
+            plan(&scanned, request)
+        }
+        _ => plan(dataset, request),
+    }
+}
+
+/// How large the byte ranges of text files are, when they are cut: CSV and NDJSON, row slices
+/// of all rows (not the hash strategy, not a sample, whose rows are keyed by their position in
+/// the file), and an encoding in which `\n` is one byte (not UTF-16).
+fn range_bytes(dataset: &Dataset, request: &PlanRequest, options: &ProfileOptions) -> Option<u64> {
+    let text = match dataset.format {
+        Format::Ndjson => true,
+        Format::Csv => dataset.csv.as_ref().is_none_or(|d| {
+            !matches!(
+                d.encoding,
+                crate::dataset::Encoding::Utf16Le | crate::dataset::Encoding::Utf16Be
+            )
+        }),
+        _ => false,
+    };
+    let rows_split = matches!(request.strategy, Strategy::RowBased | Strategy::Hybrid);
+    if !text || !rows_split || options.effective_sampling().is_some() {
+        return None;
+    }
+    match request.target_task_bytes {
+        Some(0) => None,
+        Some(t) => Some(t),
+        None => {
+            let slices = match request.strategy {
+                Strategy::Hybrid => request.row_partitions.unwrap_or(request.partitions),
+                _ => request.partitions,
+            }
+            .max(1) as u64;
+            let total: u64 = dataset.files.iter().map(|f| f.size).sum();
+            Some(
+                total
+                    .div_ceil(slices)
+                    .clamp(MIN_AUTO_RANGE_BYTES, DEFAULT_TARGET_TASK_BYTES),
+            )
+        }
+    }
+}
+
+/// The byte ranges a text file is cut into, about `step` bytes each: at record starts found by
+/// a scan for quoted CSV (none found: the whole file), anywhere otherwise (each task then finds
+/// the first record boundary after its start).
+fn file_ranges(file: &DataFile, step: u64, quoted: bool) -> Vec<Option<[u64; 2]>> {
+    if file.size <= step {
+        return vec![None];
+    }
+    let cuts: Vec<u64> = if quoted {
+        file.record_starts.clone()
+    } else {
+        (1..file.size.div_ceil(step)).map(|k| k * step).collect()
+    };
+    // Only the range at the file's start reads the header.
+    let cuts: Vec<u64> = cuts
+        .into_iter()
+        .filter(|&c| file.data_start.is_none_or(|d| c >= d))
+        .collect();
+    if cuts.is_empty() {
+        return vec![None];
+    }
+    std::iter::once(0)
+        .chain(cuts.iter().copied())
+        .zip(cuts.iter().copied().chain(std::iter::once(file.size)))
+        .filter(|(a, b)| a < b)
+        .map(|(a, b)| Some([a, b]))
+        .collect()
 }
 
 /// The plan's options: sampling that keeps every row dropped (so that the plan, and its id, are
@@ -394,20 +500,39 @@ struct RowSlice {
 
 /// The dataset cut into at most `n` contiguous slices of about equal rows (Parquet row groups)
 /// or bytes (whole files of other formats).
-fn row_slices(files: &[DataFile], format: Format, n: u32) -> Vec<RowSlice> {
-    // Units of work that cannot be split: (file, row group or whole file, weight, rows, bytes).
-    type Unit = (u32, Option<u32>, u64, Option<u64>, u64);
+fn row_slices(
+    files: &[DataFile],
+    format: Format,
+    n: u32,
+    range: Option<(u64, bool)>,
+) -> Vec<RowSlice> {
+    // Units of work that cannot be split: (file, row group or whole file, weight, rows, bytes,
+    // byte range).
+    type Unit = (u32, Option<u32>, u64, Option<u64>, u64, Option<[u64; 2]>);
     let mut units: Vec<Unit> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         if format == Format::Parquet && !f.row_groups.is_empty() {
             for (g, rg) in f.row_groups.iter().enumerate() {
                 let bytes = rg.column_bytes.iter().sum();
-                units.push((i as u32, Some(g as u32), rg.rows, Some(rg.rows), bytes));
+                units.push((
+                    i as u32,
+                    Some(g as u32),
+                    rg.rows,
+                    Some(rg.rows),
+                    bytes,
+                    None,
+                ));
             }
         } else if format == Format::Parquet {
-            units.push((i as u32, Some(u32::MAX), 0, Some(0), 0)); // no row groups: nothing to read
+            // No row groups: nothing to read.
+            units.push((i as u32, Some(u32::MAX), 0, Some(0), 0, None));
+        } else if let Some((step, quoted)) = range {
+            for r in file_ranges(f, step, quoted) {
+                let len = r.map_or(f.size, |[a, b]| b - a);
+                units.push((i as u32, None, len, None, len, r));
+            }
         } else {
-            units.push((i as u32, None, f.size, None, f.size));
+            units.push((i as u32, None, f.size, None, f.size, None));
         }
     }
     let total: u64 = units.iter().map(|u| u.2).sum();
@@ -419,15 +544,22 @@ fn row_slices(files: &[DataFile], format: Format, n: u32) -> Vec<RowSlice> {
         bytes: 0,
     };
     let mut acc = 0u64;
-    for (idx, (file, group, weight, rows, bytes)) in units.iter().enumerate() {
+    for (idx, (file, group, weight, rows, bytes, range)) in units.iter().enumerate() {
         match (current.reads.last_mut(), group) {
             (_, Some(u32::MAX)) => {}
             (Some(last), Some(g)) if last.file == *file => {
                 last.row_groups.get_or_insert_with(Vec::new).push(*g)
             }
+            // Neighbouring ranges of a file in one slice: one range.
+            (Some(last), None) if last.file == *file && last.bytes.is_some() && range.is_some() => {
+                if let (Some(l), Some([_, end])) = (&mut last.bytes, range) {
+                    l[1] = *end;
+                }
+            }
             _ => current.reads.push(FileRead {
                 file: *file,
                 row_groups: group.map(|g| vec![g]),
+                bytes: *range,
             }),
         }
         current.rows = current.rows.zip(*rows).map(|(a, b)| a + b);
@@ -506,6 +638,8 @@ mod tests {
                         column_bytes: vec![rows, 2 * rows, 3],
                     })
                     .collect(),
+                record_starts: Vec::new(),
+                data_start: None,
             })
             .collect()
     }
@@ -514,7 +648,7 @@ mod tests {
     fn row_slices_are_balanced_and_cover_every_row_group_once() {
         let f = files(&[&[10, 10, 10], &[10, 10], &[50]]);
         for n in 1..=8 {
-            let slices = row_slices(&f, Format::Parquet, n);
+            let slices = row_slices(&f, Format::Parquet, n, None);
             assert_eq!(slices.len(), (n as usize).min(6));
             let rows: u64 = slices.iter().map(|s| s.rows.unwrap()).sum();
             assert_eq!(rows, 100);
@@ -533,7 +667,7 @@ mod tests {
             sorted.dedup();
             assert_eq!(sorted.len(), 6);
         }
-        let two = row_slices(&f, Format::Parquet, 2);
+        let two = row_slices(&f, Format::Parquet, 2, None);
         assert_eq!(
             two.iter().map(|s| s.rows.unwrap()).collect::<Vec<_>>(),
             vec![50, 50]

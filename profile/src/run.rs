@@ -1,7 +1,7 @@
 //! Running tasks: one task's streaming pass into a partial profile, and a local pool that runs a
 //! whole plan and merges the partials in task order.
 
-use crate::dataset::{FileSlice, Location, SliceStream, open_slice};
+use crate::dataset::{Decoding, FileSlice, Location, SliceStream, open_slice};
 use crate::kernel::column::Scratch;
 use crate::kernel::{ColumnState, RowHashes, bucket_mask, hash_rows};
 use crate::partial::PartialProfile;
@@ -128,14 +128,18 @@ pub async fn run_task(
                 .row_groups
                 .as_ref()
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
+            bytes: r.bytes.map(|[start, end]| (start, end)),
         };
         let SliceStream {
             batches: mut stream,
             rows: mut positions,
         } = open_slice(
             store.clone(),
-            plan.dataset.format,
-            schema.clone(),
+            Decoding {
+                format: plan.dataset.format,
+                schema,
+                csv: plan.dataset.csv.as_ref(),
+            },
             &slice,
             &read,
             plan.options.batch_rows,

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use truthound_operator::ProfileJob;
 use truthound_operator::crd::{
-    BackendSpec, BackendType, DaskBackend, DatasetFormat, DatasetSpec, LocalBackend, OutputSpec,
-    PartitionStrategy, PartitioningSpec, ProfileJobSpec, ProfileSpec, RayBackend, SamplingSpec,
-    SecretRef, SparkBackend, StorageOptionsSpec,
+    BackendSpec, BackendType, CsvEncoding, CsvSpec, DaskBackend, DatasetFormat, DatasetSpec,
+    LocalBackend, OutputSpec, PartitionStrategy, PartitioningSpec, ProfileJobSpec, ProfileSpec,
+    RayBackend, SamplingSpec, SecretRef, SparkBackend, StorageOptionsSpec,
 };
 use truthound_profile::dataset::Format;
 use truthound_profile::{ProfileOptions, Strategy};
@@ -147,6 +147,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
                 .credentials_secret
                 .as_ref()
                 .map(|name| SecretRef { name: name.clone() }),
+            csv: csv_spec(&plan.csv)?,
         },
         backend: backend(args)?,
         partitioning,
@@ -460,6 +461,40 @@ fn suggest_output(dataset: &str) -> String {
         }
         _ => format!("s3://bucket/profiles/{name}.json"),
     }
+}
+
+/// The CSV flags as `spec.dataset.csv`, checked here so that a typo fails before submitting.
+fn csv_spec(csv: &crate::args::CsvArgs) -> Result<Option<CsvSpec>> {
+    if !csv.any() {
+        return Ok(None);
+    }
+    let encoding = match csv.encoding.as_deref() {
+        None => None,
+        Some(e) => Some(match e.parse::<truthound_profile::dataset::Encoding>()? {
+            truthound_profile::dataset::Encoding::Utf8 => CsvEncoding::Utf8,
+            truthound_profile::dataset::Encoding::Latin1 => CsvEncoding::Latin1,
+            truthound_profile::dataset::Encoding::Windows1252 => CsvEncoding::Windows1252,
+            // "utf-16" lets the byte-order mark decide; an explicit byte order is kept.
+            truthound_profile::dataset::Encoding::Utf16Le
+                if e.to_ascii_lowercase().ends_with("le") =>
+            {
+                CsvEncoding::Utf16Le
+            }
+            truthound_profile::dataset::Encoding::Utf16Le => CsvEncoding::Utf16,
+            truthound_profile::dataset::Encoding::Utf16Be => CsvEncoding::Utf16Be,
+        }),
+    };
+    // Parse the characters as the operator will.
+    csv.options()?;
+    Ok(Some(CsvSpec {
+        delimiter: csv.delimiter.clone(),
+        quote: csv.quote.clone(),
+        escape: csv.escape.clone(),
+        comment: csv.comment.clone(),
+        header: csv.header,
+        null_values: (!csv.null_tokens.is_empty()).then(|| csv.null_tokens.clone()),
+        encoding,
+    }))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Turning a location into the list of data files it holds and their shared schema, from
 //! metadata only: object listings, file sizes, Parquet footers, CSV/JSON heads.
 
+use super::csv::{CsvDialect, CsvOptions, Encoding, decode_head, sniff};
 use super::parquet_io::ObjectReader;
 use super::{Format, Location, StorageOptions};
 use crate::{Error, Result};
@@ -40,6 +41,14 @@ pub struct DataFile {
     /// Row groups (Parquet only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub row_groups: Vec<RowGroupMeta>,
+    /// Quoted CSV: positions where records start, found by a scan when planning (see
+    /// `split.rs`), where the file may be cut into byte ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record_starts: Vec<u64>,
+    /// CSV with a header: where the records after it start (no byte range starts before);
+    /// `None` for other files, or when the header was not found in the head (no ranges then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_start: Option<u64>,
 }
 
 /// A dataset as discovered: its files, their common schema and the store they live in.
@@ -51,6 +60,9 @@ pub struct Dataset {
     pub format: Format,
     pub files: Vec<DataFile>,
     pub schema: SchemaRef,
+    /// How the CSV files are read (CSV only): sniffed from the first file's head, with what the
+    /// user said.
+    pub csv: Option<CsvDialect>,
 }
 
 impl Dataset {
@@ -60,11 +72,21 @@ impl Dataset {
     }
 }
 
-/// Lists the files of `uri` and reads their metadata.
+/// Lists the files of `uri` and reads their metadata; CSV dialects are sniffed.
 pub async fn discover(
     uri: &str,
     format: Option<Format>,
     options: &StorageOptions,
+) -> Result<Dataset> {
+    discover_with(uri, format, options, &CsvOptions::default()).await
+}
+
+/// [`discover`], with what the user says of a CSV dataset's dialect (the rest is sniffed).
+pub async fn discover_with(
+    uri: &str,
+    format: Option<Format>,
+    options: &StorageOptions,
+    csv: &CsvOptions,
 ) -> Result<Dataset> {
     let location = Location::parse(uri)?;
     let store = location.store(options)?;
@@ -88,10 +110,11 @@ pub async fn discover(
             file: location.uri_of(&empty.location),
         });
     }
-    let (files, schema) = match format {
-        Format::Parquet => parquet_files(&location, &store, &objects).await?,
-        Format::Csv | Format::Ndjson => text_files(&location, &store, &objects, format).await?,
-        Format::Ipc => ipc_files(&location, &store, &objects).await?,
+    let (files, schema, dialect) = match format {
+        Format::Parquet => with_no_dialect(parquet_files(&location, &store, &objects).await?),
+        Format::Csv => csv_files(&location, &store, &objects, csv).await?,
+        Format::Ndjson => with_no_dialect(ndjson_files(&location, &store, &objects).await?),
+        Format::Ipc => with_no_dialect(ipc_files(&location, &store, &objects).await?),
     };
     Ok(Dataset {
         location,
@@ -100,7 +123,14 @@ pub async fn discover(
         format,
         files,
         schema,
+        csv: dialect,
     })
+}
+
+fn with_no_dialect(
+    (files, schema): (Vec<DataFile>, SchemaRef),
+) -> (Vec<DataFile>, SchemaRef, Option<CsvDialect>) {
+    (files, schema, None)
 }
 
 /// The objects a location names: the one file it points at, or every file under its prefix
@@ -235,6 +265,8 @@ async fn parquet_files(
             size: object.size,
             rows: Some(row_groups.iter().map(|r| r.rows).sum()),
             row_groups,
+            record_starts: Vec::new(),
+            data_start: None,
         });
     }
     Ok((files, schema))
@@ -328,55 +360,8 @@ fn whole_lines(bytes: &[u8], whole_file: bool) -> &[u8] {
     }
 }
 
-async fn text_files(
-    location: &Location,
-    store: &Arc<dyn ObjectStore>,
-    objects: &[ObjectMeta],
-    format: Format,
-) -> Result<(Vec<DataFile>, SchemaRef)> {
-    let first = &objects[0];
-    let first_uri = location.uri_of(&first.location);
-    let head = head_bytes(store.as_ref(), first, &first_uri).await?;
-    let lines = whole_lines(&head, first.size <= INFER_BYTES);
-    let schema = match format {
-        Format::Csv => infer_csv(lines, &first_uri)?,
-        _ => infer_ndjson(lines, &first_uri)?,
-    };
-    if format == Format::Csv {
-        // Every file must have the same header; types are checked as rows are parsed.
-        for object in &objects[1..] {
-            let uri = location.uri_of(&object.location);
-            let head = head_bytes(store.as_ref(), object, &uri).await?;
-            let lines = whole_lines(&head, object.size <= INFER_BYTES);
-            let other = infer_csv(lines, &uri)?;
-            let names = |s: &Schema| {
-                s.fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect::<Vec<_>>()
-            };
-            if names(&schema) != names(&other) {
-                let (a, b) = (names(&schema), names(&other));
-                let column = a
-                    .iter()
-                    .zip(b.iter())
-                    .find(|(x, y)| x != y)
-                    .map(|(x, _)| x.clone())
-                    .or_else(|| a.get(b.len()).cloned())
-                    .or_else(|| b.get(a.len()).cloned())
-                    .unwrap_or_default();
-                return Err(Error::SchemaMismatch {
-                    column,
-                    detail: format!(
-                        "differs between the headers of {first_uri} ({}) and {uri} ({})",
-                        a.join(","),
-                        b.join(",")
-                    ),
-                });
-            }
-        }
-    }
-    let files = objects
+fn plain_files(location: &Location, objects: &[ObjectMeta]) -> Vec<DataFile> {
+    objects
         .iter()
         .map(|o| DataFile {
             uri: location.uri_of(&o.location),
@@ -384,17 +369,104 @@ async fn text_files(
             size: o.size,
             rows: None,
             row_groups: Vec::new(),
+            record_starts: Vec::new(),
+            data_start: None,
         })
-        .collect();
-    Ok((files, schema))
+        .collect()
 }
 
-pub(crate) fn csv_format() -> arrow::csv::reader::Format {
-    arrow::csv::reader::Format::default().with_header(true)
+/// The decoded head of a CSV file, cut after its last whole line.
+async fn csv_head(
+    store: &dyn ObjectStore,
+    object: &ObjectMeta,
+    uri: &str,
+    encoding: Option<Encoding>,
+) -> Result<(String, Encoding, bytes::Bytes)> {
+    let head = head_bytes(store, object, uri).await?;
+    let (text, encoding) = decode_head(&head, object.size <= INFER_BYTES, encoding, uri)?;
+    Ok((text, encoding, head))
 }
 
-fn infer_csv(lines: &[u8], uri: &str) -> Result<SchemaRef> {
-    let (schema, _) = csv_format()
+/// CSV files: the dialect sniffed from the first file's head (what the user said stands), the
+/// schema inferred with it; every other file must have the same header, read alike.
+async fn csv_files(
+    location: &Location,
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+    asked: &CsvOptions,
+) -> Result<(Vec<DataFile>, SchemaRef, Option<CsvDialect>)> {
+    let first = &objects[0];
+    let first_uri = location.uri_of(&first.location);
+    let (text, encoding, first_head) =
+        csv_head(store.as_ref(), first, &first_uri, asked.encoding).await?;
+    let dialect = sniff(&text, first.size <= INFER_BYTES, encoding, asked);
+    let mut starts = vec![data_start_of(&first_head, first, &dialect)];
+    tracing::debug!(file = %first_uri, ?dialect, "CSV dialect");
+    let schema = infer_csv(text.as_bytes(), &dialect, &first_uri)?;
+    // Types are checked as rows are parsed; names here.
+    for object in &objects[1..] {
+        let uri = location.uri_of(&object.location);
+        let (text, _, head) =
+            csv_head(store.as_ref(), object, &uri, Some(dialect.encoding)).await?;
+        starts.push(data_start_of(&head, object, &dialect));
+        let other = infer_csv(text.as_bytes(), &dialect, &uri)?;
+        let names = |s: &Schema| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+        };
+        if names(&schema) != names(&other) {
+            let (a, b) = (names(&schema), names(&other));
+            let column = a
+                .iter()
+                .zip(b.iter())
+                .find(|(x, y)| x != y)
+                .map(|(x, _)| x.clone())
+                .or_else(|| a.get(b.len()).cloned())
+                .or_else(|| b.get(a.len()).cloned())
+                .unwrap_or_default();
+            return Err(Error::SchemaMismatch {
+                column,
+                detail: format!(
+                    "differs between the headers of {first_uri} ({}) and {uri} ({})",
+                    a.join(","),
+                    b.join(",")
+                ),
+            });
+        }
+    }
+    let mut files = plain_files(location, objects);
+    for (f, start) in files.iter_mut().zip(starts) {
+        f.data_start = start;
+    }
+    Ok((files, schema, Some(dialect)))
+}
+
+/// Where a CSV file's records start after its header (the file's size when the head does not
+/// show it: the file is then read whole); `None` without a header.
+fn data_start_of(head: &[u8], object: &ObjectMeta, dialect: &CsvDialect) -> Option<u64> {
+    dialect
+        .header
+        .then(|| super::split::data_start(head, dialect).unwrap_or(object.size))
+}
+
+async fn ndjson_files(
+    location: &Location,
+    store: &Arc<dyn ObjectStore>,
+    objects: &[ObjectMeta],
+) -> Result<(Vec<DataFile>, SchemaRef)> {
+    let first = &objects[0];
+    let first_uri = location.uri_of(&first.location);
+    let head = head_bytes(store.as_ref(), first, &first_uri).await?;
+    let head = &head[Encoding::Utf8.bom_len(&head)..];
+    let schema = infer_ndjson(whole_lines(head, first.size <= INFER_BYTES), &first_uri)?;
+    Ok((plain_files(location, objects), schema))
+}
+
+fn infer_csv(lines: &[u8], dialect: &CsvDialect, uri: &str) -> Result<SchemaRef> {
+    let (schema, _) = dialect
+        .arrow_format()?
         .infer_schema(Cursor::new(lines), Some(10_000))
         .map_err(|e| Error::BadRecord {
             file: uri.to_string(),
@@ -444,6 +516,8 @@ async fn ipc_files(
             size: object.size,
             rows: None,
             row_groups: Vec::new(),
+            record_starts: Vec::new(),
+            data_start: None,
         });
     }
     let (schema, _) = schema.expect("at least one file");

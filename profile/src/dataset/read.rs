@@ -2,7 +2,8 @@
 //! batch at a time, so that a task's memory is bounded by a batch and never by its partition.
 
 use super::Format;
-use super::listing::{csv_format, parquet_error};
+use super::csv::{CsvDialect, ENCODING_HINT, Encoding, TextPosition, Transcoder};
+use super::listing::parquet_error;
 use super::parquet_io::ObjectReader;
 use crate::{Error, Result};
 use arrow::datatypes::SchemaRef;
@@ -28,6 +29,9 @@ pub struct FileSlice {
     pub size: u64,
     /// Row groups to read (Parquet); `None` reads the whole file.
     pub row_groups: Option<Vec<usize>>,
+    /// CSV and NDJSON: the records that start in these bytes `[start, end)`; `None`: the whole
+    /// file.
+    pub bytes: Option<(u64, u64)>,
 }
 
 /// Where the rows a stream yields sit in their file: runs of consecutive rows, as (first row,
@@ -91,15 +95,29 @@ impl std::fmt::Debug for SliceStream {
     }
 }
 
-/// Opens `slice` and streams the columns `columns` (names of `schema`, the dataset schema).
+/// How a slice's file is decoded: its format, the dataset schema, and for CSV its dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding<'a> {
+    pub format: Format,
+    pub schema: &'a SchemaRef,
+    /// CSV: the plan's dialect (`None`: the default, comma-separated with a header, UTF-8).
+    pub csv: Option<&'a CsvDialect>,
+}
+
+/// Opens `slice` and streams the columns `columns` (names of the dataset schema).
 pub async fn open_slice(
     store: Arc<dyn ObjectStore>,
-    format: Format,
-    schema: SchemaRef,
+    decoding: Decoding<'_>,
     slice: &FileSlice,
     columns: &[String],
     batch_rows: usize,
 ) -> Result<SliceStream> {
+    let Decoding {
+        format,
+        schema,
+        csv,
+    } = decoding;
+    let schema = schema.clone();
     let projection = columns
         .iter()
         .map(|c| {
@@ -116,9 +134,14 @@ pub async fn open_slice(
     match format {
         Format::Parquet => parquet_stream(store, path, slice, columns, batch_rows).await,
         Format::Csv | Format::Ndjson => {
-            text_stream(store, path, format, schema, slice, projection, batch_rows)
-                .await
-                .map(whole)
+            let text = TextRead {
+                format,
+                schema,
+                csv,
+                projection,
+                batch_rows,
+            };
+            text_stream(store, path, slice, text).await.map(whole)
         }
         Format::Ipc => ipc_stream(store, path, slice, projection).await.map(whole),
     }
@@ -212,27 +235,59 @@ async fn parquet_stream(
     })
 }
 
+/// How a text file is decoded.
+struct TextRead<'a> {
+    format: Format,
+    schema: SchemaRef,
+    csv: Option<&'a CsvDialect>,
+    projection: Vec<usize>,
+    batch_rows: usize,
+}
+
 /// CSV and NDJSON: the object's bytes are streamed through arrow's push decoders, so a large
-/// file is never held in memory.
+/// file is never held in memory; CSV in another encoding than UTF-8 is transcoded on the way.
 async fn text_stream(
     store: Arc<dyn ObjectStore>,
     path: Path,
-    format: Format,
-    schema: SchemaRef,
     slice: &FileSlice,
-    projection: Vec<usize>,
-    batch_rows: usize,
+    read: TextRead<'_>,
 ) -> Result<BatchStream> {
     let uri = slice.uri.clone();
+    let TextRead {
+        format,
+        schema,
+        csv,
+        projection,
+        batch_rows,
+    } = read;
+    // A range is read from the byte before its start (to tell whether a record starts there)
+    // to the end of the file, and dropped once its last record is complete.
+    let cut = slice.bytes.map(|(start, end)| RangeCut::new(start, end));
+    let from = cut.as_ref().map_or(0, |c| c.pos);
+    let options = object_store::GetOptions {
+        range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+        ..Default::default()
+    };
     let body = store
-        .get(&path)
+        .get_opts(&path, options)
         .await
         .map_err(|e| Error::from_store(&uri, e))?
         .into_stream();
+    let default_dialect = CsvDialect::default();
+    let mut dialect = csv.unwrap_or(&default_dialect).clone();
+    // Only the range at the start of the file holds the header.
+    if from > 0 {
+        dialect.header = false;
+    }
+    let dialect = &dialect;
+    let encoding = match format {
+        Format::Csv => dialect.encoding,
+        _ => Encoding::Utf8,
+    };
     let decoder: Box<dyn TextDecoder> = match format {
         Format::Csv => Box::new(
             arrow::csv::ReaderBuilder::new(schema)
-                .with_format(csv_format())
+                .with_format(dialect.arrow_format()?)
                 .with_batch_size(batch_rows)
                 .with_projection(projection)
                 .build_decoder(),
@@ -252,20 +307,20 @@ async fn text_stream(
         }
     };
     let label = if format == Format::Csv { "CSV" } else { "JSON" };
-    let bad = move |uri: &str, e: arrow::error::ArrowError| Error::BadRecord {
-        file: uri.to_string(),
-        detail: format!("{label}: {e}"),
-    };
+    let bad = move |uri: &str, e: arrow::error::ArrowError| bad_text(uri, label, encoding, e);
+    let mut source = TextSource::new(body, encoding, uri.clone());
+    source.at_start = from == 0;
+    source.cut = cut;
     let stream = futures::stream::try_unfold(
-        (body, Bytes::new(), false, decoder),
-        move |(mut body, mut buffered, mut done, mut decoder)| {
+        (source, Bytes::new(), false, decoder),
+        move |(mut source, mut buffered, mut done, mut decoder)| {
             let uri = uri.clone();
             async move {
                 loop {
                     if buffered.is_empty() && !done {
-                        match body.next().await {
+                        match source.next().await? {
                             Some(chunk) => {
-                                buffered = chunk.map_err(|e| Error::from_store(&uri, e))?;
+                                buffered = chunk;
                                 continue;
                             }
                             None => done = true,
@@ -276,7 +331,7 @@ async fn text_stream(
                     buffered.advance(consumed);
                     if consumed == 0 {
                         match decoder.flush().map_err(|e| bad(&uri, e))? {
-                            Some(b) => return Ok(Some((b, (body, buffered, done, decoder)))),
+                            Some(b) => return Ok(Some((b, (source, buffered, done, decoder)))),
                             None if done && buffered.is_empty() => return Ok(None),
                             None if buffered.is_empty() => {}
                             None => {
@@ -292,6 +347,165 @@ async fn text_stream(
         },
     );
     Ok(stream.boxed())
+}
+
+/// A decoding error of arrow's, in words that say where and what to do.
+fn bad_text(uri: &str, label: &str, encoding: Encoding, e: arrow::error::ArrowError) -> Error {
+    let text = e.to_string();
+    // Arrow: "Encountered invalid UTF-8 data for line {line} and field {field}".
+    if let Some(rest) = text.split("invalid UTF-8 data for line ").nth(1)
+        && let Some((line, field)) = rest.split_once(" and field ")
+    {
+        return Error::BadRecord {
+            file: uri.to_string(),
+            detail: format!(
+                "{label} record {line}, field {}: not valid {encoding}; {ENCODING_HINT}",
+                field.trim()
+            ),
+        };
+    }
+    Error::BadRecord {
+        file: uri.to_string(),
+        detail: format!("{label}: {text}"),
+    }
+}
+
+/// The records of a byte range `[start, end)` of a text file, out of the bytes from `start - 1`
+/// on: a record starts at 0 or after a `\n`, and belongs to the range its first byte is in.
+/// So a range skips through the first `\n` at or after `start - 1`, and ends with the first `\n`
+/// at or after `end - 1`, which finishes its last record. Every range applies the same rule, so
+/// the ranges of a file share out its records exactly, whatever the records' lengths (a record
+/// longer than a range leaves that range empty).
+#[derive(Debug, Clone)]
+struct RangeCut {
+    /// Position in the file of the next byte to come.
+    pos: u64,
+    end: u64,
+    skipping: bool,
+    done: bool,
+}
+
+impl RangeCut {
+    fn new(start: u64, end: u64) -> RangeCut {
+        RangeCut {
+            pos: start.saturating_sub(1),
+            end,
+            skipping: start > 0,
+            done: start >= end,
+        }
+    }
+
+    /// The part of `chunk` (the next bytes of the file) that belongs to the range.
+    fn apply(&mut self, mut chunk: Bytes) -> Bytes {
+        if self.done {
+            return Bytes::new();
+        }
+        if self.skipping {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.skipping = false;
+                    self.pos += i as u64 + 1;
+                    chunk.advance(i + 1);
+                }
+                None => {
+                    self.pos += chunk.len() as u64;
+                    return Bytes::new();
+                }
+            }
+            if self.pos >= self.end {
+                self.done = true;
+                return Bytes::new();
+            }
+        }
+        // The last record is the one holding byte end - 1: it ends at the first \n from there.
+        let from = (self.end - 1).saturating_sub(self.pos);
+        if (from as usize) < chunk.len()
+            && let Some(i) = chunk[from as usize..].iter().position(|&b| b == b'\n')
+        {
+            self.done = true;
+            self.pos += (from as usize + i + 1) as u64;
+            return chunk.slice(..from as usize + i + 1);
+        }
+        self.pos += chunk.len() as u64;
+        chunk
+    }
+}
+
+/// The body of a text file as UTF-8 chunks: a UTF-8 byte-order mark skipped, other encodings
+/// transcoded. UTF-8 chunks pass through as they are (arrow's decoders validate them).
+struct TextSource {
+    body: BoxStream<'static, object_store::Result<Bytes>>,
+    transcoder: Option<Transcoder>,
+    encoding: Encoding,
+    uri: String,
+    /// Whether the start of the file (where a byte-order mark may be) is still to come.
+    at_start: bool,
+    /// The records of a byte range, when the slice is one.
+    cut: Option<RangeCut>,
+    ended: bool,
+    position: TextPosition,
+}
+
+impl TextSource {
+    fn new(
+        body: BoxStream<'static, object_store::Result<Bytes>>,
+        encoding: Encoding,
+        uri: String,
+    ) -> TextSource {
+        TextSource {
+            body,
+            transcoder: (encoding != Encoding::Utf8).then(|| Transcoder::new(encoding)),
+            encoding,
+            uri,
+            at_start: true,
+            cut: None,
+            ended: false,
+            position: TextPosition::default(),
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>> {
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            let chunk = match self.body.next().await {
+                Some(chunk) => chunk.map_err(|e| Error::from_store(&self.uri, e))?,
+                None => {
+                    self.ended = true;
+                    Bytes::new()
+                }
+            };
+            let mut chunk = chunk;
+            if let Some(cut) = &mut self.cut {
+                chunk = cut.apply(chunk);
+                if cut.done {
+                    self.ended = true;
+                }
+            }
+            if self.at_start && !chunk.is_empty() {
+                self.at_start = false;
+                chunk.advance(self.encoding.bom_len(&chunk));
+            }
+            let Some(transcoder) = &mut self.transcoder else {
+                if chunk.is_empty() {
+                    continue;
+                }
+                return Ok(Some(chunk));
+            };
+            let mut text = String::new();
+            let pushed = transcoder.push(&chunk, self.ended, &mut text);
+            if let Err(byte) = pushed {
+                self.position.advance(&text);
+                return Err(self.position.undecodable(&self.uri, self.encoding, byte));
+            }
+            if text.is_empty() {
+                continue;
+            }
+            self.position.advance(&text);
+            return Ok(Some(Bytes::from(text.into_bytes())));
+        }
+    }
 }
 
 /// The push decoders of arrow's CSV and JSON readers, behind one face.

@@ -11,7 +11,7 @@
 
 use super::SparkError;
 use arrow::datatypes::{DataType, TimeUnit};
-use truthound_profile::dataset::Format;
+use truthound_profile::dataset::{CsvDialect, Encoding, Format};
 use truthound_profile::kernel::ValueKind;
 use truthound_profile::plan::{FileRead, Plan, Task};
 
@@ -121,6 +121,38 @@ pub fn quote_str(s: &str) -> String {
     out
 }
 
+/// Spark's CSV options for the plan's dialect, so that Spark cuts the files as the engine does.
+/// `multiLine`: quoted fields may hold line breaks (and Spark reads UTF-16 only so).
+fn csv_options(dialect: Option<&CsvDialect>) -> String {
+    let default = CsvDialect::default();
+    let d = dialect.unwrap_or(&default);
+    let one = |c: Option<char>| quote_str(&c.map(String::from).unwrap_or_default());
+    let mut out = format!(
+        ", header '{}', sep {}, quote {}, mode 'FAILFAST', multiLine 'true'",
+        d.header,
+        one(Some(d.delimiter)),
+        one(d.quote)
+    );
+    // Spark's default escape is a backslash; the engine's (no escape) doubles quotes, which
+    // Spark reads with the quote as its escape.
+    out.push_str(&format!(", escape {}", one(d.escape.or(d.quote))));
+    if let Some(c) = d.comment {
+        out.push_str(&format!(", comment {}", one(Some(c))));
+    }
+    if let Some(token) = d.null_tokens.first() {
+        out.push_str(&format!(", nullValue {}", quote_str(token)));
+    }
+    let charset = match d.encoding {
+        Encoding::Utf8 => "UTF-8",
+        Encoding::Latin1 => "ISO-8859-1",
+        Encoding::Windows1252 => "windows-1252",
+        Encoding::Utf16Le => "UTF-16LE",
+        Encoding::Utf16Be => "UTF-16BE",
+    };
+    out.push_str(&format!(", encoding '{charset}'"));
+    out
+}
+
 /// What Spark cannot do of a plan, said before anything runs (exit 64).
 pub fn check_plan(plan: &Plan) -> Result<(), SparkError> {
     if plan.options.effective_sampling().is_some() {
@@ -136,6 +168,27 @@ pub fn check_plan(plan: &Plan) -> Result<(), SparkError> {
             "the spark backend does not run the hash strategy: its buckets are the engine's \
              hashes of the key, which Spark cannot reproduce; use row_based, column_based or \
              hybrid with --backend spark"
+                .into(),
+        ));
+    }
+    if let Some(d) = &plan.dataset.csv
+        && d.null_tokens.len() > 1
+    {
+        return Err(SparkError::Invalid(format!(
+            "Spark's CSV reader takes one null token, the plan has {} ({}); give one with \
+             --null, or profile with another backend",
+            d.null_tokens.len(),
+            d.null_tokens.join(", ")
+        )));
+    }
+    if plan
+        .tasks
+        .iter()
+        .any(|t| t.reads.iter().any(|r| r.bytes.is_some()))
+    {
+        return Err(SparkError::Invalid(
+            "the spark backend reads whole CSV and NDJSON files, and this plan cuts them into \
+             byte ranges; plan with --target-task-bytes 0 for Spark"
                 .into(),
         ));
     }
@@ -345,9 +398,9 @@ pub fn task_query(plan: &Plan, task: &Task, view_prefix: &str) -> Result<TaskQue
                     .map(|f| format!("{} {}", quote_ident(f.name()), ddl_type(f.data_type())))
                     .collect();
                 let (source, options) = if plan.dataset.format == Format::Csv {
-                    ("csv", ", header 'true', mode 'FAILFAST'")
+                    ("csv", csv_options(plan.dataset.csv.as_ref()))
                 } else {
-                    ("json", ", mode 'FAILFAST'")
+                    ("json", ", mode 'FAILFAST'".to_string())
                 };
                 setup.push(format!(
                     "CREATE OR REPLACE TEMPORARY VIEW {} ({}) USING {source} OPTIONS (path {}{options})",
@@ -521,6 +574,29 @@ pub fn value_counts_sql(source: &str, c: &ColumnQuery, limit: usize) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_views_read_the_plans_dialect() {
+        assert_eq!(
+            csv_options(None),
+            ", header 'true', sep ',', quote '\"', mode 'FAILFAST', multiLine 'true', \
+             escape '\"', encoding 'UTF-8'"
+        );
+        let d = CsvDialect {
+            delimiter: ';',
+            quote: None,
+            escape: None,
+            comment: Some('#'),
+            header: false,
+            null_tokens: vec!["NA".into()],
+            encoding: Encoding::Latin1,
+        };
+        assert_eq!(
+            csv_options(Some(&d)),
+            ", header 'false', sep ';', quote '', mode 'FAILFAST', multiLine 'true', escape '', \
+             comment '#', nullValue 'NA', encoding 'ISO-8859-1'"
+        );
+    }
 
     #[test]
     fn quotes_identifiers_and_strings() {
