@@ -601,11 +601,7 @@ fn suspend_resume_and_delete_mid_run() {
         let done_before = suspended["status"]["tasks"]["succeeded"]
             .as_u64()
             .unwrap_or(0);
-        assert!(
-            done_before >= 1 && done_before < 3,
-            "{:#}",
-            suspended["status"]
-        );
+        assert!((1..3).contains(&done_before), "{:#}", suspended["status"]);
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(
             pods_of(&client, &ns).await.iter().all(|p| matches!(

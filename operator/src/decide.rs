@@ -505,7 +505,7 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
     if obs.job.spec.suspend {
         suspend(d, now, generation);
-    } else if let Some(queue) = local::queue_name(&obs.job) {
+    } else if let Some(queue) = local::queue_name(obs.job) {
         // Created suspended for the queue to admit.
         queued(d, &name, queue, (now, generation));
     }
@@ -599,7 +599,7 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
                     total as usize - completed.len() - failed.len()
                 ),
             });
-            if let Some(queue) = local::queue_name(&obs.job) {
+            if let Some(queue) = local::queue_name(obs.job) {
                 if suspended_now {
                     resumed(d, "the worker Job waits for the queue", (now, generation));
                 }
@@ -609,7 +609,7 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
             }
         }
         Some(w) => {
-            let queue = local::queue_name(&obs.job);
+            let queue = local::queue_name(obs.job);
             if obs.job.spec.suspend {
                 if queue.is_some() {
                     // The Job's `suspend` is the queue's: Kueue would start an admitted Job that
