@@ -285,6 +285,11 @@ cmd_start() {
     audit=(--audit-policy-file "$RUN_DIR/audit-policy.yaml" --audit-log-path "$RUN_DIR/audit.log"
       --audit-log-format json --audit-log-maxsize 0)
   fi
+  # Pod logs (`kubectl logs`, pods/log) are read from th-test-node's kubelet endpoint: at its
+  # Node's InternalIP (127.0.0.1), not its Hostname address (the node's name, which no DNS
+  # resolves; the default order tries Hostname first), as kubeadm does. No
+  # --kubelet-certificate-authority: the apiserver then does not verify the agent's self-signed
+  # certificate.
   launch APISERVER "$RUN_DIR/apiserver.log" "$BIN/kube-apiserver" \
     --etcd-servers "http://$HOST:$etcd_port" \
     --bind-address "$HOST" --advertise-address "$HOST" --secure-port "$APISERVER_PORT" \
@@ -294,6 +299,7 @@ cmd_start() {
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --authorization-mode RBAC --allow-privileged=true \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --endpoint-reconciler-type none --v 1 "${audit[@]}"
   wait_for "ready kube-apiserver on https://$HOST:$APISERVER_PORT" \
     curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \

@@ -716,3 +716,153 @@ async fn a_pod_failure_policy_fails_an_index_on_its_exit_code_without_retrying()
     assert_eq!(job_pods(&client, &ns, "policy").await.len(), 2);
     kube_support::delete_namespace(&client, &ns).await;
 }
+
+/// `kubectl` (scripts/kube-cluster.sh's) as the admin of the test's control plane.
+fn kubectl(args: &[&str]) -> std::process::Output {
+    let kubectl = std::env::var("TH_TEST_KUBE_KUBECTL").expect(
+        "TH_TEST_KUBE_KUBECTL is not set: scripts/test.sh exports the kubectl that \
+         scripts/kube-cluster.sh builds",
+    );
+    std::process::Command::new(kubectl)
+        .args(args)
+        .env("KUBECONFIG", kube_support::kubeconfig())
+        .output()
+        .expect("kubectl runs")
+}
+
+/// The apiserver's pods/log, as `kubectl logs` and every client read it, comes from the agent's
+/// kubelet endpoint: the whole log, its tail, a byte limit, a follow that ends with the
+/// container, the previous run of a restarted container, and a clear refusal of what the agent
+/// cannot serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_logs_are_served_through_the_apiserver_from_the_agents_kubelet_endpoint() {
+    use futures::AsyncReadExt;
+    use kube::api::LogParams;
+    let (client, ns, agent) = setup("node-logs").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let node: Api<Node> = Api::all(client.clone());
+    let port = node
+        .get(agent.node_name())
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .daemon_endpoints
+        .unwrap()
+        .kubelet_endpoint
+        .unwrap()
+        .port;
+    assert_ne!(port, 10250, "the Node names the agent's own port");
+
+    // Five lines and one on stderr at once; one more a second later, then it ends.
+    let talker = pod(
+        "talker",
+        json!({"restartPolicy": "Never", "containers": [{
+            "name": "main", "image": "registry.example/never-pulled:1",
+            "command": ["/bin/sh", "-c",
+                "for i in 1 2 3 4 5; do echo \"line $i\"; done; echo 'err line' >&2; sleep 1.5; echo late"],
+        }]}),
+    );
+    pods.create(&PostParams::default(), &talker).await.unwrap();
+    wait_pod(&pods, "talker", Duration::from_secs(30), |_| {
+        agent
+            .container_log(&ns, "talker", "main")
+            .contains("err line")
+    })
+    .await;
+
+    // A follower from now on: everything so far, then "late", then the end when the container ends.
+    let follow = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
+    let mut stream = pods.log_stream("talker", &follow).await.expect("follow");
+    let followed = tokio::spawn(async move {
+        let mut all = String::new();
+        stream.read_to_string(&mut all).await.map(|_| all)
+    });
+
+    let out = kubectl(&["logs", "-n", &ns, "talker"]);
+    assert!(
+        out.status.success(),
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line 1\nline 2\nline 3\nline 4\nline 5\nerr line\n"
+    );
+    let tail = LogParams {
+        tail_lines: Some(2),
+        ..LogParams::default()
+    };
+    assert_eq!(
+        pods.logs("talker", &tail).await.unwrap(),
+        "line 5\nerr line\n"
+    );
+    let limit = LogParams {
+        limit_bytes: Some(10),
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("talker", &limit).await.unwrap(), "line 1\nlin");
+    let both = LogParams {
+        tail_lines: Some(3),
+        limit_bytes: Some(7),
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("talker", &both).await.unwrap(), "line 4\n");
+
+    let all = tokio::time::timeout(Duration::from_secs(30), followed)
+        .await
+        .expect("the follow ends when the container does")
+        .unwrap()
+        .expect("reading the followed log");
+    assert_eq!(
+        all,
+        "line 1\nline 2\nline 3\nline 4\nline 5\nerr line\nlate\n"
+    );
+    let done = wait_pod(&pods, "talker", Duration::from_secs(30), |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(phase(&done), "Succeeded");
+    let out = kubectl(&["logs", "-n", &ns, "talker", "--tail=1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "late\n");
+
+    // What the agent cannot serve is refused, naming the option.
+    let out = kubectl(&["logs", "-n", &ns, "talker", "--since=1h"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sinceSeconds"), "{err}");
+
+    // A restarted container: its log is this run's, `previous` the run before.
+    let twice = pod(
+        "twice",
+        json!({"restartPolicy": "OnFailure", "containers": [{
+            "name": "main", "image": "registry.example/never-pulled:1",
+            "command": ["/bin/sh", "-c",
+                "if [ -f marker ]; then echo second; else touch marker; echo first; exit 1; fi"],
+        }]}),
+    );
+    pods.create(&PostParams::default(), &twice).await.unwrap();
+    wait_pod(&pods, "twice", Duration::from_secs(30), |p| {
+        phase(p) == "Succeeded"
+    })
+    .await;
+    assert_eq!(
+        pods.logs("twice", &LogParams::default()).await.unwrap(),
+        "second\n"
+    );
+    let previous = LogParams {
+        previous: true,
+        ..LogParams::default()
+    };
+    assert_eq!(pods.logs("twice", &previous).await.unwrap(), "first\n");
+    let err = pods.logs("talker", &previous).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("previous terminated container \"main\" in pod \"talker\" not found"),
+        "{err}"
+    );
+    kube_support::delete_namespace(&client, &ns).await;
+}

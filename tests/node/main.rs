@@ -3,16 +3,19 @@
 //! every unscheduled pod to it, and runs each pod's containers as local processes: the image's
 //! entrypoint comes from `--image PATTERN=EXECUTABLE`, a container's `command` replaces it; the
 //! environment, `$(VAR)` expansion, termination messages, exit codes and statuses are the
-//! kubelet's. Test support, not part of the product.
+//! kubelet's; so is its HTTPS endpoint for pod logs (`kubectl logs`), on a free port of 127.0.0.1
+//! named in the Node's status. Test support, not part of the product.
 //!
 //! On SIGTERM or SIGINT it kills every process it started and deletes its Node. It prints
 //! `ready node=<name>` on stdout once the Node is registered and the watches run; its log (one
 //! line per pod transition) goes to stderr.
 
+mod endpoint;
 mod env;
 mod expand;
 mod images;
 mod kubelet;
+mod logs;
 mod pod;
 mod process;
 mod registration;
@@ -73,6 +76,8 @@ pub struct Ctx {
     /// PATH, then `--env`: under each container's own environment.
     pub base_env: Vec<(String, String)>,
     pub groups: process::Groups,
+    /// Every container run's log, for the kubelet endpoint.
+    pub logs: Arc<logs::LogIndex>,
 }
 
 // One thread: the containers' processes are forked from it, so their parent-death signal fires
@@ -123,7 +128,12 @@ async fn main() -> anyhow::Result<()> {
         memory: args.memory.clone(),
         pods: args.pods.clone(),
     };
-    let since = registration::register(&client, &args.node_name, &capacity).await?;
+    // Listening before the Node says where: the apiserver may ask for a log at once.
+    let endpoint = endpoint::bind(&root, &args.node_name).await?;
+    let port = endpoint.port;
+    let since = registration::register(&client, &args.node_name, &capacity, port).await?;
+    let logs = Arc::new(logs::LogIndex::default());
+    let server = tokio::spawn(endpoint::serve(endpoint, logs.clone()));
 
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -132,12 +142,14 @@ async fn main() -> anyhow::Result<()> {
         root: root.clone(),
         base_env,
         groups: process::Groups::default(),
+        logs,
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let heartbeat = tokio::spawn(registration::keep_alive(
         client.clone(),
         args.node_name.clone(),
         capacity,
+        port,
         since,
     ));
     let binder = tokio::spawn(scheduler::run(
@@ -162,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
     // Whatever a pod's task could not stop.
     ctx.groups.kill_all();
     heartbeat.abort();
+    server.abort();
     if !args.keep_node {
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),

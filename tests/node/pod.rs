@@ -129,7 +129,8 @@ pub async fn supervise(
         written: None,
         pod,
     };
-    match run.live(&mut seen, &mut shutdown).await {
+    let outcome = run.live(&mut seen, &mut shutdown).await;
+    match outcome {
         Ok(()) => {}
         Err(Stop::Gone) => {
             run.kill_all().await;
@@ -151,6 +152,8 @@ pub async fn supervise(
             }
         }
     }
+    // Whichever way it ended, nothing of the pod writes its logs any more.
+    run.ctx.logs.pod_ended(&run.uid);
 }
 
 impl PodRun {
@@ -472,6 +475,14 @@ impl PodRun {
                 cs.container_id = Some(format!("th-test-node://{pid}"));
                 cs.image_id = format!("th-test-node://{}", p.program);
                 info!(pod = %self.label, container = %cs.name, pid, program = %p.program, "container started");
+                self.ctx.logs.started(
+                    &self.pod.namespace().unwrap_or_default(),
+                    &self.pod.name_any(),
+                    &self.uid,
+                    &cs.name,
+                    &p.log,
+                    log_start,
+                );
                 self.procs[i] = Some(Proc {
                     pid,
                     generation,
@@ -511,6 +522,9 @@ impl PodRun {
             return;
         };
         self.ctx.groups.remove(proc.pid);
+        self.ctx
+            .logs
+            .exited(&self.uid, &self.status.containers[exit.index].name);
         // A container ends with its main process: what it left behind goes too.
         process::signal_group(proc.pid, libc::SIGKILL);
         let (code, signal) = match &exit.status {

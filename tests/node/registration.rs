@@ -1,4 +1,5 @@
-//! The Node this agent is, and its heartbeats: the Node's status (Ready, capacity, addresses)
+//! The Node this agent is, and its heartbeats: the Node's status (Ready, capacity, addresses,
+//! the kubelet endpoint's port)
 //! applied at start and every [`HEARTBEAT`], and its Lease in `kube-node-lease` renewed as often,
 //! so the node-lifecycle controller (when it runs) never finds it NotReady.
 
@@ -26,7 +27,12 @@ pub struct Capacity {
 
 /// Creates or takes over the Node `name` and writes its status and Lease once; returns the time
 /// it became Ready (the conditions' transition time).
-pub async fn register(client: &Client, name: &str, capacity: &Capacity) -> anyhow::Result<String> {
+pub async fn register(
+    client: &Client,
+    name: &str,
+    capacity: &Capacity,
+    port: u16,
+) -> anyhow::Result<String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     let node = json!({
@@ -48,19 +54,25 @@ pub async fn register(client: &Client, name: &str, capacity: &Capacity) -> anyho
         .await
         .with_context(|| format!("registering Node {name}"))?;
     let since = now();
-    heartbeat(client, name, capacity, &since).await?;
+    heartbeat(client, name, capacity, port, &since).await?;
     info!(node = name, "node registered and Ready");
     Ok(since)
 }
 
 /// Renews the status and Lease every [`HEARTBEAT`] until the task is dropped; a failed renewal
 /// is logged and tried again at the next beat.
-pub async fn keep_alive(client: Client, name: String, capacity: Capacity, since: String) {
+pub async fn keep_alive(
+    client: Client,
+    name: String,
+    capacity: Capacity,
+    port: u16,
+    since: String,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if let Err(e) = heartbeat(&client, &name, &capacity, &since).await {
+        if let Err(e) = heartbeat(&client, &name, &capacity, port, &since).await {
             warn!(node = %name, error = %format!("{e:#}"), "heartbeat failed");
         }
     }
@@ -70,6 +82,7 @@ async fn heartbeat(
     client: &Client,
     name: &str,
     capacity: &Capacity,
+    port: u16,
     since: &str,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -78,7 +91,7 @@ async fn heartbeat(
         .patch_status(
             name,
             &pp,
-            &Patch::Apply(&node_status(name, capacity, since)),
+            &Patch::Apply(&node_status(name, capacity, port, since)),
         )
         .await
         .with_context(|| format!("writing the status of Node {name}"))?;
@@ -105,7 +118,7 @@ async fn heartbeat(
     Ok(())
 }
 
-fn node_status(name: &str, capacity: &Capacity, since: &str) -> Value {
+fn node_status(name: &str, capacity: &Capacity, port: u16, since: &str) -> Value {
     let beat = now();
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({
@@ -140,7 +153,9 @@ fn node_status(name: &str, capacity: &Capacity, since: &str) -> Value {
                 {"type": "InternalIP", "address": IP},
                 {"type": "Hostname", "address": name},
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            // The log endpoint (crate::endpoint): the apiserver dials the InternalIP (with
+            // scripts/kube-cluster.sh's --kubelet-preferred-address-types) at this port.
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
             "nodeInfo": {
                 "machineID": name,
                 "systemUUID": name,
