@@ -1099,5 +1099,90 @@ fn every_rendered_chart_scenario_applies_on_the_apiserver() {
                     .unwrap_or_else(|e| panic!("{what} refused: {e}"));
             }
         }
+
+/// `th logs` reads each task's worker log through the apiserver's pods/log (served by the node
+/// agent's kubelet endpoint): every task under its own header, one task alone with `--task`,
+/// the tail of each with `--tail`, and with `--follow` every line prefixed by its task.
+#[test]
+fn th_logs_shows_each_tasks_worker_log() {
+    cluster();
+    let bucket = new_bucket("kube-logs");
+    put_parquet_dataset(&bucket, 2, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, agent) = test_namespace(&client, "logs").await;
+        let op = Operator::start(&ns);
+        create_pj(&client, &ns, profilejob("events", &bucket, json!({}))).await;
+        wait_phase(&client, &op, "events", "Succeeded", 60).await;
+
+        // Each task's pod and what its worker wrote, as the agent has it on disk.
+        let mut tasks: Vec<(u32, String, String)> = pods_of(&client, &ns)
+            .await
+            .into_iter()
+            .filter_map(|p| {
+                let labels = p.metadata.labels.as_ref()?;
+                let i = labels.get("batch.kubernetes.io/job-completion-index")?;
+                let name = p.metadata.name.clone()?;
+                let log = agent.container_log(&ns, &name, "worker");
+                Some((i.parse().ok()?, name, log))
+            })
+            .collect();
+        tasks.sort();
+        assert!(tasks.len() >= 2, "several tasks, one pod each: {tasks:?}");
+        for (i, pod, log) in &tasks {
+            // The worker's own log names its task: what is shown under a task is that task's.
+            assert!(
+                log.contains(&format!("\"task\":{i}")),
+                "task {i} (pod {pod}) logged: {log}"
+            );
+        }
+        let admin = cluster().admin.to_str().expect("path").to_string();
+        let th_logs = |args: &[&str]| {
+            let mut all = vec!["logs", "events", "-n", &ns];
+            all.extend(args);
+            let out = th(&all, &[("KUBECONFIG", admin.as_str())]);
+            assert!(out.status.success(), "th {all:?}: {}", stderr(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let with_newline = |s: &str| {
+            if s.is_empty() || s.ends_with('\n') {
+                s.to_string()
+            } else {
+                format!("{s}\n")
+            }
+        };
+
+        let want: String = tasks
+            .iter()
+            .map(|(i, pod, log)| format!("==> task {i} (pod {pod}) <==\n{}", with_newline(log)))
+            .collect();
+        assert_eq!(th_logs(&[]), want);
+        assert_eq!(th_logs(&["--task", "1"]), with_newline(&tasks[1].2));
+        let want: String = tasks
+            .iter()
+            .map(|(i, pod, log)| {
+                let last = log.lines().last().unwrap_or("");
+                format!("==> task {i} (pod {pod}) <==\n{last}\n")
+            })
+            .collect();
+        assert_eq!(th_logs(&["--tail", "1"]), want);
+
+        // Following finished pods: every line once, prefixed by its task, and then the end.
+        let followed = th_logs(&["--follow"]);
+        for (i, _, log) in &tasks {
+            let prefix = format!("[task {i}] ");
+            let mine: Vec<&str> = followed
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix.as_str()))
+                .collect();
+            assert_eq!(
+                mine,
+                log.lines().collect::<Vec<_>>(),
+                "task {i} in {followed}"
+            );
+        }
+        let total: usize = tasks.iter().map(|(_, _, l)| l.lines().count()).sum();
+        assert_eq!(followed.lines().count(), total, "{followed}");
+        delete_namespace(&client, &ns).await;
     });
 }
