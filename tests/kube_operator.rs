@@ -1186,3 +1186,62 @@ fn th_logs_shows_each_tasks_worker_log() {
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// A Dask ProfileJob on the real control plane: the operator's runner Job runs (its image's
+/// python and th-worker, as the agent maps them) against the test Dask cluster, the operator
+/// reads the runner pod's log through pods/log for each task's state, and the run succeeds with
+/// every task counted.
+#[test]
+fn a_dask_profilejob_runs_through_its_runner_job_and_its_pods_log() {
+    cluster();
+    let scheduler = dask_scheduler();
+    let bucket = new_bucket("kube-dask");
+    put_parquet_dataset(&bucket, 2, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "dask").await;
+        let op = Operator::start(&ns);
+        let pj = profilejob(
+            "events",
+            &bucket,
+            json!({"backend": {"type": "dask", "dask": {"schedulerAddress": scheduler}}}),
+        );
+        create_pj(&client, &ns, pj).await;
+        let done = wait_phase(&client, &op, "events", "Succeeded", 90).await;
+        let tasks = &done["status"]["tasks"];
+        let total = tasks["total"].as_u64().expect("tasks.total");
+        assert!(total >= 2, "{tasks}");
+        assert_eq!(tasks["succeeded"].as_u64(), Some(total), "{tasks}");
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile");
+        assert_eq!(profile["row_count"], 1000);
+
+        // The runner ran as a pod of its Job, with the Dask image, and its log is what the
+        // operator read: one line per task state.
+        let runners: Vec<Pod> = pods_of(&client, &ns).await;
+        assert_eq!(runners.len(), 1, "only the runner's pod");
+        let runner = &runners[0];
+        let image = runner.spec.as_ref().unwrap().containers[0].image.clone();
+        assert_eq!(image.as_deref(), Some(DASK_IMAGE));
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let log = pods
+            .logs(
+                runner.metadata.name.as_deref().unwrap(),
+                &kube::api::LogParams::default(),
+            )
+            .await
+            .expect("the runner's log");
+        for i in 0..total {
+            assert!(
+                log.contains(&format!("{{\"task\":{i},\"state\":\"succeeded\"")),
+                "task {i} in {log}"
+            );
+        }
+        assert!(
+            !op.logs().contains("cannot read the runner's log"),
+            "{}",
+            tail(&op.logs(), 40)
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}

@@ -116,6 +116,10 @@ pub async fn delete_namespace(client: &Client, name: &str) {
 pub struct AgentOptions {
     /// `(image glob, executable)`: what runs for a container without a `command`.
     pub images: Vec<(String, PathBuf)>,
+    /// `(image glob, PATH dirs)`: searched first for the commands of those images' containers.
+    pub image_paths: Vec<(String, String)>,
+    /// `(image glob, path in the image, path here)`: the image's files as this host has them.
+    pub image_files: Vec<(String, String, PathBuf)>,
     /// The namespaces whose unscheduled pods it binds (all when empty: then two agents at once
     /// would take each other's pods, so tests running in parallel should each name theirs).
     pub namespaces: Vec<String>,
@@ -164,6 +168,13 @@ impl NodeAgent {
         for (pattern, exe) in &opts.images {
             cmd.arg("--image")
                 .arg(format!("{pattern}={}", exe.display()));
+        }
+        for (pattern, dirs) in &opts.image_paths {
+            cmd.arg("--image-path").arg(format!("{pattern}={dirs}"));
+        }
+        for (pattern, inside, host) in &opts.image_files {
+            cmd.arg("--image-file")
+                .arg(format!("{pattern}={inside}={}", host.display()));
         }
         for ns in &opts.namespaces {
             cmd.arg("--namespace").arg(ns);

@@ -25,6 +25,8 @@ pub const OPERATOR_NS: &str = "truthound-system";
 pub const OPERATOR_SA: &str = "truthound-operator";
 /// The image the chart gives workers; the node agent runs the workspace's `th-worker` for it.
 pub const WORKER_IMAGE: &str = "ghcr.io/truthound/th-worker:0.1.0";
+/// The Dask runner Job's image (the chart's TH_DASK_IMAGE).
+pub const DASK_IMAGE: &str = "ghcr.io/truthound/th-worker-dask:0.1.0";
 /// An image the node agent maps to `th-worker` behind a pause of `TH_TEST_WORKER_DELAY` seconds
 /// (default 3), so that a test can act while tasks run.
 pub const SLOW_WORKER_IMAGE: &str = "example.test/th-worker-slow:1";
@@ -218,6 +220,14 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> (String, NodeAgent
                 ("*th-worker-slow*".into(), slow),
                 ("*th-worker*".into(), bin("th-worker")),
             ],
+            // The Dask runner Job's image (the operator's TH_DASK_IMAGE): its `python` is the one
+            // with dask (scripts/dask-cluster.sh's virtualenv), its th-worker the workspace's.
+            image_paths: vec![("*th-worker-dask*".into(), dask_python_dir())],
+            image_files: vec![(
+                "*th-worker-dask*".into(),
+                truthound_operator::backend::remote::DASK_IMAGE_WORKER_BIN.into(),
+                bin("th-worker"),
+            )],
             namespaces: vec![name.clone()],
             ..AgentOptions::default()
         },
@@ -226,6 +236,28 @@ pub async fn test_namespace(client: &Client, prefix: &str) -> (String, NodeAgent
 }
 
 pub use kube_support::delete_namespace;
+
+/// The Dask scheduler the test command started (scripts/dask-cluster.sh).
+pub fn dask_scheduler() -> String {
+    std::env::var("TH_TEST_DASK_SCHEDULER").expect(
+        "TH_TEST_DASK_SCHEDULER is not set: start a Dask cluster with `scripts/dask-cluster.sh \
+         start` (scripts/test.sh does) and export the line it prints",
+    )
+}
+
+/// The directory of the python that has dask (the one the operator would run the runner with).
+fn dask_python_dir() -> String {
+    let python = truthound_operator::backend::dask::default_python();
+    python
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no directory in the dask python's path {}",
+                python.display()
+            )
+        })
+}
 
 /// Polls `probe` every 200 ms until it returns `Some`, or panics naming `what` after `limit`.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
@@ -321,6 +353,7 @@ impl Operator {
             )
             .env("TH_PROGRESS_KEY_FILE", &self.key)
             .env("TH_WORKER_IMAGE", WORKER_IMAGE)
+            .env("TH_DASK_IMAGE", DASK_IMAGE)
             .env("TH_LOG_FORMAT", "text")
             .env("TH_RESYNC_SECONDS", "2")
             .env("TH_PROGRESS_INTERVAL_SECONDS", "1")

@@ -47,6 +47,15 @@ struct Args {
     /// reference, `*` crossing `/`) run EXECUTABLE with their args. Repeatable; the first match wins.
     #[arg(long = "image", value_name = "PATTERN=EXECUTABLE")]
     images: Vec<String>,
+    /// `PATTERN=DIR[:DIR...]`: the PATH of images matching PATTERN, searched before the agent's
+    /// (the container's own PATH, if it sets one, still wins). Repeatable.
+    #[arg(long = "image-path", value_name = "PATTERN=DIRS")]
+    image_paths: Vec<String>,
+    /// `PATTERN=CONTAINER_PATH=HOST_PATH`: a file of images matching PATTERN, as this host has
+    /// it; the container's command, args and env values naming CONTAINER_PATH get HOST_PATH.
+    /// Repeatable.
+    #[arg(long = "image-file", value_name = "PATTERN=CONTAINER_PATH=HOST_PATH")]
+    image_files: Vec<String>,
     /// Bind only unscheduled pods in this namespace (repeatable); all namespaces when absent.
     #[arg(long = "namespace", value_name = "NAMESPACE")]
     namespaces: Vec<String>,
@@ -97,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
     // kube's TLS is rustls with ring; object_store's brings aws-lc-rs into the same build.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let images = ImageMap::parse(&args.images)?;
+    let images = ImageMap::parse_all(&args.images, &args.image_paths, &args.image_files)?;
     let mut base_env = vec![(
         "PATH".to_string(),
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),

@@ -394,6 +394,7 @@ impl PodRun {
         let message_file = self.dir.join(format!("{}.termination-log", c.name));
         let host_path = message_file.to_string_lossy().into_owned();
         let env = resolve(pod, c, sources, IP).map_err(|m| ("CreateContainerConfigError", m))?;
+        let images = &self.ctx.images;
         let env: Vec<(String, String)> = env
             .into_iter()
             .map(|(k, v)| {
@@ -401,7 +402,7 @@ impl PodRun {
                 let v = if v == container_path {
                     host_path.clone()
                 } else {
-                    v
+                    images.map_files(image, &v)
                 };
                 (k, v)
             })
@@ -413,8 +414,10 @@ impl PodRun {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        let expand =
-            |s: &String| crate::expand::expand(s, lookup).replace(&container_path, &host_path);
+        let expand = |s: &String| {
+            let s = crate::expand::expand(s, lookup).replace(&container_path, &host_path);
+            images.map_files(image, &s)
+        };
         let mut words: Vec<String> = match c.command.as_ref().filter(|c| !c.is_empty()) {
             Some(command) => command.iter().map(expand).collect(),
             None => match self.ctx.images.entrypoint(image) {
@@ -435,6 +438,15 @@ impl PodRun {
         let program = words.remove(0);
 
         let mut full_env = self.ctx.base_env.clone();
+        if let Some(dirs) = images.path(image) {
+            let base = full_env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            full_env.push(("PATH".into(), format!("{dirs}:{base}")));
+        }
         full_env.push(("HOME".into(), self.dir.to_string_lossy().into_owned()));
         full_env.push(("HOSTNAME".into(), pod.name_any()));
         full_env.extend(env);
