@@ -792,9 +792,9 @@ async fn identity_with_rules(
 
 /// The chart's RBAC is least-privilege: with any one rule of its ClusterRole removed, a run that
 /// needs it breaks (the operator reports the apiserver's Forbidden for exactly that resource),
-/// so no rule is unused. (pods/log serves only the Dask backend's runner pod; its rule is
-/// checked by a Dask run's requests in operator/tests, not here: the test node agent serves no
-/// kubelet log endpoint.)
+/// so no rule is unused. pods/log serves only the Dask backend (the operator reads the runner
+/// pod's log for each task's state): its rule is checked with a Dask run, the log served by the
+/// node agent's kubelet endpoint.
 #[test]
 fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
     cluster();
@@ -812,9 +812,6 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
                 .iter()
                 .map(|r| r.as_str().expect("resource").to_string())
                 .collect();
-            if resources == ["pods/log"] {
-                continue;
-            }
             let mut fewer = rules.clone();
             fewer.remove(i);
             let sa = format!("th-rbac-{i}");
@@ -824,7 +821,12 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
             // The pods rule serves failed tasks (their exit codes and messages): its run fails
             // a task.
             let data = if resources == ["pods"] { "bad" } else { "data" };
-            let mut pj = profilejob("events", &bucket, json!({}));
+            let backend = if resources == ["pods/log"] {
+                json!({"backend": {"type": "dask", "dask": {"schedulerAddress": dask_scheduler()}}})
+            } else {
+                json!({})
+            };
+            let mut pj = profilejob("events", &bucket, backend);
             pj["spec"]["dataset"]["uri"] = json!(format!("s3://{bucket}/{data}/"));
             pj["spec"]["output"]["uri"] = json!(format!("s3://{bucket}/profiles/rbac-{i}.json"));
             create_pj(&client, &ns, pj).await;
@@ -837,10 +839,13 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
                 .expect("resource")
                 .to_string();
             let sub = resources[0].split('/').nth(1).map(str::to_string);
+            // The apiserver names a subresource whole (`cannot get resource "pods/log"`).
+            let whole = format!("\"{}\"", resources[0]);
             let want = |line: &str| {
                 line.contains("forbidden")
-                    && line.contains(&format!("\"{resource}\""))
-                    && sub.as_ref().is_none_or(|s| line.contains(s.as_str()))
+                    && (line.contains(&whole)
+                        || (line.contains(&format!("\"{resource}\""))
+                            && sub.as_ref().is_none_or(|s| line.contains(s.as_str()))))
             };
             eventually(
                 &format!("a Forbidden on {resources:?} in the operator's log ({ns})"),
