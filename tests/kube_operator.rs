@@ -820,7 +820,13 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
             let op = Operator::start_with(&ns, &kubeconfig, &[]);
             // The pods rule serves failed tasks (their exit codes and messages): its run fails
             // a task.
-            let data = if resources == ["pods"] { "bad" } else { "data" };
+            // pods/log serves a Dask run's task states: without it, a failed task's cause is
+            // unknown.
+            let data = if resources == ["pods"] || resources == ["pods/log"] {
+                "bad"
+            } else {
+                "data"
+            };
             let backend = if resources == ["pods/log"] {
                 json!({"backend": {"type": "dask", "dask": {"schedulerAddress": dask_scheduler()}}})
             } else {
@@ -853,6 +859,18 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
                 || async { op.logs().lines().any(want).then_some(()) },
             )
             .await;
+            if resources[0] == "pods/log" {
+                // The run ends (its partials and the runner Job's end are seen without the
+                // log), but the failed task's file and cause, which only the runner's log
+                // says, are missing from the status (the Dask test shows them with the rule).
+                let failed = wait_phase(&client, op, "events", "Failed", 60).await;
+                let message = failed_message(&failed);
+                assert!(
+                    !message.contains("part-0.parquet") && !message.contains("BadData"),
+                    "without pods/log the cause is still known: {message}"
+                );
+                continue;
+            }
             if resource == "events" {
                 // Events are what breaks: the run goes on (an event is never worth failing a
                 // job for), but nobody can see what happened to it with `kubectl describe`.
@@ -1104,6 +1122,20 @@ fn every_rendered_chart_scenario_applies_on_the_apiserver() {
                     .unwrap_or_else(|e| panic!("{what} refused: {e}"));
             }
         }
+    });
+}
+
+/// The message of a ProfileJob's Failed condition.
+fn failed_message(pj: &Value) -> String {
+    pj["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_else(|| panic!("no Failed condition: {:#}", pj["status"]))
+        .to_string()
+}
 
 /// `th logs` reads each task's worker log through the apiserver's pods/log (served by the node
 /// agent's kubelet endpoint): every task under its own header, one task alone with `--task`,
@@ -1195,13 +1227,15 @@ fn th_logs_shows_each_tasks_worker_log() {
 /// A Dask ProfileJob on the real control plane: the operator's runner Job runs (its image's
 /// python and th-worker, as the agent maps them) against the test Dask cluster, the operator
 /// reads the runner pod's log through pods/log for each task's state, and the run succeeds with
-/// every task counted.
+/// every task counted; a run over bad data fails naming the file and the cause, which only the
+/// runner's log says.
 #[test]
 fn a_dask_profilejob_runs_through_its_runner_job_and_its_pods_log() {
     cluster();
     let scheduler = dask_scheduler();
     let bucket = new_bucket("kube-dask");
     put_parquet_dataset(&bucket, 2, 500);
+    put(&bucket, "bad/part-0.parquet", corrupt_pages_parquet());
     rt().block_on(async {
         let client = admin().await;
         let (ns, _agent) = test_namespace(&client, "dask").await;
@@ -1247,6 +1281,21 @@ fn a_dask_profilejob_runs_through_its_runner_job_and_its_pods_log() {
             "{}",
             tail(&op.logs(), 40)
         );
+
+        // A task with bad data: its failure, with the file and the cause, is known only from the
+        // runner's log.
+        let mut bad = profilejob(
+            "bad",
+            &bucket,
+            json!({"backend": {"type": "dask", "dask": {"schedulerAddress": scheduler}}}),
+        );
+        bad["spec"]["dataset"]["uri"] = json!(format!("s3://{bucket}/bad/"));
+        bad["spec"]["output"]["uri"] = json!(format!("s3://{bucket}/profiles/bad.json"));
+        create_pj(&client, &ns, bad).await;
+        let failed = wait_phase(&client, &op, "bad", "Failed", 90).await;
+        let message = failed_message(&failed);
+        assert!(message.contains("part-0.parquet"), "{message}");
+        assert!(message.contains("BadData"), "{message}");
         delete_namespace(&client, &ns).await;
     });
 }
