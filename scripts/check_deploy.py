@@ -134,7 +134,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "intervalSeconds": 5,
             "key": {"existingSecret": "my-progress-key", "existingSecretKey": "hmac"},
         },
-        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000},
+        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000,
+                      "mergeInPodCells": 9000000, "maxConcurrentReconciles": 4, "maxInProcessWork": 3},
         "logging": {"format": "text", "level": "debug,kube=info"},
         "remoteClusters": {
             "distributedBackend": "dask",
@@ -945,7 +946,10 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     # settings passed through only when set
     for key, var in (("progress.intervalSeconds", "TH_PROGRESS_INTERVAL_SECONDS"), ("worker.heartbeatSeconds", "TH_HEARTBEAT_SECONDS"),
                      ("reconcile.resyncSeconds", "TH_RESYNC_SECONDS"), ("reconcile.stallTimeoutSeconds", "TH_STALL_TIMEOUT_SECONDS"),
-                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS")):
+                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS"),
+                     ("reconcile.mergeInPodCells", "TH_MERGE_IN_POD_CELLS"),
+                     ("reconcile.maxConcurrentReconciles", "TH_MAX_CONCURRENT_RECONCILES"),
+                     ("reconcile.maxInProcessWork", "TH_MAX_IN_PROCESS_WORK")):
         a, b = key.split(".")
         want = values.get(a, {}).get(b)
         p.expect(env.get(var) == (None if want is None else str(want)), f"{tag} {var} {env.get(var)!r}, want {want!r}")
