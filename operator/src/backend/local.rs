@@ -604,4 +604,29 @@ mod tests {
             Some(container_security_context(true))
         );
     }
+
+    #[test]
+    fn worker_and_merge_pods_without_resources_get_the_defaults() {
+        let pj = job_with_local("{}");
+        for job in [
+            worker_job(&pj, &worker_params(PodSettings::default())),
+            merge_job(&pj, &merge_params(PodSettings::default())),
+        ] {
+            let (_, pod) = pod_of(&job);
+            assert_eq!(
+                pod.containers[0].resources,
+                Some(crate::backend::pods::default_resources())
+            );
+        }
+        let pj = job_with_local("{resources: {limits: {memory: 8Gi}}}");
+        let job = worker_job(&pj, &worker_params(PodSettings::default()));
+        let (_, pod) = pod_of(&job);
+        let r = pod.containers[0].resources.clone().unwrap_or_default();
+        assert_eq!(r.requests, None, "the job's resources replace the defaults whole");
+        assert_eq!(
+            r.limits.unwrap_or_default()["memory"].0,
+            "8Gi",
+            "the job's own resources"
+        );
+    }
 }

@@ -679,5 +679,10 @@ mod tests {
         // the operator-wide default fills in; the built-in security stays under it
         let psc = pod.security_context.clone().unwrap_or_default();
         assert_eq!((psc.fs_group, psc.run_as_user), (Some(65532), Some(65532)));
+        // No resources named anywhere: bounded defaults, not an unbounded pod.
+        assert_eq!(
+            pod.containers[0].resources,
+            Some(crate::backend::pods::default_resources())
+        );
     }
 }
