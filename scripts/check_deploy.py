@@ -109,6 +109,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                    "grafanaDashboard": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
     "network-policy": {
         "networkPolicy": {
             "enabled": True,
@@ -1070,14 +1071,15 @@ def check_extras(name: str, values: dict, objs: list[dict], p: Problems) -> None
     else:
         p.expect(not sm, f"{tag} a ServiceMonitor although serviceMonitor.enabled is false")
     nps = find(objs, "NetworkPolicy")
-    if values.get("networkPolicy", {}).get("enabled"):
+    # on by default: the chart's default is true
+    if values.get("networkPolicy", {}).get("enabled", True):
         if p.expect(len(nps) == 1, f"{tag} no NetworkPolicy"):
             np = nps[0]["spec"]
             p.expect(np["podSelector"]["matchLabels"].items() <= pod_labels.items(), f"{tag} the NetworkPolicy does not select the operator's pods")
             ports = {pt["port"] for rule in np.get("ingress", []) for pt in rule.get("ports", [])}
             cports = {pt["name"] for pt in container(d)["ports"]}
             p.expect(ports == cports, f"{tag} NetworkPolicy ports {sorted(ports)}, container ports {sorted(cports)}")
-            p.expect(("Egress" in np["policyTypes"]) == bool(values["networkPolicy"].get("egress")), f"{tag} NetworkPolicy policyTypes {np['policyTypes']}")
+            p.expect(("Egress" in np["policyTypes"]) == bool(values.get("networkPolicy", {}).get("egress")), f"{tag} NetworkPolicy policyTypes {np['policyTypes']}")
             progress_rule = next(r for r in np["ingress"] if any(pt["port"] == "progress" for pt in r["ports"]))
             peers = progress_rule.get("from", [])
             want_ns = values.get("watchNamespace")
