@@ -70,8 +70,11 @@ pub trait MetricsSink: Send + Sync {
 pub struct Config {
     /// Worker image when a ProfileJob names none.
     pub worker_image: String,
-    /// Address workers reach the progress service at (`http://service.namespace:port`).
+    /// Address workers reach the progress service at (`http://service.namespace:port`, or
+    /// `https://` when it has TLS).
     pub progress_endpoint: Option<String>,
+    /// The CA (PEM) workers verify the progress service's certificate against.
+    pub progress_ca: Option<String>,
     pub heartbeat_seconds: u64,
     /// The remote backends' settings (th-worker to ship to Ray, the Dask runner's image).
     pub remote: RemoteConfig,
@@ -82,6 +85,7 @@ impl Default for Config {
         Config {
             worker_image: "ghcr.io/truthound/th-worker:latest".into(),
             progress_endpoint: None,
+            progress_ca: None,
             heartbeat_seconds: 10,
             remote: RemoteConfig {
                 worker_bin: None,
@@ -749,6 +753,7 @@ async fn execute(
                 partials_prefix: format!("{prefix}/partials"),
                 default_image: ctx.config.worker_image.clone(),
                 progress_endpoint: ctx.config.progress_endpoint.clone(),
+                progress_ca: ctx.config.progress_ca.clone(),
                 token_secret,
                 heartbeat_seconds: ctx.config.heartbeat_seconds,
                 pod_defaults: ctx.config.remote.pod_defaults.clone(),

@@ -54,6 +54,17 @@ struct Args {
     /// used and workers started before a restart can no longer report.
     #[arg(long, env = "TH_PROGRESS_KEY_FILE")]
     progress_key_file: Option<std::path::PathBuf>,
+    /// The progress service's TLS certificate (PEM; with `--progress-tls-key`). With it the
+    /// service speaks TLS only, and `--progress-endpoint` must be `https://`.
+    #[arg(long, env = "TH_PROGRESS_TLS_CERT", requires = "progress_tls_key")]
+    progress_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--progress-tls-cert` (PEM).
+    #[arg(long, env = "TH_PROGRESS_TLS_KEY", requires = "progress_tls_cert")]
+    progress_tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) workers verify the progress service's certificate against; given to them as
+    /// TH_PROGRESS_CA. Default with TLS: the certificate itself (self-signed).
+    #[arg(long, env = "TH_PROGRESS_CA_FILE")]
+    progress_ca_file: Option<std::path::PathBuf>,
     /// Worker image for ProfileJobs that name none.
     #[arg(
         long,
@@ -261,7 +272,13 @@ async fn run(args: Args) -> Result<()> {
             m.add_rows(rows);
         });
     }
-    let progress_server = tokio::spawn(progress::serve(hub.clone(), args.progress_addr, stopped()));
+    let (progress_tls, progress_ca) = progress_tls(&args)?;
+    let progress_server = tokio::spawn(progress::serve(
+        hub.clone(),
+        args.progress_addr,
+        progress_tls,
+        stopped(),
+    ));
 
     let election = LeaderConfig::default();
     // Leader election: wait for the lease before acting; losing it ends the process, so a
@@ -334,6 +351,7 @@ async fn run(args: Args) -> Result<()> {
     let config = Config {
         worker_image: args.worker_image.clone(),
         progress_endpoint: args.progress_endpoint.clone(),
+        progress_ca,
         heartbeat_seconds: args.heartbeat_seconds.max(1),
         remote: RemoteConfig {
             // A missing binary is said when a Ray job is submitted, not at start: most
@@ -440,6 +458,37 @@ async fn run(args: Args) -> Result<()> {
     let _ = http_server.await;
     let _ = progress_server.await;
     Ok(())
+}
+
+/// The progress service's TLS (`--progress-tls-cert`, `--progress-tls-key`) and the CA the
+/// workers get (`--progress-ca-file`, else the certificate). Read at start: a missing file is a
+/// configuration error to stop on. TLS with an `http://` endpoint is refused, as workers could
+/// then not report.
+fn progress_tls(args: &Args) -> Result<(Option<tonic::transport::ServerTlsConfig>, Option<String>)> {
+    let (Some(cert_path), Some(key_path)) = (&args.progress_tls_cert, &args.progress_tls_key)
+    else {
+        if args.progress_endpoint.as_deref().is_some_and(|e| e.starts_with("https://")) {
+            anyhow::bail!("--progress-endpoint is https:// but the progress service has no TLS (--progress-tls-cert, --progress-tls-key)");
+        }
+        return Ok((None, None));
+    };
+    let read = |p: &std::path::PathBuf, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading the progress {what} {}", p.display()))
+    };
+    let cert = read(cert_path, "TLS certificate")?;
+    let key = read(key_path, "TLS key")?;
+    if args.progress_endpoint.as_deref().is_some_and(|e| !e.starts_with("https://")) {
+        anyhow::bail!("the progress service has TLS: --progress-endpoint must be https://");
+    }
+    let ca = match &args.progress_ca_file {
+        Some(p) => read(p, "CA")?,
+        None => cert.clone(),
+    };
+    let ca = String::from_utf8(ca).context("the progress CA is not PEM text")?;
+    info!("progress service over TLS");
+    let tls = progress::tls_config(&cert, &key)
+        .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
+    Ok((Some(tls), Some(ca)))
 }
 
 /// The controller's settings: at most `--max-concurrent-reconciles` reconciles at once (a
