@@ -637,6 +637,23 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_pair_is_checked_before_serving() {
+        let cert = include_bytes!("../../tests/fixtures/progress-tls/tls.crt");
+        let key = include_bytes!("../../tests/fixtures/progress-tls/tls.key");
+        let ca = include_bytes!("../../tests/fixtures/progress-tls/ca.crt");
+        assert!(tls_config(cert, key).is_ok());
+        for (c, k, want) in [
+            (&b"not pem"[..], &key[..], "no certificate"),
+            (&cert[..], &b"not pem"[..], "not a PEM private key"),
+            // The CA's certificate with the server's key: they do not go together.
+            (&ca[..], &key[..], "the certificate and key"),
+        ] {
+            let err = tls_config(c, k).expect_err("a bad pair").to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
     use pb::progress_client::ProgressClient;
     use std::sync::atomic::{AtomicU64, Ordering};
 
