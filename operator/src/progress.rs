@@ -544,7 +544,9 @@ pub fn tls_config(
         .collect::<Result<_, _>>()
         .map_err(|e| bad("the certificate is not PEM", &e))?;
     if certs.is_empty() {
-        return Err(ProgressError::Tls("no certificate in the certificate file".into()));
+        return Err(ProgressError::Tls(
+            "no certificate in the certificate file".into(),
+        ));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| bad("the key is not a PEM private key", &e))?;
@@ -985,7 +987,7 @@ mod tests {
     async fn a_taken_port_is_a_bind_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = serve(hub(), addr, async {}).await.unwrap_err();
+        let err = serve(hub(), addr, None, async {}).await.unwrap_err();
         assert!(matches!(err, ProgressError::Bind { .. }), "{err}");
         assert!(err.to_string().contains(&addr.to_string()));
     }

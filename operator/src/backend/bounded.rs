@@ -211,9 +211,7 @@ impl JsonStringTail {
                 self.key_matches = false;
                 State::KeyString { escaped: false }
             }
-            State::KeyString { escaped: false } if b == b'\\' => {
-                State::KeyString { escaped: true }
-            }
+            State::KeyString { escaped: false } if b == b'\\' => State::KeyString { escaped: true },
             State::KeyString { escaped: false } if b == b'"' => {
                 self.in_field = self.key_matches && self.key == self.field;
                 State::Colon
@@ -441,7 +439,9 @@ mod tests {
             "{\"logs\": \"unterminated",
         ] {
             let mut d = JsonStringTail::new("logs", 0, 10);
-            let r = d.feed(body.as_bytes()).and_then(|()| d.finish().map(|_| ()));
+            let r = d
+                .feed(body.as_bytes())
+                .and_then(|()| d.finish().map(|_| ()));
             assert!(r.is_err(), "{body}");
         }
     }

@@ -630,7 +630,10 @@ mod tests {
         let job = worker_job(&pj, &worker_params(PodSettings::default()));
         let (_, pod) = pod_of(&job);
         let r = pod.containers[0].resources.clone().unwrap_or_default();
-        assert_eq!(r.requests, None, "the job's resources replace the defaults whole");
+        assert_eq!(
+            r.requests, None,
+            "the job's resources replace the defaults whole"
+        );
         assert_eq!(
             r.limits.unwrap_or_default()["memory"].0,
             "8Gi",

@@ -850,8 +850,14 @@ mod tests {
                     }
                     let filler = "filler line of a huge log\n".repeat(4096);
                     if path == "/api/jobs/j" && endless_info {
-                        let _ = conn.write_all(b"{\"status\": \"RUNNING\", \"message\": \"").await;
-                        while conn.write_all(filler.replace('\n', " ").as_bytes()).await.is_ok() {}
+                        let _ = conn
+                            .write_all(b"{\"status\": \"RUNNING\", \"message\": \"")
+                            .await;
+                        while conn
+                            .write_all(filler.replace('\n', " ").as_bytes())
+                            .await
+                            .is_ok()
+                        {}
                     } else if path == "/api/jobs/j" {
                         let _ = conn
                             .write_all(br#"{"status": "FAILED", "message": "boom"}"#)
@@ -909,7 +915,10 @@ mod tests {
         assert!(tail.total > 200 << 20, "{}", tail.total);
         assert!(tail.text.len() <= MAX_LOG_READ, "{}", tail.text.len());
         assert!(tail.text.len() > MAX_LOG_READ / 2, "{}", tail.text.len());
-        assert!(tail.text.starts_with("filler line"), "cut at a line's start");
+        assert!(
+            tail.text.starts_with("filler line"),
+            "cut at a line's start"
+        );
         assert!(tail.text.ends_with("last words\n"));
         assert_eq!(tail.start + tail.text.len(), tail.total);
 

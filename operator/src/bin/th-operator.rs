@@ -464,11 +464,19 @@ async fn run(args: Args) -> Result<()> {
 /// workers get (`--progress-ca-file`, else the certificate). Read at start: a missing file is a
 /// configuration error to stop on. TLS with an `http://` endpoint is refused, as workers could
 /// then not report.
-fn progress_tls(args: &Args) -> Result<(Option<tonic::transport::ServerTlsConfig>, Option<String>)> {
+fn progress_tls(
+    args: &Args,
+) -> Result<(Option<tonic::transport::ServerTlsConfig>, Option<String>)> {
     let (Some(cert_path), Some(key_path)) = (&args.progress_tls_cert, &args.progress_tls_key)
     else {
-        if args.progress_endpoint.as_deref().is_some_and(|e| e.starts_with("https://")) {
-            anyhow::bail!("--progress-endpoint is https:// but the progress service has no TLS (--progress-tls-cert, --progress-tls-key)");
+        if args
+            .progress_endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("https://"))
+        {
+            anyhow::bail!(
+                "--progress-endpoint is https:// but the progress service has no TLS (--progress-tls-cert, --progress-tls-key)"
+            );
         }
         return Ok((None, None));
     };
@@ -477,7 +485,11 @@ fn progress_tls(args: &Args) -> Result<(Option<tonic::transport::ServerTlsConfig
     };
     let cert = read(cert_path, "TLS certificate")?;
     let key = read(key_path, "TLS key")?;
-    if args.progress_endpoint.as_deref().is_some_and(|e| !e.starts_with("https://")) {
+    if args
+        .progress_endpoint
+        .as_deref()
+        .is_some_and(|e| !e.starts_with("https://"))
+    {
         anyhow::bail!("the progress service has TLS: --progress-endpoint must be https://");
     }
     let ca = match &args.progress_ca_file {
