@@ -448,6 +448,7 @@ fn workers_report_over_tls_with_the_operators_ca_and_fail_clearly_without_it() {
     let bucket = new_bucket("progress-tls");
     upload_sample(&bucket);
     let (plan, plan_uri) = plan(&bucket, "events", &PlanRequest::new(Strategy::RowBased, 2));
+    assert_eq!(plan.tasks.len(), 2);
     let job = "job-tls";
     let token = op.hub.token_for(job);
     let ca_file = tls_fixture("ca.crt");
