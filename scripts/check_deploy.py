@@ -109,6 +109,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True},
                    "grafanaDashboard": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
     "network-policy": {
         "networkPolicy": {
             "enabled": True,
@@ -117,6 +118,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             ],
         }
     },
+    "progress-tls": {"progress": {"tls": {"enabled": True}}},
     "existing-key": {"progress": {"key": {"existingSecret": "my-progress-key", "existingSecretKey": "hmac"}},
                      "crds": {"keep": False}},
     "bring-your-own": {"progress": {"enabled": False}, "rbac": {"create": False},
@@ -130,11 +132,13 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "watchNamespace": "data-team",
         "leaderElection": {"leaseName": "th-op-leader"},
         "progress": {
-            "endpoint": "http://th-op.ops.svc.cluster.local:9191",
+            "endpoint": "https://th-op.ops.svc.cluster.local:9191",
             "intervalSeconds": 5,
             "key": {"existingSecret": "my-progress-key", "existingSecretKey": "hmac"},
+            "tls": {"enabled": True, "existingSecret": "progress-cert"},
         },
-        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000},
+        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000,
+                      "mergeInPodCells": 9000000, "maxConcurrentReconciles": 4, "maxInProcessWork": 3},
         "logging": {"format": "text", "level": "debug,kube=info"},
         "remoteClusters": {
             "distributedBackend": "dask",
@@ -144,7 +148,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "podDefaults": {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "batch-low",
                         "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
-                        "podSecurityContext": {"fsGroup": 65532}},
+                        "podSecurityContext": {"fsGroup": 65532},
+                        "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}},
         "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True},
         "extraVolumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}}],
         "extraVolumeMounts": [{"name": "shared", "mountPath": "/data/shared", "readOnly": True}],
@@ -902,7 +907,9 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     want_selector = dict(svc["spec"]["selector"], **({leader_label(): "true"} if leader else {}))
     p.expect(progress_svc["spec"]["selector"] == want_selector,
              f"{tag} Service {fn}-progress selects {progress_svc['spec']['selector']}, want {want_selector}")
-    want_endpoint = values.get("progress", {}).get("endpoint") or f"http://{fn}-progress.{ns}:{progress_port}"
+    tls = values.get("progress", {}).get("tls", {})
+    scheme = "https" if tls.get("enabled") else "http"
+    want_endpoint = values.get("progress", {}).get("endpoint") or f"{scheme}://{fn}-progress.{ns}:{progress_port}"
     if not values.get("progress", {}).get("enabled", True):
         want_endpoint = None  # workers do not report
     p.expect(env.get("TH_PROGRESS_ENDPOINT") == want_endpoint, f"{tag} TH_PROGRESS_ENDPOINT {env.get('TH_PROGRESS_ENDPOINT')}, want {want_endpoint}")
@@ -919,13 +926,34 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
         want_key = values.get("progress", {}).get("key", {}).get("existingSecretKey", "key") if existing else "key"
         item = key_file[len(mount["mountPath"].rstrip("/")) + 1:]
         p.expect(vol.get("items") == [{"key": want_key, "path": item}], f"{tag} key volume items {vol.get('items')}, want key {want_key} at {item}")
-        secrets = find(objs, "Secret")
+        secrets = [s for s in find(objs, "Secret") if s.get("type") != "kubernetes.io/tls"]
         if existing:
             p.expect(not secrets, f"{tag} a Secret is rendered although progress.key.existingSecret is set")
         elif p.expect(len(secrets) == 1 and secrets[0]["metadata"]["name"] == want_secret, f"{tag} no Secret {want_secret}"):
             import base64
             raw = base64.b64decode(secrets[0]["data"]["key"])
             p.expect(len(raw) >= 32, f"{tag} the generated progress key has {len(raw)} bytes, the operator needs at least 32")
+    # the progress service's TLS: files from a kubernetes.io/tls Secret, generated unless named
+    tls_env = {k: env.get(k) for k in ("TH_PROGRESS_TLS_CERT", "TH_PROGRESS_TLS_KEY", "TH_PROGRESS_CA_FILE")}
+    tls_secrets = [s for s in find(objs, "Secret") if s.get("type") == "kubernetes.io/tls"]
+    if tls.get("enabled"):
+        want_tls = tls.get("existingSecret") or f"{fn}-progress-tls"
+        for var, path in tls_env.items():
+            mount = next((m for m in mounts.values() if (path or "").startswith(m["mountPath"].rstrip("/") + "/")), None)
+            if p.expect(mount is not None, f"{tag} {var} {path!r} is on no volume mount"):
+                vol = vols.get(mount["name"], {}).get("secret", {})
+                item = path[len(mount["mountPath"].rstrip("/")) + 1:]
+                p.expect(vol.get("secretName") == want_tls, f"{tag} {var} is from Secret {vol.get('secretName')}, want {want_tls}")
+                p.expect({"key": item, "path": item} in vol.get("items", []), f"{tag} {var}: {item} is not among the volume's items")
+        if tls.get("existingSecret"):
+            p.expect(not tls_secrets, f"{tag} a TLS Secret is rendered although progress.tls.existingSecret is set")
+        elif p.expect(len(tls_secrets) == 1 and tls_secrets[0]["metadata"]["name"] == want_tls, f"{tag} no Secret {want_tls}"):
+            import base64
+            data = tls_secrets[0]["data"]
+            for k, head in (("tls.crt", "-----BEGIN CERTIFICATE-----"), ("ca.crt", "-----BEGIN CERTIFICATE-----"), ("tls.key", "-----BEGIN")):
+                p.expect(base64.b64decode(data.get(k, "")).decode().startswith(head), f"{tag} {want_tls} {k} is not PEM")
+    else:
+        p.expect(not any(tls_env.values()) and not tls_secrets, f"{tag} progress TLS rendered although progress.tls.enabled is false")
     for v in vols.values():
         if "emptyDir" in v:
             p.expect(v["emptyDir"].get("sizeLimit"), f"{tag} emptyDir {v['name']} has no sizeLimit")
@@ -945,7 +973,10 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     # settings passed through only when set
     for key, var in (("progress.intervalSeconds", "TH_PROGRESS_INTERVAL_SECONDS"), ("worker.heartbeatSeconds", "TH_HEARTBEAT_SECONDS"),
                      ("reconcile.resyncSeconds", "TH_RESYNC_SECONDS"), ("reconcile.stallTimeoutSeconds", "TH_STALL_TIMEOUT_SECONDS"),
-                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS")):
+                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS"),
+                     ("reconcile.mergeInPodCells", "TH_MERGE_IN_POD_CELLS"),
+                     ("reconcile.maxConcurrentReconciles", "TH_MAX_CONCURRENT_RECONCILES"),
+                     ("reconcile.maxInProcessWork", "TH_MAX_IN_PROCESS_WORK")):
         a, b = key.split(".")
         want = values.get(a, {}).get(b)
         p.expect(env.get(var) == (None if want is None else str(want)), f"{tag} {var} {env.get(var)!r}, want {want!r}")
@@ -1065,14 +1096,15 @@ def check_extras(name: str, values: dict, objs: list[dict], p: Problems) -> None
     else:
         p.expect(not sm, f"{tag} a ServiceMonitor although serviceMonitor.enabled is false")
     nps = find(objs, "NetworkPolicy")
-    if values.get("networkPolicy", {}).get("enabled"):
+    # on by default: the chart's default is true
+    if values.get("networkPolicy", {}).get("enabled", True):
         if p.expect(len(nps) == 1, f"{tag} no NetworkPolicy"):
             np = nps[0]["spec"]
             p.expect(np["podSelector"]["matchLabels"].items() <= pod_labels.items(), f"{tag} the NetworkPolicy does not select the operator's pods")
             ports = {pt["port"] for rule in np.get("ingress", []) for pt in rule.get("ports", [])}
             cports = {pt["name"] for pt in container(d)["ports"]}
             p.expect(ports == cports, f"{tag} NetworkPolicy ports {sorted(ports)}, container ports {sorted(cports)}")
-            p.expect(("Egress" in np["policyTypes"]) == bool(values["networkPolicy"].get("egress")), f"{tag} NetworkPolicy policyTypes {np['policyTypes']}")
+            p.expect(("Egress" in np["policyTypes"]) == bool(values.get("networkPolicy", {}).get("egress")), f"{tag} NetworkPolicy policyTypes {np['policyTypes']}")
             progress_rule = next(r for r in np["ingress"] if any(pt["port"] == "progress" for pt in r["ports"]))
             peers = progress_rule.get("from", [])
             want_ns = values.get("watchNamespace")

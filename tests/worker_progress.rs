@@ -1,15 +1,16 @@
 //! `th-worker` as a worker pod runs it, against the real S3-compatible server on 127.0.0.1: a
 //! plan made by the operator's planner, written to the bucket; every task reporting to the
 //! operator's progress service (`truthound_operator::progress`) with its job's token; a wrong
-//! token or an unreachable operator never failing a task; and a worker killed midway and run
-//! again producing the same partial as an uninterrupted run.
+//! token or an unreachable operator never failing a task; reports over TLS verified with the
+//! operator's CA, and a worker without that CA refused by its own TLS check; and a worker
+//! killed midway and run again producing the same partial as an uninterrupted run.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use truthound_e2e::*;
 use truthound_operator::progress::pb::{ReportKind, ReportRequest};
-use truthound_operator::progress::{ProgressHub, serve_on};
+use truthound_operator::progress::{ProgressHub, serve_tls_on, tls_config};
 use truthound_profile::dataset::StorageOptions;
 use truthound_profile::{PartialProfile, Plan, PlanRequest, Strategy};
 
@@ -23,8 +24,25 @@ struct Operator {
     _rt: tokio::runtime::Runtime,
 }
 
+/// The test certificates of the progress service (tests/fixtures/progress-tls: a CA, and a
+/// certificate it signed for 127.0.0.1 and localhost).
+fn tls_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/progress-tls")
+        .join(name)
+}
+
 impl Operator {
     fn start() -> Operator {
+        Operator::start_with(false)
+    }
+
+    /// The service over TLS, with the fixture's certificate.
+    fn start_tls() -> Operator {
+        Operator::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Operator {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -37,9 +55,14 @@ impl Operator {
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if tls { "https" } else { "http" };
+        let endpoint = format!("{scheme}://{}", listener.local_addr().unwrap());
+        let tls = tls.then(|| {
+            let read = |n: &str| std::fs::read(tls_fixture(n)).unwrap();
+            tls_config(&read("tls.crt"), &read("tls.key")).expect("the fixture's pair")
+        });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        rt.spawn(serve_on(hub.clone(), listener, async {
+        rt.spawn(serve_tls_on(hub.clone(), listener, tls, async {
             let _ = stopped.await;
         }));
         Operator {
@@ -131,6 +154,7 @@ fn worker(plan_uri: &str, task: u32, out: &str, pod: &str, progress: &[&str]) ->
         .env_remove("TH_PROGRESS_ENDPOINT")
         .env_remove("TH_PROGRESS_TOKEN")
         .env_remove("TH_JOB_UID")
+        .env_remove("TH_PROGRESS_CA")
         .env_remove("TH_TERMINATION_LOG");
     c
 }
@@ -415,6 +439,87 @@ fn a_wrong_token_or_an_absent_operator_never_fails_a_task() {
         partial(&bucket, "run/b1").row_count(),
         plan.tasks[1].rows.unwrap()
     );
+}
+
+#[test]
+fn workers_report_over_tls_with_the_operators_ca_and_fail_clearly_without_it() {
+    let op = Operator::start_tls();
+    assert!(op.endpoint.starts_with("https://127.0.0.1:"));
+    let bucket = new_bucket("progress-tls");
+    upload_sample(&bucket);
+    let (plan, plan_uri) = plan(&bucket, "events", &PlanRequest::new(Strategy::RowBased, 2));
+    assert_eq!(plan.tasks.len(), 2);
+    let job = "job-tls";
+    let token = op.hub.token_for(job);
+    let ca_file = tls_fixture("ca.crt");
+    let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
+    // The CA as a file (mounted) for task 0, as PEM text (what the operator puts in the
+    // worker pods' TH_PROGRESS_CA) for task 1: every report arrives, nothing is warned.
+    for (task, ca) in [(0u32, ca_file.display().to_string()), (1, ca_pem)] {
+        let o = worker(
+            &plan_uri,
+            task,
+            &format!("s3://{bucket}/run/tls{task}"),
+            &format!("tls-{task}"),
+            &reporting(&op, &token, job),
+        )
+        .env("TH_PROGRESS_CA", ca)
+        .output()
+        .unwrap();
+        let err = stderr(&o);
+        assert!(o.status.success(), "{err}");
+        assert!(!err.contains("WARN"), "{err}");
+        let kinds = op.kinds(job, task);
+        assert_eq!(kinds.first(), Some(&ReportKind::Started), "{kinds:?}");
+        assert_eq!(kinds.last(), Some(&ReportKind::Finished), "{kinds:?}");
+    }
+    assert_eq!(op.hub.snapshot(job).finished(), 2);
+
+    // Without the CA the system's roots do not know the certificate: the worker's TLS check
+    // refuses it, says so once, reports nothing, and the task still succeeds.
+    let other = "job-tls-no-ca";
+    let o = worker(
+        &plan_uri,
+        0,
+        &format!("s3://{bucket}/run/no-ca"),
+        "no-ca-0",
+        &reporting(&op, &op.hub.token_for(other), other),
+    )
+    .output()
+    .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("cannot report progress"), "{err}");
+    assert!(
+        err.to_ascii_lowercase().contains("certificate"),
+        "the warning names the certificate problem: {err}"
+    );
+    assert_eq!(err.matches("\"WARN\"").count(), 1, "warned once: {err}");
+    assert!(op.hub.snapshot(other).tasks.is_empty());
+    assert!(exists(&bucket, "run/no-ca"));
+
+    // Plain http:// against the TLS port: nothing gets through either.
+    let plain = op.endpoint.replace("https://", "http://");
+    let o = worker(
+        &plan_uri,
+        1,
+        &format!("s3://{bucket}/run/plain"),
+        "plain-1",
+        &[
+            "--progress-endpoint",
+            &plain,
+            "--progress-token",
+            &op.hub.token_for(other),
+            "--job-uid",
+            other,
+        ],
+    )
+    .output()
+    .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("cannot report progress"), "{err}");
+    assert!(op.hub.snapshot(other).tasks.is_empty());
 }
 
 /// Rows of the dataset of the kill test: enough that a task is still reading when the

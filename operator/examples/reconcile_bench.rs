@@ -128,6 +128,8 @@ async fn main() -> anyhow::Result<()> {
         uri: "s3://lake/.truthound/big/plan".into(),
         task_rows: vec![1_000_000; tasks as usize],
         bytes: 0,
+        columns: 4,
+        exact_limit: 10_000,
     };
     let workers = WorkersObserved {
         name: "big-w1".into(),

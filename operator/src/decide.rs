@@ -36,8 +36,15 @@ pub struct Settings {
     pub max_consecutive_errors: u32,
     /// Merge in a pod instead of in the operator past this many partials ...
     pub merge_in_pod_tasks: u32,
-    /// ... or past this many rows (a proxy for the partials' size).
+    /// ... or past this many rows (a proxy for the partials' size) ...
     pub merge_in_pod_rows: u64,
+    /// ... or past this many exact-value cells: columns × min(rows, the exact distinct limit),
+    /// the most value counts the merged exact maps can hold (a wide table with a high
+    /// `exactDistinctLimit` is large in memory whatever its row count).
+    pub merge_in_pod_cells: u64,
+    /// At most this many plans and merges run in the operator process at once (each holds a
+    /// dataset listing or a run's partials in memory); more wait their turn.
+    pub max_in_process_work: usize,
     /// The clusters the operator knows of, for `auto` and for jobs that name no address.
     pub clusters: Clusters,
     /// The local paths and URLs the operator may read and write for a job.
@@ -53,6 +60,8 @@ impl Default for Settings {
             max_consecutive_errors: 5,
             merge_in_pod_tasks: 2_000,
             merge_in_pod_rows: 2_000_000_000,
+            merge_in_pod_cells: 4_000_000,
+            max_in_process_work: 2,
             clusters: Clusters::default(),
             access: AccessPolicy::default(),
         }
@@ -68,11 +77,21 @@ pub struct PlanSummary {
     pub task_rows: Vec<u64>,
     /// Compressed bytes the tasks read (the dataset's listed size), for `auto`.
     pub bytes: u64,
+    /// The profiled columns.
+    pub columns: u32,
+    /// The plan's exact distinct limit (value counts kept exactly per column).
+    pub exact_limit: u64,
 }
 
 impl PlanSummary {
     pub fn tasks(&self) -> u32 {
         self.task_rows.len() as u32
+    }
+
+    /// The most exact value counts a merge of the run holds: columns × min(rows, exact limit).
+    pub fn exact_cells(&self) -> u64 {
+        let rows: u64 = self.task_rows.iter().sum();
+        u64::from(self.columns).saturating_mul(rows.min(self.exact_limit))
     }
 }
 
@@ -1019,10 +1038,13 @@ fn enter_merging(
     }
 }
 
-/// Many or large partials are merged in a pod rather than in the operator's memory.
+/// Many or large partials are merged in a pod rather than in the operator's memory: many
+/// tasks, many rows, or wide exact-value maps.
 fn merges_in_pod(plan: &PlanSummary, settings: &Settings) -> bool {
     let rows: u64 = plan.task_rows.iter().sum();
-    plan.tasks() > settings.merge_in_pod_tasks || rows > settings.merge_in_pod_rows
+    plan.tasks() > settings.merge_in_pod_tasks
+        || rows > settings.merge_in_pod_rows
+        || plan.exact_cells() > settings.merge_in_pod_cells
 }
 
 fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {

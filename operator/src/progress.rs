@@ -60,6 +60,8 @@ pub enum ProgressError {
     },
     #[error("progress service: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("progress service TLS: {0}")]
+    Tls(String),
 }
 
 /// What the operator knows of one task of a job (of its latest attempt).
@@ -526,16 +528,52 @@ fn bearer<T>(request: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::unauthenticated("authorization metadata is not `Bearer <token>`"))
 }
 
-/// Serves the progress service on `addr` until `shutdown` completes.
+/// The progress service's TLS: its certificate (chain) and private key, PEM, as a
+/// `kubernetes.io/tls` Secret holds them (`tls.crt`, `tls.key`). Workers verify the certificate
+/// against the CA the operator gives them (`TH_PROGRESS_CA`).
+/// They are checked here (PEM, a key that goes with the certificate), so a bad pair stops the
+/// operator at start instead of leaving it without a progress service.
+pub fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<tonic::transport::ServerTlsConfig, ProgressError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, e: &dyn std::fmt::Display| ProgressError::Tls(format!("{what}: {e}"));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("the certificate is not PEM", &e))?;
+    if certs.is_empty() {
+        return Err(ProgressError::Tls(
+            "no certificate in the certificate file".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| bad("the key is not a PEM private key", &e))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad("TLS", &e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| bad("the certificate and key", &e))?;
+    Ok(tonic::transport::ServerTlsConfig::new()
+        .identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)))
+}
+
+/// Serves the progress service on `addr` until `shutdown` completes, over TLS when `tls` is
+/// given.
 pub async fn serve(
     hub: ProgressHub,
     addr: SocketAddr,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProgressError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ProgressError::Bind { addr, source })?;
-    serve_on(hub, listener, shutdown).await
+    serve_tls_on(hub, listener, tls, shutdown).await
 }
 
 /// Serves the progress service on a bound listener (tests bind `127.0.0.1:0`) until `shutdown`
@@ -545,11 +583,29 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProgressError> {
+    serve_tls_on(hub, listener, None, shutdown).await
+}
+
+/// [`serve_on`], over TLS when `tls` is given (a bad certificate or key is an error here,
+/// before anything is served).
+pub async fn serve_tls_on(
+    hub: ProgressHub,
+    listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProgressError> {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "progress service listening");
+        tracing::info!(%addr, tls = tls.is_some(), "progress service listening");
     }
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        // tonic builds its rustls config with the process's provider; with ring and aws-lc-rs
+        // both compiled in (kube, object_store) there is none until one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .timeout(REQUEST_TIMEOUT)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -583,6 +639,23 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_pair_is_checked_before_serving() {
+        let cert = include_bytes!("../../tests/fixtures/progress-tls/tls.crt");
+        let key = include_bytes!("../../tests/fixtures/progress-tls/tls.key");
+        let ca = include_bytes!("../../tests/fixtures/progress-tls/ca.crt");
+        assert!(tls_config(cert, key).is_ok());
+        for (c, k, want) in [
+            (&b"not pem"[..], &key[..], "no certificate"),
+            (&cert[..], &b"not pem"[..], "not a PEM private key"),
+            // The CA's certificate with the server's key: they do not go together.
+            (&ca[..], &key[..], "the certificate and key"),
+        ] {
+            let err = tls_config(c, k).expect_err("a bad pair").to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
     use pb::progress_client::ProgressClient;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -914,7 +987,7 @@ mod tests {
     async fn a_taken_port_is_a_bind_error() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let err = serve(hub(), addr, async {}).await.unwrap_err();
+        let err = serve(hub(), addr, None, async {}).await.unwrap_err();
         assert!(matches!(err, ProgressError::Bind { .. }), "{err}");
         assert!(err.to_string().contains(&addr.to_string()));
     }

@@ -70,8 +70,11 @@ pub trait MetricsSink: Send + Sync {
 pub struct Config {
     /// Worker image when a ProfileJob names none.
     pub worker_image: String,
-    /// Address workers reach the progress service at (`http://service.namespace:port`).
+    /// Address workers reach the progress service at (`http://service.namespace:port`, or
+    /// `https://` when it has TLS).
     pub progress_endpoint: Option<String>,
+    /// The CA (PEM) workers verify the progress service's certificate against.
+    pub progress_ca: Option<String>,
     pub heartbeat_seconds: u64,
     /// The remote backends' settings (th-worker to ship to Ray, the Dask runner's image).
     pub remote: RemoteConfig,
@@ -82,6 +85,7 @@ impl Default for Config {
         Config {
             worker_image: "ghcr.io/truthound/th-worker:latest".into(),
             progress_endpoint: None,
+            progress_ca: None,
             heartbeat_seconds: 10,
             remote: RemoteConfig {
                 worker_bin: None,
@@ -104,20 +108,30 @@ pub struct Context {
     plans: Mutex<HashMap<String, PlanSummary>>,
     /// The Spark runs this process drives (Spark's client is the operator).
     spark_runs: remote::SparkRuns,
+    /// Permits for plans and merges in this process ([`Settings::max_in_process_work`]): the
+    /// reconciles of many jobs run at once, and each plan or merge holds a dataset's listing or
+    /// a run's partials in memory.
+    in_process: tokio::sync::Semaphore,
 }
 
 impl Context {
     pub fn new(client: Client, settings: Settings, config: Config, recorder: Recorder) -> Self {
         Context {
             client,
-            settings,
             config,
             recorder,
             progress: None,
             metrics: None,
             plans: Mutex::new(HashMap::new()),
             spark_runs: remote::SparkRuns::default(),
+            in_process: tokio::sync::Semaphore::new(settings.max_in_process_work.max(1)),
+            settings,
         }
+    }
+
+    /// How many more plans or merges may start in this process now.
+    pub fn in_process_permits(&self) -> usize {
+        self.in_process.available_permits()
     }
 }
 
@@ -439,6 +453,8 @@ fn summary(plan: &Plan, uri: &str) -> PlanSummary {
         uri: uri.to_string(),
         task_rows: plan.tasks.iter().map(|t| t.rows.unwrap_or(0)).collect(),
         bytes: plan.tasks.iter().map(|t| t.bytes).sum(),
+        columns: u32::try_from(plan.columns.len()).unwrap_or(u32::MAX),
+        exact_limit: plan.options.exact_distinct_limit as u64,
     }
 }
 
@@ -737,6 +753,7 @@ async fn execute(
                 partials_prefix: format!("{prefix}/partials"),
                 default_image: ctx.config.worker_image.clone(),
                 progress_endpoint: ctx.config.progress_endpoint.clone(),
+                progress_ca: ctx.config.progress_ca.clone(),
                 token_secret,
                 heartbeat_seconds: ctx.config.heartbeat_seconds,
                 pod_defaults: ctx.config.remote.pod_defaults.clone(),
@@ -1113,6 +1130,8 @@ async fn plan(
         return Ok(());
     }
     let data_opts = storage(pj, ctx, false).await?;
+    // One of a few plans or merges in this process at once (the semaphore is never closed).
+    let _permit = ctx.in_process.acquire().await.ok();
     let t0 = Instant::now();
     let csv = csv_options(pj)?;
     let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
@@ -1141,6 +1160,8 @@ async fn merge(
     missing: &[u32],
     now: OffsetDateTime,
 ) -> Result<MergeSummary, ActionError> {
+    // The semaphore is never closed: a permit is always given, in turn.
+    let _permit = ctx.in_process.acquire().await.ok();
     let opts = storage(pj, ctx, true).await?;
     let prefix = work_prefix(pj);
     let plan_uri = format!("{prefix}/plan");

@@ -49,6 +49,8 @@ fn plan(tasks: u32) -> PlanSummary {
         uri: format!("s3://lake/profiles/.truthound/{UID}/plan"),
         task_rows: vec![1000; tasks as usize],
         bytes: 4_000_000,
+        columns: 4,
+        exact_limit: 10_000,
     }
 }
 
@@ -445,6 +447,42 @@ fn all_partials_present_starts_the_merge() {
     o.partials = None;
     let d = decide(&o, &Settings::default());
     assert_eq!(d.status.phase, Some(Phase::Running));
+}
+
+/// Wide exact-value maps merge in a pod, whatever the task and row counts: the budget is on
+/// columns × min(rows, exact limit), and the edge is exact.
+#[test]
+fn wide_exact_maps_merge_in_a_pod() {
+    let pj = running_job();
+    let in_pod = |columns: u32, exact_limit: u64, rows: u64, budget: u64| {
+        let mut o = obs(&pj);
+        let mut p = plan(2);
+        p.columns = columns;
+        p.exact_limit = exact_limit;
+        p.task_rows = vec![rows / 2, rows - rows / 2];
+        o.plan = Some(p);
+        o.workers = Some(workers(0..2, 0));
+        o.partials = Some(set(0..2));
+        let settings = Settings {
+            merge_in_pod_cells: budget,
+            ..Settings::default()
+        };
+        let d = decide(&o, &settings);
+        match &d.actions[..] {
+            [Action::Merge { in_pod, .. }] => *in_pod,
+            other => panic!("no merge: {other:?}"),
+        }
+    };
+    // 400 columns × 10,000 exact values = the budget: in the operator; one more column: a pod.
+    assert!(!in_pod(400, 10_000, 1_000_000, 4_000_000));
+    assert!(in_pod(401, 10_000, 1_000_000, 4_000_000));
+    // Fewer rows than the exact limit: the rows bound the maps.
+    assert!(!in_pod(4_000, 10_000, 1_000, 4_000_000));
+    assert!(in_pod(4_001, 10_000, 1_000, 4_000_000));
+    // A high exact limit on a narrow table.
+    assert!(in_pod(3, 2_000_000, 10_000_000, 4_000_000));
+    // The default budget takes a default plan of a few columns in the operator.
+    assert!(Settings::default().merge_in_pod_cells >= 4 * 10_000);
 }
 
 #[test]

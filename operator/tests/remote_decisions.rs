@@ -57,6 +57,8 @@ fn plan(tasks: u32, bytes: u64) -> PlanSummary {
         uri: format!("s3://lake/profiles/.truthound/{UID}/plan"),
         task_rows: vec![1000; tasks as usize],
         bytes,
+        columns: 4,
+        exact_limit: 10_000,
     }
 }
 

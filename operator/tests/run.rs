@@ -783,3 +783,26 @@ async fn a_job_without_a_credentials_secret_does_not_use_the_operators_identity(
         failed.message
     );
 }
+
+/// Plans and merges in the operator's process are bounded by `max_in_process_work`.
+#[tokio::test]
+async fn in_process_work_is_bounded_by_the_setting() {
+    let state: Shared = Arc::default();
+    let ctx = context_with(
+        fake_api(state.clone()),
+        Settings {
+            max_in_process_work: 3,
+            ..Settings::default()
+        },
+    );
+    assert_eq!(ctx.in_process_permits(), 3);
+    let ctx = context_with(
+        fake_api(state),
+        Settings {
+            max_in_process_work: 0,
+            ..Settings::default()
+        },
+    );
+    assert_eq!(ctx.in_process_permits(), 1, "0 would block every merge");
+    assert_eq!(Settings::default().max_in_process_work, 2);
+}

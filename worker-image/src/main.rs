@@ -130,6 +130,11 @@ struct ProgressArgs {
     /// Seconds between heartbeats while no progress is reported (taken as 1..=3600).
     #[arg(long, env = "TH_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
+    /// The CA an `https://` progress endpoint's certificate is verified against: PEM text, or
+    /// the path of a PEM file (default: the system's roots). The operator sets it when its
+    /// progress service has TLS.
+    #[arg(long, env = "TH_PROGRESS_CA", hide_env_values = true)]
+    progress_ca: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -329,6 +334,17 @@ fn report_config(args: ProgressArgs, task: u32) -> Option<report::ReportConfig> 
         );
         return None;
     };
+    let ca = match nonempty(args.progress_ca) {
+        None => None,
+        Some(pem) if pem.trim_start().starts_with("-----BEGIN") => Some(pem.into_bytes()),
+        Some(path) => match std::fs::read(&path) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                warn!(path = %path, error = %e, "cannot read the progress CA (TH_PROGRESS_CA); not reporting progress");
+                return None;
+            }
+        },
+    };
     let pod = ["POD_NAME", "HOSTNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
@@ -340,6 +356,7 @@ fn report_config(args: ProgressArgs, task: u32) -> Option<report::ReportConfig> 
         pod,
         task,
         heartbeat: Duration::from_secs(args.heartbeat_seconds.clamp(1, 3600)),
+        ca,
     })
 }
 

@@ -6,13 +6,17 @@
 //! the calls run on a background task, each call is bounded by [`CALL_TIMEOUT`], and the last
 //! report by [`FINISH_BUDGET`]. An operator that is unreachable or refuses the token is logged
 //! once and otherwise ignored; the pod's own status still tells the operator how the task ended.
+//!
+//! An `https://` endpoint is reached over TLS, verified against the CA of
+//! [`ReportConfig::ca`] (`TH_PROGRESS_CA`, the operator's), else the system's roots.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use truthound_profile::error::error_chain;
 use truthound_profile::run::{Event, Progress};
 
 mod pb {
@@ -43,6 +47,9 @@ pub struct ReportConfig {
     pub pod: String,
     pub task: u32,
     pub heartbeat: Duration,
+    /// The CA certificate(s), PEM, the endpoint's certificate is verified against (https only;
+    /// None: the system's roots).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// How the task ended.
@@ -132,7 +139,7 @@ async fn run(config: ReportConfig, shared: Arc<Shared>, mut ended: oneshot::Rece
     let mut sender = match Sender::new(&config) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(endpoint = %config.endpoint, error = %e, "progress endpoint is not a valid URI; not reporting progress");
+            tracing::warn!(endpoint = %config.endpoint, error = %e, "cannot use the progress endpoint; not reporting progress");
             return;
         }
     };
@@ -214,12 +221,24 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(config: &ReportConfig) -> Result<Sender, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(config.endpoint.clone())?
+    fn new(config: &ReportConfig) -> Result<Sender, String> {
+        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
+            .map_err(|e| format!("not a valid URI: {}", error_chain(&e)))?
             .connect_timeout(CALL_TIMEOUT)
             .timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if config.endpoint.starts_with("https://") {
+            let tls = match &config.ca {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("TLS: {}", error_chain(&e)))?;
+        } else if config.ca.is_some() {
+            tracing::warn!(endpoint = %config.endpoint, "TH_PROGRESS_CA is set but the progress endpoint is not https://: reporting without TLS");
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Sender {
             client: ProgressClient::new(channel),
             config: config.clone(),
@@ -273,7 +292,8 @@ impl Sender {
             tracing::warn!(endpoint = %self.config.endpoint, job = %self.config.job_uid, error = %status.message(), "the operator refused the progress token; not reporting progress (the task goes on)");
             self.off = true;
         } else if !self.warned {
-            tracing::warn!(endpoint = %self.config.endpoint, code = ?status.code(), error = %status.message(), "cannot report progress to the operator (the task goes on; retrying quietly)");
+            // The whole chain: a TLS failure (an unknown CA) is in the causes, not the message.
+            tracing::warn!(endpoint = %self.config.endpoint, code = ?status.code(), error = %error_chain(&status), "cannot report progress to the operator (the task goes on; retrying quietly)");
             self.warned = true;
         } else {
             tracing::debug!(code = ?status.code(), error = %status.message(), "progress report failed");
@@ -304,6 +324,7 @@ mod tests {
             pod: "pod".into(),
             task: 0,
             heartbeat: Duration::from_secs(1),
+            ca: None,
         }
     }
 

@@ -79,8 +79,12 @@ app.kubernetes.io/part-of: truthound
 {{- if .Values.progress.endpoint }}
 {{- .Values.progress.endpoint }}
 {{- else }}
-{{- printf "http://%s-progress.%s:%d" (include "truthound-operator.fullname" .) .Release.Namespace (int .Values.service.progressPort) }}
+{{- printf "%s://%s-progress.%s:%d" (ternary "https" "http" .Values.progress.tls.enabled) (include "truthound-operator.fullname" .) .Release.Namespace (int .Values.service.progressPort) }}
 {{- end }}
+{{- end }}
+
+{{- define "truthound-operator.progressTlsSecret" -}}
+{{- default (printf "%s-progress-tls" (include "truthound-operator.fullname" .)) .Values.progress.tls.existingSecret }}
 {{- end }}
 
 {{- define "truthound-operator.progressKeySecret" -}}

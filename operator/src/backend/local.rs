@@ -46,8 +46,12 @@ pub struct WorkerParams {
     pub partials_prefix: String,
     /// The image when the ProfileJob names none.
     pub default_image: String,
-    /// The operator's progress service (`http://host:port`), if it runs one.
+    /// The operator's progress service (`http://host:port`, `https://` with TLS), if it runs
+    /// one.
     pub progress_endpoint: Option<String>,
+    /// The CA (PEM) the workers verify an `https://` progress endpoint against
+    /// (`TH_PROGRESS_CA`; a CA certificate is no secret).
+    pub progress_ca: Option<String>,
     /// The Secret holding this job's progress token (key `token`).
     pub token_secret: String,
     /// Heartbeat period of the workers.
@@ -171,6 +175,9 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
     let mut env_vars = vec![env("TH_HEARTBEAT_SECONDS", p.heartbeat_seconds.to_string())];
     if let Some(endpoint) = &p.progress_endpoint {
         env_vars.push(env("TH_PROGRESS_ENDPOINT", endpoint.clone()));
+        if let Some(ca) = &p.progress_ca {
+            env_vars.push(env("TH_PROGRESS_CA", ca.clone()));
+        }
         env_vars.push(EnvVar {
             name: "TH_PROGRESS_TOKEN".into(),
             value: None,
@@ -459,6 +466,7 @@ mod tests {
             partials_prefix: "s3://lake/.truthound/uid-1/partials".into(),
             default_image: "th-worker:1".into(),
             progress_endpoint: None,
+            progress_ca: None,
             token_secret: "events-w1-token".into(),
             heartbeat_seconds: 10,
             pod_defaults: defaults,
@@ -602,6 +610,34 @@ mod tests {
         assert_eq!(
             pod.containers[0].security_context,
             Some(container_security_context(true))
+        );
+    }
+
+    #[test]
+    fn worker_and_merge_pods_without_resources_get_the_defaults() {
+        let pj = job_with_local("{}");
+        for job in [
+            worker_job(&pj, &worker_params(PodSettings::default())),
+            merge_job(&pj, &merge_params(PodSettings::default())),
+        ] {
+            let (_, pod) = pod_of(&job);
+            assert_eq!(
+                pod.containers[0].resources,
+                Some(crate::backend::pods::default_resources())
+            );
+        }
+        let pj = job_with_local("{resources: {limits: {memory: 8Gi}}}");
+        let job = worker_job(&pj, &worker_params(PodSettings::default()));
+        let (_, pod) = pod_of(&job);
+        let r = pod.containers[0].resources.clone().unwrap_or_default();
+        assert_eq!(
+            r.requests, None,
+            "the job's resources replace the defaults whole"
+        );
+        assert_eq!(
+            r.limits.unwrap_or_default()["memory"].0,
+            "8Gi",
+            "the job's own resources"
         );
     }
 }

@@ -5,8 +5,10 @@
 //! remote backends share. `remote`: those cores as the reconciler drives them. `choice`: which
 //! backend runs a job (and `auto`). `spark`: the core of the Spark backend (each task one
 //! aggregation query through Spark Connect, its answer made into a partial profile), without
-//! Kubernetes. `pods`: the settings every pod the operator starts can carry.
+//! Kubernetes. `pods`: the settings every pod the operator starts can carry. `bounded`: reads of
+//! answers from spec-chosen endpoints in bounded memory.
 
+pub mod bounded;
 pub mod choice;
 pub mod dask;
 pub mod local;

@@ -3,14 +3,19 @@
 //! ProfileJob's own settings (`spec.backend.local`, `spec.backend.dask`) win field by field over
 //! the operator's defaults (`--pod-defaults`, the chart's `podDefaults`), which win over the
 //! built-in ones.
+//!
+//! Resources: a container without any (no `resources` in the job nor in the defaults) gets
+//! [`default_resources`], so that omitting them never makes an unbounded pod; a job's or the
+//! defaults' `resources` replace them whole (`resources: {}` in the defaults opts out).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, LocalObjectReference, PodSecurityContext, PodSpec, SecurityContext,
-    Toleration, TopologySpreadConstraint,
+    Affinity, Container, LocalObjectReference, PodSecurityContext, PodSpec, ResourceRequirements,
+    SecurityContext, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -41,6 +46,31 @@ pub struct PodSettings {
     pub pod_security_context: Option<PodSecurityContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// Every container's resources (whole: requests and limits together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Requests of a container that names no resources (`cpu`, `memory`).
+pub const DEFAULT_REQUESTS: [(&str, &str); 2] = [("cpu", "500m"), ("memory", "512Mi")];
+/// Limits of a container that names no resources.
+pub const DEFAULT_LIMITS: [(&str, &str); 1] = [("memory", "2Gi")];
+
+/// The resources of a container that names none: [`DEFAULT_REQUESTS`] and [`DEFAULT_LIMITS`].
+pub fn default_resources() -> ResourceRequirements {
+    let map = |pairs: &[(&str, &str)]| {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                .collect(),
+        )
+    };
+    ResourceRequirements {
+        requests: map(&DEFAULT_REQUESTS),
+        limits: map(&DEFAULT_LIMITS),
+        ..ResourceRequirements::default()
+    }
 }
 
 /// A `--pod-defaults` file that cannot be used.
@@ -99,6 +129,7 @@ impl PodSettings {
             pod_annotations: l.pod_annotations.clone(),
             pod_security_context: l.pod_security_context.clone(),
             security_context: l.security_context.clone(),
+            resources: l.resources.clone(),
         }
     }
 
@@ -115,6 +146,7 @@ impl PodSettings {
             pod_annotations: d.pod_annotations.clone(),
             pod_security_context: None,
             security_context: None,
+            resources: None,
         }
     }
 
@@ -135,12 +167,14 @@ impl PodSettings {
             pod_annotations: merged(d.pod_annotations, self.pod_annotations),
             pod_security_context: overlay_opt(d.pod_security_context, self.pod_security_context),
             security_context: overlay_opt(d.security_context, self.security_context),
+            resources: self.resources.or(d.resources),
         }
     }
 
     /// Puts the settings on a pod: its spec, its template metadata (the operator's labels,
     /// already there, are kept over any of the same key) and every container's security
-    /// context (overlaid on what the operator set).
+    /// context (overlaid on what the operator set); every container gets the resources, or
+    /// [`default_resources`] when neither these settings nor the container name any.
     pub fn apply(&self, meta: &mut ObjectMeta, spec: &mut PodSpec) {
         if let Some(extra) = &self.pod_labels {
             let labels = meta.labels.get_or_insert_with(BTreeMap::new);
@@ -181,6 +215,11 @@ fn set<T: Clone>(field: &mut Option<T>, value: &Option<T>) {
 
 fn apply_container(c: &mut Container, s: &PodSettings) {
     c.security_context = overlay_opt(c.security_context.take(), s.security_context.clone());
+    if let Some(r) = &s.resources {
+        c.resources = Some(r.clone());
+    } else if c.resources.is_none() {
+        c.resources = Some(default_resources());
+    }
 }
 
 /// `base` with `over`'s entries added (over's win).
@@ -263,6 +302,47 @@ mod tests {
             err.contains("bad.yaml") && err.contains("tolerations"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn containers_without_resources_get_bounded_defaults() {
+        let pod = |settings: &PodSettings| {
+            let mut spec = PodSpec {
+                containers: vec![Container {
+                    name: "worker".into(),
+                    ..Container::default()
+                }],
+                ..PodSpec::default()
+            };
+            settings.apply(&mut ObjectMeta::default(), &mut spec);
+            spec.containers[0].resources.clone().unwrap_or_default()
+        };
+        // Nothing named: the built-in requests and memory limit.
+        let r = pod(&PodSettings::default());
+        let limits = r.limits.clone().unwrap_or_default();
+        let requests = r.requests.clone().unwrap_or_default();
+        assert_eq!(limits["memory"], Quantity("2Gi".into()));
+        assert_eq!(requests["memory"], Quantity("512Mi".into()));
+        assert_eq!(requests["cpu"], Quantity("500m".into()));
+
+        // The operator's defaults win over the built-in ones, the job's over both, whole.
+        let mine = |mem: &str| ResourceRequirements {
+            limits: Some(BTreeMap::from([("memory".into(), Quantity(mem.into()))])),
+            ..ResourceRequirements::default()
+        };
+        let defaults = PodSettings {
+            resources: Some(mine("4Gi")),
+            ..PodSettings::default()
+        };
+        assert_eq!(pod(&PodSettings::default().or(&defaults)), mine("4Gi"));
+        let job = PodSettings {
+            resources: Some(mine("8Gi")),
+            ..PodSettings::default()
+        };
+        assert_eq!(pod(&job.or(&defaults)), mine("8Gi"));
+        // `resources: {}` in a defaults file opts out.
+        let none = PodSettings::parse("resources: {}\n").expect("defaults");
+        assert_eq!(pod(&none), ResourceRequirements::default());
     }
 
     #[test]

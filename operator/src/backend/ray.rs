@@ -31,6 +31,7 @@
 //! Retries: the driver retries a task whose `th-worker` exits with anything but 0, 64 (invalid
 //! request) or 65 (bad data), or whose Ray worker died, up to [`RaySubmit::retries`] times.
 
+use super::bounded::{JsonStringTail, read_capped};
 use super::tasks::{RunEvent, TaskBoard, TaskState, tail_lines, trim_front};
 use crate::crd::{TaskCounts, TaskFailure};
 use std::collections::VecDeque;
@@ -51,6 +52,14 @@ pub const RAY_REQUIREMENT: &str = "ray[default]==2.60.0";
 pub const DEFAULT_RETRIES: u32 = 2;
 /// How much of the job's non-JSON log output is kept for error messages.
 const LOG_TAIL: usize = 8192;
+/// The most of a Jobs API answer that is read (versions, job infos, errors: a few KiB). The
+/// dashboard's address comes from the ProfileJob's spec: whoever runs it must not be able to
+/// grow the operator with an endless answer.
+pub const MAX_BODY: usize = 1 << 20;
+/// The most of a job's log read at a poll: the log is re-sent whole at every poll; what is new
+/// since the last one is decoded as it streams in, and of that only the last this many bytes
+/// are kept (a driver writes a short line per task state change: far less between two polls).
+pub const MAX_LOG_READ: usize = 256 * 1024;
 /// How long polling tolerates a dashboard that does not answer before giving up.
 const POLL_OUTAGE: Duration = Duration::from_secs(60);
 
@@ -200,12 +209,57 @@ impl Api {
         }
     }
 
-    /// Sends a request; the status and the body (connection failures: Unreachable).
+    /// Sends a request; the status and at most [`MAX_BODY`] bytes of the body, which is enough
+    /// for an error's text (connection failures: Unreachable).
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<(u16, bytes::Bytes), RayError> {
+        let (status, body, _) = self.send_capped(req).await?;
+        Ok((status, body))
+    }
+
+    /// [`Api::send`], and whether the body was longer than [`MAX_BODY`] (then cut).
+    async fn send_capped(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, bytes::Bytes, bool), RayError> {
         let resp = req.send().await.map_err(|e| self.unreachable(&e))?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
-        Ok((status, body))
+        let body = read_capped(resp, MAX_BODY)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        Ok((status, body.body, body.truncated))
+    }
+
+    /// The job's log (`GET /api/jobs/{id}/logs`, `{"logs": "..."}`) after its first `skip`
+    /// bytes, at most about [`MAX_LOG_READ`] bytes of it, read as it streams in.
+    async fn log_tail(
+        &self,
+        path: &str,
+        skip: usize,
+    ) -> Result<super::bounded::StringTail, RayError> {
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = read_capped(resp, MAX_BODY)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            return Err(self.api_error(&format!("GET {path}"), status, &body.body));
+        }
+        let shape = |e: super::bounded::ShapeError| RayError::Api {
+            address: self.base.clone(),
+            what: format!("GET {path}"),
+            status,
+            body: format!("not a job's logs: {e}"),
+        };
+        let mut tail = JsonStringTail::new("logs", skip, MAX_LOG_READ);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            tail.feed(&chunk).map_err(shape)?;
+        }
+        tail.finish().map_err(shape)
     }
 
     fn api_error(&self, what: &str, status: u16, body: &[u8]) -> RayError {
@@ -227,11 +281,19 @@ impl Api {
     }
 
     async fn get_json(&self, path: &str) -> Result<serde_json::Value, RayError> {
-        let (status, body) = self
-            .send(self.http.get(format!("{}{path}", self.base)))
+        let (status, body, truncated) = self
+            .send_capped(self.http.get(format!("{}{path}", self.base)))
             .await?;
         if status != 200 {
             return Err(self.api_error(&format!("GET {path}"), status, &body));
+        }
+        if truncated {
+            return Err(RayError::Api {
+                address: self.base.clone(),
+                what: format!("GET {path}"),
+                status,
+                body: format!("the answer is longer than {MAX_BODY} bytes: not read"),
+            });
         }
         serde_json::from_slice(&body).map_err(|e| RayError::Api {
             address: self.base.clone(),
@@ -549,17 +611,30 @@ impl RayRun {
         let info = self.api.get_json(&format!("/api/jobs/{id}")).await?;
         let status = JobStatus::parse(info["status"].as_str().unwrap_or(""));
         self.message = info["message"].as_str().unwrap_or("").to_string();
-        let logs = self.api.get_json(&format!("/api/jobs/{id}/logs")).await?;
-        let logs = logs["logs"].as_str().unwrap_or("");
+        // Only what is new since the last poll is kept, and at most MAX_LOG_READ of it.
+        let tail = self
+            .api
+            .log_tail(&format!("/api/jobs/{id}/logs"), self.log_offset)
+            .await?;
+        if tail.start > self.log_offset && tail.total > self.log_offset {
+            tracing::warn!(
+                submission_id = %id,
+                skipped = tail.start - self.log_offset,
+                "the Ray job's log grew by more than {MAX_LOG_READ} bytes since the last poll: \
+                 only its tail is read"
+            );
+            self.log_offset = tail.start;
+        }
+        let logs = tail.text.as_str();
         // The logs were read after the status: once it is terminal they are complete, and the
-        // last line counts even without its newline.
+        // last line counts even without its newline. `logs` starts at byte `log_offset`.
         let end = if status.is_terminal() {
             logs.len()
         } else {
             logs.rfind('\n').map_or(0, |i| i + 1)
         };
-        if end > self.log_offset && logs.is_char_boundary(self.log_offset) {
-            for line in logs[self.log_offset..end].lines() {
+        if end > 0 && tail.total > self.log_offset {
+            for line in logs[..end].lines() {
                 match self.board.apply_line(line) {
                     Some(evs) => self.events.extend(evs),
                     None => {
@@ -569,7 +644,7 @@ impl RayRun {
                     }
                 }
             }
-            self.log_offset = end;
+            self.log_offset += end;
         }
         self.status = status;
         Ok(status)
@@ -743,6 +818,118 @@ mod tests {
             package_name(b"d", Some(b"w"), b"{}")
         );
         assert!(n1.starts_with("_th_pkg_") && n1.ends_with(".zip"));
+    }
+
+    /// A fake dashboard on 127.0.0.1: `GET /api/jobs/j` answers an endless job info when
+    /// `endless_info`, else a FAILED job; `GET /api/jobs/j/logs` a log of `log_mib` MiB of
+    /// filler lines ending with `last words`. Bodies are sent as they are made, never whole.
+    async fn fake_dashboard(endless_info: bool, log_mib: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    // No length: the body ends when the connection does.
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        connection: close\r\n\r\n";
+                    if conn.write_all(ok).await.is_err() {
+                        return;
+                    }
+                    let filler = "filler line of a huge log\n".repeat(4096);
+                    if path == "/api/jobs/j" && endless_info {
+                        let _ = conn
+                            .write_all(b"{\"status\": \"RUNNING\", \"message\": \"")
+                            .await;
+                        while conn
+                            .write_all(filler.replace('\n', " ").as_bytes())
+                            .await
+                            .is_ok()
+                        {}
+                    } else if path == "/api/jobs/j" {
+                        let _ = conn
+                            .write_all(br#"{"status": "FAILED", "message": "boom"}"#)
+                            .await;
+                    } else if path == "/api/jobs/j/logs" {
+                        let _ = conn.write_all(b"{\"logs\": \"").await;
+                        let line = filler.replace('\n', "\\n");
+                        let mut sent = 0;
+                        while sent < log_mib << 20 {
+                            if conn.write_all(line.as_bytes()).await.is_err() {
+                                return;
+                            }
+                            sent += filler.len();
+                        }
+                        let _ = conn.write_all(b"last words\\n\"}").await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_endless_job_info_is_not_read_whole() {
+        let address = fake_dashboard(true, 0).await;
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            RayRun::attach(&address, "j", &[0], Duration::from_secs(1)),
+        )
+        .await
+        .expect("the endless answer is cut, not read to the end");
+        match r {
+            Err(RayError::Api { body, .. }) => {
+                assert!(body.contains("longer than 1048576 bytes"), "{body}")
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("an endless job info was taken"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+
+    #[tokio::test]
+    async fn a_huge_job_log_is_read_for_its_tail_only() {
+        let address = fake_dashboard(false, 200).await;
+        let api = Api::new(&address).expect("api");
+        let tail = tokio::time::timeout(
+            Duration::from_secs(120),
+            api.log_tail("/api/jobs/j/logs", 0),
+        )
+        .await
+        .expect("in time")
+        .expect("the log's tail");
+        // 200 MiB went by; at most MAX_LOG_READ was kept, ending with the log's end.
+        assert!(tail.total > 200 << 20, "{}", tail.total);
+        assert!(tail.text.len() <= MAX_LOG_READ, "{}", tail.text.len());
+        assert!(tail.text.len() > MAX_LOG_READ / 2, "{}", tail.text.len());
+        assert!(
+            tail.text.starts_with("filler line"),
+            "cut at a line's start"
+        );
+        assert!(tail.text.ends_with("last words\n"));
+        assert_eq!(tail.start + tail.text.len(), tail.total);
+
+        // And as a poll sees it: the job failed, its error ends with the log's last line.
+        let run = RayRun::attach(&address, "j", &[0], Duration::from_secs(1))
+            .await
+            .expect("attached");
+        assert_eq!(run.status(), JobStatus::Failed);
+        assert!(run.other.len() <= 2 * LOG_TAIL);
+        let err = run.outcome().expect_err("failed").to_string();
+        assert!(err.contains("boom") && err.ends_with("last words"), "{err}");
     }
 
     #[test]

@@ -249,6 +249,23 @@ async fn observe_ray(target: &Target<'_>, ids: &[u32]) -> Result<RemoteObserved,
     })
 }
 
+/// The most of the Dask runner's log read at an observation (its last lines): the runner runs
+/// the spec's image, so its log is the tenant's to fill; one line per task state change.
+pub const RUNNER_LOG_BYTES: i64 = 8 << 20;
+/// The most lines of the runner's log read at an observation.
+pub const RUNNER_LOG_LINES: i64 = 200_000;
+
+/// How the runner's log is read: its last lines, at most [`RUNNER_LOG_BYTES`] of them (the
+/// apiserver cuts it, so the operator never holds more).
+fn runner_log_params() -> LogParams {
+    LogParams {
+        container: Some(RUNNER_CONTAINER.into()),
+        tail_lines: Some(RUNNER_LOG_LINES),
+        limit_bytes: Some(RUNNER_LOG_BYTES),
+        ..LogParams::default()
+    }
+}
+
 async fn observe_dask(
     client: &Client,
     pj: &ProfileJob,
@@ -300,11 +317,7 @@ async fn observe_dask(
                 })
             });
         if started {
-            let lp = LogParams {
-                container: Some(RUNNER_CONTAINER.into()),
-                ..LogParams::default()
-            };
-            match pods.logs(&pod.name_any(), &lp).await {
+            match pods.logs(&pod.name_any(), &runner_log_params()).await {
                 Ok(log) => {
                     for line in log.lines() {
                         if board.apply_line(line).is_none() && !line.trim().is_empty() {
@@ -572,6 +585,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_runner_log_is_read_with_a_byte_limit() {
+        let req = kube::core::Request::new("/api/v1/namespaces/data/pods")
+            .logs("events-d1-abc", &runner_log_params())
+            .expect("a logs request");
+        let query = req.uri().query().unwrap_or_default().to_string();
+        assert!(
+            query.contains(&format!("limitBytes={RUNNER_LOG_BYTES}")),
+            "{query}"
+        );
+        assert!(
+            query.contains(&format!("tailLines={RUNNER_LOG_LINES}")),
+            "{query}"
+        );
+        assert!(query.contains(&format!("container={RUNNER_CONTAINER}")));
+    }
+
+    #[test]
     fn a_jobs_spark_runs_are_forgotten_and_no_others() {
         let runs = SparkRuns::default();
         for id in ["uid-a-1", "uid-a-2", "uid-ab-1"] {
@@ -649,5 +679,10 @@ mod tests {
         // the operator-wide default fills in; the built-in security stays under it
         let psc = pod.security_context.clone().unwrap_or_default();
         assert_eq!((psc.fs_group, psc.run_as_user), (Some(65532), Some(65532)));
+        // No resources named anywhere: bounded defaults, not an unbounded pod.
+        assert_eq!(
+            pod.containers[0].resources,
+            Some(crate::backend::pods::default_resources())
+        );
     }
 }

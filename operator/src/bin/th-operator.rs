@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -54,6 +54,17 @@ struct Args {
     /// used and workers started before a restart can no longer report.
     #[arg(long, env = "TH_PROGRESS_KEY_FILE")]
     progress_key_file: Option<std::path::PathBuf>,
+    /// The progress service's TLS certificate (PEM; with `--progress-tls-key`). With it the
+    /// service speaks TLS only, and `--progress-endpoint` must be `https://`.
+    #[arg(long, env = "TH_PROGRESS_TLS_CERT", requires = "progress_tls_key")]
+    progress_tls_cert: Option<std::path::PathBuf>,
+    /// The private key of `--progress-tls-cert` (PEM).
+    #[arg(long, env = "TH_PROGRESS_TLS_KEY", requires = "progress_tls_cert")]
+    progress_tls_key: Option<std::path::PathBuf>,
+    /// The CA (PEM) workers verify the progress service's certificate against; given to them as
+    /// TH_PROGRESS_CA. Default with TLS: the certificate itself (self-signed).
+    #[arg(long, env = "TH_PROGRESS_CA_FILE")]
+    progress_ca_file: Option<std::path::PathBuf>,
     /// Worker image for ProfileJobs that name none.
     #[arg(
         long,
@@ -88,9 +99,20 @@ struct Args {
     /// tasks ...
     #[arg(long, env = "TH_MERGE_IN_POD_TASKS", default_value_t = Settings::default().merge_in_pod_tasks)]
     merge_in_pod_tasks: u32,
-    /// ... or past this many rows.
+    /// ... or past this many rows ...
     #[arg(long, env = "TH_MERGE_IN_POD_ROWS", default_value_t = Settings::default().merge_in_pod_rows)]
     merge_in_pod_rows: u64,
+    /// ... or past this many exact-value cells (columns × min(rows, the exact distinct limit):
+    /// the most value counts the merged maps hold).
+    #[arg(long, env = "TH_MERGE_IN_POD_CELLS", default_value_t = Settings::default().merge_in_pod_cells)]
+    merge_in_pod_cells: u64,
+    /// At most this many ProfileJobs are reconciled at once (each reconcile may read storage,
+    /// plan or merge); more wait their turn. 0: unbounded.
+    #[arg(long, env = "TH_MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    max_concurrent_reconciles: u16,
+    /// At most this many plans and merges run in the operator process at once.
+    #[arg(long, env = "TH_MAX_IN_PROCESS_WORK", default_value_t = Settings::default().max_in_process_work)]
+    max_in_process_work: usize,
     /// A running task with no heartbeat for this many seconds is stalled; its pod is replaced.
     #[arg(long, env = "TH_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     stall_timeout_seconds: u64,
@@ -250,7 +272,13 @@ async fn run(args: Args) -> Result<()> {
             m.add_rows(rows);
         });
     }
-    let progress_server = tokio::spawn(progress::serve(hub.clone(), args.progress_addr, stopped()));
+    let (progress_tls, progress_ca) = progress_tls(&args)?;
+    let progress_server = tokio::spawn(progress::serve(
+        hub.clone(),
+        args.progress_addr,
+        progress_tls,
+        stopped(),
+    ));
 
     let election = LeaderConfig::default();
     // Leader election: wait for the lease before acting; losing it ends the process, so a
@@ -304,6 +332,8 @@ async fn run(args: Args) -> Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         merge_in_pod_tasks: args.merge_in_pod_tasks,
         merge_in_pod_rows: args.merge_in_pod_rows,
+        merge_in_pod_cells: args.merge_in_pod_cells,
+        max_in_process_work: args.max_in_process_work.max(1),
         clusters: Clusters {
             spark_connect_url: args.spark_connect_url.clone().filter(|s| !s.is_empty()),
             dask_scheduler: args
@@ -321,6 +351,7 @@ async fn run(args: Args) -> Result<()> {
     let config = Config {
         worker_image: args.worker_image.clone(),
         progress_endpoint: args.progress_endpoint.clone(),
+        progress_ca,
         heartbeat_seconds: args.heartbeat_seconds.max(1),
         remote: RemoteConfig {
             // A missing binary is said when a Ray job is submitted, not at start: most
@@ -371,10 +402,12 @@ async fn run(args: Args) -> Result<()> {
         }
     })
     .applied_objects();
-    let controller = Controller::for_stream(profilejobs, store.clone()).owns(
-        jobs,
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=truthound-operator"),
-    );
+    let controller = Controller::for_stream(profilejobs, store.clone())
+        .with_config(controller_config(&args))
+        .owns(
+            jobs,
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=truthound-operator"),
+        );
     // Progress reports trigger reconciles (at most one per job per progress interval), so a
     // running job's status follows its workers without polling.
     let controller = controller.reconcile_on(progress::reconcile_triggers(
@@ -427,6 +460,56 @@ async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The progress service's TLS (`--progress-tls-cert`, `--progress-tls-key`) and the CA the
+/// workers get (`--progress-ca-file`, else the certificate). Read at start: a missing file is a
+/// configuration error to stop on. TLS with an `http://` endpoint is refused, as workers could
+/// then not report.
+fn progress_tls(
+    args: &Args,
+) -> Result<(Option<tonic::transport::ServerTlsConfig>, Option<String>)> {
+    let (Some(cert_path), Some(key_path)) = (&args.progress_tls_cert, &args.progress_tls_key)
+    else {
+        if args
+            .progress_endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("https://"))
+        {
+            anyhow::bail!(
+                "--progress-endpoint is https:// but the progress service has no TLS (--progress-tls-cert, --progress-tls-key)"
+            );
+        }
+        return Ok((None, None));
+    };
+    let read = |p: &std::path::PathBuf, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading the progress {what} {}", p.display()))
+    };
+    let cert = read(cert_path, "TLS certificate")?;
+    let key = read(key_path, "TLS key")?;
+    if args
+        .progress_endpoint
+        .as_deref()
+        .is_some_and(|e| !e.starts_with("https://"))
+    {
+        anyhow::bail!("the progress service has TLS: --progress-endpoint must be https://");
+    }
+    let ca = match &args.progress_ca_file {
+        Some(p) => read(p, "CA")?,
+        None => cert.clone(),
+    };
+    let ca = String::from_utf8(ca).context("the progress CA is not PEM text")?;
+    info!("progress service over TLS");
+    let tls = progress::tls_config(&cert, &key)
+        .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
+    Ok((Some(tls), Some(ca)))
+}
+
+/// The controller's settings: at most `--max-concurrent-reconciles` reconciles at once (a
+/// tenant creating many ProfileJobs must not make the operator plan and merge them all at
+/// the same time).
+fn controller_config(args: &Args) -> controller::Config {
+    controller::Config::default().concurrency(args.max_concurrent_reconciles)
+}
+
 /// The local paths and URLs ProfileJobs may name (`--file-root`, `--allow-http-datasets`).
 fn access_policy(args: &Args) -> Result<AccessPolicy> {
     let file_roots: Vec<std::path::PathBuf> = args
@@ -459,5 +542,40 @@ async fn finish_leadership(elector: JoinHandle<()>, label: JoinHandle<()>, elect
     };
     if tokio::time::timeout(deadline, both).await.is_err() {
         warn!("the lease release or the leader label removal did not finish in time");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_are_bounded_by_default_and_by_the_flag() {
+        let args = Args::try_parse_from(["th-operator"]).expect("defaults");
+        assert_eq!(
+            format!("{:?}", controller_config(&args)),
+            format!("{:?}", controller::Config::default().concurrency(16))
+        );
+        assert_eq!(args.max_in_process_work, 2);
+        let args = Args::try_parse_from([
+            "th-operator",
+            "--max-concurrent-reconciles",
+            "3",
+            "--max-in-process-work",
+            "5",
+            "--merge-in-pod-cells",
+            "77",
+        ])
+        .expect("flags");
+        assert_eq!(
+            format!("{:?}", controller_config(&args)),
+            format!("{:?}", controller::Config::default().concurrency(3))
+        );
+        assert_eq!((args.max_in_process_work, args.merge_in_pod_cells), (5, 77));
+        assert_ne!(
+            format!("{:?}", controller::Config::default().concurrency(3)),
+            format!("{:?}", controller::Config::default()),
+            "the comparison sees the concurrency"
+        );
     }
 }

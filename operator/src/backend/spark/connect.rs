@@ -19,8 +19,15 @@ use truthound_profile::error::error_chain;
 /// Spark Connect's default port.
 pub const DEFAULT_PORT: u16 = 15002;
 
-/// Answers can carry a few thousand value counts (the exact value counts of a column).
-const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// The largest message taken from the server (Spark sends Arrow batches of at most 4 MiB by
+/// default, `spark.connect.grpc.arrow.maxBatchSize`): the server is the spec's to choose, and
+/// tonic would otherwise buffer whatever length a message header claims.
+pub const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// The largest message sent (a query: its text grows with the plan's columns).
+const MAX_REQUEST: usize = 256 * 1024 * 1024;
+/// The most Arrow data of one query's answer (a task's aggregates, or a column's exact value
+/// counts: at most the exact limit + 1 rows).
+pub const MAX_ANSWER: usize = 256 * 1024 * 1024;
 
 /// A parsed `sc://` URL.
 #[derive(Clone, PartialEq, Eq)]
@@ -437,7 +444,7 @@ impl SparkConnect {
         })?;
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_encoding_message_size(MAX_REQUEST);
         grpc.ready().await.map_err(|e| SparkError::Unreachable {
             url: self.url(),
             detail: error_chain(&e),
@@ -451,6 +458,7 @@ impl SparkConnect {
             Err(s) => return Err(self.query_error(s).await),
         };
         let mut batches = Vec::new();
+        let mut answer = 0usize;
         loop {
             let msg = match stream.message().await {
                 Ok(Some(m)) => m,
@@ -458,6 +466,13 @@ impl SparkConnect {
                 Err(s) => return Err(self.query_error(s).await),
             };
             if let Some(ResponseType::ArrowBatch(b)) = msg.response_type {
+                answer += b.data.len();
+                if answer > MAX_ANSWER {
+                    return Err(SparkError::Protocol {
+                        url: self.url(),
+                        detail: format!("the answer is longer than {MAX_ANSWER} bytes"),
+                    });
+                }
                 batches.extend(decode_arrow(&b.data).map_err(|e| SparkError::Protocol {
                     url: self.url(),
                     detail: format!("undecodable Arrow batch: {e}"),
