@@ -270,14 +270,15 @@ struct RecordLength {
 }
 
 impl RecordLength {
-    fn new(max: u64, from: u64) -> RecordLength {
+    /// `ended`: the decoder's count before any input.
+    fn new(max: u64, from: u64, ended: usize) -> RecordLength {
         RecordLength {
             max,
             open: 0,
             pos: from,
             start: from,
             records: 0,
-            seen: 0,
+            seen: ended,
         }
     }
 
@@ -304,7 +305,8 @@ impl RecordLength {
         Err(Error::TooLarge {
             what: what.uri.to_string(),
             detail: format!(
-                "{} record {}{range}, from about byte {}, runs on for more than {} bytes without                  ending (an unterminated quote, or no line breaks?)",
+                "{} record {}{range}, from about byte {}, runs on for more than {} bytes without \
+                 ending (an unterminated quote, or no line breaks?)",
                 what.label,
                 self.records + 1,
                 self.start,
@@ -398,7 +400,7 @@ async fn text_stream(
     let mut source = TextSource::new(body, encoding, uri.clone());
     source.at_start = from == 0;
     source.cut = cut;
-    let length = RecordLength::new(max_record_bytes, from);
+    let length = RecordLength::new(max_record_bytes, from, decoder.ended_records());
     let step = DECODE_STEP.min(usize::try_from(max_record_bytes).unwrap_or(usize::MAX));
     let stream = futures::stream::try_unfold(
         (source, Bytes::new(), false, decoder, length),
