@@ -151,6 +151,11 @@ pub struct PlanArgs {
     /// one per task (default: the data over --partitions, from 1 MiB to 64 MiB); 0: whole files.
     #[arg(long, value_name = "BYTES")]
     pub target_task_bytes: Option<u64>,
+    /// CSV and NDJSON: the longest record, in bytes; a longer one (an unterminated quote, a
+    /// file without line breaks) fails the run, naming the file and where the record starts,
+    /// instead of being read into memory whole.
+    #[arg(long, value_name = "BYTES", default_value_t = ProfileOptions::default().max_record_bytes)]
+    pub max_record_bytes: u64,
     /// Seed of --sample and --sample-rows: another seed samples other rows.
     #[arg(long, value_name = "SEED", default_value_t = Sampling::DEFAULT_SEED)]
     pub sample_seed: u64,
@@ -255,6 +260,7 @@ impl PlanArgs {
             patterns: !self.no_patterns,
             duplicates: !self.no_duplicates,
             sampling: self.sample.map(|f| Sampling::new(f, self.sample_seed)),
+            max_record_bytes: self.max_record_bytes,
             ..ProfileOptions::default()
         };
         let partitions = self

@@ -745,3 +745,88 @@ fn target_task_bytes_cuts_one_csv_into_tasks_with_the_same_profile() {
         }
     }
 }
+
+/// Hostile input through `th`: a crafted partial and a record that never ends fail with exit 65,
+/// naming the file and the limit, instead of aborting or buffering the whole file.
+#[test]
+fn hostile_partials_and_endless_records_fail_naming_the_file_and_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));
+    write_parquet(&a, &batch(&(0..60).collect::<Vec<_>>()));
+    write_parquet(&b, &batch(&(60..120).collect::<Vec<_>>()));
+    let kept = |data: &Path, out: &Path| {
+        let o = th(&[
+            "profile",
+            data.to_str().unwrap(),
+            "--keep-state",
+            "--top-k",
+            "7",
+            "--exact-distinct-limit",
+            "100",
+            "-q",
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let (pa, pb) = (dir.path().join("pa.json"), dir.path().join("pb.json"));
+    kept(&a, &pa);
+    kept(&b, &pb);
+    // The state of `pa` as a partial, its frequent-items map size (1024, varint 80 08, between
+    // hll_lg_k 14 and top_k 7) raised to 2^40: the merge would allocate a table of 2^41 slots
+    // when the exact maps (60 + 60 values, limit 100) overflow.
+    let profile: truthound_profile::TableProfile =
+        serde_json::from_slice(&std::fs::read(&pa).unwrap()).unwrap();
+    let mut bytes = profile.state().unwrap().unwrap().to_bytes();
+    let (from, to) = (
+        [14u8, 0x80, 0x08, 7],
+        [14u8, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20, 7],
+    );
+    let mut i = 0;
+    let mut edited = 0;
+    while i + from.len() <= bytes.len() {
+        if bytes[i..i + from.len()] == from {
+            bytes.splice(i..i + from.len(), to);
+            edited += 1;
+        }
+        i += 1;
+    }
+    assert!(edited >= 2, "every value-counted column: {edited}");
+    let crafted = dir.path().join("crafted.partial");
+    std::fs::write(&crafted, bytes).unwrap();
+    let err = fails(
+        &["merge", crafted.to_str().unwrap(), pb.to_str().unwrap()],
+        65,
+    );
+    assert!(err.contains("crafted.partial"), "{err}");
+    assert!(
+        err.contains("frequent-items map size 1099511627776; the limit is 1048576"),
+        "{err}"
+    );
+
+    // A quote never closed: the record runs to the end of the file.
+    let f = dir.path().join("open-quote.csv");
+    let mut text = b"a,b\n1,x\n2,\"".to_vec();
+    text.resize(text.len() + (4 << 20), b'x');
+    std::fs::write(&f, text).unwrap();
+    let path = f.to_str().unwrap();
+    let err = fails(
+        &[
+            "profile",
+            path,
+            "--header",
+            "true",
+            "--quote",
+            "\"",
+            "--max-record-bytes",
+            "1048576",
+        ],
+        65,
+    );
+    assert!(err.contains("open-quote.csv"), "{err}");
+    assert!(err.contains("CSV record 2"), "{err}");
+    assert!(err.contains("the limit is 1 MiB"), "{err}");
+    // A limit below 1 KiB would refuse real records: it is refused itself.
+    let err = fails(&["profile", path, "--max-record-bytes", "100"], 64);
+    assert!(err.contains("max_record_bytes must be"), "{err}");
+}

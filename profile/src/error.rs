@@ -54,6 +54,16 @@ pub enum Error {
     #[error("merge: {0}")]
     Merge(String),
 
+    /// Something read is larger than the engine takes (see `limits`): a hostile or corrupt
+    /// object, or a limit to raise.
+    #[error("{what}: {detail}; the limit is {limit}")]
+    TooLarge {
+        /// The object, file or partial at fault.
+        what: String,
+        detail: String,
+        limit: String,
+    },
+
     #[error("{what}: unsupported format version {found} (this build reads {supported})")]
     Version {
         what: &'static str,
@@ -71,7 +81,8 @@ impl Error {
             | Error::Corrupt { .. }
             | Error::BadRecord { .. }
             | Error::Changed { .. }
-            | Error::SchemaMismatch { .. } => ErrorClass::BadData,
+            | Error::SchemaMismatch { .. }
+            | Error::TooLarge { .. } => ErrorClass::BadData,
             Error::Invalid { .. } | Error::Merge(_) | Error::Version { .. } => ErrorClass::Invalid,
             Error::AccessDenied { .. } | Error::Storage { .. } => ErrorClass::Transient,
         }

@@ -8,6 +8,7 @@
 pub mod dataset;
 pub mod error;
 pub mod kernel;
+pub mod limits;
 pub mod merge;
 pub mod options;
 pub mod partial;

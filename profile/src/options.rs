@@ -34,6 +34,15 @@ pub struct ProfileOptions {
     /// Profile a deterministic sample of the rows instead of all of them; `None`: every row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<Sampling>,
+    /// Longest CSV/NDJSON record, in bytes: a longer one (a file without line breaks, an
+    /// unterminated quote) fails the task instead of being buffered whole. Not written when it
+    /// is the default, so plans of earlier releases read the same.
+    #[serde(skip_serializing_if = "is_default_record_bytes")]
+    pub max_record_bytes: u64,
+}
+
+fn is_default_record_bytes(n: &u64) -> bool {
+    *n == crate::limits::DEFAULT_MAX_RECORD_BYTES
 }
 
 /// Row sampling: each row is kept, independently, with probability `fraction` (a Bernoulli
@@ -94,6 +103,7 @@ impl Default for ProfileOptions {
             row_hll_lg_k: 18,
             batch_rows: 64 * 1024,
             sampling: None,
+            max_record_bytes: crate::limits::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -101,8 +111,32 @@ impl Default for ProfileOptions {
 impl ProfileOptions {
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |detail: String| Err(crate::Error::invalid("profile options", detail));
-        if self.top_k == 0 || self.top_k > 10_000 {
-            return bad(format!("top_k must be 1..=10000, got {}", self.top_k));
+        use crate::limits::{
+            MAX_EXACT_DISTINCT_LIMIT, MAX_EXACT_ROW_HASH_LIMIT, MAX_FREQUENT_MAP_SIZE, MAX_TOP_K,
+            RECORD_BYTES_RANGE,
+        };
+        if self.top_k == 0 || self.top_k > MAX_TOP_K {
+            return bad(format!("top_k must be 1..={MAX_TOP_K}, got {}", self.top_k));
+        }
+        if self.exact_distinct_limit > MAX_EXACT_DISTINCT_LIMIT {
+            return bad(format!(
+                "exact_distinct_limit must be at most {MAX_EXACT_DISTINCT_LIMIT}, got {}",
+                self.exact_distinct_limit
+            ));
+        }
+        if self.exact_row_hash_limit > MAX_EXACT_ROW_HASH_LIMIT {
+            return bad(format!(
+                "exact_row_hash_limit must be at most {MAX_EXACT_ROW_HASH_LIMIT}, got {}",
+                self.exact_row_hash_limit
+            ));
+        }
+        if !RECORD_BYTES_RANGE.contains(&self.max_record_bytes) {
+            return bad(format!(
+                "max_record_bytes must be {}..={}, got {}",
+                RECORD_BYTES_RANGE.start(),
+                RECORD_BYTES_RANGE.end(),
+                self.max_record_bytes
+            ));
         }
         if !(8..=65535).contains(&self.kll_k) {
             return bad(format!("kll_k must be 8..=65535, got {}", self.kll_k));
@@ -110,9 +144,12 @@ impl ProfileOptions {
         if !(4..=21).contains(&self.hll_lg_k) || !(4..=21).contains(&self.row_hll_lg_k) {
             return bad("hll_lg_k and row_hll_lg_k must be 4..=21".into());
         }
-        if !self.frequent_items_map_size.is_power_of_two() || self.frequent_items_map_size < 8 {
+        if !self.frequent_items_map_size.is_power_of_two()
+            || self.frequent_items_map_size < 8
+            || self.frequent_items_map_size > MAX_FREQUENT_MAP_SIZE
+        {
             return bad(format!(
-                "frequent_items_map_size must be a power of two >= 8, got {}",
+                "frequent_items_map_size must be a power of two from 8 to {MAX_FREQUENT_MAP_SIZE}, got {}",
                 self.frequent_items_map_size
             ));
         }

@@ -243,7 +243,17 @@ impl PartialProfile {
             ));
         }
         let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        let bad = |e: postcard::Error| Error::invalid("partial profile", format!("{what}: {e}"));
+        // A sketch size over a limit is refused inside a `Deserialize` impl, which postcard
+        // reports without its message: the impl leaves the refusal for this to name.
+        let _ = crate::limits::take_refusal();
+        let bad = |e: postcard::Error| match crate::limits::take_refusal() {
+            Some(r) => Error::TooLarge {
+                what: format!("partial profile {what}"),
+                detail: r.detail,
+                limit: r.limit,
+            },
+            None => Error::invalid("partial profile", format!("{what}: {e}")),
+        };
         match version {
             PARTIAL_VERSION => postcard::from_bytes(&bytes[12..]).map_err(bad),
             2 => postcard::from_bytes::<v2::PartialProfile>(&bytes[12..])

@@ -237,6 +237,13 @@ pub struct ColumnProfile {
     pub avg_length: Option<f64>,
     /// Patterns found in non-empty strings, most matches first.
     pub detected_patterns: Vec<PatternMatch>,
+    /// Strings: some value was too long to keep whole (1024 characters or more). `min` and
+    /// `max` are then the first 1024 characters of the smallest and largest value (so `min` is
+    /// still a lower bound, and `max` is where the largest value starts, not an upper bound),
+    /// and a listed value longer than that is its first 1024 characters, `…` and a hash of the
+    /// whole value. Absent when every kept string is whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated_strings: bool,
     /// Which figures are estimates, and their bounds.
     pub accuracy: ColumnAccuracy,
     /// Figures of this column that were not computed for every row (e.g. `detected_patterns`
@@ -539,6 +546,7 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
         max_length: None,
         avg_length: None,
         detected_patterns: Vec::new(),
+        truncated_strings: false,
         accuracy: ColumnAccuracy::default(),
         unavailable: Vec::new(),
     };
@@ -638,7 +646,9 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
             p.min_length = s.min_length;
             p.max_length = s.max_length;
             p.avg_length = (non_null > 0).then(|| s.total_length as f64 / non_null as f64);
-            values_into(&mut p, &s.values.summary(), non_null, Value::String);
+            let summary = s.values.summary();
+            p.truncated_strings = s.truncated(&summary);
+            values_into(&mut p, &summary, non_null, Value::String);
             if let Some(counts) = s.pattern_counts() {
                 p.detected_patterns = counts
                     .detected()

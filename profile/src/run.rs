@@ -139,6 +139,7 @@ pub async fn run_task(
                 format: plan.dataset.format,
                 schema,
                 csv: plan.dataset.csv.as_ref(),
+                max_record_bytes: plan.options.max_record_bytes,
             },
             &slice,
             &read,

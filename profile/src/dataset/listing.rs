@@ -277,9 +277,16 @@ pub(crate) fn parquet_error(uri: &str, e: parquet::errors::ParquetError) -> Erro
     match e {
         P::External(inner) => match inner.downcast::<object_store::Error>() {
             Ok(store_err) => Error::from_store(uri, *store_err),
-            Err(other) => Error::Storage {
-                uri: uri.to_string(),
-                detail: other.to_string(),
+            Err(other) => match other.downcast::<super::parquet_io::FooterTooLarge>() {
+                Ok(footer) => Error::TooLarge {
+                    what: uri.to_string(),
+                    detail: format!("{footer}, too large to read (a corrupt or hostile file?)"),
+                    limit: crate::limits::bytes_in_words(footer.max),
+                },
+                Err(other) => Error::Storage {
+                    uri: uri.to_string(),
+                    detail: other.to_string(),
+                },
             },
         },
         other => Error::Corrupt {
@@ -551,6 +558,14 @@ async fn ipc_schema(store: &dyn ObjectStore, object: &ObjectMeta, uri: &str) -> 
         return Err(corrupt(format!(
             "footer of {len} bytes is larger than the file"
         )));
+    }
+    let max = crate::limits::MAX_PARQUET_FOOTER_BYTES;
+    if len > max {
+        return Err(Error::TooLarge {
+            what: uri.to_string(),
+            detail: format!("the Arrow IPC footer declares {len} bytes, too large to read"),
+            limit: crate::limits::bytes_in_words(max),
+        });
     }
     let footer_bytes = fetch(object.size - 10 - len..object.size - 10).await?;
     let footer = arrow::ipc::root_as_footer(&footer_bytes).map_err(|e| corrupt(e.to_string()))?;

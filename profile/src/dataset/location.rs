@@ -1,6 +1,7 @@
 //! Parsing a dataset or output URI into an object store, a path inside it and an optional glob.
 
 use crate::{Error, Result};
+use futures::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::gcp::GoogleCloudStorageBuilder;
@@ -424,15 +425,51 @@ fn build_store(root: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
     Ok(store)
 }
 
-/// Reads a whole object (a plan, a partial profile, a profile).
+/// Reads a whole object (a plan, a partial profile, a profile), of at most
+/// [`MAX_OBJECT_BYTES`](crate::limits::MAX_OBJECT_BYTES).
 pub async fn read_object(uri: &str, options: &StorageOptions) -> Result<bytes::Bytes> {
+    read_object_limited(uri, options, crate::limits::MAX_OBJECT_BYTES).await
+}
+
+/// Reads a whole object of at most `max` bytes. The object's size is checked before its body is
+/// read, and the body is read as a stream that stops past `max`, so a server that says one size
+/// and sends more is cut off too.
+pub async fn read_object_limited(
+    uri: &str,
+    options: &StorageOptions,
+    max: u64,
+) -> Result<bytes::Bytes> {
     let loc = Location::parse(uri)?;
     let store = loc.store(options)?;
     let got = store
         .get(&loc.path)
         .await
         .map_err(|e| Error::from_store(uri, e))?;
-    got.bytes().await.map_err(|e| Error::from_store(uri, e))
+    let too_large = |size: u64| Error::TooLarge {
+        what: uri.to_string(),
+        detail: format!("an object of {size} bytes is too large to read whole"),
+        limit: crate::limits::bytes_in_words(max),
+    };
+    let size = got.meta.size;
+    if size > max {
+        return Err(too_large(size));
+    }
+    // A local file is read in one piece, of the size checked (its range was fixed when it was
+    // opened); only a stream can bring more than it said.
+    if !matches!(got.payload, object_store::GetResultPayload::Stream(_)) {
+        return got.bytes().await.map_err(|e| Error::from_store(uri, e));
+    }
+    let mut body = got.into_stream();
+    let mut out = bytes::BytesMut::with_capacity(size as usize);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Error::from_store(uri, e))?;
+        let total = out.len() as u64 + chunk.len() as u64;
+        if total > max {
+            return Err(too_large(total));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
 }
 
 /// Writes a whole object. Object stores make a PUT visible all at once; the local file system

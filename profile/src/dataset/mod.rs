@@ -14,7 +14,8 @@ pub use csv::{CsvDialect, CsvOptions, Encoding, parse_char};
 pub use format::Format;
 pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_with};
 pub use location::{
-    Location, StorageOptions, is_secret_key, is_storage_key, read_object, write_object,
+    Location, StorageOptions, is_secret_key, is_storage_key, read_object, read_object_limited,
+    write_object,
 };
 pub use read::{BatchStream, Decoding, FileSlice, RowSpans, SliceStream, open_slice};
 pub use split::{data_start, record_starts, scan_record_starts};

@@ -102,6 +102,8 @@ pub struct Decoding<'a> {
     pub schema: &'a SchemaRef,
     /// CSV: the plan's dialect (`None`: the default, comma-separated with a header, UTF-8).
     pub csv: Option<&'a CsvDialect>,
+    /// CSV and NDJSON: the longest record, in bytes (the plan's `max_record_bytes`).
+    pub max_record_bytes: u64,
 }
 
 /// Opens `slice` and streams the columns `columns` (names of the dataset schema).
@@ -116,6 +118,7 @@ pub async fn open_slice(
         format,
         schema,
         csv,
+        max_record_bytes,
     } = decoding;
     let schema = schema.clone();
     let projection = columns
@@ -140,6 +143,7 @@ pub async fn open_slice(
                 csv,
                 projection,
                 batch_rows,
+                max_record_bytes,
             };
             text_stream(store, path, slice, text).await.map(whole)
         }
@@ -242,6 +246,90 @@ struct TextRead<'a> {
     csv: Option<&'a CsvDialect>,
     projection: Vec<usize>,
     batch_rows: usize,
+    max_record_bytes: u64,
+}
+
+/// Most bytes handed to a text decoder at once: with the record length counted between calls,
+/// a record runs at most this far past the limit before it is refused.
+const DECODE_STEP: usize = 1 << 20;
+
+/// The length of the record a text decoder is in the middle of. The decoders buffer a record
+/// until it ends, so without a limit a file with no line break (or a CSV quote never closed)
+/// would be buffered whole.
+struct RecordLength {
+    max: u64,
+    /// Bytes decoded since a record last ended (counted per call to the decoder).
+    open: u64,
+    /// Position in the decoded text (the file's bytes for UTF-8) of the decoder's input, and
+    /// where the current record started (to within a call).
+    pos: u64,
+    start: u64,
+    /// Records ended before the current one, and the decoder's count when last looked at.
+    records: u64,
+    seen: usize,
+}
+
+impl RecordLength {
+    /// `ended`: the decoder's count before any input.
+    fn new(max: u64, from: u64, ended: usize) -> RecordLength {
+        RecordLength {
+            max,
+            open: 0,
+            pos: from,
+            start: from,
+            records: 0,
+            seen: ended,
+        }
+    }
+
+    /// Notes that the decoder took `consumed` bytes and now holds `ended` ended records; an
+    /// error when the open record is over the limit.
+    fn decoded(&mut self, consumed: usize, ended: usize, what: &Labels<'_>) -> Result<()> {
+        self.pos += consumed as u64;
+        if ended > self.seen {
+            self.records += (ended - self.seen) as u64;
+            self.open = 0;
+            self.start = self.pos;
+        } else {
+            self.open += consumed as u64;
+        }
+        self.seen = ended;
+        if self.open <= self.max {
+            return Ok(());
+        }
+        let range = if what.from > 0 {
+            format!(" of the byte range from {}", what.from)
+        } else {
+            String::new()
+        };
+        Err(Error::TooLarge {
+            what: what.uri.to_string(),
+            detail: format!(
+                "{} record {}{range}, from about byte {}, runs on for more than {} bytes without \
+                 ending (an unterminated quote, or no line breaks?)",
+                what.label,
+                self.records + 1,
+                self.start,
+                self.open
+            ),
+            limit: format!(
+                "{} (max_record_bytes; th --max-record-bytes)",
+                crate::limits::bytes_in_words(self.max)
+            ),
+        })
+    }
+
+    /// The decoder was flushed: its count starts again.
+    fn flushed(&mut self, ended: usize) {
+        self.seen = ended;
+    }
+}
+
+/// What a record-length error names.
+struct Labels<'a> {
+    uri: &'a str,
+    label: &'static str,
+    from: u64,
 }
 
 /// CSV and NDJSON: the object's bytes are streamed through arrow's push decoders, so a large
@@ -259,6 +347,7 @@ async fn text_stream(
         csv,
         projection,
         batch_rows,
+        max_record_bytes,
     } = read;
     // A range is read from the byte before its start (to tell whether a record starts there)
     // to the end of the file, and dropped once its last record is complete.
@@ -311,11 +400,18 @@ async fn text_stream(
     let mut source = TextSource::new(body, encoding, uri.clone());
     source.at_start = from == 0;
     source.cut = cut;
+    let length = RecordLength::new(max_record_bytes, from, decoder.ended_records());
+    let step = DECODE_STEP.min(usize::try_from(max_record_bytes).unwrap_or(usize::MAX));
     let stream = futures::stream::try_unfold(
-        (source, Bytes::new(), false, decoder),
-        move |(mut source, mut buffered, mut done, mut decoder)| {
+        (source, Bytes::new(), false, decoder, length),
+        move |(mut source, mut buffered, mut done, mut decoder, mut length)| {
             let uri = uri.clone();
             async move {
+                let labels = Labels {
+                    uri: &uri,
+                    label,
+                    from,
+                };
                 loop {
                     if buffered.is_empty() && !done {
                         match source.next().await? {
@@ -327,11 +423,17 @@ async fn text_stream(
                         }
                     }
                     // An empty buffer after the end of the body tells the decoder the input ended.
-                    let consumed = decoder.decode(&buffered).map_err(|e| bad(&uri, e))?;
+                    let input = &buffered[..buffered.len().min(step)];
+                    let consumed = decoder.decode(input).map_err(|e| bad(&uri, e))?;
                     buffered.advance(consumed);
+                    length.decoded(consumed, decoder.ended_records(), &labels)?;
                     if consumed == 0 {
-                        match decoder.flush().map_err(|e| bad(&uri, e))? {
-                            Some(b) => return Ok(Some((b, (source, buffered, done, decoder)))),
+                        let flushed = decoder.flush().map_err(|e| bad(&uri, e))?;
+                        length.flushed(decoder.ended_records());
+                        match flushed {
+                            Some(b) => {
+                                return Ok(Some((b, (source, buffered, done, decoder, length))));
+                            }
                             None if done && buffered.is_empty() => return Ok(None),
                             None if buffered.is_empty() => {}
                             None => {
@@ -512,6 +614,9 @@ impl TextSource {
 trait TextDecoder: Send {
     fn decode(&mut self, buf: &[u8]) -> Result<usize, arrow::error::ArrowError>;
     fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError>;
+    /// A count that grows by one with each record the decoder has seen end since its last
+    /// flush (its absolute value means nothing).
+    fn ended_records(&self) -> usize;
 }
 
 impl TextDecoder for arrow::csv::reader::Decoder {
@@ -521,6 +626,10 @@ impl TextDecoder for arrow::csv::reader::Decoder {
     fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         arrow::csv::reader::Decoder::flush(self)
     }
+    fn ended_records(&self) -> usize {
+        // Its capacity is the batch's rows still to come: one less for each ended record.
+        usize::MAX - self.capacity()
+    }
 }
 
 impl TextDecoder for arrow::json::reader::Decoder {
@@ -529,6 +638,10 @@ impl TextDecoder for arrow::json::reader::Decoder {
     }
     fn flush(&mut self) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
         arrow::json::reader::Decoder::flush(self)
+    }
+    fn ended_records(&self) -> usize {
+        // Its length counts the record it is in the middle of too.
+        self.len() - usize::from(self.has_partial_record())
     }
 }
 

@@ -1,10 +1,11 @@
 //! Column accumulators.
 
 use super::kind::ValueKind;
+use crate::limits::MAX_KEPT_STRING_CHARS;
 use crate::options::ProfileOptions;
 use crate::patterns::PatternCounts;
-use crate::stats::values::ValueParams;
-use crate::stats::{Moments, NeumaierSum, Quantiles, Values};
+use crate::stats::values::{ValueParams, bounded_key, is_shortened_key, string_prefix};
+use crate::stats::{Moments, NeumaierSum, Quantiles, ValueSummary, Values};
 use crate::{Error, Result};
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, PrimitiveArray,
@@ -12,6 +13,7 @@ use arrow::array::{
 use arrow::compute::cast;
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Int32Type, Int64Type, TimeUnit};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// How a temporal column's integers are to be read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -629,10 +631,15 @@ impl StringState {
                 }
                 _ => (batch_min, batch_max) = (Some(this), Some(this)),
             }
-            let in_map = self.values.observe(s);
+            // A long value is counted by a shortened key, whose patterns are not the value's:
+            // its patterns are counted here, from the value, and never from the key.
+            let key = bounded_key(s);
+            let in_map = self.values.observe(key.as_ref());
             if s.is_empty() {
                 empty += 1;
-            } else if !in_map && let Some(p) = &mut self.patterns {
+            } else if (!in_map || matches!(key, Cow::Owned(_)))
+                && let Some(p) = &mut self.patterns
+            {
                 p.observe(s);
             }
         }
@@ -643,11 +650,18 @@ impl StringState {
         self.total_length += total;
         self.min_length = min_opt(self.min_length, Some(lmin));
         self.max_length = max_opt(self.max_length, Some(lmax));
-        if self.min.as_deref().is_none_or(|cur| batch_min.value < cur) {
-            self.min = Some(batch_min.value.to_string());
+        // Kept as prefixes (see `string_prefix`): the prefix of the batch's extreme is the
+        // extreme of its values' prefixes, so comparing prefixes gives the same min and max in
+        // one pass and in any merge.
+        let (lo, hi) = (
+            string_prefix(batch_min.value),
+            string_prefix(batch_max.value),
+        );
+        if self.min.as_deref().is_none_or(|cur| lo < cur) {
+            self.min = Some(lo.to_string());
         }
-        if self.max.as_deref().is_none_or(|cur| batch_max.value > cur) {
-            self.max = Some(batch_max.value.to_string());
+        if self.max.as_deref().is_none_or(|cur| hi > cur) {
+            self.max = Some(hi.to_string());
         }
         self.absorb_evicted();
     }
@@ -656,7 +670,7 @@ impl StringState {
     fn absorb_evicted(&mut self) {
         let evicted = self.values.take_evicted();
         if let Some(p) = &mut self.patterns {
-            for (v, c) in evicted.iter().filter(|(v, _)| !v.is_empty()) {
+            for (v, c) in evicted.iter().filter(|(v, _)| counts_patterns(v)) {
                 p.observe_n(v, *c);
             }
         }
@@ -667,15 +681,16 @@ impl StringState {
         self.total_length += o.total_length;
         self.min_length = min_opt(self.min_length, o.min_length);
         self.max_length = max_opt(self.max_length, o.max_length);
-        if let Some(m) = &o.min
-            && self.min.as_ref().is_none_or(|cur| m < cur)
+        // A partial of an earlier release may hold whole strings: their prefixes merge alike.
+        if let Some(m) = o.min.as_deref().map(string_prefix)
+            && self.min.as_deref().is_none_or(|cur| m < cur)
         {
-            self.min = Some(m.clone());
+            self.min = Some(m.to_string());
         }
-        if let Some(m) = &o.max
-            && self.max.as_ref().is_none_or(|cur| m > cur)
+        if let Some(m) = o.max.as_deref().map(string_prefix)
+            && self.max.as_deref().is_none_or(|cur| m > cur)
         {
-            self.max = Some(m.clone());
+            self.max = Some(m.to_string());
         }
         match (&mut self.patterns, &o.patterns) {
             (Some(a), Some(b)) => a.merge(b),
@@ -692,12 +707,37 @@ impl StringState {
     pub fn pattern_counts(&self) -> Option<PatternCounts> {
         let mut total = self.patterns.clone()?;
         if let Some(map) = self.values.exact_counts() {
-            for (v, c) in map.iter().filter(|(v, _)| !v.is_empty()) {
+            for (v, c) in map.iter().filter(|(v, _)| counts_patterns(v)) {
                 total.observe_n(v, *c);
             }
         }
         Some(total)
     }
+
+    /// Whether the min, max or a counted value may be a prefix of a longer string: some kept
+    /// string reaches [`MAX_KEPT_STRING_CHARS`] characters.
+    /// `summary` is this column's value summary.
+    pub fn truncated(&self, summary: &ValueSummary<String>) -> bool {
+        let long = |s: &str| {
+            s.len() >= MAX_KEPT_STRING_CHARS && s.chars().nth(MAX_KEPT_STRING_CHARS - 1).is_some()
+        };
+        [&self.min, &self.max]
+            .into_iter()
+            .flatten()
+            .any(|s| long(s))
+            || summary.top.iter().any(|t| is_shortened_key(&t.value))
+            || summary
+                .bottom
+                .iter()
+                .flatten()
+                .any(|t| is_shortened_key(&t.value))
+    }
+}
+
+/// Whether a counted string's patterns are counted from the exact map: not for the empty string
+/// (no pattern) nor for a shortened key (counted from the value as it was read).
+fn counts_patterns(v: &str) -> bool {
+    !v.is_empty() && !is_shortened_key(v)
 }
 
 #[cfg(test)]

@@ -172,7 +172,25 @@ impl<'de> Deserialize<'de> for RowHashes {
                 "invalid row-hash sketch size {lg_k}"
             )));
         }
+        use crate::limits::{MAX_EXACT_ROW_HASH_LIMIT, refuse};
+        if limit > MAX_EXACT_ROW_HASH_LIMIT {
+            return Err(refuse(
+                format!("an exact row-hash limit of {limit} rows"),
+                MAX_EXACT_ROW_HASH_LIMIT,
+            ));
+        }
         let state = match stored {
+            // Exact hashes are at most twice the limit (unsettled ones, see `add`): more are not
+            // a partial we wrote.
+            Stored::Exact(hashes) if hashes.len() > limit.saturating_mul(2) => {
+                return Err(refuse(
+                    format!(
+                        "{} exact row hashes (more than its own limit)",
+                        hashes.len()
+                    ),
+                    format!("2 × {limit}"),
+                ));
+            }
             Stored::Exact(mut hashes) => {
                 // Stored sorted and without repeats; a partial from elsewhere is not trusted to be.
                 hashes.sort_unstable();

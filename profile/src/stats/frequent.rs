@@ -10,10 +10,12 @@
 //! DataSketches libraries read too), when a partial is merged, summarized or written.
 
 use datasketches::frequencies::FrequentItemsSketch;
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::values::ValueKey;
+use crate::limits::{MAX_FREQUENT_MAP_SIZE, Refusal};
 
 /// DataSketches' constants for the frequent-items family (datasketches-java `PreambleUtil`).
 const SERIAL_VERSION: u8 = 1;
@@ -26,6 +28,8 @@ const LOAD_DENOMINATOR: usize = 4;
 const SAMPLE_SIZE: usize = 1024;
 /// Table slots per item the sketch may hold: a sparse table keeps linear probes short.
 const SLOTS_PER_MAP_ENTRY: usize = 2;
+/// The crate's smallest map (2^3 entries).
+const LG_MIN_MAP_SIZE: u8 = 3;
 
 /// How a counted value is stored in a [`FrequentTable`].
 pub trait TableKey {
@@ -92,6 +96,9 @@ pub struct FrequentTable {
 impl FrequentTable {
     /// An empty table for a sketch of `map_size` (a power of two ≥ 8) holding numbers, or
     /// strings when `strings`.
+    ///
+    /// The table is allocated at the first update: a sketch read from a partial carries one
+    /// that may never be used, and at the largest map size it takes 64 MiB.
     pub fn new(map_size: usize, strings: bool) -> Self {
         let lg_map_size = map_size.trailing_zeros() as u8;
         let slots = map_size * SLOTS_PER_MAP_ENTRY;
@@ -99,11 +106,11 @@ impl FrequentTable {
             lg_map_size,
             capacity: map_size * LOAD_NUMERATOR / LOAD_DENOMINATOR,
             mask: slots - 1,
-            hashes: vec![0; slots],
-            words: vec![0; slots],
-            lens: if strings { vec![0; slots] } else { Vec::new() },
-            counts: vec![0; slots],
-            occupied: Vec::with_capacity(map_size),
+            hashes: Vec::new(),
+            words: Vec::new(),
+            lens: Vec::new(),
+            counts: Vec::new(),
+            occupied: Vec::new(),
             stream_weight: 0,
             offset: 0,
             arena: Vec::new(),
@@ -118,10 +125,26 @@ impl FrequentTable {
         self.stream_weight == 0
     }
 
+    /// Allocates the table, before the first update.
+    #[cold]
+    fn allocate(&mut self) {
+        let slots = self.mask + 1;
+        self.hashes = vec![0; slots];
+        self.words = vec![0; slots];
+        if self.strings {
+            self.lens = vec![0; slots];
+        }
+        self.counts = vec![0; slots];
+        self.occupied = Vec::with_capacity(self.capacity + 1);
+    }
+
     /// Counts a number (an `i64`, or a float's bits).
     #[inline]
     pub fn update_word(&mut self, word: u64, count: u64) {
         debug_assert!(!self.strings);
+        if self.counts.is_empty() {
+            self.allocate();
+        }
         let hash = mix(word);
         let mut i = hash as usize & self.mask;
         loop {
@@ -141,6 +164,9 @@ impl FrequentTable {
     #[inline]
     pub fn update_bytes(&mut self, bytes: &[u8], count: u64) {
         debug_assert!(self.strings);
+        if self.counts.is_empty() {
+            self.allocate();
+        }
         let hash = xxh3_64(bytes);
         let mut i = hash as usize & self.mask;
         loop {
@@ -273,6 +299,45 @@ impl FrequentTable {
         }
         out
     }
+}
+
+/// A stored frequent-items image, checked before the crate reads it: the crate allocates a map of
+/// the image's `lg_cur_map_size` (up to 2^30 entries, tens of GiB) whatever the number of items
+/// the image holds. An image over [`MAX_FREQUENT_MAP_SIZE`] is refused; a current map size larger
+/// than the image's items need is lowered to what they need (the crate grows the map again as
+/// items come, up to the maximum size, which alone decides when counts are purged, so the
+/// sketch counts the same).
+pub fn checked_image(bytes: &[u8]) -> Result<Cow<'_, [u8]>, Refusal> {
+    let (Some(&lg_max), Some(&lg_cur)) = (bytes.get(3), bytes.get(4)) else {
+        // Too short to be an image: the crate says what is wrong with it.
+        return Ok(Cow::Borrowed(bytes));
+    };
+    let max_lg = MAX_FREQUENT_MAP_SIZE.trailing_zeros();
+    if u32::from(lg_max) > max_lg {
+        return Err(Refusal {
+            detail: format!(
+                "a frequent-items sketch with a map of 2^{lg_max} entries (lg_max_map_size {lg_max})"
+            ),
+            limit: format!("2^{max_lg} entries ({MAX_FREQUENT_MAP_SIZE})"),
+        });
+    }
+    let items = match bytes.get(8..12) {
+        Some(b) if bytes[0] & 0x3F == PREAMBLE_LONGS_NONEMPTY => {
+            u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize
+        }
+        // Empty images are read at the smallest map size by the crate.
+        _ => return Ok(Cow::Borrowed(bytes)),
+    };
+    let mut needed = LG_MIN_MAP_SIZE;
+    while ((1usize << needed) * LOAD_NUMERATOR / LOAD_DENOMINATOR) < items && needed < lg_cur {
+        needed += 1;
+    }
+    if needed >= lg_cur {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    let mut image = bytes.to_vec();
+    image[4] = needed;
+    Ok(Cow::Owned(image))
 }
 
 /// A 64-bit finalizer (splitmix64's), so that sequential numbers spread over the table.

@@ -8,6 +8,7 @@
 //! count, top and bottom values) and the merge adds the summaries up — exactly.
 
 use super::frequent::{Frequent, TableKey};
+use crate::limits::MAX_KEPT_STRING_CHARS;
 use datasketches::common::NumStdDev;
 use datasketches::frequencies::{ErrorType, FrequentItemValue, FrequentItemsSketch};
 use datasketches::hash::value::{canonical_float, raw_bytes};
@@ -15,7 +16,7 @@ use datasketches::hll::{HllSketch, HllType, HllUnion};
 use hashbrown::HashMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::collections::BTreeSet;
 use std::hash::Hash;
 
@@ -77,6 +78,42 @@ impl KeyRef for str {
     fn hll_update(&self, hll: &mut HllSketch) {
         hll.update(raw_bytes::from_str(self));
     }
+}
+
+/// The first [`MAX_KEPT_STRING_CHARS`] characters of `s` (all of `s` when it is shorter). A
+/// prefix of a fixed number of characters is monotone in string order (a ≤ b ⇒ prefix(a) ≤
+/// prefix(b)), so the smallest prefix is the prefix of the smallest string, whatever order
+/// partials are merged in: a column's min and max are kept this way.
+pub fn string_prefix(s: &str) -> &str {
+    // At most that many bytes: at most that many characters.
+    if s.len() <= MAX_KEPT_STRING_CHARS {
+        return s;
+    }
+    match s.char_indices().nth(MAX_KEPT_STRING_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
+}
+
+/// The form in which a string is counted: itself, or for a string longer than
+/// [`MAX_KEPT_STRING_CHARS`] characters its prefix, `…` and a 128-bit hash of the whole value,
+/// so that exact maps and sketches hold a few KiB per value whatever its length while distinct
+/// long values stay distinct. Such a key is longer than the limit, which no value kept whole
+/// is (see [`is_shortened_key`]).
+pub fn bounded_key(s: &str) -> Cow<'_, str> {
+    let prefix = string_prefix(s);
+    if prefix.len() == s.len() {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(format!(
+        "{prefix}…{:032x}",
+        xxhash_rust::xxh3::xxh3_128(s.as_bytes())
+    ))
+}
+
+/// Whether a counted string is the [`bounded_key`] of a longer value (not the value itself).
+pub fn is_shortened_key(k: &str) -> bool {
+    k.len() > MAX_KEPT_STRING_CHARS && k.chars().nth(MAX_KEPT_STRING_CHARS).is_some()
 }
 
 /// Parameters shared by every partial of a column (they come from the plan's options).
@@ -563,9 +600,11 @@ impl<K: ValueKey> Serialize for Values<K> {
 
 impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::limits::{MAX_EXACT_DISTINCT_LIMIT, MAX_FREQUENT_MAP_SIZE, MAX_TOP_K, refuse};
         use serde::de::Error;
         let (params, stored) = <(ValueParams, Stored<K>)>::deserialize(deserializer)?;
-        // Partials come from storage: sizes the sketches reject must fail here, not later.
+        // Partials come from storage: sizes the sketches reject must fail here, not later, and
+        // sizes that decide an allocation are capped before anything is allocated from them.
         if !(4..=21).contains(&params.hll_lg_k)
             || params.freq_map_size < 8
             || !params.freq_map_size.is_power_of_two()
@@ -575,15 +614,47 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
                 "invalid value-count parameters {params:?}"
             )));
         }
+        if params.freq_map_size > MAX_FREQUENT_MAP_SIZE {
+            return Err(refuse(
+                format!("frequent-items map size {}", params.freq_map_size),
+                MAX_FREQUENT_MAP_SIZE,
+            ));
+        }
+        if params.top_k > MAX_TOP_K {
+            return Err(refuse(format!("top_k {}", params.top_k), MAX_TOP_K));
+        }
+        if let Some(limit) = params.limit
+            && limit > MAX_EXACT_DISTINCT_LIMIT
+        {
+            return Err(refuse(
+                format!("exact distinct limit {limit}"),
+                MAX_EXACT_DISTINCT_LIMIT,
+            ));
+        }
         let hll = |b: &[u8]| HllSketch::deserialize(b).map_err(D::Error::custom);
         let mode = match stored {
-            Stored::Exact(v) => Mode::Exact(v.into_iter().collect()),
-            Stored::Sketch { hll: h, freq } => Mode::Sketch {
-                hll: hll(&h)?,
-                freq: Box::new(Frequent::from_sketch(
-                    FrequentItemsSketch::deserialize(&freq).map_err(D::Error::custom)?,
-                )),
-            },
+            Stored::Exact(v) => {
+                // A map is exact only up to its limit: more values are not a partial we wrote.
+                if let Some(limit) = params.limit
+                    && v.len() > limit
+                {
+                    return Err(refuse(
+                        format!("{} exact values (more than its own limit)", v.len()),
+                        limit,
+                    ));
+                }
+                Mode::Exact(v.into_iter().collect())
+            }
+            Stored::Sketch { hll: h, freq } => {
+                let image = super::frequent::checked_image(&freq)
+                    .map_err(|r| refuse::<D::Error>(r.detail, r.limit))?;
+                Mode::Sketch {
+                    hll: hll(&h)?,
+                    freq: Box::new(Frequent::from_sketch(
+                        FrequentItemsSketch::deserialize(&image).map_err(D::Error::custom)?,
+                    )),
+                }
+            }
             Stored::Disjoint {
                 plan,
                 buckets,
@@ -591,7 +662,7 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
                 top,
                 bottom,
                 hll: h,
-            } => Mode::Disjoint {
+            } if top.len() <= params.top_k && bottom.len() <= params.top_k => Mode::Disjoint {
                 plan,
                 buckets,
                 distinct,
@@ -599,6 +670,16 @@ impl<'de, K: ValueKey> Deserialize<'de> for Values<K> {
                 bottom,
                 hll: hll(&h)?,
             },
+            Stored::Disjoint { top, bottom, .. } => {
+                return Err(refuse(
+                    format!(
+                        "a summary of {} top and {} bottom values",
+                        top.len(),
+                        bottom.len()
+                    ),
+                    format!("top_k = {}", params.top_k),
+                ));
+            }
         };
         Ok(Values {
             params,
