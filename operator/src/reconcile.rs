@@ -622,7 +622,9 @@ async fn pending_foreign(
             }
             foreign_token_secret(pj, ctx, &workers).await
         }
-        Some("dask") => foreign_job(ctx, pj, &decide::remote_id("dask", &name, &uid, attempt)).await,
+        Some("dask") => {
+            foreign_job(ctx, pj, &decide::remote_id("dask", &name, &uid, attempt)).await
+        }
         _ => Ok(None),
     }
 }
@@ -1085,7 +1087,10 @@ async fn patch_finalizer(pj: &ProfileJob, ctx: &Context, add: bool) -> Result<()
     let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).map_err(invalid)?);
     let api: Api<ProfileJob> =
         Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
-    match api.patch(&pj.name_any(), &PatchParams::default(), &patch).await {
+    match api
+        .patch(&pj.name_any(), &PatchParams::default(), &patch)
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
             info!(job = %pj.name_any(), add, "the finalizers changed meanwhile: patched at the next reconcile");
@@ -1260,7 +1265,11 @@ where
 
 /// Deletes an object; with `uid`, only that very object (a precondition), not one created
 /// since under the same name.
-async fn delete_idempotent<K>(api: &Api<K>, name: &str, uid: Option<String>) -> Result<(), kube::Error>
+async fn delete_idempotent<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -1542,7 +1551,8 @@ mod tests {
         assert_eq!(finalizer_patch(&others, false), None);
         // What kube's JSON patch type accepts.
         for ops in [finalizer_patch(&[], true), finalizer_patch(&with, false)] {
-            let _: Patch<()> = Patch::Json(serde_json::from_value(ops.expect("a patch")).expect("RFC 6902"));
+            let _: Patch<()> =
+                Patch::Json(serde_json::from_value(ops.expect("a patch")).expect("RFC 6902"));
         }
     }
 }

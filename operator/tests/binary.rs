@@ -230,8 +230,7 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
         s.secrets.push(body.clone());
         return json_response(201, &body);
     }
-    if let Some(name) =
-        path.strip_prefix(&format!("/api/v1/namespaces/{}/secrets/", support::NS))
+    if let Some(name) = path.strip_prefix(&format!("/api/v1/namespaces/{}/secrets/", support::NS))
         && method == Method::GET
     {
         return match s.secrets.iter().find(|x| x["metadata"]["name"] == name) {

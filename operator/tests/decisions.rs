@@ -993,9 +993,9 @@ fn a_predecessors_child_of_the_same_name_is_waited_for_and_never_read() {
         let ready = cond(&d.status, "Ready");
         assert_eq!(ready.reason, WAITING_FOR_PREVIOUS, "{ready:?}");
         assert!(
-            ready.message.contains(&format!(
-                "waiting for the previous {what} to be deleted"
-            )),
+            ready
+                .message
+                .contains(&format!("waiting for the previous {what} to be deleted")),
             "{}",
             ready.message
         );
@@ -1096,7 +1096,11 @@ fn a_merge_started_again_goes_without_exactly_the_failed_tasks_past_the_status_c
         "the first merge's list is exact"
     );
     let cut = d.status.failed_tasks.clone().expect("failedTasks");
-    assert!(status::is_cut(&cut), "the status string is cut: {} bytes", cut.len());
+    assert!(
+        status::is_cut(&cut),
+        "the status string is cut: {} bytes",
+        cut.len()
+    );
     assert!(status::parse_ranges(&cut).len() < exact.len());
     let mut merging = pj.clone();
     advance(&mut merging, &d);
@@ -1124,7 +1128,11 @@ fn a_merge_started_again_goes_without_exactly_the_failed_tasks_past_the_status_c
     assert_eq!(d.status.phase, Some(Phase::Failed));
     let failed_cond = cond(&d.status, "Failed");
     assert_eq!(failed_cond.reason, "MergeFailed");
-    assert!(failed_cond.message.contains("2501 task(s) have no partial"), "{}", failed_cond.message);
+    assert!(
+        failed_cond.message.contains("2501 task(s) have no partial"),
+        "{}",
+        failed_cond.message
+    );
 
     // A list that fits is read as it is (no listing needed).
     let mut small = running_job();

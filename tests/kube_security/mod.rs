@@ -65,7 +65,10 @@ fn worker_and_merge_pods_get_only_the_storage_keys_of_the_secret() {
         let pods = pods_of(&client, &ns).await;
         let workers = pods.iter().filter(|p| component(p) == "worker").count();
         let merges = pods.iter().filter(|p| component(p) == "merge").count();
-        assert!(workers >= 1 && merges == 1, "{workers} worker and {merges} merge pods");
+        assert!(
+            workers >= 1 && merges == 1,
+            "{workers} worker and {merges} merge pods"
+        );
         for pod in &pods {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let c = &pod.spec.as_ref().expect("pod spec").containers[0];
@@ -82,7 +85,11 @@ fn worker_and_merge_pods_get_only_the_storage_keys_of_the_secret() {
             assert_eq!(
                 refs,
                 [
-                    ("AWS_ACCESS_KEY_ID".into(), "lake".into(), "AWS_ACCESS_KEY_ID".into()),
+                    (
+                        "AWS_ACCESS_KEY_ID".into(),
+                        "lake".into(),
+                        "AWS_ACCESS_KEY_ID".into()
+                    ),
                     (
                         "AWS_SECRET_ACCESS_KEY".into(),
                         "lake".into(),
@@ -184,7 +191,13 @@ fn a_spark_connect_token_is_never_shown() {
         );
 
         // From a Secret: the token is nowhere but in the Secret.
-        create_secret(&client, &ns, "spark-token", json!({"token": "vault-s3cr3t"})).await;
+        create_secret(
+            &client,
+            &ns,
+            "spark-token",
+            json!({"token": "vault-s3cr3t"}),
+        )
+        .await;
         let from_secret = profilejob(
             "vault",
             &bucket,
@@ -311,12 +324,17 @@ fn a_stale_child_of_the_same_name_is_waited_for_not_taken_as_ours() {
             propagation_policy: Some(PropagationPolicy::Background),
             ..DeleteParams::default()
         };
-        jobs.delete("events-w1", &dp).await.expect("delete the stale Job");
+        jobs.delete("events-w1", &dp)
+            .await
+            .expect("delete the stale Job");
         let done = wait_phase(&client, &op, "events", "Succeeded", 120).await;
         let profile: Value =
             serde_json::from_slice(&s3_get(&bucket, "profiles/events.json")).expect("profile");
         assert_eq!(profile["row_count"], 1000, "{:#}", done["status"]);
-        let ours = jobs.get("events-w1").await.expect("the job's own worker Job");
+        let ours = jobs
+            .get("events-w1")
+            .await
+            .expect("the job's own worker Job");
         assert_ne!(ours.metadata.uid, stale.metadata.uid);
         let uid = done["metadata"]["uid"].as_str().expect("uid");
         assert!(

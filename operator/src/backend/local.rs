@@ -740,7 +740,11 @@ mod tests {
             assert_eq!(
                 by_ref,
                 [
-                    ("AWS_ACCESS_KEY_ID".into(), "lake".into(), "AWS_ACCESS_KEY_ID".into()),
+                    (
+                        "AWS_ACCESS_KEY_ID".into(),
+                        "lake".into(),
+                        "AWS_ACCESS_KEY_ID".into()
+                    ),
                     // the output's Secret wins a key both have
                     (
                         "AWS_SECRET_ACCESS_KEY".into(),
@@ -768,7 +772,10 @@ mod tests {
         let pj = job_with_local("{}");
         let job = worker_job(&pj, &worker_params(PodSettings::default()));
         assert!(owned_by(&job.metadata, "uid-1"));
-        assert!(!owned_by(&job.metadata, "uid-2"), "another ProfileJob of the same name");
+        assert!(
+            !owned_by(&job.metadata, "uid-2"),
+            "another ProfileJob of the same name"
+        );
         assert!(!owned_by(&job.metadata, ""));
         let mut not_controller = job.metadata.clone();
         for o in not_controller.owner_references.iter_mut().flatten() {

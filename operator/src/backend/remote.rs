@@ -266,7 +266,10 @@ async fn observe_dask(
     let Some(job) = jobs.get_opt(target.id).await? else {
         return Ok(RemoteObserved::default());
     };
-    if !owned_by(&job.metadata, pj.metadata.uid.as_deref().unwrap_or_default()) {
+    if !owned_by(
+        &job.metadata,
+        pj.metadata.uid.as_deref().unwrap_or_default(),
+    ) {
         // A predecessor's runner of the same name: its pods and log are not this job's.
         return Ok(RemoteObserved {
             foreign: Some(format!("Job {}", target.id)),

@@ -784,7 +784,10 @@ mod tests {
                 "sc://h/;user_id=me;token=s3cr3t;use_ssl=true",
                 "sc://h/;user_id=me;token=***;use_ssl=true",
             ),
-            ("sc://h/;use_ssl=true;token=s3cr3t", "sc://h/;use_ssl=true;token=***"),
+            (
+                "sc://h/;use_ssl=true;token=s3cr3t",
+                "sc://h/;use_ssl=true;token=***",
+            ),
             // any case, spaces, the first parameter without `;`
             ("sc://h/;Token=s3cr3t", "sc://h/;Token=***"),
             ("sc://h/; TOKEN = s3cr3t;x=1", "sc://h/; TOKEN =***;x=1"),
@@ -796,7 +799,10 @@ mod tests {
             ),
             // no token: unchanged
             ("sc://h:15002", "sc://h:15002"),
-            ("sc://h/;user_id=tokenizer;use_ssl=true", "sc://h/;user_id=tokenizer;use_ssl=true"),
+            (
+                "sc://h/;user_id=tokenizer;use_ssl=true",
+                "sc://h/;user_id=tokenizer;use_ssl=true",
+            ),
             ("the token is missing", "the token is missing"),
             ("", ""),
         ] {
@@ -810,7 +816,12 @@ mod tests {
 
     #[test]
     fn a_token_is_added_to_any_url_form_and_wins() {
-        for url in ["sc://h:1", "sc://h:1/", "sc://h:1/;use_ssl=false", "sc://h:1/;token=old"] {
+        for url in [
+            "sc://h:1",
+            "sc://h:1/",
+            "sc://h:1/;use_ssl=false",
+            "sc://h:1/;token=old",
+        ] {
             let u = ConnectUrl::parse(&with_token(url, "new")).unwrap();
             assert_eq!((u.host.as_str(), u.port), ("h", 1), "{url}");
             assert_eq!(u.token.as_deref(), Some("new"), "{url}");
