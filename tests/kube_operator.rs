@@ -5,6 +5,7 @@
 //! controller running and retrying our Indexed Jobs, garbage collection, RBAC, and restarts.
 
 mod control_plane;
+mod kube_security;
 
 use control_plane::*;
 use k8s_openapi::api::batch::v1::Job;

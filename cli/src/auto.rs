@@ -22,6 +22,7 @@ fn named_clusters(args: &ProfileArgs) -> BackendSpec {
     BackendSpec {
         spark: spark.map(|u| SparkBackend {
             connect_url: Some(u),
+            token_secret_ref: None,
         }),
         dask: given(&args.scheduler).map(|a| DaskBackend {
             scheduler_address: Some(a),

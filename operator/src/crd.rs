@@ -341,9 +341,30 @@ pub struct LocalBackend {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SparkBackend {
-    /// Spark Connect URL, e.g. `sc://spark-connect.spark:15002`.
+    /// Spark Connect URL, e.g. `sc://spark-connect.spark:15002`. A token written in it
+    /// (`/;token=...`) is accepted but warned about (event TokenInSpec): anyone who may read the
+    /// ProfileJob reads it. Put it in a Secret and name it in tokenSecretRef instead. The
+    /// status, conditions and events show the URL with the token as `***`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub connect_url: Option<String>,
+    /// The key of a Secret in the ProfileJob's namespace holding the Spark Connect token (sent
+    /// as `authorization: Bearer ...`). The operator adds it to the URL in its memory only, when
+    /// it connects; it wins over a token in connectUrl. A missing Secret or key fails the job
+    /// naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret in the ProfileJob's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key in the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
 }
 
 /// An existing Dask cluster.

@@ -136,6 +136,9 @@ pub struct RemoteObserved {
     /// How it ended when that was not by running every task (failed, stopped): its message
     /// and the tail of its logs.
     pub end_message: Option<String>,
+    /// The run's object (the Dask runner Job) exists under the run's name but is another
+    /// owner's: which one. Nothing else here is known then.
+    pub foreign: Option<String>,
 }
 
 /// Progress reported by the workers (gRPC), summed for the job.
@@ -167,6 +170,11 @@ pub struct Observed<'a> {
     pub remote: Option<RemoteObserved>,
     /// Our finalizer is on the object.
     pub has_finalizer: bool,
+    /// A child this reconcile would read or create (the worker Job, the merge Job, the Dask
+    /// runner Job, the progress-token Secret) exists under its deterministic name but is not
+    /// this job's (no controller reference with its uid): which one, e.g. `Job events-w1`. It is
+    /// never read as this job's; the job waits for it to go.
+    pub foreign: Option<String>,
 }
 
 impl<'a> Observed<'a> {
@@ -182,6 +190,7 @@ impl<'a> Observed<'a> {
             merge: None,
             remote: None,
             has_finalizer: false,
+            foreign: None,
         }
     }
 }
@@ -453,7 +462,28 @@ fn first_visit(obs: &Observed, settings: &Settings, d: &mut Decision) {
         reason: "Accepted".into(),
         message: msg,
     });
+    if let Some(warning) = token_in_spec(job) {
+        d.events.push(warning);
+    }
     d.actions.push(Action::Plan);
+}
+
+/// A Spark Connect token written in `spec.backend.spark.connectUrl` is accepted (the URL form
+/// allows it, and refusing it would break existing jobs) but warned about: whoever may read the
+/// ProfileJob reads it. The status and events never show it.
+fn token_in_spec(job: &ProfileJob) -> Option<EventNote> {
+    let url = job.spec.backend.spark.as_ref()?.connect_url.as_deref()?;
+    let has_token = crate::backend::spark::connect::ConnectUrl::parse(url)
+        .map(|u| u.token.is_some())
+        .unwrap_or_else(|_| crate::backend::spark::connect::redact(url) != url);
+    has_token.then(|| EventNote {
+        warning: true,
+        reason: "TokenInSpec".into(),
+        message: "token in spec; use tokenSecretRef: spec.backend.spark.connectUrl carries a \
+                  Spark Connect token, readable by anyone who may read this ProfileJob; put it \
+                  in a Secret and name it in spec.backend.spark.tokenSecretRef"
+            .into(),
+    })
 }
 
 fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
@@ -502,6 +532,9 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
         enter_merging(d, Vec::new(), plan, settings, now, generation);
         return;
     }
+    if wait_for_foreign(obs, settings, d) {
+        return;
+    }
     if remote_kind(&d.status).is_some() {
         counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
         if obs.job.spec.suspend {
@@ -540,6 +573,19 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
         d.actions.push(Action::Plan);
         return;
     };
+    if deadline_passed(obs) && obs.foreign.is_some() {
+        // Nothing of this job runs: it fails, and the other owner's child is left alone.
+        let msg = format!(
+            "activeDeadlineSeconds ({}) passed while waiting for the previous {} to be deleted",
+            obs.job.spec.active_deadline_seconds.unwrap_or_default(),
+            obs.foreign.as_deref().unwrap_or_default()
+        );
+        fail(d, "DeadlineExceeded", &msg, now, generation);
+        return;
+    }
+    if wait_for_foreign(obs, settings, d) {
+        return;
+    }
     if remote_kind(&d.status).is_some() {
         remote_running(obs, plan, settings, d);
         return;
@@ -998,6 +1044,44 @@ fn look_again(obs: &Observed, settings: &Settings) -> Duration {
     until_deadline.map_or(settings.resync, |d| d.min(settings.resync))
 }
 
+/// The condition reason while a predecessor's child is in the way.
+pub const WAITING_FOR_PREVIOUS: &str = "WaitingForPreviousChild";
+
+/// A child of this job's name belongs to another owner (a ProfileJob of the same name deleted
+/// and created again while garbage collection has not yet removed its children): nothing is
+/// created, read or changed under that name; the job says so and looks again soon. True when it
+/// waits.
+fn wait_for_foreign(obs: &Observed, settings: &Settings, d: &mut Decision) -> bool {
+    let Some(what) = &obs.foreign else {
+        return false;
+    };
+    let msg = format!(
+        "waiting for the previous {what} to be deleted: it has this job's name but another \
+         owner (a ProfileJob of the same name deleted and created again before garbage \
+         collection removed its children)"
+    );
+    let already = condition(&d.status.conditions, READY)
+        .is_some_and(|c| c.reason == WAITING_FOR_PREVIOUS && c.message == msg);
+    if !already {
+        d.events.push(EventNote {
+            warning: true,
+            reason: WAITING_FOR_PREVIOUS.into(),
+            message: msg.clone(),
+        });
+    }
+    cond(
+        d,
+        READY,
+        false,
+        WAITING_FOR_PREVIOUS,
+        &msg,
+        (obs.now, obs.job.metadata.generation),
+    );
+    // Nothing of ours triggers a reconcile when the other owner's child goes.
+    d.requeue = Some(settings.progress_interval.min(look_again(obs, settings)));
+    true
+}
+
 fn enter_merging(
     d: &mut Decision,
     missing: Vec<u32>,
@@ -1064,12 +1148,12 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
         d.actions.push(Action::Plan);
         return;
     };
-    let missing: Vec<u32> = d
-        .status
-        .failed_tasks
-        .as_deref()
-        .map(|s| parse_ranges(s).into_iter().collect())
-        .unwrap_or_default();
+    if wait_for_foreign(obs, settings, d) {
+        return;
+    }
+    if condition(&d.status.conditions, READY).is_some_and(|c| c.reason == WAITING_FOR_PREVIOUS) {
+        cond(d, READY, false, "Merging", "merging", (now, generation));
+    }
     match &obs.merge {
         Some(MergeObserved::Failed(message)) => {
             fail(d, "MergeFailed", message, now, generation);
@@ -1080,6 +1164,9 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
         // No merge Job: merge (again) — an operator restart mid-merge lands here, and a merge
         // writes the same objects twice without harm.
         None => {
+            let Some(missing) = missing_for_merge(obs, plan, settings, d) else {
+                return;
+            };
             let in_pod = merges_in_pod(plan, settings);
             d.actions.push(Action::Merge { missing, in_pod });
             if in_pod {
@@ -1087,6 +1174,44 @@ fn merging(obs: &Observed, settings: &Settings, d: &mut Decision) {
             }
         }
     }
+}
+
+/// The failed tasks a merge started again (after a restart or a retried error) goes without,
+/// exactly. The status's `failedTasks` is the list while it fits; once it was cut at 4 KiB it
+/// lists only some, so the list is the tasks without a partial in storage instead, which must
+/// be no more than the failed count the status keeps exactly (more: partials have vanished, and
+/// the job fails saying so rather than merge without them). `None`: decided otherwise (failed,
+/// or looking again once storage is listed).
+fn missing_for_merge(
+    obs: &Observed,
+    plan: &PlanSummary,
+    settings: &Settings,
+    d: &mut Decision,
+) -> Option<Vec<u32>> {
+    let Some(listed) = d.status.failed_tasks.as_deref() else {
+        return Some(Vec::new());
+    };
+    if !is_cut(listed) {
+        return Some(parse_ranges(listed).into_iter().collect());
+    }
+    let Some(partials) = &obs.partials else {
+        d.requeue = Some(settings.progress_interval);
+        return None;
+    };
+    let missing: Vec<u32> = (0..plan.tasks())
+        .filter(|t| !partials.contains(t))
+        .collect();
+    let failed = d.status.tasks.as_ref().map_or(0, |t| t.failed) as usize;
+    if missing.len() > failed {
+        let msg = format!(
+            "{} task(s) have no partial profile in storage but only {failed} failed: partials \
+             were deleted since the tasks ran",
+            missing.len()
+        );
+        fail(d, "MergeFailed", &msg, obs.now, obs.job.metadata.generation);
+        return None;
+    }
+    Some(missing)
 }
 
 fn finished(obs: &Observed, d: &mut Decision) {

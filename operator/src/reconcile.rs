@@ -6,6 +6,7 @@
 
 use crate::backend::local::{self, MergeParams, WorkerParams};
 use crate::backend::remote::{self, RemoteConfig, RemoteError, Target};
+use crate::backend::spark::connect::redact;
 use crate::backend::tasks::RemoteTasks;
 use crate::crd::{ProfileJob, ProfileJobStatus, ResultStatus, TaskFailure};
 use crate::decide::{
@@ -179,7 +180,7 @@ impl From<RemoteError> for ActionError {
         let kind = match e {
             RemoteError::Unreachable(_) => FailureKind::ClusterUnavailable,
             RemoteError::Invalid(_) => FailureKind::Invalid,
-            RemoteError::Kube(_) => FailureKind::Transient,
+            RemoteError::Kube(_) | RemoteError::Foreign(_) => FailureKind::Transient,
         };
         ActionError {
             kind,
@@ -206,7 +207,7 @@ pub use crate::decide::backoff;
 
 /// The controller's error policy: retry after a delay (the decisions are idempotent).
 pub fn error_policy(pj: Arc<ProfileJob>, err: &Error, ctx: Arc<Context>) -> Requeue {
-    warn!(job = %pj.name_any(), error = %err, "reconcile failed");
+    warn!(job = %pj.name_any(), error = %redact(&err.to_string()), "reconcile failed");
     if let Some(m) = &ctx.metrics {
         m.reconcile_failed(err.metric_label());
     }
@@ -286,7 +287,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                     &ctx.settings,
                     now,
                 );
-                warn!(job = %key, action = what, error = %message, retry, "action failed");
+                warn!(job = %key, action = what, error = %redact(&message), retry, "action failed");
                 write_status(&pj, &ctx, &failed).await?;
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
@@ -361,7 +362,8 @@ async fn publish(pj: &ProfileJob, ctx: &Context, e: &EventNote) {
             EventType::Normal
         },
         reason: e.reason.clone(),
-        note: Some(crate::status::truncate(&e.message, 1000)),
+        // No Spark Connect token in an event, whatever its message quotes.
+        note: Some(crate::status::truncate(&redact(&e.message), 1000)),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -391,6 +393,27 @@ async fn secret_data(
         .into_iter()
         .filter_map(|(k, v)| String::from_utf8(v.0).ok().map(|v| (k, v)))
         .collect())
+}
+
+/// The key names of the job's credentials Secrets, read before its pods are created: the pods
+/// get the storage keys among them by `secretKeyRef`, never the whole Secret. A missing Secret
+/// is an error naming it.
+async fn credential_keys(pj: &ProfileJob, ctx: &Context) -> Result<Vec<local::SecretKeys>, Error> {
+    let ns = pj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut out = Vec::new();
+    for name in local::credentials_secrets(pj) {
+        let s = api.get_opt(name).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "credentials Secret `{name}` not found in namespace {ns}"
+            ))
+        })?;
+        out.push(local::SecretKeys {
+            secret: name.to_string(),
+            keys: s.data.unwrap_or_default().into_keys().collect(),
+        });
+    }
+    Ok(out)
 }
 
 /// Storage options (with credentials from the referenced Secret) for the dataset and output.
@@ -489,6 +512,11 @@ async fn observe<'a>(
         return Ok(obs);
     };
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    if phase == crate::crd::Phase::Pending {
+        // The first children are created next: their names must be free of a predecessor's.
+        obs.foreign = pending_foreign(pj, ctx, &status).await?;
+        return Ok(obs);
+    }
     let active = matches!(
         phase,
         crate::crd::Phase::Running | crate::crd::Phase::Suspended | crate::crd::Phase::Queued
@@ -496,28 +524,42 @@ async fn observe<'a>(
     if active && let Some(target) = target(pj, &status) {
         // A remote run: the partials in storage and the run's own record.
         obs.partials = Some(list_partials(&work_prefix(pj), &out_opts).await);
-        obs.remote = Some(
-            remote::observe(&remote_of(ctx), pj, &target, plan.tasks())
-                .await
-                .map_err(|e| match e {
-                    RemoteError::Kube(k) => Error::Kube(k),
-                    other => Error::Invalid(other.to_string()),
-                })?,
-        );
+        let remote = remote::observe(&remote_of(ctx), pj, &target, plan.tasks())
+            .await
+            .map_err(|e| match e {
+                RemoteError::Kube(k) => Error::Kube(k),
+                other => Error::Invalid(other.to_string()),
+            })?;
+        obs.foreign = remote.foreign.clone();
+        obs.remote = Some(remote);
     } else if active {
         let name = status
             .submission
             .as_ref()
             .and_then(|s| s.id.clone())
             .unwrap_or_default();
-        if let Some(job) = jobs.get_opt(&name).await? {
-            let mut w = workers_observed(&job);
-            // The real Job controller can publish an index in failedIndexes (podFailurePolicy
-            // FailIndex) before its `failed` count: either says there are pods to read.
-            if w.failed_pods > 0 || !w.failed.is_empty() {
-                w.failures = pod_failures(ctx, &ns, &name, now).await?;
+        match jobs.get_opt(&name).await? {
+            Some(job) if !local::owned_by(&job.metadata, &uid) => {
+                // A predecessor's Job of the same name: none of its status is this job's.
+                obs.foreign = Some(format!("Job {name}"));
+                return Ok(obs);
             }
-            obs.workers = Some(w);
+            Some(job) => {
+                let mut w = workers_observed(&job);
+                // The real Job controller can publish an index in failedIndexes (podFailurePolicy
+                // FailIndex) before its `failed` count: either says there are pods to read.
+                if w.failed_pods > 0 || !w.failed.is_empty() {
+                    w.failures = pod_failures(ctx, &ns, &job, now).await?;
+                }
+                obs.workers = Some(w);
+            }
+            None => {
+                // The Job is (re)created next, with its token Secret.
+                obs.foreign = foreign_token_secret(pj, ctx, &name).await?;
+                if obs.foreign.is_some() {
+                    return Ok(obs);
+                }
+            }
         }
         if let Some(p) = &ctx.progress {
             obs.progress = p.observe(&uid, ctx.settings.stall_timeout);
@@ -537,13 +579,21 @@ async fn observe<'a>(
     }
     if phase == crate::crd::Phase::Merging {
         let name = decide::merge_name(&pj.name_any(), &uid, status.attempt.unwrap_or(1));
-        if let Some(job) = jobs.get_opt(&name).await? {
+        let found = jobs.get_opt(&name).await?;
+        if found
+            .as_ref()
+            .is_some_and(|j| !local::owned_by(&j.metadata, &uid))
+        {
+            obs.foreign = Some(format!("Job {name}"));
+            return Ok(obs);
+        }
+        if let Some(job) = found {
             let w = workers_observed(&job);
             obs.merge = Some(if w.completed.contains(&0) || job_succeeded(&job) {
                 MergeObserved::Succeeded
             } else if w.finished || w.failed.contains(&0) {
                 // The merge pod's own words (its termination message) say what was at fault.
-                let said = pod_failures(ctx, &ns, &name, now)
+                let said = pod_failures(ctx, &ns, &job, now)
                     .await?
                     .into_iter()
                     .last()
@@ -553,9 +603,78 @@ async fn observe<'a>(
             } else {
                 MergeObserved::Running
             });
+        } else if status
+            .failed_tasks
+            .as_deref()
+            .is_some_and(crate::status::is_cut)
+        {
+            // A merge starts (again) now, and the status lists only some of the failed tasks it
+            // goes without: storage says exactly which tasks have a partial.
+            let listed = try_list_partials(&work_prefix(pj), &out_opts)
+                .await
+                .map_err(Error::Invalid)?;
+            obs.partials = Some(listed);
         }
     }
     Ok(obs)
+}
+
+/// Before the first children of a job are created: a child name already taken by another
+/// owner's object, if one is (the worker Job and its token Secret, or the Dask runner Job).
+async fn pending_foreign(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+) -> Result<Option<String>, Error> {
+    let uid = pj.metadata.uid.clone().unwrap_or_default();
+    let name = pj.name_any();
+    let attempt = status.attempt.unwrap_or(1).max(1);
+    match status.backend.as_ref().map(|b| b.kind.as_str()) {
+        // `auto` chooses once the plan is read: most often local.
+        None | Some("local") => {
+            let workers = decide::workers_name(&name, &uid, attempt);
+            if let Some(f) = foreign_job(ctx, pj, &workers).await? {
+                return Ok(Some(f));
+            }
+            foreign_token_secret(pj, ctx, &workers).await
+        }
+        Some("dask") => {
+            foreign_job(ctx, pj, &decide::remote_id("dask", &name, &uid, attempt)).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `Job <name>` when a Job of that name exists and is not the ProfileJob's.
+async fn foreign_job(ctx: &Context, pj: &ProfileJob, name: &str) -> Result<Option<String>, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+    let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+    Ok(jobs
+        .get_opt(name)
+        .await?
+        .filter(|j| !local::owned_by(&j.metadata, uid))
+        .map(|_| format!("Job {name}")))
+}
+
+/// `Secret <workers>-token` when the worker Job's progress-token Secret exists and is not the
+/// ProfileJob's (its token would not be this job's). Only when the operator hands out tokens.
+async fn foreign_token_secret(
+    pj: &ProfileJob,
+    ctx: &Context,
+    workers: &str,
+) -> Result<Option<String>, Error> {
+    if ctx.progress.is_none() || ctx.config.progress_endpoint.is_none() {
+        return Ok(None);
+    }
+    let name = format!("{workers}-token");
+    let secrets: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+    let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+    Ok(secrets
+        .get_opt(&name)
+        .await?
+        .filter(|s| !local::owned_by(&s.metadata, uid))
+        .map(|_| format!("Secret {name}")))
 }
 
 async fn read_plan(ctx: &Context, uri: &str, opts: &StorageOptions) -> Option<PlanSummary> {
@@ -577,8 +696,19 @@ async fn read_plan(ctx: &Context, uri: &str, opts: &StorageOptions) -> Option<Pl
 /// Task ids with a partial under `<prefix>/partials/`. A listing failure is an empty set: the
 /// Job's own record still counts, and the next reconcile lists again.
 async fn list_partials(prefix: &str, opts: &StorageOptions) -> BTreeSet<u32> {
+    match try_list_partials(prefix, opts).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            warn!(prefix = %prefix, error = %e, "cannot list partials");
+            BTreeSet::new()
+        }
+    }
+}
+
+/// Task ids with a partial under `<prefix>/partials/`, or why they could not be listed.
+async fn try_list_partials(prefix: &str, opts: &StorageOptions) -> Result<BTreeSet<u32>, String> {
     let dir = format!("{prefix}/partials/");
-    let listed: Result<Vec<String>, String> = async {
+    let names: Vec<String> = async {
         let loc = Location::parse(&dir).map_err(|e| e.to_string())?;
         let store = loc.store(opts).map_err(|e| e.to_string())?;
         store
@@ -588,14 +718,9 @@ async fn list_partials(prefix: &str, opts: &StorageOptions) -> BTreeSet<u32> {
             .await
             .map_err(|e| e.to_string())
     }
-    .await;
-    match listed {
-        Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-        Err(e) => {
-            warn!(prefix = %dir, error = %e, "cannot list partials");
-            BTreeSet::new()
-        }
-    }
+    .await
+    .map_err(|e| format!("cannot list the partial profiles under {dir}: {e}"))?;
+    Ok(names.iter().filter_map(|n| n.parse().ok()).collect())
 }
 
 fn job_succeeded(job: &Job) -> bool {
@@ -647,16 +772,24 @@ pub fn failure_reason(exit_code: i32) -> &'static str {
     }
 }
 
+/// The pods of one Job: by its uid (the Job controller's `controller-uid` label), so that a
+/// predecessor's pods under the same Job name are never read as this Job's.
+fn pods_of_job(job: &Job) -> ListParams {
+    let selector = match job.metadata.uid.as_deref() {
+        Some(uid) => format!("batch.kubernetes.io/controller-uid={uid}"),
+        None => format!("batch.kubernetes.io/job-name={}", job.name_any()),
+    };
+    ListParams::default().labels(&selector)
+}
+
 async fn pod_failures(
     ctx: &Context,
     ns: &str,
-    job_name: &str,
+    job: &Job,
     now: OffsetDateTime,
 ) -> Result<Vec<TaskFailure>, Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
-        .await?;
+    let list = pods.list(&pods_of_job(job)).await?;
     let mut out = Vec::new();
     for pod in list.items {
         let Some(task) = pod
@@ -743,8 +876,9 @@ async fn execute(
             if let (Some(p), Some(_)) = (&ctx.progress, &ctx.config.progress_endpoint) {
                 let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
                 let s = local::token_secret(pj, &token_secret, &p.token(&uid));
-                create_idempotent(&secrets, &s).await.map_err(kube_err)?;
+                create_owned(&secrets, &s, &uid).await?;
             }
+            let credentials = credential_keys(pj, ctx).await?;
             let prefix = work_prefix(pj);
             let params = WorkerParams {
                 name: name.clone(),
@@ -757,10 +891,11 @@ async fn execute(
                 token_secret,
                 heartbeat_seconds: ctx.config.heartbeat_seconds,
                 pod_defaults: ctx.config.remote.pod_defaults.clone(),
+                credentials,
             };
             let job = local::worker_job(pj, &params);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            create_idempotent(&jobs, &job).await.map_err(kube_err)?;
+            create_owned(&jobs, &job, &uid).await?;
             info!(job = %pj.name_any(), workers = %name, tasks, "worker Job created");
             Ok(Outcome::Done)
         }
@@ -779,7 +914,15 @@ async fn execute(
         Action::DeleteWorkers => {
             let name = workers_name(pj, status);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            delete_idempotent(&jobs, &name).await.map_err(kube_err)?;
+            // Only this job's: a predecessor's Job of the same name is not ours to delete.
+            let uid = pj.metadata.uid.clone().unwrap_or_default();
+            if let Some(job) = jobs.get_opt(&name).await.map_err(kube_err)?
+                && local::owned_by(&job.metadata, &uid)
+            {
+                delete_idempotent(&jobs, &name, job.metadata.uid.clone())
+                    .await
+                    .map_err(kube_err)?;
+            }
             Ok(Outcome::Done)
         }
         Action::ReplacePods(tasks) => {
@@ -803,7 +946,7 @@ async fn execute(
                     .and_then(|s| s.phase.as_deref())
                     .is_some_and(|p| p == "Running" || p == "Pending");
                 if index.is_some_and(|i| wanted.contains(&i)) && running {
-                    delete_idempotent(&pods, &pod.name_any())
+                    delete_idempotent(&pods, &pod.name_any(), pod.metadata.uid.clone())
                         .await
                         .map_err(kube_err)?;
                 }
@@ -824,11 +967,10 @@ async fn execute(
                 started_at: status.start_time.clone(),
                 default_image: ctx.config.worker_image.clone(),
                 pod_defaults: ctx.config.remote.pod_defaults.clone(),
+                credentials: credential_keys(pj, ctx).await?,
             };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            create_idempotent(&jobs, &local::merge_job(pj, &params))
-                .await
-                .map_err(kube_err)?;
+            create_owned(&jobs, &local::merge_job(pj, &params), &uid).await?;
             info!(job = %pj.name_any(), merge = %params.name, "merge Job created");
             Ok(Outcome::Done)
         }
@@ -846,18 +988,14 @@ async fn execute(
         }
         Action::DeleteJob => {
             let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
-            delete_idempotent(&api, &pj.name_any())
+            delete_idempotent(&api, &pj.name_any(), pj.metadata.uid.clone())
                 .await
                 .map_err(kube_err)?;
             info!(job = %pj.name_any(), "ttlSecondsAfterFinished passed: deleted");
             Ok(Outcome::Gone)
         }
         Action::AddFinalizer => {
-            let mut keep: Vec<String> = pj.finalizers().to_vec();
-            if !keep.iter().any(|f| f == FINALIZER) {
-                keep.push(FINALIZER.to_string());
-            }
-            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            patch_finalizer(pj, ctx, true).await?;
             Ok(Outcome::Done)
         }
         Action::SubmitRemote { id, tasks } => {
@@ -866,9 +1004,36 @@ async fn execute(
                 message: "the job's status names no remote cluster".into(),
             })?;
             let t = Target { id, ..t };
+            // The status shows the Spark address without its token; the connection gets the
+            // URL as written, with the token of tokenSecretRef, in memory only.
+            let connect_url;
+            let t = if t.kind == "spark" {
+                connect_url = spark_connect_url(pj, ctx, t.address).await?;
+                Target {
+                    address: &connect_url,
+                    ..t
+                }
+            } else {
+                t
+            };
             let work = remote_tasks(pj, ctx, t.kind, tasks).await?;
             let opts = storage(pj, ctx, true).await?;
-            remote::submit(&remote_of(ctx), pj, &t, work, &opts, &ctx.config.remote).await?;
+            // Only the Dask runner is a pod; the others need no key names.
+            let credentials = if t.kind == "dask" {
+                credential_keys(pj, ctx).await?
+            } else {
+                Vec::new()
+            };
+            remote::submit(
+                &remote_of(ctx),
+                pj,
+                &t,
+                work,
+                &opts,
+                &ctx.config.remote,
+                &credentials,
+            )
+            .await?;
             Ok(Outcome::Done)
         }
         Action::CancelRemote => {
@@ -896,33 +1061,63 @@ async fn execute(
             // A deleted job's Spark run (cancelled just before) is no longer looked at.
             ctx.spark_runs
                 .forget(pj.metadata.uid.as_deref().unwrap_or_default());
-            let keep: Vec<String> = pj
-                .finalizers()
-                .iter()
-                .filter(|f| *f != FINALIZER)
-                .cloned()
-                .collect();
-            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            patch_finalizer(pj, ctx, false).await?;
             Ok(Outcome::Done)
         }
     }
 }
 
-/// Replaces the ProfileJob's finalizers (a merge patch of the list).
-async fn set_finalizers(
-    pj: &ProfileJob,
-    ctx: &Context,
-    finalizers: Vec<String>,
-) -> Result<(), kube::Error> {
+/// The JSON patch (RFC 6902) that adds (`add`) or removes our finalizer, conditional on the
+/// list as this reconcile saw it, as kube-runtime's finalizer helper writes it: a `test` of the
+/// whole list before adding (so that no one else's finalizer added meanwhile is dropped, and ours
+/// is not added twice), of our entry before removing it by index. `None`: nothing to change.
+pub fn finalizer_patch(current: &[String], add: bool) -> Option<serde_json::Value> {
+    let ours = current.iter().position(|f| f == FINALIZER);
+    match (add, ours) {
+        (true, Some(_)) | (false, None) => None,
+        (true, None) if current.is_empty() => Some(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])),
+        (true, None) => Some(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])),
+        (false, Some(i)) => Some(json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+        ])),
+    }
+}
+
+/// Adds or removes our finalizer with [`finalizer_patch`]. A failed `test` (someone changed the
+/// list since it was observed) changes nothing: that change is a watch event, whose reconcile
+/// patches again from the new list.
+async fn patch_finalizer(pj: &ProfileJob, ctx: &Context, add: bool) -> Result<(), ActionError> {
+    let Some(ops) = finalizer_patch(pj.finalizers(), add) else {
+        return Ok(());
+    };
+    let invalid = |e: serde_json::Error| ActionError {
+        kind: FailureKind::Invalid,
+        message: format!("the finalizer patch: {e}"),
+    };
+    let patch: Patch<()> = Patch::Json(serde_json::from_value(ops).map_err(invalid)?);
     let api: Api<ProfileJob> =
         Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
-    api.patch(
-        &pj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-    )
-    .await?;
-    Ok(())
+    match api
+        .patch(&pj.name_any(), &PatchParams::default(), &patch)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 || s.code == 422 => {
+            info!(job = %pj.name_any(), add, "the finalizers changed meanwhile: patched at the next reconcile");
+            Ok(())
+        }
+        Err(e) => Err(ActionError {
+            kind: FailureKind::Transient,
+            message: e.to_string(),
+        }),
+    }
 }
 
 fn remote_of(ctx: &Context) -> remote::Remote<'_> {
@@ -942,6 +1137,58 @@ fn target<'a>(pj: &ProfileJob, status: &'a ProfileJobStatus) -> Option<Target<'a
         id: status.submission.as_ref()?.id.as_deref()?,
         attempt: status.attempt.unwrap_or(1).max(1) as u32,
     })
+}
+
+/// The Spark Connect URL to connect with: the address the job was accepted with, as written
+/// (the status holds it with its token as `***`), and the token of
+/// `spec.backend.spark.tokenSecretRef` when it names one. Never stored, logged or shown.
+async fn spark_connect_url(pj: &ProfileJob, ctx: &Context, shown: &str) -> Result<String, Error> {
+    use crate::backend::choice;
+    use crate::crd::BackendType;
+    let url = choice::address(BackendType::Spark, &pj.spec.backend, &ctx.settings.clusters)
+        .filter(|u| u == shown || choice::shown(BackendType::Spark, u) == shown)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "the Spark Connect address the job was accepted with ({shown}) is no longer \
+                 spec.backend.spark.connectUrl or the operator's SPARK_CONNECT_URL"
+            ))
+        })?;
+    let Some(r) = pj
+        .spec
+        .backend
+        .spark
+        .as_ref()
+        .and_then(|s| s.token_secret_ref.as_ref())
+    else {
+        return Ok(url);
+    };
+    let ns = pj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let what = format!(
+        "the Spark Connect token Secret `{}` (spec.backend.spark.tokenSecretRef)",
+        r.name
+    );
+    let secret = api
+        .get_opt(&r.name)
+        .await?
+        .ok_or_else(|| Error::Invalid(format!("{what} is not found in namespace {ns}")))?;
+    let token = secret
+        .data
+        .unwrap_or_default()
+        .remove(&r.key)
+        .ok_or_else(|| Error::Invalid(format!("{what} has no key `{}`", r.key)))?;
+    // The token goes into the URL's parameters and an HTTP header: text without `;` or spaces.
+    let token = String::from_utf8(token.0)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty() && !t.contains(';') && !t.chars().any(char::is_whitespace))
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{what}, key `{}`: the token must be non-empty text without `;` or spaces",
+                r.key
+            ))
+        })?;
+    Ok(crate::backend::spark::connect::with_token(&url, &token))
 }
 
 /// What the remote run is given: the plan, where partials go, the tasks' credentials (Ray: from
@@ -1002,23 +1249,53 @@ fn workers_name(pj: &ProfileJob, status: &ProfileJobStatus) -> String {
         })
 }
 
-async fn create_idempotent<K>(api: &Api<K>, obj: &K) -> Result<(), kube::Error>
+/// Creates one of the job's children; "already exists" is done only when the existing object
+/// is the job's own. Another owner's (a predecessor's child, not yet garbage-collected) is a
+/// transient failure: the next reconcile sees it and waits for it to go.
+async fn create_owned<K>(api: &Api<K>, obj: &K, uid: &str) -> Result<(), ActionError>
 where
     K: Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
 {
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let transient = |e: kube::Error| ActionError {
+        kind: FailureKind::Transient,
+        message: e.to_string(),
+    };
     match api.create(&PostParams::default(), obj).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            match api.get_opt(&name).await.map_err(transient)? {
+                Some(found) if !local::owned_by(found.meta(), uid) => Err(ActionError {
+                    kind: FailureKind::Transient,
+                    message: format!(
+                        "the previous {} {name} (another owner's) is not deleted yet",
+                        K::kind(&Default::default())
+                    ),
+                }),
+                _ => Ok(()),
+            }
+        }
+        Err(e) => Err(transient(e)),
     }
 }
 
-async fn delete_idempotent<K>(api: &Api<K>, name: &str) -> Result<(), kube::Error>
+/// Deletes an object; with `uid`, only that very object (a precondition), not one created
+/// since under the same name.
+async fn delete_idempotent<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), kube::Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: uid.map(|uid| kube::api::Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     match api.delete(name, &dp).await {
@@ -1259,5 +1536,44 @@ impl MetricsSink for crate::metrics::Metrics {
 
     fn step_retried(&self, reason: &str) {
         crate::metrics::Metrics::step_retried(self, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_finalizer_is_added_and_removed_only_over_the_list_as_seen() {
+        assert_eq!(
+            finalizer_patch(&[], true),
+            Some(json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": null},
+                {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            ]))
+        );
+        let others = vec!["other.io/keep".to_string()];
+        assert_eq!(
+            finalizer_patch(&others, true),
+            Some(json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": ["other.io/keep"]},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            ]))
+        );
+        let with = vec!["other.io/keep".to_string(), FINALIZER.to_string()];
+        assert_eq!(finalizer_patch(&with, true), None, "never twice");
+        assert_eq!(
+            finalizer_patch(&with, false),
+            Some(json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ]))
+        );
+        assert_eq!(finalizer_patch(&others, false), None);
+        // What kube's JSON patch type accepts.
+        for ops in [finalizer_patch(&[], true), finalizer_patch(&with, false)] {
+            let _: Patch<()> =
+                Patch::Json(serde_json::from_value(ops.expect("a patch")).expect("RFC 6902"));
+        }
     }
 }

@@ -50,7 +50,12 @@ pub fn set_condition(
     generation: Option<i64>,
 ) -> bool {
     let status = if status { "True" } else { "False" };
-    let message = truncate(message, MAX_MESSAGE_BYTES);
+    // Whatever a message quotes (a cluster's error, an address), a Spark Connect token in it
+    // is never written to the status.
+    let message = truncate(
+        &crate::backend::spark::connect::redact(message),
+        MAX_MESSAGE_BYTES,
+    );
     match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             let before = c.clone();
@@ -125,11 +130,20 @@ pub fn bounded_ranges(tasks: &BTreeSet<u32>) -> Option<String> {
     Some(format!("{}{suffix}", &full[..cut]))
 }
 
+/// Whether an index-range string was cut by [`bounded_ranges`] (it then lists only some of the
+/// tasks, so it must not be read as the whole set).
+pub fn is_cut(ranges: &str) -> bool {
+    ranges.ends_with(" tasks)") && ranges.contains(",… (")
+}
+
 /// Appends failures and keeps the last [`MAX_LAST_FAILURES`], dropping exact repeats.
 pub fn push_failures(list: &mut Vec<TaskFailure>, new: impl IntoIterator<Item = TaskFailure>) {
     for f in new {
         let f = TaskFailure {
-            message: truncate(&f.message, MAX_MESSAGE_BYTES),
+            message: truncate(
+                &crate::backend::spark::connect::redact(&f.message),
+                MAX_MESSAGE_BYTES,
+            ),
             ..f
         };
         if list

@@ -230,6 +230,14 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
         s.secrets.push(body.clone());
         return json_response(201, &body);
     }
+    if let Some(name) = path.strip_prefix(&format!("/api/v1/namespaces/{}/secrets/", support::NS))
+        && method == Method::GET
+    {
+        return match s.secrets.iter().find(|x| x["metadata"]["name"] == name) {
+            Some(x) => json_response(200, x),
+            None => json_response(404, &support::status_body(404, "NotFound")),
+        };
+    }
     let cluster = s.cluster.clone();
     drop(s);
     let (code, out) = support::answer(&cluster, &method, &path, &query, &body);

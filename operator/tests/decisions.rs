@@ -1020,3 +1020,178 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
     };
     assert_eq!(decide(&obs(&pj), &open).actions, vec![Action::Plan]);
 }
+
+/// A child of the job's name held by another owner (a ProfileJob deleted and created again
+/// before garbage collection removed its Job): the job creates, reads and changes nothing under
+/// that name, says it waits (once as an event), looks again soon, and goes on once it is gone.
+#[test]
+fn a_predecessors_child_of_the_same_name_is_waited_for_and_never_read() {
+    let settings = Settings::default();
+    let waiting = |d: &Decision, what: &str| {
+        let ready = cond(&d.status, "Ready");
+        assert_eq!(ready.reason, WAITING_FOR_PREVIOUS, "{ready:?}");
+        assert!(
+            ready
+                .message
+                .contains(&format!("waiting for the previous {what} to be deleted")),
+            "{}",
+            ready.message
+        );
+        assert!(d.requeue.is_some_and(|r| r <= settings.progress_interval));
+    };
+
+    // Pending, the plan written: no worker Job is created over the predecessor's.
+    let mut pj = basic();
+    let d = decide(&obs(&pj), &settings);
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.foreign = Some("Job events-w1".into());
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Pending));
+    waiting(&d, "Job events-w1");
+    assert!(
+        d.events
+            .iter()
+            .any(|e| e.warning && e.reason == WAITING_FOR_PREVIOUS)
+    );
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.foreign = Some("Job events-w1".into());
+    let again = decide(&o, &settings);
+    assert!(again.events.is_empty(), "one event: {:?}", again.events);
+    // Gone: the worker Job is created.
+    o.foreign = None;
+    let d = decide(&o, &settings);
+    assert!(matches!(&d.actions[..], [Action::CreateWorkers { .. }]));
+    assert_eq!(cond(&d.status, "Ready").reason, "Running");
+
+    // Running: the predecessor's finished, failed Job is not this job's result.
+    let pj = running_job();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.foreign = Some("Job events-w1".into());
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Running));
+    waiting(&d, "Job events-w1");
+    // ... past the deadline the job fails, and the other owner's Job is left alone.
+    let mut late = pj.clone();
+    late.spec.active_deadline_seconds = Some(60);
+    if let Some(s) = late.status.as_mut() {
+        s.start_time = Some("2026-11-21T09:00:00Z".into());
+    }
+    let mut o = obs(&late);
+    o.plan = Some(plan(4));
+    o.foreign = Some("Job events-w1".into());
+    let d = decide(&o, &settings);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(cond(&d.status, "Failed").reason, "DeadlineExceeded");
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+
+    // Merging: the merge is not (re)started over a predecessor's merge Job.
+    let mut o = obs(&pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers(0..4, 0));
+    o.partials = Some(set(0..4));
+    let d = decide(&o, &settings);
+    let mut merging = pj.clone();
+    advance(&mut merging, &d);
+    let mut o = obs(&merging);
+    o.plan = Some(plan(4));
+    o.foreign = Some("Job events-m1".into());
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    waiting(&d, "Job events-m1");
+}
+
+/// 2,500 failed tasks tolerated: their index ranges outgrow the status's 4 KiB and are cut. The
+/// first merge gets the exact list from the Job; a merge started again (an operator restart, a
+/// retried storage error) gets it from storage's partials, never from the cut string, whose
+/// ~700 tasks would make the merge look for 1,800 partials that do not exist.
+#[test]
+fn a_merge_started_again_goes_without_exactly_the_failed_tasks_past_the_status_cut() {
+    let settings = Settings::default();
+    let total = 5000;
+    let mut pj = running_job();
+    pj.spec.max_failed_tasks = Some(total as i32);
+    let failed: BTreeSet<u32> = (1..total).step_by(2).collect();
+    let done: BTreeSet<u32> = (0..total).step_by(2).collect();
+    let exact: Vec<u32> = failed.iter().copied().collect();
+    let mut o = obs(&pj);
+    o.plan = Some(plan(total));
+    let mut w = workers(done.clone(), 0);
+    w.failed = failed.clone();
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(done.clone());
+    let d = decide(&o, &settings);
+    assert!(
+        matches!(&d.actions[..], [Action::Merge { missing, .. }] if *missing == exact),
+        "the first merge's list is exact"
+    );
+    let cut = d.status.failed_tasks.clone().expect("failedTasks");
+    assert!(
+        status::is_cut(&cut),
+        "the status string is cut: {} bytes",
+        cut.len()
+    );
+    assert!(status::parse_ranges(&cut).len() < exact.len());
+    let mut merging = pj.clone();
+    advance(&mut merging, &d);
+
+    // Started again: storage is listed first (no action until then).
+    let mut o = obs(&merging);
+    o.plan = Some(plan(total));
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert!(d.requeue.is_some());
+    o.partials = Some(done.clone());
+    let d = decide(&o, &settings);
+    match &d.actions[..] {
+        [Action::Merge { missing, .. }] => assert_eq!(*missing, exact),
+        other => panic!("{other:?}"),
+    }
+
+    // More tasks without a partial than failed: partials vanished; the job says so.
+    let mut fewer = done.clone();
+    fewer.remove(&0);
+    o.partials = Some(fewer);
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    let failed_cond = cond(&d.status, "Failed");
+    assert_eq!(failed_cond.reason, "MergeFailed");
+    assert!(
+        failed_cond.message.contains("2501 task(s) have no partial"),
+        "{}",
+        failed_cond.message
+    );
+
+    // A list that fits is read as it is (no listing needed).
+    let mut small = running_job();
+    small.spec.max_failed_tasks = Some(1);
+    let mut o = obs(&small);
+    o.plan = Some(plan(4));
+    let mut w = workers([0, 1, 2], 0);
+    w.failed = set([3]);
+    w.finished = true;
+    o.workers = Some(w);
+    o.partials = Some(set([0, 1, 2]));
+    let d = decide(&o, &settings);
+    advance(&mut small, &d);
+    let mut o = obs(&small);
+    o.plan = Some(plan(4));
+    let d = decide(&o, &settings);
+    assert_eq!(
+        d.actions,
+        vec![Action::Merge {
+            missing: vec![3],
+            in_pod: false
+        }]
+    );
+}

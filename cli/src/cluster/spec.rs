@@ -291,6 +291,7 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
         local,
         spark: args.master.as_ref().map(|u| SparkBackend {
             connect_url: Some(u.clone()),
+            token_secret_ref: None,
         }),
         dask: args.scheduler.as_ref().map(|a| DaskBackend {
             scheduler_address: Some(a.clone()),

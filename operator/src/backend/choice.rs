@@ -65,7 +65,8 @@ impl Clusters {
 const GB: u64 = 1_000_000_000;
 
 /// The cluster address a remote backend would use: the ProfileJob's own, else the operator's.
-fn address(kind: BackendType, spec: &BackendSpec, clusters: &Clusters) -> Option<String> {
+/// As written, with any Spark Connect token: for connecting, never for showing ([`shown`]).
+pub fn address(kind: BackendType, spec: &BackendSpec, clusters: &Clusters) -> Option<String> {
     let own = match kind {
         BackendType::Spark => spec.spark.as_ref().and_then(|s| s.connect_url.clone()),
         BackendType::Dask => spec.dask.as_ref().and_then(|d| d.scheduler_address.clone()),
@@ -122,8 +123,18 @@ pub fn named(
     Ok(BackendChoice {
         kind: kind.name().into(),
         reason: None,
-        address: Some(address),
+        address: Some(shown(kind, &address)),
     })
+}
+
+/// An address as the status, conditions and events show it: a Spark Connect URL's token is
+/// `***` (the operator connects with [`address`], the URL as written, and the token of
+/// `tokenSecretRef`). Other backends' addresses are used as recorded, so they are kept whole.
+pub fn shown(kind: BackendType, address: &str) -> String {
+    match kind {
+        BackendType::Spark => crate::backend::spark::connect::redact(address),
+        _ => address.to_string(),
+    }
 }
 
 /// A malformed address is said at once, not when the cluster is first asked.
@@ -176,7 +187,7 @@ pub fn auto(spec: &BackendSpec, clusters: &Clusters, bytes: u64) -> BackendChoic
     };
     match order.iter().copied().find(|&k| usable(k)) {
         Some(k) => {
-            let at = address(k, spec, clusters).unwrap_or_default();
+            let at = shown(k, &address(k, spec, clusters).unwrap_or_default());
             pick(
                 k,
                 format!(
@@ -311,6 +322,7 @@ mod tests {
         let bad_spark = BackendSpec {
             spark: Some(SparkBackend {
                 connect_url: Some("http://spark:15002".into()),
+                token_secret_ref: None,
             }),
             ..BackendSpec::default()
         };
@@ -329,11 +341,40 @@ mod tests {
         let spark = BackendSpec {
             spark: Some(SparkBackend {
                 connect_url: Some("sc://x:15002".into()),
+                token_secret_ref: None,
             }),
             ..BackendSpec::default()
         };
         let c = named(BackendType::Spark, &spark, &Clusters::default()).unwrap();
         assert_eq!(c.address.as_deref(), Some("sc://x:15002"));
+    }
+
+    #[test]
+    fn a_spark_token_is_never_in_the_choice() {
+        // the job's own URL, and the operator's for auto
+        let spark = BackendSpec {
+            spark: Some(SparkBackend {
+                connect_url: Some("sc://x:15002/;token=s3cr3t".into()),
+                token_secret_ref: None,
+            }),
+            ..BackendSpec::default()
+        };
+        let c = named(BackendType::Spark, &spark, &Clusters::default()).unwrap();
+        assert_eq!(c.address.as_deref(), Some("sc://x:15002/;token=***"));
+        let configured = Clusters {
+            spark_connect_url: Some("sc://op:15002/;use_ssl=true;token=s3cr3t".into()),
+            ..Clusters::default()
+        };
+        let c = auto(&BackendSpec::default(), &configured, 500 * GB);
+        assert_eq!(c.kind, "spark");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains(";token=***"), "{shown}");
+        // connecting uses the URL as written
+        assert_eq!(
+            address(BackendType::Spark, &spark, &Clusters::default()).as_deref(),
+            Some("sc://x:15002/;token=s3cr3t")
+        );
     }
 
     #[test]

@@ -14,9 +14,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, Secret, SecretEnvSource,
-    SecretKeySelector, SecurityContext,
+    Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -58,6 +57,8 @@ pub struct WorkerParams {
     pub heartbeat_seconds: u64,
     /// The operator's pod defaults (the ProfileJob's settings win).
     pub pod_defaults: PodSettings,
+    /// The key names of the job's credentials Secrets (only their storage keys reach the pods).
+    pub credentials: Vec<SecretKeys>,
 }
 
 /// The ProfileJob names a Kueue queue: its Jobs carry the queue label, are created suspended,
@@ -106,6 +107,19 @@ pub(crate) fn owned_meta(pj: &ProfileJob, name: &str, component: &str) -> Object
         owner_references: pj.controller_owner_ref(&()).map(|o| vec![o]),
         ..ObjectMeta::default()
     }
+}
+
+/// Whether an object found under one of the job's child names is the job's own: it has a
+/// controller owner reference with the job's uid. Names are deterministic (`<name>-w1`), so a
+/// ProfileJob deleted and created again under the same name finds its predecessor's children
+/// until garbage collection removes them; those are someone else's, never read as this job's.
+pub fn owned_by(meta: &ObjectMeta, uid: &str) -> bool {
+    !uid.is_empty()
+        && meta
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 /// The Secret holding the job's progress token: workers read it from their environment, so the
@@ -191,7 +205,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
             }),
         });
     }
-    let container = container(pj, &p.default_image, args, env_vars);
+    let container = container(pj, &p.default_image, args, env_vars, &p.credentials);
     let spec = IndexedJob {
         completions: tasks,
         parallelism,
@@ -219,6 +233,8 @@ pub struct MergeParams {
     pub default_image: String,
     /// The operator's pod defaults (the ProfileJob's settings win).
     pub pod_defaults: PodSettings,
+    /// The key names of the job's credentials Secrets (only their storage keys reach the pod).
+    pub credentials: Vec<SecretKeys>,
 }
 
 /// The merge Job: one pod running `th-worker merge`, for runs whose partials are too many or
@@ -241,7 +257,7 @@ pub fn merge_job(pj: &ProfileJob, p: &MergeParams) -> Job {
     if let Some(t) = &p.started_at {
         args.extend(["--started-at".to_string(), t.clone()]);
     }
-    let container = container(pj, &p.default_image, args, Vec::new());
+    let container = container(pj, &p.default_image, args, Vec::new(), &p.credentials);
     let spec = IndexedJob {
         completions: 1,
         parallelism: 1,
@@ -263,6 +279,7 @@ fn container(
     default_image: &str,
     mut args: Vec<String>,
     extra_env: Vec<EnvVar>,
+    credentials: &[SecretKeys],
 ) -> Container {
     let local = pj.spec.backend.local.clone().unwrap_or_default();
     args.extend(storage_args(pj));
@@ -284,8 +301,7 @@ fn container(
     ];
     env_vars.extend(extra_env);
     env_vars.extend(local.env.clone().unwrap_or_default());
-
-    let env_from = credentials_env_from(pj);
+    let env_vars = with_credentials(credentials, env_vars);
 
     Container {
         name: CONTAINER.into(),
@@ -297,7 +313,6 @@ fn container(
         ),
         args: Some(args),
         env: Some(env_vars),
-        env_from: (!env_from.is_empty()).then_some(env_from),
         resources: local.resources.clone(),
         volume_mounts: local.volume_mounts.clone(),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -337,23 +352,85 @@ pub(crate) fn pod_security_context() -> PodSecurityContext {
     }
 }
 
-/// Credentials as the containers' environment: the dataset's Secret, then the output's (a key
-/// in both: the output's wins).
-pub(crate) fn credentials_env_from(pj: &ProfileJob) -> Vec<EnvFromSource> {
-    [
+/// The key names of one credentials Secret, as the operator read them before creating pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretKeys {
+    /// The Secret's name (in the ProfileJob's namespace).
+    pub secret: String,
+    /// Its keys (all of them: which are forwarded is decided by [`credentials_env`]).
+    pub keys: Vec<String>,
+}
+
+/// The credentials Secrets a ProfileJob names: the dataset's, then the output's (a key in both:
+/// the output's wins).
+pub fn credentials_secrets(pj: &ProfileJob) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in [
         pj.spec.dataset.credentials_secret_ref.as_ref(),
         pj.spec.output.credentials_secret_ref.as_ref(),
     ]
     .into_iter()
     .flatten()
-    .map(|s| EnvFromSource {
-        secret_ref: Some(SecretEnvSource {
-            name: s.name.clone(),
-            optional: Some(false),
-        }),
-        ..EnvFromSource::default()
-    })
-    .collect()
+    {
+        if !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    names
+}
+
+/// Credentials as the containers' environment: one `secretKeyRef` per storage key of the job's
+/// Secrets ([`dataset::is_storage_key`](truthound_profile::dataset::is_storage_key), the one
+/// classification the operator's own stores use too), never the whole Secret (`envFrom`): a
+/// database password in the same Secret must not reach a tenant-chosen image. A key in two
+/// Secrets comes from the later one; a key that is not a valid variable name is skipped, as
+/// `envFrom` skipped it.
+pub fn credentials_env(secrets: &[SecretKeys]) -> Vec<EnvVar> {
+    let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
+    for s in secrets {
+        for k in &s.keys {
+            if truthound_profile::dataset::is_storage_key(k) && is_env_name(k) {
+                by_name.insert(k, &s.secret);
+            }
+        }
+    }
+    by_name
+        .into_iter()
+        .map(|(key, secret)| EnvVar {
+            name: key.to_string(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.to_string(),
+                    key: key.to_string(),
+                    // The operator just read the key: a Secret changed since is an error the
+                    // kubelet reports on the pod, not a worker without credentials.
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        })
+        .collect()
+}
+
+/// A C identifier, what every shell and `std::env` reader accepts as a variable name.
+fn is_env_name(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The container's environment with the credentials first (so that the job's own `env` may
+/// refer to them with `$(VAR)`, as with `envFrom`) and a variable the rest sets not repeated.
+pub(crate) fn with_credentials(secrets: &[SecretKeys], rest: Vec<EnvVar>) -> Vec<EnvVar> {
+    let mut out: Vec<EnvVar> = credentials_env(secrets)
+        .into_iter()
+        .filter(|c| !rest.iter().any(|e| e.name == c.name))
+        .collect();
+    out.extend(rest);
+    out
 }
 
 /// The shape of an Indexed Job.
@@ -470,6 +547,7 @@ mod tests {
             token_secret: "events-w1-token".into(),
             heartbeat_seconds: 10,
             pod_defaults: defaults,
+            credentials: Vec::new(),
         }
     }
 
@@ -482,6 +560,7 @@ mod tests {
             started_at: None,
             default_image: "th-worker:1".into(),
             pod_defaults: defaults,
+            credentials: Vec::new(),
         }
     }
 
@@ -639,5 +718,106 @@ mod tests {
             "8Gi",
             "the job's own resources"
         );
+    }
+
+    #[test]
+    fn pods_get_only_the_storage_keys_of_the_secrets_by_reference() {
+        let mut pj = job_with_local(
+            "{env: [{name: AWS_REGION, value: eu-west-1}, {name: TEAM, value: data}]}",
+        );
+        pj.spec.dataset.credentials_secret_ref = Some(crate::crd::SecretRef {
+            name: "lake".into(),
+        });
+        let credentials = vec![
+            SecretKeys {
+                secret: "lake".into(),
+                keys: [
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_SECRET_ACCESS_KEY",
+                    "AWS_REGION",
+                    "DB_PASSWORD",
+                    "OTHER_TOKEN",
+                    "tls.key",
+                ]
+                .map(String::from)
+                .to_vec(),
+            },
+            SecretKeys {
+                secret: "out".into(),
+                keys: vec!["AWS_SECRET_ACCESS_KEY".into(), "GITHUB_TOKEN".into()],
+            },
+        ];
+        let worker = worker_job(
+            &pj,
+            &WorkerParams {
+                credentials: credentials.clone(),
+                ..worker_params(PodSettings::default())
+            },
+        );
+        let merge = merge_job(
+            &pj,
+            &MergeParams {
+                credentials,
+                ..merge_params(PodSettings::default())
+            },
+        );
+        for job in [worker, merge] {
+            let c = &pod_of(&job).1.containers[0];
+            assert_eq!(c.env_from, None, "never the whole Secret");
+            let env = c.env.clone().unwrap_or_default();
+            let by_ref: Vec<(String, String, String)> = env
+                .iter()
+                .filter_map(|e| {
+                    let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                    Some((e.name.clone(), r.name.clone(), r.key.clone()))
+                })
+                .filter(|(n, _, _)| n != "TH_PROGRESS_TOKEN")
+                .collect();
+            assert_eq!(
+                by_ref,
+                [
+                    (
+                        "AWS_ACCESS_KEY_ID".into(),
+                        "lake".into(),
+                        "AWS_ACCESS_KEY_ID".into()
+                    ),
+                    // the output's Secret wins a key both have
+                    (
+                        "AWS_SECRET_ACCESS_KEY".into(),
+                        "out".into(),
+                        "AWS_SECRET_ACCESS_KEY".into()
+                    ),
+                ]
+            );
+            let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+            for absent in ["DB_PASSWORD", "OTHER_TOKEN", "GITHUB_TOKEN", "tls.key"] {
+                assert!(!names.contains(&absent), "{absent} in {names:?}");
+            }
+            // The job's own env wins (one AWS_REGION, its value), and comes after the
+            // credentials it may refer to.
+            let region: Vec<&EnvVar> = env.iter().filter(|e| e.name == "AWS_REGION").collect();
+            assert_eq!(region.len(), 1);
+            assert_eq!(region[0].value.as_deref(), Some("eu-west-1"));
+            assert_eq!(names[0], "AWS_ACCESS_KEY_ID");
+            assert!(names.contains(&"TEAM"));
+        }
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_the_jobs_uid_makes_a_child_ours() {
+        let pj = job_with_local("{}");
+        let job = worker_job(&pj, &worker_params(PodSettings::default()));
+        assert!(owned_by(&job.metadata, "uid-1"));
+        assert!(
+            !owned_by(&job.metadata, "uid-2"),
+            "another ProfileJob of the same name"
+        );
+        assert!(!owned_by(&job.metadata, ""));
+        let mut not_controller = job.metadata.clone();
+        for o in not_controller.owner_references.iter_mut().flatten() {
+            o.controller = None;
+        }
+        assert!(!owned_by(&not_controller, "uid-1"));
+        assert!(!owned_by(&ObjectMeta::default(), "uid-1"));
     }
 }

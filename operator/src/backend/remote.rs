@@ -17,7 +17,8 @@
 
 use crate::backend::dask::RUNNER_PY;
 use crate::backend::local::{
-    container_security_context, credentials_env_from, owned_meta, pod_security_context,
+    SecretKeys, container_security_context, owned_by, owned_meta, pod_security_context,
+    with_credentials,
 };
 use crate::backend::ray::{RayError, RayRun, RaySubmit};
 use crate::backend::spark::{SparkRun, SparkSubmit};
@@ -78,6 +79,9 @@ pub enum RemoteError {
     Invalid(String),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// An object of the run's name is another owner's (retry: it is being deleted).
+    #[error("{0}")]
+    Foreign(String),
 }
 
 impl From<RayError> for RemoteError {
@@ -161,6 +165,7 @@ impl SparkRuns {
             tasks: st.tasks.clone(),
             ended: st.ended,
             end_message: st.error.clone(),
+            foreign: None,
         }
     }
 
@@ -246,6 +251,7 @@ async fn observe_ray(target: &Target<'_>, ids: &[u32]) -> Result<RemoteObserved,
         tasks: run.states(),
         ended,
         end_message,
+        foreign: None,
     })
 }
 
@@ -277,6 +283,16 @@ async fn observe_dask(
     let Some(job) = jobs.get_opt(target.id).await? else {
         return Ok(RemoteObserved::default());
     };
+    if !owned_by(
+        &job.metadata,
+        pj.metadata.uid.as_deref().unwrap_or_default(),
+    ) {
+        // A predecessor's runner of the same name: its pods and log are not this job's.
+        return Ok(RemoteObserved {
+            foreign: Some(format!("Job {}", target.id)),
+            ..RemoteObserved::default()
+        });
+    }
     let status = job.status.clone().unwrap_or_default();
     let condition = |t: &str| {
         status
@@ -343,6 +359,7 @@ async fn observe_dask(
             tasks: board.states(),
             ended: complete || failed,
             end_message: None,
+            foreign: None,
         });
     }
     let ended = complete || failed;
@@ -372,11 +389,13 @@ async fn observe_dask(
         tasks: board.states(),
         ended,
         end_message,
+        foreign: None,
     })
 }
 
 /// Submits the run (idempotent: the same id again finds the first). `storage` reaches the
-/// ProfileJob's output: a Spark run writes the partials from this process.
+/// ProfileJob's output: a Spark run writes the partials from this process. `credentials`: the
+/// key names of the job's Secrets, whose storage keys the Dask runner pod gets.
 pub async fn submit(
     r: &Remote<'_>,
     pj: &ProfileJob,
@@ -384,6 +403,7 @@ pub async fn submit(
     work: RemoteTasks,
     storage: &StorageOptions,
     config: &RemoteConfig,
+    credentials: &[SecretKeys],
 ) -> Result<(), RemoteError> {
     let client = r.client;
     match target.kind {
@@ -418,10 +438,22 @@ pub async fn submit(
         _ => {
             let ns = pj.namespace().unwrap_or_default();
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-            let job = dask_runner_job(pj, target, &work, config);
+            let job = dask_runner_job(pj, target, &work, config, credentials);
             match jobs.create(&Default::default(), &job).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+                    let theirs = jobs
+                        .get_opt(target.id)
+                        .await?
+                        .is_some_and(|j| !owned_by(&j.metadata, uid));
+                    if theirs {
+                        return Err(RemoteError::Foreign(format!(
+                            "the previous Job {} (another owner's) is not deleted yet",
+                            target.id
+                        )));
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
             tracing::info!(job = %pj.name_any(), runner = %target.id, "Dask runner Job created");
@@ -467,8 +499,21 @@ pub async fn cancel(
             // Deleting the runner's pod sends it SIGTERM: it cancels its tasks on the cluster.
             let ns = pj.namespace().unwrap_or_default();
             let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+            // Only this job's runner: a same-named Job of another owner is not ours to stop.
+            let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+            let Some(ours) = jobs
+                .get_opt(target.id)
+                .await?
+                .filter(|j| owned_by(&j.metadata, uid))
+            else {
+                return Ok(());
+            };
             let dp = kube::api::DeleteParams {
                 propagation_policy: Some(kube::api::PropagationPolicy::Foreground),
+                preconditions: Some(kube::api::Preconditions {
+                    uid: ours.metadata.uid.clone(),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match jobs.delete(target.id, &dp).await {
@@ -492,12 +537,14 @@ fn env(name: &str, value: impl Into<String>) -> EnvVar {
 
 /// The Dask runner Job: one pod, never restarted by the Job (the reconciler decides what a
 /// failed runner means), running the runner embedded in this operator so that the two always
-/// agree on the protocol.
+/// agree on the protocol. Its credentials are the storage keys of the job's Secrets, each by
+/// `secretKeyRef` (the runner forwards the `AWS_*`, `GOOGLE_*` and `AZURE_*` ones to tasks).
 pub fn dask_runner_job(
     pj: &ProfileJob,
     target: &Target<'_>,
     work: &RemoteTasks,
     config: &RemoteConfig,
+    credentials: &[SecretKeys],
 ) -> Job {
     let image = pj
         .spec
@@ -519,17 +566,18 @@ pub fn dask_runner_job(
         "forward_env_prefixes": CREDENTIAL_PREFIXES,
         "connect_timeout": 10,
     });
-    let env_from = credentials_env_from(pj);
     let container = Container {
         name: RUNNER_CONTAINER.into(),
         image: Some(image),
         command: Some(vec!["python".into(), "-c".into(), RUNNER_PY.into()]),
-        env: Some(vec![
-            env("DASK_SCHEDULER_ADDRESS", target.address),
-            env("TH_DASK_RUNNER_CONFIG", input.to_string()),
-            env("PYTHONUNBUFFERED", "1"),
-        ]),
-        env_from: (!env_from.is_empty()).then_some(env_from),
+        env: Some(with_credentials(
+            credentials,
+            vec![
+                env("DASK_SCHEDULER_ADDRESS", target.address),
+                env("TH_DASK_RUNNER_CONFIG", input.to_string()),
+                env("PYTHONUNBUFFERED", "1"),
+            ],
+        )),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         // Python and Dask may write caches to the image's file system.
         security_context: Some(container_security_context(false)),
@@ -654,9 +702,26 @@ mod tests {
             )
             .expect("defaults"),
         };
-        let job = dask_runner_job(&pj, &target, &work, &config);
+        let credentials = [SecretKeys {
+            secret: "lake".into(),
+            keys: vec!["AWS_ACCESS_KEY_ID".into(), "DB_PASSWORD".into()],
+        }];
+        let job = dask_runner_job(&pj, &target, &work, &config, &credentials);
         let t = &job.spec.as_ref().expect("spec").template;
         let pod = t.spec.as_ref().expect("pod");
+        // Only the storage key, by reference; never the whole Secret.
+        let c = &pod.containers[0];
+        assert_eq!(c.env_from, None);
+        let env = c.env.clone().unwrap_or_default();
+        let refs: Vec<(&str, &str)> = env
+            .iter()
+            .filter_map(|e| {
+                let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((e.name.as_str(), r.name.as_str()))
+            })
+            .collect();
+        assert_eq!(refs, [("AWS_ACCESS_KEY_ID", "lake")]);
+        assert!(!env.iter().any(|e| e.name == "DB_PASSWORD"));
         let meta = t.metadata.as_ref().expect("meta");
         assert_eq!(pod.priority_class_name.as_deref(), Some("batch-high"));
         assert_eq!(

@@ -120,8 +120,9 @@ struct Args {
     #[arg(long, env = "TH_HEARTBEAT_SECONDS", default_value_t = 10)]
     heartbeat_seconds: u64,
     /// Spark Connect URL of the Spark cluster `auto` may choose and ProfileJobs of backend
-    /// spark use when they name none, e.g. `sc://spark-connect.spark:15002`.
-    #[arg(long, env = "SPARK_CONNECT_URL")]
+    /// spark use when they name none, e.g. `sc://spark-connect.spark:15002`. Its token, if it
+    /// has one, is never shown (`--help` hides the value).
+    #[arg(long, env = "SPARK_CONNECT_URL", hide_env_values = true)]
     spark_connect_url: Option<String>,
     /// Scheduler of the Dask cluster `auto` may choose and ProfileJobs of backend dask use
     /// when they name none, e.g. `tcp://dask-scheduler.dask:8786`.

@@ -66,6 +66,57 @@ pub fn merge_json(a: &mut Value, b: &Value) {
     }
 }
 
+/// Applies a JSON patch (RFC 6902's test, add, remove and replace) as the API server does: all
+/// or nothing, a failed `test` refusing the whole patch.
+pub fn apply_json_patch(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+    let mut out = doc.clone();
+    for op in ops {
+        let path = op["path"].as_str().unwrap_or("");
+        let (parent, last) = path.rsplit_once('/').ok_or(format!("bad path {path}"))?;
+        let value = op["value"].clone();
+        match op["op"].as_str().unwrap_or("") {
+            "test" => {
+                let found = out.pointer(path).cloned().unwrap_or(Value::Null);
+                if found != value {
+                    return Err(format!("test of {path} failed: {found} is not {value}"));
+                }
+            }
+            "add" | "remove" | "replace" => {
+                let kind = op["op"].as_str().unwrap_or("");
+                let target = out
+                    .pointer_mut(parent)
+                    .ok_or(format!("no {parent} to {kind} under"))?;
+                match (target, kind) {
+                    (Value::Array(a), "add") if last == "-" => a.push(value),
+                    (Value::Array(a), k) => {
+                        let i: usize = last.parse().map_err(|_| format!("bad index {last}"))?;
+                        if i > a.len() || (k != "add" && i == a.len()) {
+                            return Err(format!("index {i} out of range"));
+                        }
+                        match k {
+                            "add" => a.insert(i, value),
+                            "remove" => {
+                                a.remove(i);
+                            }
+                            _ => a[i] = value,
+                        }
+                    }
+                    (Value::Object(m), "remove") => {
+                        m.remove(last).ok_or(format!("no {path} to remove"))?;
+                    }
+                    (Value::Object(m), _) => {
+                        m.insert(last.to_string(), value);
+                    }
+                    _ => return Err(format!("{parent} is not a container")),
+                }
+            }
+            other => return Err(format!("unsupported op {other}")),
+        }
+    }
+    *doc = out;
+    Ok(())
+}
+
 /// Answers one request the way the API server would, for the few resources the reconciler uses.
 pub fn answer(
     state: &Shared,
@@ -96,12 +147,27 @@ pub fn answer(
             (200, out)
         }
         (&Method::PATCH, p) if p == pj_path => {
-            // A merge patch of the metadata (finalizers); like the API server, an object being
-            // deleted goes once its last finalizer is removed.
+            // A JSON patch (the finalizers) or a merge patch of the metadata; like the API
+            // server, an object being deleted goes once its last finalizer is removed.
             let Some(pj) = s.pj.as_mut() else {
                 return (404, status_body(404, "NotFound"));
             };
-            merge_json(pj, body);
+            match body {
+                Value::Array(ops) => {
+                    if let Err(e) = apply_json_patch(pj, ops) {
+                        return (422, status_body(422, &e));
+                    }
+                    // An empty list is not kept (omitempty), as the API server stores it.
+                    if pj["metadata"]["finalizers"]
+                        .as_array()
+                        .is_some_and(|f| f.is_empty())
+                        && let Some(m) = pj["metadata"].as_object_mut()
+                    {
+                        m.remove("finalizers");
+                    }
+                }
+                _ => merge_json(pj, body),
+            }
             let out = pj.clone();
             let gone = out["metadata"]["deletionTimestamp"].is_string()
                 && out["metadata"]["finalizers"]
@@ -124,6 +190,10 @@ pub fn answer(
         (&Method::DELETE, p) if p == pj_path => {
             let pj = s.pj.take();
             (200, pj.unwrap_or(Value::Null))
+        }
+        // No Secrets here (a test that needs one serves it before this).
+        (&Method::GET, p) if p.starts_with(&format!("/api/v1/namespaces/{NS}/secrets/")) => {
+            (404, status_body(404, "NotFound"))
         }
         (&Method::POST, p) if p.ends_with("/events") => (201, body.clone()),
         (&Method::PATCH, p) if p.contains("/events/") => (200, body.clone()),
@@ -176,10 +246,13 @@ pub fn answer(
                 .pods
                 .iter()
                 .filter(|pod| {
+                    // By the Job's name, or by its uid as the Job controller labels pods (this
+                    // fake's Job uids are `job-<name>`).
                     let job = pod["metadata"]["labels"]["batch.kubernetes.io/job-name"]
                         .as_str()
                         .unwrap_or("");
                     query.contains(&format!("batch.kubernetes.io/job-name={job}"))
+                        || query.ends_with(&format!("batch.kubernetes.io/controller-uid=job-{job}"))
                 })
                 .cloned()
                 .collect();

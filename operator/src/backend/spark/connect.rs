@@ -95,7 +95,8 @@ impl ConnectUrl {
             let (k, v) = p
                 .split_once('=')
                 .ok_or_else(|| bad(&format!("parameter `{p}` is not key=value")))?;
-            match k.trim() {
+            // Keys are matched whatever their case, as `redact` hides them.
+            match k.trim().to_ascii_lowercase().as_str() {
                 "token" => out.token = Some(v.to_string()),
                 "use_ssl" => out.use_ssl = v.eq_ignore_ascii_case("true"),
                 "user_id" => out.user_id = Some(v.to_string()),
@@ -113,15 +114,54 @@ impl ConnectUrl {
     }
 }
 
-/// A URL with any `token=...` value hidden.
-pub fn redact(url: &str) -> String {
-    url.split(';')
-        .map(|p| match p.split_once('=') {
-            Some((k, _)) if k.trim() == "token" => format!("{k}=***"),
-            _ => p.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
+/// Any text with the value of every Spark Connect `token` parameter hidden: `;token=abc` (or
+/// `/token=abc`, a first parameter without its `;`) becomes `;token=***`, whatever the key's
+/// case and wherever the URL is in the text (a message, a condition, an event). The value ends
+/// at the next `;`, whitespace, quote or backtick. The one function behind every place an
+/// address is shown: status, events, conditions, logs and errors.
+pub fn redact(text: &str) -> String {
+    // ASCII lowercasing keeps every byte offset, so indices into `lower` are valid in `text`.
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let (mut copied, mut from) = (0, 0);
+    while let Some(found) = lower[from..].find("token") {
+        let key = from + found;
+        from = key + "token".len();
+        let before = lower[..key].trim_end();
+        if !(before.ends_with(';') || before.ends_with('/')) {
+            continue;
+        }
+        let rest = &lower[from..];
+        let eq = from + (rest.len() - rest.trim_start().len());
+        if !lower[eq..].starts_with('=') {
+            continue;
+        }
+        let after_eq = &lower[eq + 1..];
+        let value = eq + 1 + (after_eq.len() - after_eq.trim_start().len());
+        let end = lower[value..]
+            .find(|c: char| c == ';' || c.is_whitespace() || matches!(c, '`' | '\'' | '"'))
+            .map_or(lower.len(), |i| value + i);
+        out.push_str(&text[copied..eq + 1]);
+        out.push_str("***");
+        copied = end;
+        from = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// `url` with the token parameter `token` added (after any the URL has, so it wins over a
+/// token written in the URL itself). Only ever held in memory, to connect.
+pub fn with_token(url: &str, token: &str) -> String {
+    let url = url.trim();
+    let has_params = url
+        .strip_prefix("sc://")
+        .is_some_and(|rest| rest.contains('/'));
+    if has_params {
+        format!("{url};token={token}")
+    } else {
+        format!("{url}/;token={token}")
+    }
 }
 
 // ---- the messages -----------------------------------------------------------------------------
@@ -744,6 +784,63 @@ mod tests {
             assert!(e.contains("not a Spark Connect URL"), "{bad}: {e}");
         }
         assert_eq!(redact("sc://h/;token=secret;x=1"), "sc://h/;token=***;x=1");
+    }
+
+    #[test]
+    fn tokens_are_redacted_wherever_they_are() {
+        for (text, shown) in [
+            // first, middle and last parameter
+            ("sc://h:1/;token=s3cr3t", "sc://h:1/;token=***"),
+            (
+                "sc://h/;token=s3cr3t;use_ssl=true",
+                "sc://h/;token=***;use_ssl=true",
+            ),
+            (
+                "sc://h/;user_id=me;token=s3cr3t;use_ssl=true",
+                "sc://h/;user_id=me;token=***;use_ssl=true",
+            ),
+            (
+                "sc://h/;use_ssl=true;token=s3cr3t",
+                "sc://h/;use_ssl=true;token=***",
+            ),
+            // any case, spaces, the first parameter without `;`
+            ("sc://h/;Token=s3cr3t", "sc://h/;Token=***"),
+            ("sc://h/; TOKEN = s3cr3t;x=1", "sc://h/; TOKEN =***;x=1"),
+            ("sc://h/token=s3cr3t", "sc://h/token=***"),
+            // inside a message, twice
+            (
+                "cannot reach `sc://a/;token=s3cr3t`: refused; then sc://b/;token=other x",
+                "cannot reach `sc://a/;token=***`: refused; then sc://b/;token=*** x",
+            ),
+            // no token: unchanged
+            ("sc://h:15002", "sc://h:15002"),
+            (
+                "sc://h/;user_id=tokenizer;use_ssl=true",
+                "sc://h/;user_id=tokenizer;use_ssl=true",
+            ),
+            ("the token is missing", "the token is missing"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(text), shown, "{text}");
+            assert!(!redact(text).contains("s3cr3t"), "{text}");
+        }
+        // What is redacted is what the parser takes as the token.
+        let u = ConnectUrl::parse("sc://h/;Token=abc").unwrap();
+        assert_eq!(u.token.as_deref(), Some("abc"));
+    }
+
+    #[test]
+    fn a_token_is_added_to_any_url_form_and_wins() {
+        for url in [
+            "sc://h:1",
+            "sc://h:1/",
+            "sc://h:1/;use_ssl=false",
+            "sc://h:1/;token=old",
+        ] {
+            let u = ConnectUrl::parse(&with_token(url, "new")).unwrap();
+            assert_eq!((u.host.as_str(), u.port), ("h", 1), "{url}");
+            assert_eq!(u.token.as_deref(), Some("new"), "{url}");
+        }
     }
 
     #[test]
