@@ -145,7 +145,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "podDefaults": {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "batch-low",
                         "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
                         "podSecurityContext": {"fsGroup": 65532}},
-        "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True},
+        "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True, "notifyUrlPrefixes": ["https://hooks.example.com/"]},
         "extraVolumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}}],
         "extraVolumeMounts": [{"name": "shared", "mountPath": "/data/shared", "readOnly": True}],
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
@@ -958,6 +958,8 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     p.expect(env.get("TH_FILE_ROOTS") == want_roots, f"{tag} TH_FILE_ROOTS {env.get('TH_FILE_ROOTS')!r}, want {want_roots!r}")
     want_http = "true" if access.get("allowHttpDatasets") else None
     p.expect(env.get("TH_ALLOW_HTTP_DATASETS") == want_http, f"{tag} TH_ALLOW_HTTP_DATASETS {env.get('TH_ALLOW_HTTP_DATASETS')!r}, want {want_http!r}")
+    want_hooks = ",".join(access.get("notifyUrlPrefixes", [])) or None
+    p.expect(env.get("TH_NOTIFY_URL_PREFIXES") == want_hooks, f"{tag} TH_NOTIFY_URL_PREFIXES {env.get('TH_NOTIFY_URL_PREFIXES')!r}, want {want_hooks!r}")
     sa_values = values.get("serviceAccount", {})
     want_sa = sa_values.get("name") or (fn if sa_values.get("create", True) else "default")
     if sa_values.get("create", True):

@@ -12,6 +12,7 @@ use crate::decide::{
     self, Action, Decision, EventNote, FailureKind, MergeObserved, Observed, PlanSummary,
     ProgressObserved, Settings, WorkersObserved,
 };
+use crate::notify;
 use crate::status::{parse_ranges, rfc3339};
 use futures::TryStreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -63,6 +64,8 @@ pub trait MetricsSink: Send + Sync {
     fn tasks_replaced(&self, _n: usize) {}
     /// An operator step retried with backoff, under its event's reason.
     fn step_retried(&self, _reason: &str) {}
+    /// A webhook notification attempt: `Delivered`, `Failed` (to be retried) or `GivenUp`.
+    fn notification(&self, _result: &str) {}
 }
 
 /// Operator configuration.
@@ -104,6 +107,9 @@ pub struct Context {
     plans: Mutex<HashMap<String, PlanSummary>>,
     /// The Spark runs this process drives (Spark's client is the operator).
     spark_runs: remote::SparkRuns,
+    /// The webhooks' HTTP client (spec.notify): no redirects, so a receiver cannot send the
+    /// operator on to another address.
+    webhooks: reqwest::Client,
 }
 
 impl Context {
@@ -117,6 +123,10 @@ impl Context {
             metrics: None,
             plans: Mutex::new(HashMap::new()),
             spark_runs: remote::SparkRuns::default(),
+            webhooks: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
         }
     }
 }
@@ -236,6 +246,18 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     let mut requeue = requeue;
+    // A finished job past its TTL is deleted only once its notifications are sent or given up:
+    // deleting it would lose them.
+    let notifying = pj
+        .spec
+        .notify
+        .as_ref()
+        .is_some_and(|spec| notify::record(spec, &status).iter().any(|n| n.state == notify::PENDING));
+    let actions: Vec<Action> = actions
+        .into_iter()
+        .filter(|a| !(notifying && matches!(a, Action::DeleteJob)))
+        .collect();
+    let mut latest = status.clone();
     for action in actions {
         match execute(&pj, &ctx, &status, &action, now).await {
             Ok(Outcome::Done) => {
@@ -247,6 +269,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
             Ok(Outcome::Merged(result)) => {
                 let (done, event) = decide::merged(&pj, status.clone(), result, now);
                 write_status(&pj, &ctx, &done).await?;
+                latest = done.clone();
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
                     m.status_changed(&key, Some(&status), &done);
@@ -283,18 +306,191 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                     }
                     m.job_phase(&key, failed.phase.map(|p| p.name()));
                 }
-                return Ok(if retry {
-                    Requeue::requeue(backoff(failed.consecutive_errors.unwrap_or(1)))
-                } else {
-                    Requeue::await_change()
-                });
+                let again = retry.then(|| backoff(failed.consecutive_errors.unwrap_or(1)));
+                let next = notify_webhooks(&pj, &ctx, &failed).await;
+                return Ok(requeue_at(earliest(again, next)));
             }
         }
     }
-    Ok(match requeue {
+    let next = notify_webhooks(&pj, &ctx, &latest).await;
+    Ok(requeue_at(earliest(requeue, next)))
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn requeue_at(d: Option<Duration>) -> Requeue {
+    match d {
         Some(d) => Requeue::requeue(d),
         None => Requeue::await_change(),
+    }
+}
+
+// ---- notifying -----------------------------------------------------------------------------
+
+/// Sends the webhook notifications (spec.notify) that `status` calls for and that are due,
+/// records each attempt in the status, and returns when the next pending one is due. Never fails
+/// the reconcile: a failed delivery is recorded, published and retried, and the status write of
+/// the record is retried by the next reconcile (which sends again: at least once).
+async fn notify_webhooks(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+) -> Option<Duration> {
+    let spec = pj.spec.notify.clone().unwrap_or_default();
+    let mut rec = notify::record(&spec, status);
+    let uid = pj.metadata.uid.clone().unwrap_or_default();
+    for n in rec.iter_mut() {
+        let now = OffsetDateTime::now_utc();
+        if !notify::is_due(n, now) {
+            continue;
+        }
+        let Some(w) = spec.webhooks.get(n.webhook as usize) else {
+            continue;
+        };
+        let field = format!("spec.notify.webhooks[{}]", n.webhook);
+        let shown = notify::shown_url(&w.url);
+        let mut max = w.max_attempts.unwrap_or(notify::DEFAULT_MAX_ATTEMPTS);
+        let result = match ctx.settings.access.check_webhook(&format!("{field}.url"), &w.url) {
+            // Refused by the operator's policy: no attempt will do better.
+            Err(e) => {
+                max = 0;
+                Err(e)
+            }
+            Ok(()) => match webhook_delivery(pj, ctx, w, &field, status, &n.event, &uid, now).await {
+                Ok(d) => notify::send(&ctx.webhooks, &d).await,
+                Err(e) => Err(e),
+            },
+        };
+        let failure = result.as_ref().err().cloned();
+        notify::attempted(n, result, OffsetDateTime::now_utc(), max);
+        let (reason, warning, message) = match (n.state.as_str(), failure) {
+            (notify::DELIVERED, _) => (
+                "NotificationDelivered",
+                false,
+                format!("{field} ({shown}): {} delivered (attempt {})", n.event, n.attempts),
+            ),
+            (notify::GIVEN_UP, Some(e)) => (
+                "NotificationGivenUp",
+                true,
+                format!(
+                    "{field} ({shown}): {} given up after {} attempt(s): {e}",
+                    n.event, n.attempts
+                ),
+            ),
+            (_, e) => (
+                "NotificationFailed",
+                true,
+                format!(
+                    "{field} ({shown}): {} attempt {} of {max} failed: {}; retrying at {}",
+                    n.event,
+                    n.attempts,
+                    e.unwrap_or_default(),
+                    n.next_attempt_time.as_deref().unwrap_or("?")
+                ),
+            ),
+        };
+        if warning {
+            warn!(job = %pj.name_any(), webhook = %shown, event = %n.event, "{message}");
+        } else {
+            info!(job = %pj.name_any(), webhook = %shown, event = %n.event, "{message}");
+        }
+        if let Some(m) = &ctx.metrics {
+            m.notification(match n.state.as_str() {
+                notify::DELIVERED => "Delivered",
+                notify::GIVEN_UP => "GivenUp",
+                _ => "Failed",
+            });
+        }
+        publish(
+            pj,
+            ctx,
+            &EventNote {
+                warning,
+                reason: reason.to_owned(),
+                message,
+            },
+        )
+        .await;
+    }
+    if rec != status.notifications {
+        let mut s = status.clone();
+        s.notifications = rec.clone();
+        if let Err(err) = write_status(pj, ctx, &s).await {
+            warn!(job = %pj.name_any(), error = %err, "cannot record the notifications; they will be sent again");
+            return Some(Duration::from_secs(5));
+        }
+    }
+    notify::next_due(&rec, OffsetDateTime::now_utc())
+}
+
+/// One notification's request: its body, and the header and HMAC key from the webhook's Secrets.
+#[allow(clippy::too_many_arguments)]
+async fn webhook_delivery<'a>(
+    pj: &ProfileJob,
+    ctx: &Context,
+    w: &'a crate::crd::WebhookSpec,
+    field: &str,
+    status: &ProfileJobStatus,
+    event: &'a str,
+    uid: &str,
+    now: OffsetDateTime,
+) -> Result<notify::Delivery<'a>, String> {
+    let body = serde_json::to_vec(&notify::body(pj, status, event, now))
+        .map_err(|e| format!("encoding the notification: {e}"))?;
+    let header = match &w.header_secret_ref {
+        Some(h) => {
+            let value = secret_key(pj, ctx, &h.name, &h.key, &format!("{field}.headerSecretRef")).await?;
+            let value = String::from_utf8(value)
+                .map_err(|_| format!("{field}.headerSecretRef: key `{}` of Secret `{}` is not text", h.key, h.name))?;
+            Some((
+                h.header.clone().unwrap_or_else(|| "Authorization".to_owned()),
+                value.trim_end_matches(['\n', '\r']).to_owned(),
+            ))
+        }
+        None => None,
+    };
+    let hmac_key = match &w.hmac_secret_ref {
+        Some(r) => Some(secret_key(pj, ctx, &r.name, &r.key, &format!("{field}.hmacSecretRef")).await?),
+        None => None,
+    };
+    Ok(notify::Delivery {
+        url: &w.url,
+        body,
+        event,
+        id: format!("{uid}/{}/{event}", field.trim_start_matches("spec.notify.webhooks[").trim_end_matches(']')),
+        header,
+        hmac_key,
+        timeout: Duration::from_secs(u64::from(
+            w.timeout_seconds.unwrap_or(notify::DEFAULT_TIMEOUT_SECONDS),
+        )),
     })
+}
+
+/// One key of a Secret in the ProfileJob's namespace; the error names `field`.
+async fn secret_key(
+    pj: &ProfileJob,
+    ctx: &Context,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<Vec<u8>, String> {
+    let ns = pj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("{field}: reading Secret `{name}`: {e}"))?
+        .ok_or_else(|| format!("{field}: Secret `{name}` not found in namespace {ns}"))?;
+    secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .map(|v| v.0)
+        .ok_or_else(|| format!("{field}: Secret `{name}` has no key `{key}`"))
 }
 
 fn action_name(action: &Action) -> &'static str {
@@ -1238,5 +1434,9 @@ impl MetricsSink for crate::metrics::Metrics {
 
     fn step_retried(&self, reason: &str) {
         crate::metrics::Metrics::step_retried(self, reason);
+    }
+
+    fn notification(&self, result: &str) {
+        crate::metrics::Metrics::notification(self, result);
     }
 }

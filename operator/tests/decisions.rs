@@ -946,6 +946,7 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         access: truthound_operator::access::AccessPolicy {
             file_roots: vec!["/data/shared".into()],
             allow_http: false,
+            ..Default::default()
         },
         ..Settings::default()
     };
@@ -977,6 +978,7 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         access: truthound_operator::access::AccessPolicy {
             file_roots: vec![],
             allow_http: true,
+            ..Default::default()
         },
         ..Settings::default()
     };

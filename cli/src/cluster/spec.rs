@@ -173,6 +173,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
             None => None,
         },
         suspend: false,
+        notify: None,
     };
     let mut pj = ProfileJob::new(&name, spec);
     pj.metadata = ObjectMeta {

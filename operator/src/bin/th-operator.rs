@@ -143,6 +143,11 @@ struct Args {
     /// it can reach). Default: refused.
     #[arg(long, env = "TH_ALLOW_HTTP_DATASETS")]
     allow_http_datasets: bool,
+    /// A URL prefix (repeat the flag or separate with commas) that ProfileJobs' webhooks
+    /// (`spec.notify`) must start with, e.g. `https://hooks.example.com/`. Default: any
+    /// `http(s)://` URL (the operator POSTs to it and never reads the answer).
+    #[arg(long = "notify-url-prefix", env = "TH_NOTIFY_URL_PREFIXES", value_delimiter = ',')]
+    notify_url_prefixes: Vec<String>,
     /// Log format: json (default) or text.
     #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -444,6 +449,12 @@ fn access_policy(args: &Args) -> Result<AccessPolicy> {
     Ok(AccessPolicy {
         file_roots,
         allow_http: args.allow_http_datasets,
+        notify_url_prefixes: args
+            .notify_url_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
     })
 }
 

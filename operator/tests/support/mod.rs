@@ -245,6 +245,7 @@ pub fn test_settings() -> Settings {
         access: AccessPolicy {
             file_roots: vec![std::env::temp_dir()],
             allow_http: false,
+            ..Default::default()
         },
         ..Settings::default()
     }
