@@ -1521,3 +1521,132 @@ fn http_get(port: u16, path: &str) -> String {
     conn.read_to_string(&mut out).expect("response");
     out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(out)
 }
+
+/// The keys under `prefix` in the test bucket.
+async fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let s = store(bucket);
+    let p = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = s
+        .list(Some(&p))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list");
+    keys.sort();
+    keys
+}
+
+/// Work data (`.truthound/<uid>/`: plan, partials, task table) holds exact values: it is deleted
+/// when a run succeeds, kept with `spec.output.keepWorkData`, and deleted with a ProfileJob
+/// deleted mid-run, whose work-data finalizer holds the deletion until it is gone.
+#[test]
+fn work_data_is_deleted_after_success_kept_when_asked_and_deleted_with_the_job() {
+    cluster();
+    let bucket = new_bucket("kube-workdata");
+    put_parquet_dataset(&bucket, 3, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "workdata").await;
+        let op = Operator::start(&ns);
+        create_pj(&client, &ns, profilejob("gone", &bucket, json!({}))).await;
+        create_pj(
+            &client,
+            &ns,
+            profilejob("kept", &bucket, json!({"output": {"keepWorkData": true}})),
+        )
+        .await;
+        let gone = wait_phase(&client, &op, "gone", "Succeeded", 90).await;
+        let kept = wait_phase(&client, &op, "kept", "Succeeded", 90).await;
+        let work = |pj: &Value| {
+            format!(
+                "profiles/.truthound/{}/",
+                pj["metadata"]["uid"].as_str().expect("uid")
+            )
+        };
+
+        let pj = eventually(
+            "the successful run's work data deleted",
+            Duration::from_secs(30),
+            || async {
+                let pj = get_pj(&client, &ns, "gone").await;
+                (pj["status"]["workData"]["state"] == "Deleted").then_some(pj)
+            },
+        )
+        .await;
+        assert_eq!(s3_keys(&bucket, &work(&gone)).await, Vec::<String>::new());
+        assert!(!s3_get(&bucket, "profiles/gone.json").is_empty(), "the profile stays");
+        assert!(
+            pj["status"]["workData"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deleted"),
+            "{}",
+            pj["status"]["workData"]
+        );
+        assert!(
+            !pj["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "truthound.io/work-data")),
+            "nothing left to guard: {}",
+            pj["metadata"]
+        );
+
+        let kept_keys = s3_keys(&bucket, &work(&kept)).await;
+        assert!(
+            kept_keys.iter().any(|k| k.ends_with("/plan"))
+                && kept_keys.iter().filter(|k| k.contains("/partials/")).count() == 3,
+            "{kept_keys:?}"
+        );
+        let pj = get_pj(&client, &ns, "kept").await;
+        assert_eq!(pj["status"]["workData"]["state"], "Kept");
+
+        // Deleted mid-run: the finalizer holds the ProfileJob until its work data is gone.
+        create_pj(
+            &client,
+            &ns,
+            profilejob(
+                "deleted",
+                &bucket,
+                json!({"partitioning": {"partitions": 3}, "backend": {"local": {"parallelism": 1}}}),
+            ),
+        )
+        .await;
+        let running = eventually(
+            "a partial written",
+            Duration::from_secs(60),
+            || async {
+                let pj = get_pj(&client, &ns, "deleted").await;
+                let uid = pj["metadata"]["uid"].as_str()?.to_owned();
+                let keys = s3_keys(&bucket, &format!("profiles/.truthound/{uid}/partials/")).await;
+                (!keys.is_empty()).then_some(pj)
+            },
+        )
+        .await;
+        assert!(
+            running["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "truthound.io/work-data")),
+            "{}",
+            running["metadata"]
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &pj_resource());
+        api.delete("deleted", &DeleteParams::default())
+            .await
+            .expect("delete");
+        eventually("the ProfileJob gone", Duration::from_secs(60), || async {
+            api.get_opt("deleted").await.expect("get").is_none().then_some(())
+        })
+        .await;
+        // Workers still shutting down could write a last partial after the deletion: look a
+        // little later too.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            s3_keys(&bucket, &work(&running)).await,
+            Vec::<String>::new(),
+            "the deleted job's work data went with it"
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}

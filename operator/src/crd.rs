@@ -583,6 +583,20 @@ pub struct OutputSpec {
     /// Credentials of the output's store (default: the dataset's credentialsSecretRef).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// Keep the job's work data (`.truthound/<uid>/`: plan, partial profiles, task table) after
+    /// it succeeded and after the ProfileJob is deleted. By default it is deleted then: partial
+    /// profiles hold exact value counts and top values, which may be personal data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_work_data: bool,
+    /// Seconds after a failed job finished when its work data is deleted (default: the
+    /// operator's, 7 days), kept meanwhile for a look at what was done.
+    #[serde(
+        default,
+        rename = "workDataTTLSecondsAfterFailure",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub work_data_ttl_seconds_after_failure: Option<i64>,
 }
 
 /// The record of what was done. Small at any scale: task sets are index ranges, failures are the
@@ -637,9 +651,31 @@ pub struct ProfileJobStatus {
     /// merging; the job fails when they reach the operator's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_errors: Option<u32>,
+    /// What became of the job's work data (`.truthound/<uid>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_data: Option<WorkDataStatus>,
     /// The webhook notifications (spec.notify): sent, pending or given up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationStatus>,
+}
+
+/// What became of a job's work data.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkDataStatus {
+    /// `Deleted`, `Kept` (spec.output.keepWorkData), or `GivenUp` (it could not be deleted;
+    /// `message` says where it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Failed deletions so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+    /// Where it is, and the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was deleted or given up (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// One notification of one webhook.

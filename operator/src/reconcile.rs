@@ -36,6 +36,8 @@ use truthound_profile::{ErrorClass, Plan, PlanRequest};
 pub const FIELD_MANAGER: &str = "truthound-operator";
 /// Finalizer of jobs whose backend has external work to cancel (remote backends).
 pub const FINALIZER: &str = "truthound.io/cancel-remote-work";
+/// Finalizer of jobs whose work data (`.truthound/<uid>/`) is to be deleted with them.
+pub const WORK_DATA_FINALIZER: &str = "truthound.io/work-data";
 
 /// Where the operator's workers report progress, and how it is read back.
 pub trait ProgressSource: Send + Sync {
@@ -259,6 +261,14 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
         .collect();
     let mut latest = status.clone();
     for action in actions {
+        if action == Action::DeleteWorkData {
+            // Never fails the job (it is finished, or being deleted): failures are recorded,
+            // retried a few times, then given up with the place named.
+            match delete_work_data(&pj, &ctx, &mut latest).await {
+                Ok(()) => continue,
+                Err(again) => return Ok(requeue_at(Some(again))),
+            }
+        }
         match execute(&pj, &ctx, &status, &action, now).await {
             Ok(Outcome::Done) => {
                 if let (Action::ReplacePods(tasks), Some(m)) = (&action, &ctx.metrics) {
@@ -278,10 +288,14 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 if let Some(p) = &ctx.progress {
                     p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
                 }
-                requeue = pj
-                    .spec
-                    .ttl_seconds_after_finished
-                    .map(|ttl| Duration::from_secs(ttl.max(0) as u64));
+                requeue = if decide::work_data_pending(&pj, &done) {
+                    // Next: the work data goes (finished's decision).
+                    Some(Duration::ZERO)
+                } else {
+                    pj.spec
+                        .ttl_seconds_after_finished
+                        .map(|ttl| Duration::from_secs(ttl.max(0) as u64))
+                };
             }
             Ok(Outcome::Gone) => return Ok(Requeue::await_change()),
             Err(ActionError { kind, message }) => {
@@ -328,6 +342,92 @@ fn requeue_at(d: Option<Duration>) -> Requeue {
         Some(d) => Requeue::requeue(d),
         None => Requeue::await_change(),
     }
+}
+
+// ---- work data -----------------------------------------------------------------------------
+
+/// Deletes the job's work data (`.truthound/<uid>/`) and records it in `status.workData`
+/// (written). `Err` is when to try again; after [`decide::WORK_DATA_ATTEMPTS`] failures it is
+/// given up (an Event names the place) and `Ok` is returned, so a deletion is never held for
+/// good by storage that is gone.
+async fn delete_work_data(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &mut ProfileJobStatus,
+) -> Result<(), Duration> {
+    let prefix = work_prefix(pj);
+    let result = async {
+        let opts = storage(pj, ctx, true).await.map_err(|e| e.to_string())?;
+        delete_prefix(&format!("{prefix}/"), &opts).await
+    }
+    .await;
+    let now = rfc3339(OffsetDateTime::now_utc());
+    let mut w = status.work_data.clone().unwrap_or_default();
+    let (again, note) = match result {
+        Ok(n) => {
+            info!(job = %pj.name_any(), prefix = %prefix, objects = n, "work data deleted");
+            w.state = Some(decide::WORK_DATA_DELETED.into());
+            w.message = Some(format!("{n} object(s) under {prefix}/ deleted"));
+            w.time = Some(now);
+            (None, None)
+        }
+        Err(e) => {
+            let failed = w.failed_attempts.unwrap_or(0) + 1;
+            w.failed_attempts = Some(failed);
+            if failed >= decide::WORK_DATA_ATTEMPTS {
+                let msg = format!(
+                    "the work data under {prefix}/ could not be deleted after {failed} attempts ({e}); it holds exact values and top values of the data: delete it by hand"
+                );
+                w.state = Some(decide::WORK_DATA_GIVEN_UP.into());
+                w.message = Some(msg.clone());
+                w.time = Some(now);
+                (None, Some(("WorkDataNotDeleted", msg)))
+            } else {
+                let msg = format!(
+                    "deleting the work data under {prefix}/ failed (attempt {failed} of {}): {e}",
+                    decide::WORK_DATA_ATTEMPTS
+                );
+                w.message = Some(msg.clone());
+                (Some(backoff(failed)), Some(("WorkDataDeleteFailed", msg)))
+            }
+        }
+    };
+    status.work_data = Some(w);
+    if let Some((reason, message)) = note {
+        warn!(job = %pj.name_any(), "{message}");
+        publish(
+            pj,
+            ctx,
+            &EventNote {
+                warning: true,
+                reason: reason.into(),
+                message,
+            },
+        )
+        .await;
+    }
+    if let Err(err) = write_status(pj, ctx, status).await {
+        warn!(job = %pj.name_any(), error = %err, "cannot record the work data's deletion");
+        return Err(Duration::from_secs(5));
+    }
+    match again {
+        Some(d) => Err(d),
+        None => Ok(()),
+    }
+}
+
+/// Deletes every object under `prefix` (a directory URI ending in `/`); the number deleted.
+async fn delete_prefix(prefix: &str, opts: &StorageOptions) -> Result<usize, String> {
+    use futures::StreamExt;
+    let loc = Location::parse(prefix).map_err(|e| e.to_string())?;
+    let store = loc.store(opts).map_err(|e| e.to_string())?;
+    let listed = store.list(Some(&loc.path)).map_ok(|m| m.location).boxed();
+    let deleted: Vec<_> = store
+        .delete_stream(listed)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(deleted.len())
 }
 
 // ---- notifying -----------------------------------------------------------------------------
@@ -505,6 +605,9 @@ fn action_name(action: &Action) -> &'static str {
         Action::DeleteJob => "deleting the finished ProfileJob",
         Action::RemoveFinalizer => "removing the finalizer",
         Action::AddFinalizer => "adding the finalizer",
+        Action::DeleteWorkData => "deleting the work data",
+        Action::AddWorkDataFinalizer => "adding the work-data finalizer",
+        Action::RemoveWorkDataFinalizer => "removing the work-data finalizer",
         Action::SubmitRemote { .. } => "submitting to the cluster",
         Action::CancelRemote => "stopping the remote run",
     }
@@ -648,12 +751,26 @@ async fn observe<'a>(
     let ns = pj.namespace().unwrap_or_default();
     let mut obs = Observed {
         has_finalizer: pj.finalizers().iter().any(|f| f == FINALIZER),
+        has_work_data_finalizer: pj.finalizers().iter().any(|f| f == WORK_DATA_FINALIZER),
         ..Observed::job(now, pj)
     };
     let Some(phase) = status.phase else {
         return Ok(obs);
     };
-    if phase.is_finished() || pj.metadata.deletion_timestamp.is_some() {
+    if pj.metadata.deletion_timestamp.is_some() {
+        // Deleting the work data waits for the workers to be gone (none writes after it): the
+        // worker Job, deleted in the foreground, is there until its pods are.
+        if obs.has_work_data_finalizer
+            && !phase.is_finished()
+            && target(pj, &status).is_none()
+            && let Some(name) = status.submission.as_ref().and_then(|s| s.id.clone())
+        {
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            obs.workers = jobs.get_opt(&name).await?.map(|j| workers_observed(&j));
+        }
+        return Ok(obs);
+    }
+    if phase.is_finished() {
         return Ok(obs);
     }
     if ctx.settings.access.check_spec(&pj.spec).is_err() {
@@ -958,7 +1075,21 @@ async fn execute(
         Action::DeleteWorkers => {
             let name = workers_name(pj, status);
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-            delete_idempotent(&jobs, &name).await.map_err(kube_err)?;
+            if pj.metadata.deletion_timestamp.is_some() {
+                // In the foreground: the Job stays until its pods are gone, which is what the
+                // work data's deletion waits for.
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Foreground),
+                    ..DeleteParams::default()
+                };
+                match jobs.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(kube_err(e)),
+                }
+            } else {
+                delete_idempotent(&jobs, &name).await.map_err(kube_err)?;
+            }
             Ok(Outcome::Done)
         }
         Action::ReplacePods(tasks) => {
@@ -1039,6 +1170,26 @@ async fn execute(
             set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
             Ok(Outcome::Done)
         }
+        Action::AddWorkDataFinalizer => {
+            let mut keep: Vec<String> = pj.finalizers().to_vec();
+            if !keep.iter().any(|f| f == WORK_DATA_FINALIZER) {
+                keep.push(WORK_DATA_FINALIZER.to_string());
+            }
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        Action::RemoveWorkDataFinalizer => {
+            let keep: Vec<String> = pj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != WORK_DATA_FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        // Done by the reconcile loop itself (delete_work_data), which records it.
+        Action::DeleteWorkData => Ok(Outcome::Done),
         Action::SubmitRemote { id, tasks } => {
             let t = target(pj, status).ok_or_else(|| ActionError {
                 kind: FailureKind::Invalid,

@@ -47,8 +47,12 @@ spec:
     pj
 }
 
+/// What was observed of the job alone, its work-data finalizer as in the steady state.
 fn obs(pj: &ProfileJob) -> Observed<'_> {
-    Observed::job(now(), pj)
+    Observed {
+        has_work_data_finalizer: pj.status.as_ref().is_some_and(|s| work_data_pending(pj, s)),
+        ..Observed::job(now(), pj)
+    }
 }
 
 fn plan(tasks: u32, bytes: u64) -> PlanSummary {

@@ -91,6 +91,11 @@ struct Args {
     /// ... or past this many rows.
     #[arg(long, env = "TH_MERGE_IN_POD_ROWS", default_value_t = Settings::default().merge_in_pod_rows)]
     merge_in_pod_rows: u64,
+    /// Seconds after a failed ProfileJob finished when its work data (.truthound/<uid>/) is
+    /// deleted, unless the job sets spec.output.workDataTTLSecondsAfterFailure (a success's goes
+    /// at once, unless spec.output.keepWorkData).
+    #[arg(long, env = "TH_FAILED_WORK_DATA_TTL_SECONDS", default_value_t = Settings::default().failed_work_data_ttl.as_secs())]
+    failed_work_data_ttl_seconds: u64,
     /// A running task with no heartbeat for this many seconds is stalled; its pod is replaced.
     #[arg(long, env = "TH_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     stall_timeout_seconds: u64,
@@ -309,6 +314,7 @@ async fn run(args: Args) -> Result<()> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         merge_in_pod_tasks: args.merge_in_pod_tasks,
         merge_in_pod_rows: args.merge_in_pod_rows,
+        failed_work_data_ttl: Duration::from_secs(args.failed_work_data_ttl_seconds),
         clusters: Clusters {
             spark_connect_url: args.spark_connect_url.clone().filter(|s| !s.is_empty()),
             dask_scheduler: args
