@@ -944,6 +944,17 @@ pub fn failure_reason(exit_code: i32) -> &'static str {
     }
 }
 
+/// What a worker killed for memory is told: the limit it hit and what to change.
+pub fn oom_message(limit: Option<&str>) -> String {
+    let hit = match limit {
+        Some(l) => format!("its memory limit of {l}"),
+        None => "the memory its node could give (it had no limit)".to_owned(),
+    };
+    format!(
+        "killed for using more than {hit} (OOMKilled): raise spec.backend.local.resources.limits.memory, or give each task less to hold: more partitions, or column_based/hybrid with fewer columns per task"
+    )
+}
+
 async fn pod_failures(
     ctx: &Context,
     ns: &str,
@@ -975,17 +986,24 @@ async fn pod_failures(
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.as_ref());
         let (reason, message) = match term {
+            Some(t) if t.reason.as_deref() == Some("OOMKilled") => {
+                let limit = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == local::CONTAINER))
+                    .and_then(|c| c.resources.as_ref())
+                    .and_then(|r| r.limits.as_ref())
+                    .and_then(|l| l.get("memory"))
+                    .map(|q| q.0.clone());
+                ("OOMKilled", oom_message(limit.as_deref()))
+            }
             Some(t) => {
-                let reason = match t.reason.as_deref() {
-                    Some("OOMKilled") => "OOMKilled",
-                    _ => failure_reason(t.exit_code),
-                };
                 let message = t
                     .message
                     .clone()
                     .filter(|m| !m.trim().is_empty())
                     .unwrap_or_else(|| format!("exit code {}", t.exit_code));
-                (reason, message)
+                (failure_reason(t.exit_code), message)
             }
             None => (
                 "Error",
