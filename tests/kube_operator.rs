@@ -1650,3 +1650,53 @@ fn work_data_is_deleted_after_success_kept_when_asked_and_deleted_with_the_job()
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// Worker health: workers report their resident memory with their progress, and one whose
+/// container has a memory limit it nearly fills (here 16Mi, which th-worker's own footprint
+/// exceeds; the test node does not enforce limits) is named in the status and an Event, with
+/// what to change, before the kernel would have killed it.
+#[test]
+fn a_worker_near_its_memory_limit_is_warned_of_in_the_status_and_an_event() {
+    cluster();
+    let bucket = new_bucket("kube-memory");
+    put_parquet_dataset(&bucket, 2, 5000);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "memory").await;
+        let op = Operator::start(&ns);
+        create_pj(
+            &client,
+            &ns,
+            profilejob(
+                "events",
+                &bucket,
+                json!({"backend": {"local": {"resources": {"limits": {"memory": "16Mi"}}}}}),
+            ),
+        )
+        .await;
+        let pj = wait_phase(&client, &op, "events", "Succeeded", 90).await;
+        let m = &pj["status"]["progress"]["workerMemory"];
+        assert_eq!(m["limitBytes"], 16 << 20, "{}", pj["status"]);
+        assert!(m["rssBytes"].as_u64().unwrap() > 16 << 20, "{m}");
+        assert_eq!(m["peakLevel"], "Critical", "{m}");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::discovery::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+                "events",
+            ),
+        );
+        let listed = api.list(&ListParams::default()).await.expect("events");
+        let notes: Vec<String> = listed
+            .items
+            .iter()
+            .filter(|e| e.data["reason"] == "WorkerMemoryHigh")
+            .filter_map(|e| e.data["note"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(notes.len(), 1, "one event for the level reached: {notes:?}");
+        assert!(notes[0].contains("critical"), "{notes:?}");
+        assert!(notes[0].contains("spec.backend.local.resources"), "{notes:?}");
+        delete_namespace(&client, &ns).await;
+    });
+}

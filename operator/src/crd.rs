@@ -837,6 +837,32 @@ pub struct ProgressStatus {
     pub eta_seconds: Option<u64>,
     /// "42%", for the printer column.
     pub display: String,
+    /// The running worker nearest its memory limit, from the workers' reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_memory: Option<WorkerMemoryStatus>,
+}
+
+/// A worker's memory against its container's limit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerMemoryStatus {
+    /// The task of the worker.
+    pub task: u32,
+    /// Its resident memory.
+    pub rss_bytes: u64,
+    /// Its container's memory limit.
+    pub limit_bytes: u64,
+    /// rssBytes / limitBytes × 100.
+    pub percent: f64,
+    /// `Warning` at 80% of the limit, `Critical` at 95%; absent below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// The highest level any worker of this attempt reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_level: Option<String>,
+    /// The attempt this is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
 }
 
 /// The written profile.

@@ -13,7 +13,7 @@ use crate::backend::local;
 use crate::backend::tasks::{TaskPhase, TaskState};
 use crate::crd::{
     BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus, ResultStatus,
-    Submission, TaskCounts, TaskFailure, WorkDataStatus,
+    Submission, TaskCounts, TaskFailure, WorkDataStatus, WorkerMemoryStatus,
 };
 use crate::status::{self, *};
 use std::collections::BTreeSet;
@@ -132,6 +132,40 @@ pub struct ProgressObserved {
     pub rows_per_second: f64,
     /// Running tasks with no report for longer than the stall timeout.
     pub stalled: Vec<u32>,
+    /// The running worker closest to its memory limit (of those that have one).
+    pub memory: Option<WorkerMemory>,
+}
+
+/// One worker's memory against its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerMemory {
+    pub task: u32,
+    pub rss_bytes: u64,
+    pub limit_bytes: u64,
+}
+
+/// A worker at this share of its memory limit is warned of (the ancestor's thresholds) ...
+pub const MEMORY_WARNING_PERCENT: f64 = 80.0;
+/// ... and this one is critical: the OOM killer is near.
+pub const MEMORY_CRITICAL_PERCENT: f64 = 95.0;
+
+/// `Warning` or `Critical` (or `None` below the warning) for a share of the limit.
+pub fn memory_level(percent: f64) -> Option<&'static str> {
+    if percent >= MEMORY_CRITICAL_PERCENT {
+        Some("Critical")
+    } else if percent >= MEMORY_WARNING_PERCENT {
+        Some("Warning")
+    } else {
+        None
+    }
+}
+
+fn level_rank(level: Option<&str>) -> u8 {
+    match level {
+        Some("Critical") => 2,
+        Some("Warning") => 1,
+        _ => 0,
+    }
 }
 
 /// Everything a decision is made from.
@@ -1504,6 +1538,12 @@ fn counts_and_progress(
     };
     let rate = obs.progress.rows_per_second;
     let eta = (rate > 0.0).then(|| ((rows_total - processed) as f64 / rate).ceil() as u64);
+    let old_memory = d
+        .status
+        .progress
+        .as_ref()
+        .and_then(|p| p.worker_memory.clone());
+    let worker_memory = memory_status(obs, old_memory.as_ref(), d);
     d.status.progress = Some(ProgressStatus {
         percent: (percent * 10.0).round() / 10.0,
         rows_processed: processed,
@@ -1511,5 +1551,52 @@ fn counts_and_progress(
         rows_per_second: rate.round(),
         eta_seconds: eta,
         display: format!("{}%", percent.floor() as u64),
+        worker_memory,
     });
+}
+
+/// The status of the workers' memory: the worker nearest its limit now, and the highest level
+/// reached in this attempt. An Event is published when that level rises (at most two a run,
+/// whatever the memory does around a threshold).
+fn memory_status(
+    obs: &Observed,
+    old: Option<&WorkerMemoryStatus>,
+    d: &mut Decision,
+) -> Option<WorkerMemoryStatus> {
+    let attempt = d.status.attempt;
+    let old = old.filter(|o| o.attempt == attempt);
+    let Some(m) = obs.progress.memory.filter(|m| m.limit_bytes > 0) else {
+        // No worker reports a limit now: the record of what was reached stays.
+        return old.cloned();
+    };
+    let percent = 100.0 * m.rss_bytes as f64 / m.limit_bytes as f64;
+    let level = memory_level(percent);
+    let peak = old.and_then(|o| o.peak_level.as_deref());
+    let peak = if level_rank(level) > level_rank(peak) {
+        let what = if level == Some("Critical") {
+            "critical"
+        } else {
+            "warning"
+        };
+        d.events.push(EventNote {
+            warning: true,
+            reason: "WorkerMemoryHigh".into(),
+            message: format!(
+                "task {} uses {:.0}% of its memory limit ({} of {} bytes, {what}): it may be killed for memory; raise spec.backend.local.resources.limits.memory, or give each task less (more partitions, or column_based with fewer columns per task)",
+                m.task, percent, m.rss_bytes, m.limit_bytes
+            ),
+        });
+        level
+    } else {
+        peak
+    };
+    Some(WorkerMemoryStatus {
+        task: m.task,
+        rss_bytes: m.rss_bytes,
+        limit_bytes: m.limit_bytes,
+        percent: (percent * 10.0).round() / 10.0,
+        level: level.map(str::to_owned),
+        peak_level: peak.map(str::to_owned),
+        attempt,
+    })
 }

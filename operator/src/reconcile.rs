@@ -1563,10 +1563,28 @@ impl ProgressSource for crate::progress::ProgressHub {
             .filter(|s| *s >= 1.0)
             .map(|s| snapshot.rows_done() as f64 / s)
             .unwrap_or(0.0);
+        // The worker nearest its limit, by share of it, as last reported (a task that
+        // finished between two reconciles still counts: it got that near).
+        let memory = snapshot
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.failed.is_none() && t.memory_limit_bytes > 0 && t.rss_bytes > 0)
+            .max_by(|(_, a), (_, b)| {
+                let share = |t: &crate::progress::TaskProgress| {
+                    t.rss_bytes as f64 / t.memory_limit_bytes as f64
+                };
+                share(a).total_cmp(&share(b))
+            })
+            .map(|(&task, t)| decide::WorkerMemory {
+                task,
+                rss_bytes: t.rss_bytes,
+                limit_bytes: t.memory_limit_bytes,
+            });
         ProgressObserved {
             running_rows,
             rows_per_second,
             stalled: self.stalled(job_uid, now, stall_timeout),
+            memory,
         }
     }
 

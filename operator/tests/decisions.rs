@@ -286,6 +286,7 @@ fn running_tasks_are_counted_with_progress_and_nothing_is_recreated() {
         running_rows: 500,
         rows_per_second: 250.0,
         stalled: vec![],
+        memory: None,
     };
     let d = decide(&o, &Settings::default());
     assert!(d.actions.is_empty(), "{:?}", d.actions);
@@ -1137,4 +1138,52 @@ fn a_job_refused_as_invalid_wrote_no_work_data_and_gets_no_finalizer() {
     assert_eq!(d.status.phase, Some(Phase::Failed));
     assert!(d.actions.is_empty(), "{:?}", d.actions);
     assert!(!work_data_pending(&pj, &d.status));
+}
+
+#[test]
+fn a_worker_near_its_memory_limit_is_warned_of_once_per_level() {
+    let mut pj = running_job();
+    // 79%: nothing said; 80%: a warning, in the status and an Event.
+    let d = decide(&with_memory(&pj, 790), &Settings::default());
+    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    assert_eq!((m.task, m.level.as_deref()), (3, None));
+    assert!(d.events.iter().all(|e| e.reason != "WorkerMemoryHigh"));
+    let d = decide(&with_memory(&pj, 800), &Settings::default());
+    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    assert_eq!(m.level.as_deref(), Some("Warning"));
+    assert_eq!(m.percent, 80.0);
+    let e: Vec<_> = d.events.iter().filter(|e| e.reason == "WorkerMemoryHigh").collect();
+    assert_eq!(e.len(), 1);
+    assert!(e[0].warning && e[0].message.contains("task 3") && e[0].message.contains("80%"));
+    assert!(e[0].message.contains("spec.backend.local.resources"), "{}", e[0].message);
+    advance(&mut pj, &d);
+    // Around the threshold again: no second warning.
+    let d = decide(&with_memory(&pj, 790), &Settings::default());
+    advance(&mut pj, &d);
+    let d = decide(&with_memory(&pj, 810), &Settings::default());
+    assert!(d.events.iter().all(|e| e.reason != "WorkerMemoryHigh"));
+    advance(&mut pj, &d);
+    // 95%: critical, said once.
+    let d = decide(&with_memory(&pj, 950), &Settings::default());
+    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    assert_eq!(
+        (m.level.as_deref(), m.peak_level.as_deref()),
+        (Some("Critical"), Some("Critical"))
+    );
+    let e: Vec<_> = d.events.iter().filter(|e| e.reason == "WorkerMemoryHigh").collect();
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("critical"), "{}", e[0].message);
+}
+
+/// A running job's observation with task 3's worker at `rss` of a 1000-byte limit.
+fn with_memory(pj: &ProfileJob, rss: u64) -> Observed<'_> {
+    let mut o = obs(pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([], 4));
+    o.progress.memory = Some(WorkerMemory {
+        task: 3,
+        rss_bytes: rss,
+        limit_bytes: 1000,
+    });
+    o
 }

@@ -542,6 +542,7 @@ impl reconcile::ProgressSource for Stalled {
             running_rows: 10,
             rows_per_second: 5.0,
             stalled: self.0.clone(),
+            memory: None,
         }
     }
     fn forget(&self, _job_uid: &str) {}
