@@ -134,7 +134,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "intervalSeconds": 5,
             "key": {"existingSecret": "my-progress-key", "existingSecretKey": "hmac"},
         },
-        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000},
+        "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000, "failedWorkDataTTLSeconds": 86400},
         "logging": {"format": "text", "level": "debug,kube=info"},
         "remoteClusters": {
             "distributedBackend": "dask",
@@ -945,7 +945,8 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     # settings passed through only when set
     for key, var in (("progress.intervalSeconds", "TH_PROGRESS_INTERVAL_SECONDS"), ("worker.heartbeatSeconds", "TH_HEARTBEAT_SECONDS"),
                      ("reconcile.resyncSeconds", "TH_RESYNC_SECONDS"), ("reconcile.stallTimeoutSeconds", "TH_STALL_TIMEOUT_SECONDS"),
-                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS")):
+                     ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS"),
+                     ("reconcile.failedWorkDataTTLSeconds", "TH_FAILED_WORK_DATA_TTL_SECONDS")):
         a, b = key.split(".")
         want = values.get(a, {}).get(b)
         p.expect(env.get(var) == (None if want is None else str(want)), f"{tag} {var} {env.get(var)!r}, want {want!r}")
