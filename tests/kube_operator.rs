@@ -1497,10 +1497,19 @@ fn a_webhook_down_for_30_s_still_gets_the_start_and_success_notifications() {
             .iter()
             .filter_map(|e| e.data["reason"].as_str().map(str::to_owned))
             .collect();
-        assert!(reasons.iter().any(|r| r == "NotificationFailed"), "{reasons:?}");
-        assert!(reasons.iter().any(|r| r == "NotificationDelivered"), "{reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r == "NotificationFailed"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r == "NotificationDelivered"),
+            "{reasons:?}"
+        );
         let notes = serde_json::to_string(&listed.items).unwrap();
-        assert!(!notes.contains("secret-path"), "the hook's path is not shown");
+        assert!(
+            !notes.contains("secret-path"),
+            "the hook's path is not shown"
+        );
         let metrics = http_get(op.metrics, "/metrics");
         let failed = metrics
             .lines()
@@ -1519,7 +1528,9 @@ fn http_get(port: u16, path: &str) -> String {
     write!(conn, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n").expect("request");
     let mut out = String::new();
     conn.read_to_string(&mut out).expect("response");
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or(out)
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(out)
 }
 
 /// The keys under `prefix` in the test bucket.
@@ -1696,7 +1707,10 @@ fn a_worker_near_its_memory_limit_is_warned_of_in_the_status_and_an_event() {
             .collect();
         assert_eq!(notes.len(), 1, "one event for the level reached: {notes:?}");
         assert!(notes[0].contains("critical"), "{notes:?}");
-        assert!(notes[0].contains("spec.backend.local.resources"), "{notes:?}");
+        assert!(
+            notes[0].contains("spec.backend.local.resources"),
+            "{notes:?}"
+        );
         delete_namespace(&client, &ns).await;
     });
 }

@@ -35,7 +35,9 @@ impl AccessPolicy {
     /// Checks a webhook URL of `spec.notify`; `field` is what the message names.
     pub fn check_webhook(&self, field: &str, url: &str) -> Result<(), String> {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
-            return Err(format!("{field}: a webhook URL must start with https:// or http://"));
+            return Err(format!(
+                "{field}: a webhook URL must start with https:// or http://"
+            ));
         }
         if self.notify_url_prefixes.is_empty()
             || self.notify_url_prefixes.iter().any(|p| url.starts_with(p))
@@ -158,13 +160,19 @@ mod tests {
     #[test]
     fn webhooks_may_be_limited_to_prefixes() {
         let any = AccessPolicy::default();
-        assert!(any.check_webhook("w", "https://hooks.example.com/x").is_ok());
+        assert!(
+            any.check_webhook("w", "https://hooks.example.com/x")
+                .is_ok()
+        );
         assert!(any.check_webhook("w", "ftp://x").is_err());
         let p = AccessPolicy {
             notify_url_prefixes: vec!["https://hooks.example.com/".into()],
             ..AccessPolicy::default()
         };
-        assert!(p.check_webhook("w", "https://hooks.example.com/team/1").is_ok());
+        assert!(
+            p.check_webhook("w", "https://hooks.example.com/team/1")
+                .is_ok()
+        );
         let e = p
             .check_webhook("spec.notify.webhooks[0].url", "http://10.0.0.1/secret-path")
             .unwrap_err();

@@ -147,7 +147,9 @@ pub struct WebhookSpec {
 }
 
 /// What a webhook is told about.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
 pub enum NotifyEvent {
     /// The job started running (its workers or remote tasks were started).
     Started,

@@ -1178,7 +1178,10 @@ fn finished(obs: &Observed, settings: &Settings, d: &mut Decision) {
                 state: Some(WORK_DATA_KEPT.into()),
                 message: Some(format!(
                     "kept under {} (spec.output.keepWorkData)",
-                    work_prefix(&spec.output.uri, obs.job.metadata.uid.as_deref().unwrap_or_default())
+                    work_prefix(
+                        &spec.output.uri,
+                        obs.job.metadata.uid.as_deref().unwrap_or_default()
+                    )
                 )),
                 ..WorkDataStatus::default()
             });

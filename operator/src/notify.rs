@@ -116,9 +116,9 @@ pub fn record(spec: &NotifySpec, status: &ProfileJobStatus) -> Vec<NotificationS
                 });
             }
             if progress
-                && rec.iter().any(|n| {
-                    n.webhook == i && n.event.starts_with("Progress") && n.event > event
-                })
+                && rec
+                    .iter()
+                    .any(|n| n.webhook == i && n.event.starts_with("Progress") && n.event > event)
             {
                 continue;
             }
@@ -142,9 +142,9 @@ pub fn is_due(n: &NotificationStatus, now: OffsetDateTime) -> bool {
 }
 
 fn next_time(n: &NotificationStatus) -> Option<OffsetDateTime> {
-    n.next_attempt_time.as_deref().and_then(|t| {
-        OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-    })
+    n.next_attempt_time
+        .as_deref()
+        .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
 }
 
 /// How long until the first pending notification is due (zero if one is due now).
@@ -202,12 +202,17 @@ pub fn body(pj: &ProfileJob, status: &ProfileJobStatus, event: &str, now: Offset
         (Some(Phase::Failed), Some(c)) => (Some(c.reason.clone()), Some(c.message.clone())),
         _ => (None, None),
     };
-    let duration = status.result.as_ref().map(|r| r.duration_seconds).or_else(|| {
-        let start = status.start_time.as_deref()?;
-        let start =
-            OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339).ok()?;
-        Some((now - start).as_seconds_f64().max(0.0))
-    });
+    let duration = status
+        .result
+        .as_ref()
+        .map(|r| r.duration_seconds)
+        .or_else(|| {
+            let start = status.start_time.as_deref()?;
+            let start =
+                OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339)
+                    .ok()?;
+            Some((now - start).as_seconds_f64().max(0.0))
+        });
     json!({
         "apiVersion": "truthound.io/v1alpha1",
         "kind": "ProfileJobNotification",
@@ -369,7 +374,11 @@ mod tests {
         );
         let mut refused = status(Phase::Failed, 0, 0);
         refused.start_time = None;
-        assert_eq!(wanted(&w, &refused), ["Failed"], "a job that never ran never started");
+        assert_eq!(
+            wanted(&w, &refused),
+            ["Failed"],
+            "a job that never ran never started"
+        );
     }
 
     #[test]
@@ -380,7 +389,10 @@ mod tests {
         assert!(wanted(&w, &status(Phase::Running, 1, 8)).is_empty(), "12%");
         assert_eq!(wanted(&w, &status(Phase::Running, 2, 8)), ["Progress25"]);
         assert_eq!(wanted(&w, &status(Phase::Running, 7, 8)), ["Progress75"]);
-        assert!(wanted(&w, &status(Phase::Merging, 8, 8)).is_empty(), "100% is the end's");
+        assert!(
+            wanted(&w, &status(Phase::Merging, 8, 8)).is_empty(),
+            "100% is the end's"
+        );
         assert!(wanted(&w, &status(Phase::Succeeded, 8, 8)).is_empty());
     }
 
@@ -388,9 +400,7 @@ mod tests {
     fn a_newer_milestone_or_the_end_replaces_pending_progress() {
         let mut w = hook(Some(vec![NotifyEvent::Progress, NotifyEvent::Succeeded]));
         w.progress_step_percent = Some(25);
-        let spec = NotifySpec {
-            webhooks: vec![w],
-        };
+        let spec = NotifySpec { webhooks: vec![w] };
         let mut s = status(Phase::Running, 2, 8);
         s.notifications = record(&spec, &s);
         assert_eq!(s.notifications.len(), 1);
@@ -399,7 +409,11 @@ mod tests {
         s2.notifications = s.notifications.clone();
         let rec = record(&spec, &s2);
         let events: Vec<&str> = rec.iter().map(|n| n.event.as_str()).collect();
-        assert_eq!(events, ["Progress75"], "the pending 25% is not worth sending any more");
+        assert_eq!(
+            events,
+            ["Progress75"],
+            "the pending 25% is not worth sending any more"
+        );
 
         // A delivered milestone stays on record, and is not sent again.
         let mut s3 = status(Phase::Running, 6, 8);
@@ -459,7 +473,9 @@ mod tests {
     fn backoff_doubles_to_a_minute_and_the_default_outlasts_a_receiver_down_for_minutes() {
         let pauses: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        let window: u64 = (1..DEFAULT_MAX_ATTEMPTS).map(|a| backoff(a).as_secs()).sum();
+        let window: u64 = (1..DEFAULT_MAX_ATTEMPTS)
+            .map(|a| backoff(a).as_secs())
+            .sum();
         assert!(window >= 240, "{window} s");
     }
 
@@ -478,7 +494,10 @@ mod tests {
             shown_url("https://hooks.slack.com/services/T000/B000/XXXX?token=1"),
             "https://hooks.slack.com"
         );
-        assert_eq!(shown_url("http://127.0.0.1:8080/x"), "http://127.0.0.1:8080");
+        assert_eq!(
+            shown_url("http://127.0.0.1:8080/x"),
+            "http://127.0.0.1:8080"
+        );
         assert_eq!(shown_url("not a url"), "(invalid URL)");
     }
 

@@ -250,11 +250,11 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     let mut requeue = requeue;
     // A finished job past its TTL is deleted only once its notifications are sent or given up:
     // deleting it would lose them.
-    let notifying = pj
-        .spec
-        .notify
-        .as_ref()
-        .is_some_and(|spec| notify::record(spec, &status).iter().any(|n| n.state == notify::PENDING));
+    let notifying = pj.spec.notify.as_ref().is_some_and(|spec| {
+        notify::record(spec, &status)
+            .iter()
+            .any(|n| n.state == notify::PENDING)
+    });
     let actions: Vec<Action> = actions
         .into_iter()
         .filter(|a| !(notifying && matches!(a, Action::DeleteJob)))
@@ -455,13 +455,18 @@ async fn notify_webhooks(
         let field = format!("spec.notify.webhooks[{}]", n.webhook);
         let shown = notify::shown_url(&w.url);
         let mut max = w.max_attempts.unwrap_or(notify::DEFAULT_MAX_ATTEMPTS);
-        let result = match ctx.settings.access.check_webhook(&format!("{field}.url"), &w.url) {
+        let result = match ctx
+            .settings
+            .access
+            .check_webhook(&format!("{field}.url"), &w.url)
+        {
             // Refused by the operator's policy: no attempt will do better.
             Err(e) => {
                 max = 0;
                 Err(e)
             }
-            Ok(()) => match webhook_delivery(pj, ctx, w, &field, status, &n.event, &uid, now).await {
+            Ok(()) => match webhook_delivery(pj, ctx, w, &field, status, &n.event, &uid, now).await
+            {
                 Ok(d) => notify::send(&ctx.webhooks, &d).await,
                 Err(e) => Err(e),
             },
@@ -472,7 +477,10 @@ async fn notify_webhooks(
             (notify::DELIVERED, _) => (
                 "NotificationDelivered",
                 false,
-                format!("{field} ({shown}): {} delivered (attempt {})", n.event, n.attempts),
+                format!(
+                    "{field} ({shown}): {} delivered (attempt {})",
+                    n.event, n.attempts
+                ),
             ),
             (notify::GIVEN_UP, Some(e)) => (
                 "NotificationGivenUp",
@@ -544,25 +552,45 @@ async fn webhook_delivery<'a>(
         .map_err(|e| format!("encoding the notification: {e}"))?;
     let header = match &w.header_secret_ref {
         Some(h) => {
-            let value = secret_key(pj, ctx, &h.name, &h.key, &format!("{field}.headerSecretRef")).await?;
-            let value = String::from_utf8(value)
-                .map_err(|_| format!("{field}.headerSecretRef: key `{}` of Secret `{}` is not text", h.key, h.name))?;
+            let value = secret_key(
+                pj,
+                ctx,
+                &h.name,
+                &h.key,
+                &format!("{field}.headerSecretRef"),
+            )
+            .await?;
+            let value = String::from_utf8(value).map_err(|_| {
+                format!(
+                    "{field}.headerSecretRef: key `{}` of Secret `{}` is not text",
+                    h.key, h.name
+                )
+            })?;
             Some((
-                h.header.clone().unwrap_or_else(|| "Authorization".to_owned()),
+                h.header
+                    .clone()
+                    .unwrap_or_else(|| "Authorization".to_owned()),
                 value.trim_end_matches(['\n', '\r']).to_owned(),
             ))
         }
         None => None,
     };
     let hmac_key = match &w.hmac_secret_ref {
-        Some(r) => Some(secret_key(pj, ctx, &r.name, &r.key, &format!("{field}.hmacSecretRef")).await?),
+        Some(r) => {
+            Some(secret_key(pj, ctx, &r.name, &r.key, &format!("{field}.hmacSecretRef")).await?)
+        }
         None => None,
     };
     Ok(notify::Delivery {
         url: &w.url,
         body,
         event,
-        id: format!("{uid}/{}/{event}", field.trim_start_matches("spec.notify.webhooks[").trim_end_matches(']')),
+        id: format!(
+            "{uid}/{}/{event}",
+            field
+                .trim_start_matches("spec.notify.webhooks[")
+                .trim_end_matches(']')
+        ),
         header,
         hmac_key,
         timeout: Duration::from_secs(u64::from(

@@ -185,7 +185,7 @@ fn auto_picks_local_for_a_small_dataset_once_it_is_listed_and_says_why() {
     let mut pj = basic();
     pj.spec.backend.kind = BackendType::Auto;
     let d = decide(&obs(&pj), &Settings::default());
-    assert_eq!(d.actions, vec![Action::Plan]);
+    assert_eq!(d.actions, vec![Action::AddWorkDataFinalizer, Action::Plan]);
     assert!(
         d.status.backend.is_none(),
         "chosen only once the size is known"
@@ -985,7 +985,10 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         "file:///data/shared/events/",
         "file:///data/shared/out/p.json",
     );
-    assert_eq!(decide(&obs(&pj), &shared).actions, vec![Action::Plan]);
+    assert_eq!(
+        decide(&obs(&pj), &shared).actions,
+        vec![Action::AddWorkDataFinalizer, Action::Plan]
+    );
     let pj = spec("https://host/events.csv", "s3://lake/p.json");
     let open = Settings {
         access: truthound_operator::access::AccessPolicy {
@@ -995,7 +998,10 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         },
         ..Settings::default()
     };
-    assert_eq!(decide(&obs(&pj), &open).actions, vec![Action::Plan]);
+    assert_eq!(
+        decide(&obs(&pj), &open).actions,
+        vec![Action::AddWorkDataFinalizer, Action::Plan]
+    );
 }
 
 /// A job finished as `phase` at 10:00:00, its work data still there.
@@ -1061,7 +1067,11 @@ fn a_failed_jobs_work_data_is_deleted_after_its_ttl() {
     o.now = t("2026-11-21T10:59:00Z");
     let d = decide(&o, &settings);
     assert!(d.actions.is_empty(), "{:?}", d.actions);
-    assert_eq!(d.requeue, Some(Duration::from_secs(60)), "looked at when it expires");
+    assert_eq!(
+        d.requeue,
+        Some(Duration::from_secs(60)),
+        "looked at when it expires"
+    );
     o.now = t("2026-11-21T11:00:00Z");
     assert_eq!(decide(&o, &settings).actions, vec![Action::DeleteWorkData]);
 
@@ -1098,8 +1108,16 @@ fn deleting_a_job_deletes_its_work_data_first_and_stops_its_workers_before() {
     assert!(o.has_work_data_finalizer);
     o.workers = Some(workers([0], 1));
     let d = decide(&o, &Settings::default());
-    assert_eq!(d.actions, vec![Action::DeleteWorkers], "the workers go first");
-    assert_eq!(d.requeue, Some(Duration::from_secs(2)), "and are waited for");
+    assert_eq!(
+        d.actions,
+        vec![Action::DeleteWorkers],
+        "the workers go first"
+    );
+    assert_eq!(
+        d.requeue,
+        Some(Duration::from_secs(2)),
+        "and are waited for"
+    );
     o.workers = None;
     assert_eq!(
         decide(&o, &Settings::default()).actions,
@@ -1145,17 +1163,39 @@ fn a_worker_near_its_memory_limit_is_warned_of_once_per_level() {
     let mut pj = running_job();
     // 79%: nothing said; 80%: a warning, in the status and an Event.
     let d = decide(&with_memory(&pj, 790), &Settings::default());
-    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
     assert_eq!((m.task, m.level.as_deref()), (3, None));
     assert!(d.events.iter().all(|e| e.reason != "WorkerMemoryHigh"));
     let d = decide(&with_memory(&pj, 800), &Settings::default());
-    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
     assert_eq!(m.level.as_deref(), Some("Warning"));
     assert_eq!(m.percent, 80.0);
-    let e: Vec<_> = d.events.iter().filter(|e| e.reason == "WorkerMemoryHigh").collect();
+    let e: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| e.reason == "WorkerMemoryHigh")
+        .collect();
     assert_eq!(e.len(), 1);
     assert!(e[0].warning && e[0].message.contains("task 3") && e[0].message.contains("80%"));
-    assert!(e[0].message.contains("spec.backend.local.resources"), "{}", e[0].message);
+    assert!(
+        e[0].message.contains("spec.backend.local.resources"),
+        "{}",
+        e[0].message
+    );
     advance(&mut pj, &d);
     // Around the threshold again: no second warning.
     let d = decide(&with_memory(&pj, 790), &Settings::default());
@@ -1165,12 +1205,23 @@ fn a_worker_near_its_memory_limit_is_warned_of_once_per_level() {
     advance(&mut pj, &d);
     // 95%: critical, said once.
     let d = decide(&with_memory(&pj, 950), &Settings::default());
-    let m = d.status.progress.as_ref().unwrap().worker_memory.clone().unwrap();
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
     assert_eq!(
         (m.level.as_deref(), m.peak_level.as_deref()),
         (Some("Critical"), Some("Critical"))
     );
-    let e: Vec<_> = d.events.iter().filter(|e| e.reason == "WorkerMemoryHigh").collect();
+    let e: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| e.reason == "WorkerMemoryHigh")
+        .collect();
     assert_eq!(e.len(), 1);
     assert!(e[0].message.contains("critical"), "{}", e[0].message);
 }

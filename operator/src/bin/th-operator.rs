@@ -151,7 +151,11 @@ struct Args {
     /// A URL prefix (repeat the flag or separate with commas) that ProfileJobs' webhooks
     /// (`spec.notify`) must start with, e.g. `https://hooks.example.com/`. Default: any
     /// `http(s)://` URL (the operator POSTs to it and never reads the answer).
-    #[arg(long = "notify-url-prefix", env = "TH_NOTIFY_URL_PREFIXES", value_delimiter = ',')]
+    #[arg(
+        long = "notify-url-prefix",
+        env = "TH_NOTIFY_URL_PREFIXES",
+        value_delimiter = ','
+    )]
     notify_url_prefixes: Vec<String>,
     /// Log format: json (default) or text.
     #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
