@@ -138,7 +138,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             "tls": {"enabled": True, "existingSecret": "progress-cert"},
         },
         "reconcile": {"resyncSeconds": 15, "stallTimeoutSeconds": 300, "mergeInPodTasks": 500, "mergeInPodRows": 3000000000,
-                      "mergeInPodCells": 9000000, "maxConcurrentReconciles": 4, "maxInProcessWork": 3},
+                      "mergeInPodCells": 9000000, "maxConcurrentReconciles": 4, "maxInProcessWork": 3, "failedWorkDataTTLSeconds": 86400},
         "logging": {"format": "text", "level": "debug,kube=info"},
         "remoteClusters": {
             "distributedBackend": "dask",
@@ -150,7 +150,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                         "nodeSelector": {"pool": "batch"}, "podLabels": {"team": "data"},
                         "podSecurityContext": {"fsGroup": 65532},
                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}},
-        "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True},
+        "access": {"fileRoots": ["/data/shared", "/data/public"], "allowHttpDatasets": True, "notifyUrlPrefixes": ["https://hooks.example.com/"]},
         "extraVolumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}}],
         "extraVolumeMounts": [{"name": "shared", "mountPath": "/data/shared", "readOnly": True}],
         "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
@@ -976,7 +976,9 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
                      ("reconcile.mergeInPodTasks", "TH_MERGE_IN_POD_TASKS"), ("reconcile.mergeInPodRows", "TH_MERGE_IN_POD_ROWS"),
                      ("reconcile.mergeInPodCells", "TH_MERGE_IN_POD_CELLS"),
                      ("reconcile.maxConcurrentReconciles", "TH_MAX_CONCURRENT_RECONCILES"),
-                     ("reconcile.maxInProcessWork", "TH_MAX_IN_PROCESS_WORK")):
+                     ("reconcile.maxInProcessWork", "TH_MAX_IN_PROCESS_WORK"),
+                     ("reconcile.failedWorkDataTTLSeconds", "TH_FAILED_WORK_DATA_TTL_SECONDS")):
+
         a, b = key.split(".")
         want = values.get(a, {}).get(b)
         p.expect(env.get(var) == (None if want is None else str(want)), f"{tag} {var} {env.get(var)!r}, want {want!r}")
@@ -989,6 +991,8 @@ def check_deployment(name: str, values: dict, objs: list[dict], p: Problems) -> 
     p.expect(env.get("TH_FILE_ROOTS") == want_roots, f"{tag} TH_FILE_ROOTS {env.get('TH_FILE_ROOTS')!r}, want {want_roots!r}")
     want_http = "true" if access.get("allowHttpDatasets") else None
     p.expect(env.get("TH_ALLOW_HTTP_DATASETS") == want_http, f"{tag} TH_ALLOW_HTTP_DATASETS {env.get('TH_ALLOW_HTTP_DATASETS')!r}, want {want_http!r}")
+    want_hooks = ",".join(access.get("notifyUrlPrefixes", [])) or None
+    p.expect(env.get("TH_NOTIFY_URL_PREFIXES") == want_hooks, f"{tag} TH_NOTIFY_URL_PREFIXES {env.get('TH_NOTIFY_URL_PREFIXES')!r}, want {want_hooks!r}")
     sa_values = values.get("serviceAccount", {})
     want_sa = sa_values.get("name") or (fn if sa_values.get("create", True) else "default")
     if sa_values.get("create", True):

@@ -1300,3 +1300,418 @@ fn a_dask_profilejob_runs_through_its_runner_job_and_its_pods_log() {
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Clone, Debug)]
+struct Received {
+    status: u16,
+    headers: Vec<(String, String)>,
+    raw: Vec<u8>,
+    body: Value,
+}
+
+impl Received {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A webhook receiver on 127.0.0.1 that is down (nothing listening) for `down`, then answers
+/// its first request 503 and the others 200, recording every request.
+struct WebhookReceiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl WebhookReceiver {
+    fn start(down: Duration) -> WebhookReceiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let port = free_port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = got.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(down);
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                let mut headers = Vec::new();
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line); // request line
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                    }
+                }
+                let len: usize = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let status = if n == 0 { 503 } else { 200 };
+                record.lock().unwrap().push(Received {
+                    status,
+                    headers,
+                    body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                    raw: body,
+                });
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        WebhookReceiver { port, got }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+/// `spec.notify`: a webhook receiver that is down for the first 30 s of a run (connection
+/// refused), then answers 503 once, still gets the Started and Succeeded notifications, once
+/// each, signed with the Secret's HMAC key and carrying its header; the attempts are on record
+/// in the status, the events and the metrics, and the job itself is not held up by them.
+#[test]
+fn a_webhook_down_for_30_s_still_gets_the_start_and_success_notifications() {
+    cluster();
+    let bucket = new_bucket("kube-notify");
+    put_parquet_dataset(&bucket, 2, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "notify").await;
+        apply_value(
+            &client,
+            json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "hook-keys"},
+                "stringData": {"hmac": "hmac-k3y", "token": "Bearer t0ken\n"},
+            }),
+            Some(&ns),
+            false,
+        )
+        .await
+        .expect("Secret");
+        let hook = WebhookReceiver::start(Duration::from_secs(30));
+        let op = Operator::start(&ns);
+        let t0 = std::time::Instant::now();
+        create_pj(
+            &client,
+            &ns,
+            profilejob(
+                "events",
+                &bucket,
+                json!({"notify": {"webhooks": [{
+                    "url": hook.url("/hooks/T000/secret-path"),
+                    "hmacSecretRef": {"name": "hook-keys", "key": "hmac"},
+                    "headerSecretRef": {"name": "hook-keys", "key": "token"},
+                }]}}),
+            ),
+        )
+        .await;
+        let done = wait_phase(&client, &op, "events", "Succeeded", 60).await;
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the run is not held up by its notifications ({:?})",
+            t0.elapsed()
+        );
+        let pj = eventually(
+            "both notifications delivered",
+            Duration::from_secs(150),
+            || async {
+                let pj = get_pj(&client, &ns, "events").await;
+                let n = pj["status"]["notifications"].as_array().cloned()?;
+                (n.len() == 2 && n.iter().all(|n| n["state"] == "Delivered")).then_some(pj)
+            },
+        )
+        .await;
+        let rec = pj["status"]["notifications"].as_array().unwrap();
+        let events: Vec<&str> = rec.iter().map(|n| n["event"].as_str().unwrap()).collect();
+        assert_eq!(events, ["Started", "Succeeded"], "{rec:?}");
+        assert!(
+            rec.iter().all(|n| n["attempts"].as_u64().unwrap() >= 2),
+            "the receiver was down when both were first sent: {rec:?}"
+        );
+
+        let got = hook.received();
+        let ok: Vec<&Received> = got.iter().filter(|r| r.status == 200).collect();
+        assert_eq!(ok.len(), 2, "each delivered once: {got:?}");
+        assert!(got.iter().any(|r| r.status == 503), "the 503 was retried");
+        let uid = done["metadata"]["uid"].as_str().unwrap();
+        for (r, event) in ok.iter().zip(["Started", "Succeeded"]) {
+            assert_eq!(r.header("X-Truthound-Event"), Some(event));
+            assert_eq!(
+                r.header("X-Truthound-Delivery"),
+                Some(format!("{uid}/0/{event}").as_str())
+            );
+            assert_eq!(r.header("Authorization"), Some("Bearer t0ken"));
+            let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"hmac-k3y");
+            let sig = r.header("X-Truthound-Signature").expect("signed");
+            let hex = sig.strip_prefix("sha256=").expect("sha256=");
+            let tag: Vec<u8> = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+                .collect();
+            assert!(
+                ring::hmac::verify(&key, &r.raw, &tag).is_ok(),
+                "the signature is the body's HMAC-SHA256 under the Secret's key"
+            );
+            assert_eq!(r.body["event"], event);
+            assert_eq!(r.body["kind"], "ProfileJobNotification");
+            assert_eq!(r.body["job"]["name"], "events");
+            assert_eq!(r.body["job"]["namespace"], ns.as_str());
+        }
+        let success = &ok[1].body;
+        assert_eq!(success["phase"], "Succeeded");
+        assert_eq!(success["rows"], 1000);
+        assert_eq!(
+            success["profileUri"],
+            format!("s3://{bucket}/profiles/events.json")
+        );
+        assert!(success["durationSeconds"].as_f64().unwrap() > 0.0);
+
+        // The failed attempts are Events (without the URL's path), and metrics.
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::discovery::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+                "events",
+            ),
+        );
+        let listed = api.list(&ListParams::default()).await.expect("events");
+        let reasons: Vec<String> = listed
+            .items
+            .iter()
+            .filter_map(|e| e.data["reason"].as_str().map(str::to_owned))
+            .collect();
+        assert!(
+            reasons.iter().any(|r| r == "NotificationFailed"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r == "NotificationDelivered"),
+            "{reasons:?}"
+        );
+        let notes = serde_json::to_string(&listed.items).unwrap();
+        assert!(
+            !notes.contains("secret-path"),
+            "the hook's path is not shown"
+        );
+        let metrics = http_get(op.metrics, "/metrics");
+        let failed = metrics
+            .lines()
+            .find(|l| l.starts_with("truthound_notifications_total{result=\"Failed\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(failed >= 2.0, "{metrics}");
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// A plain HTTP GET of 127.0.0.1:`port``path`; the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(conn, "GET {path} HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut out = String::new();
+    conn.read_to_string(&mut out).expect("response");
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(out)
+}
+
+/// The keys under `prefix` in the test bucket.
+async fn s3_keys(bucket: &str, prefix: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    let s = store(bucket);
+    let p = object_store::path::Path::from(prefix);
+    let mut keys: Vec<String> = s
+        .list(Some(&p))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .expect("list");
+    keys.sort();
+    keys
+}
+
+/// Work data (`.truthound/<uid>/`: plan, partials, task table) holds exact values: it is deleted
+/// when a run succeeds, kept with `spec.output.keepWorkData`, and deleted with a ProfileJob
+/// deleted mid-run, whose work-data finalizer holds the deletion until it is gone.
+#[test]
+fn work_data_is_deleted_after_success_kept_when_asked_and_deleted_with_the_job() {
+    cluster();
+    let bucket = new_bucket("kube-workdata");
+    put_parquet_dataset(&bucket, 3, 500);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "workdata").await;
+        let op = Operator::start(&ns);
+        create_pj(&client, &ns, profilejob("gone", &bucket, json!({}))).await;
+        create_pj(
+            &client,
+            &ns,
+            profilejob("kept", &bucket, json!({"output": {"keepWorkData": true}})),
+        )
+        .await;
+        let gone = wait_phase(&client, &op, "gone", "Succeeded", 90).await;
+        let kept = wait_phase(&client, &op, "kept", "Succeeded", 90).await;
+        let work = |pj: &Value| {
+            format!(
+                "profiles/.truthound/{}/",
+                pj["metadata"]["uid"].as_str().expect("uid")
+            )
+        };
+
+        let pj = eventually(
+            "the successful run's work data deleted",
+            Duration::from_secs(30),
+            || async {
+                let pj = get_pj(&client, &ns, "gone").await;
+                (pj["status"]["workData"]["state"] == "Deleted").then_some(pj)
+            },
+        )
+        .await;
+        assert_eq!(s3_keys(&bucket, &work(&gone)).await, Vec::<String>::new());
+        assert!(!s3_get(&bucket, "profiles/gone.json").is_empty(), "the profile stays");
+        assert!(
+            pj["status"]["workData"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("deleted"),
+            "{}",
+            pj["status"]["workData"]
+        );
+        assert!(
+            !pj["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "truthound.io/work-data")),
+            "nothing left to guard: {}",
+            pj["metadata"]
+        );
+
+        let kept_keys = s3_keys(&bucket, &work(&kept)).await;
+        assert!(
+            kept_keys.iter().any(|k| k.ends_with("/plan"))
+                && kept_keys.iter().filter(|k| k.contains("/partials/")).count() == 3,
+            "{kept_keys:?}"
+        );
+        let pj = get_pj(&client, &ns, "kept").await;
+        assert_eq!(pj["status"]["workData"]["state"], "Kept");
+
+        // Deleted mid-run: the finalizer holds the ProfileJob until its work data is gone.
+        create_pj(
+            &client,
+            &ns,
+            profilejob(
+                "deleted",
+                &bucket,
+                json!({"partitioning": {"partitions": 3}, "backend": {"local": {"parallelism": 1}}}),
+            ),
+        )
+        .await;
+        let running = eventually(
+            "a partial written",
+            Duration::from_secs(60),
+            || async {
+                let pj = get_pj(&client, &ns, "deleted").await;
+                let uid = pj["metadata"]["uid"].as_str()?.to_owned();
+                let keys = s3_keys(&bucket, &format!("profiles/.truthound/{uid}/partials/")).await;
+                (!keys.is_empty()).then_some(pj)
+            },
+        )
+        .await;
+        assert!(
+            running["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "truthound.io/work-data")),
+            "{}",
+            running["metadata"]
+        );
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &pj_resource());
+        api.delete("deleted", &DeleteParams::default())
+            .await
+            .expect("delete");
+        eventually("the ProfileJob gone", Duration::from_secs(60), || async {
+            api.get_opt("deleted").await.expect("get").is_none().then_some(())
+        })
+        .await;
+        // Workers still shutting down could write a last partial after the deletion: look a
+        // little later too.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            s3_keys(&bucket, &work(&running)).await,
+            Vec::<String>::new(),
+            "the deleted job's work data went with it"
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// Worker health: workers report their resident memory with their progress, and one whose
+/// container has a memory limit it nearly fills (here 16Mi, which th-worker's own footprint
+/// exceeds; the test node does not enforce limits) is named in the status and an Event, with
+/// what to change, before the kernel would have killed it.
+#[test]
+fn a_worker_near_its_memory_limit_is_warned_of_in_the_status_and_an_event() {
+    cluster();
+    let bucket = new_bucket("kube-memory");
+    put_parquet_dataset(&bucket, 2, 5000);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "memory").await;
+        let op = Operator::start(&ns);
+        create_pj(
+            &client,
+            &ns,
+            profilejob(
+                "events",
+                &bucket,
+                json!({"backend": {"local": {"resources": {"limits": {"memory": "16Mi"}}}}}),
+            ),
+        )
+        .await;
+        let pj = wait_phase(&client, &op, "events", "Succeeded", 90).await;
+        let m = &pj["status"]["progress"]["workerMemory"];
+        assert_eq!(m["limitBytes"], 16 << 20, "{}", pj["status"]);
+        assert!(m["rssBytes"].as_u64().unwrap() > 16 << 20, "{m}");
+        assert_eq!(m["peakLevel"], "Critical", "{m}");
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &ns,
+            &kube::discovery::ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk("events.k8s.io", "v1", "Event"),
+                "events",
+            ),
+        );
+        let listed = api.list(&ListParams::default()).await.expect("events");
+        let notes: Vec<String> = listed
+            .items
+            .iter()
+            .filter(|e| e.data["reason"] == "WorkerMemoryHigh")
+            .filter_map(|e| e.data["note"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(notes.len(), 1, "one event for the level reached: {notes:?}");
+        assert!(notes[0].contains("critical"), "{notes:?}");
+        assert!(
+            notes[0].contains("spec.backend.local.resources"),
+            "{notes:?}"
+        );
+        delete_namespace(&client, &ns).await;
+    });
+}

@@ -207,12 +207,15 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
             uri: "s3://lake/profiles/events.json".into(),
             options: None,
             credentials_secret_ref: None,
+            keep_work_data: false,
+            work_data_ttl_seconds_after_failure: None,
         },
         backoff_limit_per_task: Some(5),
         max_failed_tasks: Some(2),
         active_deadline_seconds: Some(7200),
         ttl_seconds_after_finished: Some(86400),
         suspend: false,
+        notify: None,
     };
     assert_eq!(pj.spec, want);
     assert_eq!(pj.metadata.name.as_deref(), Some("events-by-user"));

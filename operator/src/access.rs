@@ -19,6 +19,9 @@ pub struct AccessPolicy {
     pub file_roots: Vec<PathBuf>,
     /// `http(s)://` datasets and outputs are allowed (`--allow-http-datasets`).
     pub allow_http: bool,
+    /// URL prefixes webhooks (`spec.notify`) must start with (`--notify-url-prefix`). Empty: any
+    /// `http(s)://` URL, since a webhook's answer is never read (the operator only POSTs).
+    pub notify_url_prefixes: Vec<String>,
 }
 
 impl AccessPolicy {
@@ -27,6 +30,25 @@ impl AccessPolicy {
     pub fn check_spec(&self, spec: &ProfileJobSpec) -> Result<(), String> {
         self.check_uri("spec.dataset.uri", &spec.dataset.uri)?;
         self.check_uri("spec.output.uri", &spec.output.uri)
+    }
+
+    /// Checks a webhook URL of `spec.notify`; `field` is what the message names.
+    pub fn check_webhook(&self, field: &str, url: &str) -> Result<(), String> {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(format!(
+                "{field}: a webhook URL must start with https:// or http://"
+            ));
+        }
+        if self.notify_url_prefixes.is_empty()
+            || self.notify_url_prefixes.iter().any(|p| url.starts_with(p))
+        {
+            return Ok(());
+        }
+        Err(format!(
+            "{field} `{}`: this operator sends notifications only to URLs starting with {} (--notify-url-prefix)",
+            crate::notify::shown_url(url),
+            self.notify_url_prefixes.join(", ")
+        ))
     }
 
     /// Checks one URI; `field` is what the message names.
@@ -80,6 +102,7 @@ mod tests {
         AccessPolicy {
             file_roots: roots.iter().map(PathBuf::from).collect(),
             allow_http,
+            notify_url_prefixes: Vec::new(),
         }
     }
 
@@ -132,5 +155,29 @@ mod tests {
                 .check_uri("spec.dataset.uri", "https://host/x.parquet")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn webhooks_may_be_limited_to_prefixes() {
+        let any = AccessPolicy::default();
+        assert!(
+            any.check_webhook("w", "https://hooks.example.com/x")
+                .is_ok()
+        );
+        assert!(any.check_webhook("w", "ftp://x").is_err());
+        let p = AccessPolicy {
+            notify_url_prefixes: vec!["https://hooks.example.com/".into()],
+            ..AccessPolicy::default()
+        };
+        assert!(
+            p.check_webhook("w", "https://hooks.example.com/team/1")
+                .is_ok()
+        );
+        let e = p
+            .check_webhook("spec.notify.webhooks[0].url", "http://10.0.0.1/secret-path")
+            .unwrap_err();
+        assert!(e.contains("spec.notify.webhooks[0].url"), "{e}");
+        assert!(e.contains("--notify-url-prefix"), "{e}");
+        assert!(!e.contains("secret-path"), "the path is not shown: {e}");
     }
 }

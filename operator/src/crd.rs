@@ -93,6 +93,98 @@ pub struct ProfileJobSpec {
     /// where it left off when this is set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// Who is told when the job starts, progresses and ends (webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
+}
+
+/// Notifications of a job's start, progress and end.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifySpec {
+    /// Webhooks called with a JSON body (`truthound.io/v1alpha1` `ProfileJobNotification`) by
+    /// POST. A delivery that fails is retried with backoff; one that keeps failing is an Event
+    /// and a metric, never a failed job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub webhooks: Vec<WebhookSpec>,
+}
+
+/// One webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// `https://` (or `http://`) URL the notifications are POSTed to.
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.startsWith('https://') || self.startsWith('http://')", "message": "notify.webhooks[].url must start with https:// or http://"}
+    ]))]
+    pub url: String,
+    /// Which events are sent (default: Started, Succeeded, Failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4))]
+    pub events: Option<Vec<NotifyEvent>>,
+    /// With the `Progress` event: every this many percent of the tasks done (default 25).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub progress_step_percent: Option<u32>,
+    /// Seconds one attempt may take (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: Option<u32>,
+    /// Attempts before a notification is given up (default 10, with backoff from 1 s doubling to
+    /// 60 s between them: about 4 minutes in all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 20))]
+    pub max_attempts: Option<u32>,
+    /// A header whose value is a Secret's key, e.g. `Authorization: Bearer ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_secret_ref: Option<HeaderSecretRef>,
+    /// Sign the body: `X-Truthound-Signature: sha256=<hex HMAC-SHA256 of the body>`, keyed with
+    /// a Secret's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_ref: Option<SecretKeyRef>,
+}
+
+/// What a webhook is told about.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum NotifyEvent {
+    /// The job started running (its workers or remote tasks were started).
+    Started,
+    /// Every `progressStepPercent` of the tasks done.
+    Progress,
+    /// The profile was written.
+    Succeeded,
+    /// The job failed.
+    Failed,
+}
+
+/// One key of a Secret in the ProfileJob's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key in it.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A header whose value is held in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct HeaderSecretRef {
+    /// The header's name (default `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub header: Option<String>,
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// The key holding the header's value.
+    #[schemars(length(min = 1))]
+    pub key: String,
 }
 
 /// The dataset: an object-storage URI and how to read it.
@@ -514,6 +606,20 @@ pub struct OutputSpec {
     /// Credentials of the output's store (default: the dataset's credentialsSecretRef).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
+    /// Keep the job's work data (`.truthound/<uid>/`: plan, partial profiles, task table) after
+    /// it succeeded and after the ProfileJob is deleted. By default it is deleted then: partial
+    /// profiles hold exact value counts and top values, which may be personal data.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_work_data: bool,
+    /// Seconds after a failed job finished when its work data is deleted (default: the
+    /// operator's, 7 days), kept meanwhile for a look at what was done.
+    #[serde(
+        default,
+        rename = "workDataTTLSecondsAfterFailure",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0))]
+    pub work_data_ttl_seconds_after_failure: Option<i64>,
 }
 
 /// The record of what was done. Small at any scale: task sets are index ranges, failures are the
@@ -568,6 +674,54 @@ pub struct ProfileJobStatus {
     /// merging; the job fails when they reach the operator's limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_errors: Option<u32>,
+    /// What became of the job's work data (`.truthound/<uid>/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_data: Option<WorkDataStatus>,
+    /// The webhook notifications (spec.notify): sent, pending or given up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationStatus>,
+}
+
+/// What became of a job's work data.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkDataStatus {
+    /// `Deleted`, `Kept` (spec.output.keepWorkData), or `GivenUp` (it could not be deleted;
+    /// `message` says where it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Failed deletions so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempts: Option<u32>,
+    /// Where it is, and the last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it was deleted or given up (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+}
+
+/// One notification of one webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    /// Index of the webhook in spec.notify.webhooks.
+    pub webhook: u32,
+    /// `Started`, `Progress50` (50% of the tasks done), `Succeeded` or `Failed`.
+    pub event: String,
+    /// `Pending`, `Delivered` or `GivenUp`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the last attempt was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt_time: Option<String>,
+    /// When the next attempt is due (RFC 3339), while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<String>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A job's phase.
@@ -706,6 +860,32 @@ pub struct ProgressStatus {
     pub eta_seconds: Option<u64>,
     /// "42%", for the printer column.
     pub display: String,
+    /// The running worker nearest its memory limit, from the workers' reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_memory: Option<WorkerMemoryStatus>,
+}
+
+/// A worker's memory against its container's limit.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerMemoryStatus {
+    /// The task of the worker.
+    pub task: u32,
+    /// Its resident memory.
+    pub rss_bytes: u64,
+    /// Its container's memory limit.
+    pub limit_bytes: u64,
+    /// rssBytes / limitBytes × 100.
+    pub percent: f64,
+    /// `Warning` at 80% of the limit, `Critical` at 95%; absent below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// The highest level any worker of this attempt reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_level: Option<String>,
+    /// The attempt this is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<i32>,
 }
 
 /// The written profile.

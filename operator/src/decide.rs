@@ -13,7 +13,7 @@ use crate::backend::local;
 use crate::backend::tasks::{TaskPhase, TaskState};
 use crate::crd::{
     BackendChoice, BackendType, Phase, ProfileJob, ProfileJobStatus, ProgressStatus, ResultStatus,
-    Submission, TaskCounts, TaskFailure,
+    Submission, TaskCounts, TaskFailure, WorkDataStatus, WorkerMemoryStatus,
 };
 use crate::status::{self, *};
 use std::collections::BTreeSet;
@@ -49,6 +49,9 @@ pub struct Settings {
     pub clusters: Clusters,
     /// The local paths and URLs the operator may read and write for a job.
     pub access: AccessPolicy,
+    /// A failed job's work data is deleted this long after it finished (unless the job says
+    /// otherwise, spec.output.workDataTTLSecondsAfterFailure).
+    pub failed_work_data_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -64,6 +67,7 @@ impl Default for Settings {
             max_in_process_work: 2,
             clusters: Clusters::default(),
             access: AccessPolicy::default(),
+            failed_work_data_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -150,6 +154,40 @@ pub struct ProgressObserved {
     pub rows_per_second: f64,
     /// Running tasks with no report for longer than the stall timeout.
     pub stalled: Vec<u32>,
+    /// The running worker closest to its memory limit (of those that have one).
+    pub memory: Option<WorkerMemory>,
+}
+
+/// One worker's memory against its limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerMemory {
+    pub task: u32,
+    pub rss_bytes: u64,
+    pub limit_bytes: u64,
+}
+
+/// A worker at this share of its memory limit is warned of (the ancestor's thresholds) ...
+pub const MEMORY_WARNING_PERCENT: f64 = 80.0;
+/// ... and this one is critical: the OOM killer is near.
+pub const MEMORY_CRITICAL_PERCENT: f64 = 95.0;
+
+/// `Warning` or `Critical` (or `None` below the warning) for a share of the limit.
+pub fn memory_level(percent: f64) -> Option<&'static str> {
+    if percent >= MEMORY_CRITICAL_PERCENT {
+        Some("Critical")
+    } else if percent >= MEMORY_WARNING_PERCENT {
+        Some("Warning")
+    } else {
+        None
+    }
+}
+
+fn level_rank(level: Option<&str>) -> u8 {
+    match level {
+        Some("Critical") => 2,
+        Some("Warning") => 1,
+        _ => 0,
+    }
 }
 
 /// Everything a decision is made from.
@@ -175,6 +213,8 @@ pub struct Observed<'a> {
     /// this job's (no controller reference with its uid): which one, e.g. `Job events-w1`. It is
     /// never read as this job's; the job waits for it to go.
     pub foreign: Option<String>,
+    /// The work-data finalizer is on the object.
+    pub has_work_data_finalizer: bool,
 }
 
 impl<'a> Observed<'a> {
@@ -191,6 +231,7 @@ impl<'a> Observed<'a> {
             remote: None,
             has_finalizer: false,
             foreign: None,
+            has_work_data_finalizer: false,
         }
     }
 }
@@ -218,6 +259,12 @@ pub enum Action {
     RemoveFinalizer,
     /// Add our finalizer, so that deleting the job first stops its remote work.
     AddFinalizer,
+    /// Delete the job's work data (`.truthound/<uid>/`) and record it in the status.
+    DeleteWorkData,
+    /// Add the work-data finalizer, so that deleting the job first deletes its work data.
+    AddWorkDataFinalizer,
+    /// Remove the work-data finalizer (the work data is deleted, kept, or given up).
+    RemoveWorkDataFinalizer,
     /// Submit `tasks` to the remote cluster as run `id` (deterministic: a second submission
     /// of the same id finds the first).
     SubmitRemote { id: String, tasks: Vec<u32> },
@@ -370,14 +417,30 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
     if job.metadata.deletion_timestamp.is_some() {
         // Children carry owner references and go with the ProfileJob. A remote run lives on
         // its cluster: the finalizer holds the deletion until it is stopped.
+        let active = d.status.phase.is_some_and(|p| !p.is_finished());
         if obs.has_finalizer {
-            let active = d.status.phase.is_some_and(|p| !p.is_finished());
             match remote_kind(&d.status) {
                 Some(_) if active => d.actions.push(Action::CancelRemote),
                 Some(_) => {}
                 None => d.actions.push(Action::DeleteWorkers),
             }
             d.actions.push(Action::RemoveFinalizer);
+        }
+        // The work data goes before the job does: once the ProfileJob is gone, nothing would
+        // know where it is. Running workers are stopped first, so that none writes after.
+        if obs.has_work_data_finalizer {
+            if work_data_pending(job, &d.status) {
+                if active && remote_kind(&d.status).is_none() && obs.workers.is_some() {
+                    // Its workers first; the work data once they are gone.
+                    if !obs.has_finalizer {
+                        d.actions.push(Action::DeleteWorkers);
+                    }
+                    d.requeue = Some(Duration::from_secs(2));
+                    return d;
+                }
+                d.actions.push(Action::DeleteWorkData);
+            }
+            d.actions.push(Action::RemoveWorkDataFinalizer);
         }
         return d;
     }
@@ -389,10 +452,45 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
             running(obs, settings, &mut d)
         }
         Some(Phase::Merging) => merging(obs, settings, &mut d),
-        Some(Phase::Succeeded) | Some(Phase::Failed) => finished(obs, &mut d),
+        Some(Phase::Succeeded) | Some(Phase::Failed) => finished(obs, settings, &mut d),
+    }
+    // Before anything writes work data (the plan, on the first visit), the finalizer that
+    // deletes it with the job.
+    if work_data_pending(job, &d.status) && !obs.has_work_data_finalizer {
+        d.actions.insert(0, Action::AddWorkDataFinalizer);
+    }
+    if obs.has_work_data_finalizer
+        && !work_data_pending(job, &d.status)
+        && !d.actions.contains(&Action::DeleteWorkData)
+    {
+        d.actions.push(Action::RemoveWorkDataFinalizer);
     }
     d
 }
+
+/// The job's work data (`.truthound/<uid>/`) exists or may, and is to be deleted some day: not
+/// kept (spec.output.keepWorkData), not deleted or given up yet, and a plan was to be written
+/// (a job refused as invalid wrote nothing, and its output may be somewhere the operator must
+/// not touch).
+pub fn work_data_pending(job: &ProfileJob, status: &ProfileJobStatus) -> bool {
+    !job.spec.output.keep_work_data
+        && status
+            .submission
+            .as_ref()
+            .is_some_and(|s| s.plan_uri.is_some())
+        && status
+            .work_data
+            .as_ref()
+            .and_then(|w| w.state.as_deref())
+            .is_none_or(|s| s != WORK_DATA_DELETED && s != WORK_DATA_GIVEN_UP)
+}
+
+/// `status.workData.state` values.
+pub const WORK_DATA_DELETED: &str = "Deleted";
+pub const WORK_DATA_KEPT: &str = "Kept";
+pub const WORK_DATA_GIVEN_UP: &str = "GivenUp";
+/// Failed deletions of a job's work data before it is given up (and left to its owner).
+pub const WORK_DATA_ATTEMPTS: u32 = 5;
 
 fn first_visit(obs: &Observed, settings: &Settings, d: &mut Decision) {
     let job = obs.job;
@@ -1214,23 +1312,58 @@ fn missing_for_merge(
     Some(missing)
 }
 
-fn finished(obs: &Observed, d: &mut Decision) {
+fn finished(obs: &Observed, settings: &Settings, d: &mut Decision) {
     // A finished job has no remote work left to stop.
     if obs.has_finalizer {
         d.actions.push(Action::RemoveFinalizer);
     }
-    let Some(ttl) = obs.job.spec.ttl_seconds_after_finished else {
+    let done = d.status.completion_time.as_deref().and_then(parse_time);
+    let spec = &obs.job.spec;
+    if spec.output.keep_work_data {
+        if d.status.work_data.is_none() {
+            d.status.work_data = Some(WorkDataStatus {
+                state: Some(WORK_DATA_KEPT.into()),
+                message: Some(format!(
+                    "kept under {} (spec.output.keepWorkData)",
+                    work_prefix(
+                        &spec.output.uri,
+                        obs.job.metadata.uid.as_deref().unwrap_or_default()
+                    )
+                )),
+                ..WorkDataStatus::default()
+            });
+        }
+    } else if work_data_pending(obs.job, &d.status) {
+        // A success's work data is of no more use; a failure's is kept a while for a look.
+        let wait = match d.status.phase {
+            Some(Phase::Failed) => spec
+                .output
+                .work_data_ttl_seconds_after_failure
+                .map(|s| Duration::from_secs(s.max(0) as u64))
+                .unwrap_or(settings.failed_work_data_ttl),
+            _ => Duration::ZERO,
+        };
+        let expires = done.map(|t| t + wait);
+        match expires {
+            Some(e) if obs.now < e => {
+                let left = Duration::from_secs((e - obs.now).whole_seconds().max(1) as u64);
+                d.requeue = Some(d.requeue.map_or(left, |r| r.min(left)));
+            }
+            _ => d.actions.push(Action::DeleteWorkData),
+        }
+    }
+    let Some(ttl) = spec.ttl_seconds_after_finished else {
         return;
     };
-    let Some(done) = d.status.completion_time.as_deref().and_then(parse_time) else {
+    let Some(done) = done else {
         return;
     };
     let expires = done + time::Duration::seconds(i64::from(ttl.max(0)));
     if obs.now >= expires {
         d.actions.push(Action::DeleteJob);
     } else {
-        let left = (expires - obs.now).whole_seconds().max(1) as u64;
-        d.requeue = Some(Duration::from_secs(left));
+        let left = Duration::from_secs((expires - obs.now).whole_seconds().max(1) as u64);
+        d.requeue = Some(d.requeue.map_or(left, |r| r.min(left)));
     }
 }
 
@@ -1555,6 +1688,12 @@ fn counts_and_progress(
     };
     let rate = obs.progress.rows_per_second;
     let eta = (rate > 0.0).then(|| ((rows_total - processed) as f64 / rate).ceil() as u64);
+    let old_memory = d
+        .status
+        .progress
+        .as_ref()
+        .and_then(|p| p.worker_memory.clone());
+    let worker_memory = memory_status(obs, old_memory.as_ref(), d);
     d.status.progress = Some(ProgressStatus {
         percent: (percent * 10.0).round() / 10.0,
         rows_processed: processed,
@@ -1562,5 +1701,52 @@ fn counts_and_progress(
         rows_per_second: rate.round(),
         eta_seconds: eta,
         display: format!("{}%", percent.floor() as u64),
+        worker_memory,
     });
+}
+
+/// The status of the workers' memory: the worker nearest its limit now, and the highest level
+/// reached in this attempt. An Event is published when that level rises (at most two a run,
+/// whatever the memory does around a threshold).
+fn memory_status(
+    obs: &Observed,
+    old: Option<&WorkerMemoryStatus>,
+    d: &mut Decision,
+) -> Option<WorkerMemoryStatus> {
+    let attempt = d.status.attempt;
+    let old = old.filter(|o| o.attempt == attempt);
+    let Some(m) = obs.progress.memory.filter(|m| m.limit_bytes > 0) else {
+        // No worker reports a limit now: the record of what was reached stays.
+        return old.cloned();
+    };
+    let percent = 100.0 * m.rss_bytes as f64 / m.limit_bytes as f64;
+    let level = memory_level(percent);
+    let peak = old.and_then(|o| o.peak_level.as_deref());
+    let peak = if level_rank(level) > level_rank(peak) {
+        let what = if level == Some("Critical") {
+            "critical"
+        } else {
+            "warning"
+        };
+        d.events.push(EventNote {
+            warning: true,
+            reason: "WorkerMemoryHigh".into(),
+            message: format!(
+                "task {} uses {:.0}% of its memory limit ({} of {} bytes, {what}): it may be killed for memory; raise spec.backend.local.resources.limits.memory, or give each task less (more partitions, or column_based with fewer columns per task)",
+                m.task, percent, m.rss_bytes, m.limit_bytes
+            ),
+        });
+        level
+    } else {
+        peak
+    };
+    Some(WorkerMemoryStatus {
+        task: m.task,
+        rss_bytes: m.rss_bytes,
+        limit_bytes: m.limit_bytes,
+        percent: (percent * 10.0).round() / 10.0,
+        level: level.map(str::to_owned),
+        peak_level: peak.map(str::to_owned),
+        attempt,
+    })
 }

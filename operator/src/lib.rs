@@ -8,6 +8,7 @@
 //! - [`status`]: conditions, index ranges and the bounded task record.
 //! - [`progress`]: the gRPC service workers report progress and heartbeats to.
 //! - [`metrics`], [`http`], [`leader`]: Prometheus metrics, health endpoints, leader election.
+//! - [`notify`]: webhook notifications of a job's start, progress and end.
 //! - [`leader_label`]: the label that routes workers' progress reports to the leading replica.
 
 pub mod access;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod leader;
 pub mod leader_label;
 pub mod metrics;
+pub mod notify;
 pub mod progress;
 pub mod reconcile;
 pub mod status;

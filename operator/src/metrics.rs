@@ -16,6 +16,7 @@
 //! | `truthound_step_retries_total{reason}` | counter | operator steps retried with backoff (`StorageUnavailable`, `ClusterUnavailable`) |
 //! | `truthound_profilejob_failures_total{reason}` | counter | ProfileJobs that failed, by the `Failed` condition's reason |
 //! | `truthound_profilejob_successes_total` | counter | ProfileJobs that succeeded |
+//! | `truthound_notifications_total{result}` | counter | webhook notification attempts (`spec.notify`): `Delivered`, `Failed` (retried), `GivenUp` |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_threads`, `process_start_time_seconds` | counter, gauges | the operator process itself, from `/proc/self` ([`process`]) |
 //!
 //! ## Cardinality
@@ -33,6 +34,7 @@
 //! | `truthound_task_retries_total{reason}` | `Failed`, `Stalled` | 2 |
 //! | `truthound_step_retries_total{reason}` | `StorageUnavailable`, `ClusterUnavailable` | 2 |
 //! | `truthound_profilejob_failures_total{reason}` | [`JOB_FAILURE_REASONS`], else `Other` | 8 |
+//! | `truthound_notifications_total{result}` | `Delivered`, `Failed`, `GivenUp` | 3 |
 //! | `truthound_reconcile_errors_total{reason}` | an error variant or the name of the step that failed | about 15 |
 //! | `truthound_task_duration_quantile_seconds{quantile}` | [`TASK_QUANTILES`] | 4 |
 //!
@@ -124,6 +126,14 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// The results of a webhook notification attempt.
+pub const NOTIFICATION_RESULTS: [&str; 3] = ["Delivered", "Failed", "GivenUp"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
@@ -163,6 +173,7 @@ struct Inner {
     step_retries: Family<ReasonLabels, Counter>,
     job_failures: Family<ReasonLabels, Counter>,
     job_successes: Counter,
+    notifications: Family<ResultLabels, Counter>,
     /// `process_*`, without the `truthound_` prefix: encoded after `registry`.
     process: Registry,
     /// What each job last reported, so the gauges can be moved rather than recounted. The lock
@@ -294,6 +305,18 @@ impl Metrics {
             job_successes.clone(),
         );
 
+        let notifications = Family::<ResultLabels, Counter>::default();
+        for result in NOTIFICATION_RESULTS {
+            drop(notifications.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            }));
+        }
+        registry.register(
+            "notifications",
+            "Webhook notification attempts (spec.notify), by result: Delivered, Failed (to be retried), GivenUp",
+            notifications.clone(),
+        );
+
         // Every bounded reason starts at 0, so that `increase()` sees the first failure (a
         // series born at 1 has no earlier sample to increase from) and dashboards show them all.
         for reason in TASK_FAILURE_REASONS.iter().chain(&["Other"]) {
@@ -337,6 +360,7 @@ impl Metrics {
                 step_retries,
                 job_failures,
                 job_successes,
+                notifications,
                 process,
                 jobs: Mutex::new(HashMap::new()),
             }),
@@ -495,6 +519,21 @@ impl Metrics {
             _ => "Other",
         };
         self.reason_counter(&self.inner.step_retries, reason).inc();
+    }
+
+    /// Counts a webhook notification attempt by its result ([`NOTIFICATION_RESULTS`]).
+    pub fn notification(&self, result: &str) {
+        let result = if NOTIFICATION_RESULTS.contains(&result) {
+            result
+        } else {
+            "Failed"
+        };
+        self.inner
+            .notifications
+            .get_or_create_owned(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     fn reason_counter(&self, family: &Family<ReasonLabels, Counter>, reason: &str) -> Counter {

@@ -83,6 +83,10 @@ pub struct TaskProgress {
     pub pod: String,
     /// The plan the worker ran (empty when it could not read one).
     pub plan_id: String,
+    /// The worker's resident memory at its last report (0: not reported).
+    pub rss_bytes: u64,
+    /// Its container's memory limit (0: none, or not reported).
+    pub memory_limit_bytes: u64,
 }
 
 impl TaskProgress {
@@ -373,6 +377,8 @@ fn apply(
             failed: None,
             pod: r.pod.clone(),
             plan_id: r.plan_id.clone(),
+            rss_bytes: 0,
+            memory_limit_bytes: 0,
         }),
         Entry::Occupied(o) => {
             let t = o.into_mut();
@@ -390,6 +396,8 @@ fn apply(
                     failed: None,
                     pod: r.pod.clone(),
                     plan_id: r.plan_id.clone(),
+                    rss_bytes: 0,
+                    memory_limit_bytes: 0,
                 };
             }
             t
@@ -397,6 +405,10 @@ fn apply(
     };
     t.last_seen = now;
     t.rows_done = t.rows_done.max(r.rows_done);
+    if r.rss_bytes > 0 {
+        t.rss_bytes = r.rss_bytes;
+        t.memory_limit_bytes = r.memory_limit_bytes;
+    }
     if r.rows_total > 0 {
         t.rows_total = r.rows_total;
     }
@@ -675,6 +687,7 @@ mod tests {
             rows_done: done,
             rows_total: 100,
             message: String::new(),
+            ..ReportRequest::default()
         }
     }
 

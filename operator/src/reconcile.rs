@@ -13,6 +13,7 @@ use crate::decide::{
     self, Action, Decision, EventNote, FailureKind, MergeObserved, Observed, PlanSummary,
     ProgressObserved, Settings, WorkersObserved,
 };
+use crate::notify;
 use crate::status::{parse_ranges, rfc3339};
 use futures::TryStreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -36,6 +37,8 @@ use truthound_profile::{ErrorClass, Plan, PlanRequest};
 pub const FIELD_MANAGER: &str = "truthound-operator";
 /// Finalizer of jobs whose backend has external work to cancel (remote backends).
 pub const FINALIZER: &str = "truthound.io/cancel-remote-work";
+/// Finalizer of jobs whose work data (`.truthound/<uid>/`) is to be deleted with them.
+pub const WORK_DATA_FINALIZER: &str = "truthound.io/work-data";
 
 /// Where the operator's workers report progress, and how it is read back.
 pub trait ProgressSource: Send + Sync {
@@ -64,6 +67,8 @@ pub trait MetricsSink: Send + Sync {
     fn tasks_replaced(&self, _n: usize) {}
     /// An operator step retried with backoff, under its event's reason.
     fn step_retried(&self, _reason: &str) {}
+    /// A webhook notification attempt: `Delivered`, `Failed` (to be retried) or `GivenUp`.
+    fn notification(&self, _result: &str) {}
 }
 
 /// Operator configuration.
@@ -113,6 +118,9 @@ pub struct Context {
     /// reconciles of many jobs run at once, and each plan or merge holds a dataset's listing or
     /// a run's partials in memory.
     in_process: tokio::sync::Semaphore,
+    /// The webhooks' HTTP client (spec.notify): no redirects, so a receiver cannot send the
+    /// operator on to another address.
+    webhooks: reqwest::Client,
 }
 
 impl Context {
@@ -125,6 +133,10 @@ impl Context {
             metrics: None,
             plans: Mutex::new(HashMap::new()),
             spark_runs: remote::SparkRuns::default(),
+            webhooks: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
             in_process: tokio::sync::Semaphore::new(settings.max_in_process_work.max(1)),
             settings,
         }
@@ -251,7 +263,27 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     }
 
     let mut requeue = requeue;
+    // A finished job past its TTL is deleted only once its notifications are sent or given up:
+    // deleting it would lose them.
+    let notifying = pj.spec.notify.as_ref().is_some_and(|spec| {
+        notify::record(spec, &status)
+            .iter()
+            .any(|n| n.state == notify::PENDING)
+    });
+    let actions: Vec<Action> = actions
+        .into_iter()
+        .filter(|a| !(notifying && matches!(a, Action::DeleteJob)))
+        .collect();
+    let mut latest = status.clone();
     for action in actions {
+        if action == Action::DeleteWorkData {
+            // Never fails the job (it is finished, or being deleted): failures are recorded,
+            // retried a few times, then given up with the place named.
+            match delete_work_data(&pj, &ctx, &mut latest).await {
+                Ok(()) => continue,
+                Err(again) => return Ok(requeue_at(Some(again))),
+            }
+        }
         match execute(&pj, &ctx, &status, &action, now).await {
             Ok(Outcome::Done) => {
                 if let (Action::ReplacePods(tasks), Some(m)) = (&action, &ctx.metrics) {
@@ -262,6 +294,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
             Ok(Outcome::Merged(result)) => {
                 let (done, event) = decide::merged(&pj, status.clone(), result, now);
                 write_status(&pj, &ctx, &done).await?;
+                latest = done.clone();
                 publish(&pj, &ctx, &event).await;
                 if let Some(m) = &ctx.metrics {
                     m.status_changed(&key, Some(&status), &done);
@@ -270,10 +303,14 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 if let Some(p) = &ctx.progress {
                     p.forget(pj.metadata.uid.as_deref().unwrap_or_default());
                 }
-                requeue = pj
-                    .spec
-                    .ttl_seconds_after_finished
-                    .map(|ttl| Duration::from_secs(ttl.max(0) as u64));
+                requeue = if decide::work_data_pending(&pj, &done) {
+                    // Next: the work data goes (finished's decision).
+                    Some(Duration::ZERO)
+                } else {
+                    pj.spec
+                        .ttl_seconds_after_finished
+                        .map(|ttl| Duration::from_secs(ttl.max(0) as u64))
+                };
             }
             Ok(Outcome::Gone) => return Ok(Requeue::await_change()),
             Err(ActionError { kind, message }) => {
@@ -298,18 +335,305 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                     }
                     m.job_phase(&key, failed.phase.map(|p| p.name()));
                 }
-                return Ok(if retry {
-                    Requeue::requeue(backoff(failed.consecutive_errors.unwrap_or(1)))
-                } else {
-                    Requeue::await_change()
-                });
+                let again = retry.then(|| backoff(failed.consecutive_errors.unwrap_or(1)));
+                let next = notify_webhooks(&pj, &ctx, &failed).await;
+                return Ok(requeue_at(earliest(again, next)));
             }
         }
     }
-    Ok(match requeue {
+    let next = notify_webhooks(&pj, &ctx, &latest).await;
+    Ok(requeue_at(earliest(requeue, next)))
+}
+
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn requeue_at(d: Option<Duration>) -> Requeue {
+    match d {
         Some(d) => Requeue::requeue(d),
         None => Requeue::await_change(),
+    }
+}
+
+// ---- work data -----------------------------------------------------------------------------
+
+/// Deletes the job's work data (`.truthound/<uid>/`) and records it in `status.workData`
+/// (written). `Err` is when to try again; after [`decide::WORK_DATA_ATTEMPTS`] failures it is
+/// given up (an Event names the place) and `Ok` is returned, so a deletion is never held for
+/// good by storage that is gone.
+async fn delete_work_data(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &mut ProfileJobStatus,
+) -> Result<(), Duration> {
+    let prefix = work_prefix(pj);
+    let result = async {
+        let opts = storage(pj, ctx, true).await.map_err(|e| e.to_string())?;
+        delete_prefix(&format!("{prefix}/"), &opts).await
+    }
+    .await;
+    let now = rfc3339(OffsetDateTime::now_utc());
+    let mut w = status.work_data.clone().unwrap_or_default();
+    let (again, note) = match result {
+        Ok(n) => {
+            info!(job = %pj.name_any(), prefix = %prefix, objects = n, "work data deleted");
+            w.state = Some(decide::WORK_DATA_DELETED.into());
+            w.message = Some(format!("{n} object(s) under {prefix}/ deleted"));
+            w.time = Some(now);
+            (None, None)
+        }
+        Err(e) => {
+            let failed = w.failed_attempts.unwrap_or(0) + 1;
+            w.failed_attempts = Some(failed);
+            if failed >= decide::WORK_DATA_ATTEMPTS {
+                let msg = format!(
+                    "the work data under {prefix}/ could not be deleted after {failed} attempts ({e}); it holds exact values and top values of the data: delete it by hand"
+                );
+                w.state = Some(decide::WORK_DATA_GIVEN_UP.into());
+                w.message = Some(msg.clone());
+                w.time = Some(now);
+                (None, Some(("WorkDataNotDeleted", msg)))
+            } else {
+                let msg = format!(
+                    "deleting the work data under {prefix}/ failed (attempt {failed} of {}): {e}",
+                    decide::WORK_DATA_ATTEMPTS
+                );
+                w.message = Some(msg.clone());
+                (Some(backoff(failed)), Some(("WorkDataDeleteFailed", msg)))
+            }
+        }
+    };
+    status.work_data = Some(w);
+    if let Some((reason, message)) = note {
+        warn!(job = %pj.name_any(), "{message}");
+        publish(
+            pj,
+            ctx,
+            &EventNote {
+                warning: true,
+                reason: reason.into(),
+                message,
+            },
+        )
+        .await;
+    }
+    if let Err(err) = write_status(pj, ctx, status).await {
+        warn!(job = %pj.name_any(), error = %err, "cannot record the work data's deletion");
+        return Err(Duration::from_secs(5));
+    }
+    match again {
+        Some(d) => Err(d),
+        None => Ok(()),
+    }
+}
+
+/// Deletes every object under `prefix` (a directory URI ending in `/`); the number deleted.
+async fn delete_prefix(prefix: &str, opts: &StorageOptions) -> Result<usize, String> {
+    use futures::StreamExt;
+    let loc = Location::parse(prefix).map_err(|e| e.to_string())?;
+    let store = loc.store(opts).map_err(|e| e.to_string())?;
+    let listed = store.list(Some(&loc.path)).map_ok(|m| m.location).boxed();
+    let deleted: Vec<_> = store
+        .delete_stream(listed)
+        .try_collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(deleted.len())
+}
+
+// ---- notifying -----------------------------------------------------------------------------
+
+/// Sends the webhook notifications (spec.notify) that `status` calls for and that are due,
+/// records each attempt in the status, and returns when the next pending one is due. Never fails
+/// the reconcile: a failed delivery is recorded, published and retried, and the status write of
+/// the record is retried by the next reconcile (which sends again: at least once).
+async fn notify_webhooks(
+    pj: &ProfileJob,
+    ctx: &Context,
+    status: &ProfileJobStatus,
+) -> Option<Duration> {
+    let spec = pj.spec.notify.clone().unwrap_or_default();
+    let mut rec = notify::record(&spec, status);
+    let uid = pj.metadata.uid.clone().unwrap_or_default();
+    for n in rec.iter_mut() {
+        let now = OffsetDateTime::now_utc();
+        if !notify::is_due(n, now) {
+            continue;
+        }
+        let Some(w) = spec.webhooks.get(n.webhook as usize) else {
+            continue;
+        };
+        let field = format!("spec.notify.webhooks[{}]", n.webhook);
+        let shown = notify::shown_url(&w.url);
+        let mut max = w.max_attempts.unwrap_or(notify::DEFAULT_MAX_ATTEMPTS);
+        let result = match ctx
+            .settings
+            .access
+            .check_webhook(&format!("{field}.url"), &w.url)
+        {
+            // Refused by the operator's policy: no attempt will do better.
+            Err(e) => {
+                max = 0;
+                Err(e)
+            }
+            Ok(()) => match webhook_delivery(pj, ctx, w, &field, status, &n.event, &uid, now).await
+            {
+                Ok(d) => notify::send(&ctx.webhooks, &d).await,
+                Err(e) => Err(e),
+            },
+        };
+        let failure = result.as_ref().err().cloned();
+        notify::attempted(n, result, OffsetDateTime::now_utc(), max);
+        let (reason, warning, message) = match (n.state.as_str(), failure) {
+            (notify::DELIVERED, _) => (
+                "NotificationDelivered",
+                false,
+                format!(
+                    "{field} ({shown}): {} delivered (attempt {})",
+                    n.event, n.attempts
+                ),
+            ),
+            (notify::GIVEN_UP, Some(e)) => (
+                "NotificationGivenUp",
+                true,
+                format!(
+                    "{field} ({shown}): {} given up after {} attempt(s): {e}",
+                    n.event, n.attempts
+                ),
+            ),
+            (_, e) => (
+                "NotificationFailed",
+                true,
+                format!(
+                    "{field} ({shown}): {} attempt {} of {max} failed: {}; retrying at {}",
+                    n.event,
+                    n.attempts,
+                    e.unwrap_or_default(),
+                    n.next_attempt_time.as_deref().unwrap_or("?")
+                ),
+            ),
+        };
+        if warning {
+            warn!(job = %pj.name_any(), webhook = %shown, event = %n.event, "{message}");
+        } else {
+            info!(job = %pj.name_any(), webhook = %shown, event = %n.event, "{message}");
+        }
+        if let Some(m) = &ctx.metrics {
+            m.notification(match n.state.as_str() {
+                notify::DELIVERED => "Delivered",
+                notify::GIVEN_UP => "GivenUp",
+                _ => "Failed",
+            });
+        }
+        publish(
+            pj,
+            ctx,
+            &EventNote {
+                warning,
+                reason: reason.to_owned(),
+                message,
+            },
+        )
+        .await;
+    }
+    if rec != status.notifications {
+        let mut s = status.clone();
+        s.notifications = rec.clone();
+        if let Err(err) = write_status(pj, ctx, &s).await {
+            warn!(job = %pj.name_any(), error = %err, "cannot record the notifications; they will be sent again");
+            return Some(Duration::from_secs(5));
+        }
+    }
+    notify::next_due(&rec, OffsetDateTime::now_utc())
+}
+
+/// One notification's request: its body, and the header and HMAC key from the webhook's Secrets.
+#[allow(clippy::too_many_arguments)]
+async fn webhook_delivery<'a>(
+    pj: &ProfileJob,
+    ctx: &Context,
+    w: &'a crate::crd::WebhookSpec,
+    field: &str,
+    status: &ProfileJobStatus,
+    event: &'a str,
+    uid: &str,
+    now: OffsetDateTime,
+) -> Result<notify::Delivery<'a>, String> {
+    let body = serde_json::to_vec(&notify::body(pj, status, event, now))
+        .map_err(|e| format!("encoding the notification: {e}"))?;
+    let header = match &w.header_secret_ref {
+        Some(h) => {
+            let value = secret_key(
+                pj,
+                ctx,
+                &h.name,
+                &h.key,
+                &format!("{field}.headerSecretRef"),
+            )
+            .await?;
+            let value = String::from_utf8(value).map_err(|_| {
+                format!(
+                    "{field}.headerSecretRef: key `{}` of Secret `{}` is not text",
+                    h.key, h.name
+                )
+            })?;
+            Some((
+                h.header
+                    .clone()
+                    .unwrap_or_else(|| "Authorization".to_owned()),
+                value.trim_end_matches(['\n', '\r']).to_owned(),
+            ))
+        }
+        None => None,
+    };
+    let hmac_key = match &w.hmac_secret_ref {
+        Some(r) => {
+            Some(secret_key(pj, ctx, &r.name, &r.key, &format!("{field}.hmacSecretRef")).await?)
+        }
+        None => None,
+    };
+    Ok(notify::Delivery {
+        url: &w.url,
+        body,
+        event,
+        id: format!(
+            "{uid}/{}/{event}",
+            field
+                .trim_start_matches("spec.notify.webhooks[")
+                .trim_end_matches(']')
+        ),
+        header,
+        hmac_key,
+        timeout: Duration::from_secs(u64::from(
+            w.timeout_seconds.unwrap_or(notify::DEFAULT_TIMEOUT_SECONDS),
+        )),
     })
+}
+
+/// One key of a Secret in the ProfileJob's namespace; the error names `field`.
+async fn secret_key(
+    pj: &ProfileJob,
+    ctx: &Context,
+    name: &str,
+    key: &str,
+    field: &str,
+) -> Result<Vec<u8>, String> {
+    let ns = pj.namespace().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("{field}: reading Secret `{name}`: {e}"))?
+        .ok_or_else(|| format!("{field}: Secret `{name}` not found in namespace {ns}"))?;
+    secret
+        .data
+        .and_then(|mut d| d.remove(key))
+        .map(|v| v.0)
+        .ok_or_else(|| format!("{field}: Secret `{name}` has no key `{key}`"))
 }
 
 fn action_name(action: &Action) -> &'static str {
@@ -324,6 +648,9 @@ fn action_name(action: &Action) -> &'static str {
         Action::DeleteJob => "deleting the finished ProfileJob",
         Action::RemoveFinalizer => "removing the finalizer",
         Action::AddFinalizer => "adding the finalizer",
+        Action::DeleteWorkData => "deleting the work data",
+        Action::AddWorkDataFinalizer => "adding the work-data finalizer",
+        Action::RemoveWorkDataFinalizer => "removing the work-data finalizer",
         Action::SubmitRemote { .. } => "submitting to the cluster",
         Action::CancelRemote => "stopping the remote run",
     }
@@ -491,12 +818,26 @@ async fn observe<'a>(
     let ns = pj.namespace().unwrap_or_default();
     let mut obs = Observed {
         has_finalizer: pj.finalizers().iter().any(|f| f == FINALIZER),
+        has_work_data_finalizer: pj.finalizers().iter().any(|f| f == WORK_DATA_FINALIZER),
         ..Observed::job(now, pj)
     };
     let Some(phase) = status.phase else {
         return Ok(obs);
     };
-    if phase.is_finished() || pj.metadata.deletion_timestamp.is_some() {
+    if pj.metadata.deletion_timestamp.is_some() {
+        // Deleting the work data waits for the workers to be gone (none writes after it): the
+        // worker Job, deleted in the foreground, is there until its pods are.
+        if obs.has_work_data_finalizer
+            && !phase.is_finished()
+            && target(pj, &status).is_none()
+            && let Some(name) = status.submission.as_ref().and_then(|s| s.id.clone())
+        {
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            obs.workers = jobs.get_opt(&name).await?.map(|j| workers_observed(&j));
+        }
+        return Ok(obs);
+    }
+    if phase.is_finished() {
         return Ok(obs);
     }
     if ctx.settings.access.check_spec(&pj.spec).is_err() {
@@ -782,6 +1123,17 @@ fn pods_of_job(job: &Job) -> ListParams {
     ListParams::default().labels(&selector)
 }
 
+/// What a worker killed for memory is told: the limit it hit and what to change.
+pub fn oom_message(limit: Option<&str>) -> String {
+    let hit = match limit {
+        Some(l) => format!("its memory limit of {l}"),
+        None => "the memory its node could give (it had no limit)".to_owned(),
+    };
+    format!(
+        "killed for using more than {hit} (OOMKilled): raise spec.backend.local.resources.limits.memory, or give each task less to hold: more partitions, or column_based/hybrid with fewer columns per task"
+    )
+}
+
 async fn pod_failures(
     ctx: &Context,
     ns: &str,
@@ -811,17 +1163,24 @@ async fn pod_failures(
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.as_ref());
         let (reason, message) = match term {
+            Some(t) if t.reason.as_deref() == Some("OOMKilled") => {
+                let limit = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.containers.iter().find(|c| c.name == local::CONTAINER))
+                    .and_then(|c| c.resources.as_ref())
+                    .and_then(|r| r.limits.as_ref())
+                    .and_then(|l| l.get("memory"))
+                    .map(|q| q.0.clone());
+                ("OOMKilled", oom_message(limit.as_deref()))
+            }
             Some(t) => {
-                let reason = match t.reason.as_deref() {
-                    Some("OOMKilled") => "OOMKilled",
-                    _ => failure_reason(t.exit_code),
-                };
                 let message = t
                     .message
                     .clone()
                     .filter(|m| !m.trim().is_empty())
                     .unwrap_or_else(|| format!("exit code {}", t.exit_code));
-                (reason, message)
+                (failure_reason(t.exit_code), message)
             }
             None => (
                 "Error",
@@ -919,9 +1278,26 @@ async fn execute(
             if let Some(job) = jobs.get_opt(&name).await.map_err(kube_err)?
                 && local::owned_by(&job.metadata, &uid)
             {
-                delete_idempotent(&jobs, &name, job.metadata.uid.clone())
-                    .await
-                    .map_err(kube_err)?;
+                // A job being deleted: in the foreground, so that the Job stays until its pods
+                // are gone, which is what the work data's deletion waits for.
+                let policy = if pj.metadata.deletion_timestamp.is_some() {
+                    PropagationPolicy::Foreground
+                } else {
+                    PropagationPolicy::Background
+                };
+                let dp = DeleteParams {
+                    propagation_policy: Some(policy),
+                    preconditions: job.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match jobs.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(kube_err(e)),
+                }
             }
             Ok(Outcome::Done)
         }
@@ -998,6 +1374,26 @@ async fn execute(
             patch_finalizer(pj, ctx, true).await?;
             Ok(Outcome::Done)
         }
+        Action::AddWorkDataFinalizer => {
+            let mut keep: Vec<String> = pj.finalizers().to_vec();
+            if !keep.iter().any(|f| f == WORK_DATA_FINALIZER) {
+                keep.push(WORK_DATA_FINALIZER.to_string());
+            }
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        Action::RemoveWorkDataFinalizer => {
+            let keep: Vec<String> = pj
+                .finalizers()
+                .iter()
+                .filter(|f| *f != WORK_DATA_FINALIZER)
+                .cloned()
+                .collect();
+            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            Ok(Outcome::Done)
+        }
+        // Done by the reconcile loop itself (delete_work_data), which records it.
+        Action::DeleteWorkData => Ok(Outcome::Done),
         Action::SubmitRemote { id, tasks } => {
             let t = target(pj, status).ok_or_else(|| ActionError {
                 kind: FailureKind::Invalid,
@@ -1496,10 +1892,28 @@ impl ProgressSource for crate::progress::ProgressHub {
             .filter(|s| *s >= 1.0)
             .map(|s| snapshot.rows_done() as f64 / s)
             .unwrap_or(0.0);
+        // The worker nearest its limit, by share of it, as last reported (a task that
+        // finished between two reconciles still counts: it got that near).
+        let memory = snapshot
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.failed.is_none() && t.memory_limit_bytes > 0 && t.rss_bytes > 0)
+            .max_by(|(_, a), (_, b)| {
+                let share = |t: &crate::progress::TaskProgress| {
+                    t.rss_bytes as f64 / t.memory_limit_bytes as f64
+                };
+                share(a).total_cmp(&share(b))
+            })
+            .map(|(&task, t)| decide::WorkerMemory {
+                task,
+                rss_bytes: t.rss_bytes,
+                limit_bytes: t.memory_limit_bytes,
+            });
         ProgressObserved {
             running_rows,
             rows_per_second,
             stalled: self.stalled(job_uid, now, stall_timeout),
+            memory,
         }
     }
 
@@ -1536,6 +1950,10 @@ impl MetricsSink for crate::metrics::Metrics {
 
     fn step_retried(&self, reason: &str) {
         crate::metrics::Metrics::step_retried(self, reason);
+    }
+
+    fn notification(&self, result: &str) {
+        crate::metrics::Metrics::notification(self, result);
     }
 }
 

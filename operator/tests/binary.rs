@@ -714,6 +714,7 @@ fn worker_reports_reach_the_status_through_the_progress_service() {
             rows_done: rows,
             rows_total: 1000,
             message: String::new(),
+            ..ReportRequest::default()
         });
         let bearer = format!("Bearer {token}").parse().expect("metadata");
         request.metadata_mut().insert("authorization", bearer);

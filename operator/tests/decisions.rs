@@ -39,8 +39,13 @@ spec:
 "#)
 }
 
+/// What was observed of the job alone, its work-data finalizer as it is in the steady state
+/// (there while the work data is to be deleted).
 fn obs(pj: &ProfileJob) -> Observed<'_> {
-    Observed::job(now(), pj)
+    Observed {
+        has_work_data_finalizer: pj.status.as_ref().is_some_and(|s| work_data_pending(pj, s)),
+        ..Observed::job(now(), pj)
+    }
 }
 
 fn plan(tasks: u32) -> PlanSummary {
@@ -96,7 +101,9 @@ fn running_job() -> ProfileJob {
 fn first_visit_accepts_records_the_submission_and_plans() {
     let pj = basic();
     let d = decide(&obs(&pj), &Settings::default());
-    assert_eq!(d.actions, vec![Action::Plan]);
+    // The work-data finalizer goes on before the plan is written, so that a deletion from now
+    // on deletes what the job wrote.
+    assert_eq!(d.actions, vec![Action::AddWorkDataFinalizer, Action::Plan]);
     let s = &d.status;
     assert_eq!(s.phase, Some(Phase::Pending));
     assert_eq!(s.attempt, Some(1));
@@ -180,7 +187,7 @@ fn auto_picks_local_for_a_small_dataset_once_it_is_listed_and_says_why() {
     let mut pj = basic();
     pj.spec.backend.kind = BackendType::Auto;
     let d = decide(&obs(&pj), &Settings::default());
-    assert_eq!(d.actions, vec![Action::Plan]);
+    assert_eq!(d.actions, vec![Action::AddWorkDataFinalizer, Action::Plan]);
     assert!(
         d.status.backend.is_none(),
         "chosen only once the size is known"
@@ -281,6 +288,7 @@ fn running_tasks_are_counted_with_progress_and_nothing_is_recreated() {
         running_rows: 500,
         rows_per_second: 250.0,
         stalled: vec![],
+        memory: None,
     };
     let d = decide(&o, &Settings::default());
     assert!(d.actions.is_empty(), "{:?}", d.actions);
@@ -805,6 +813,7 @@ fn deletion_needs_no_action_and_clears_an_old_finalizer() {
     ));
     let mut o = obs(&pj);
     o.plan = Some(plan(4));
+    o.has_work_data_finalizer = false;
     assert!(decide(&o, &Settings::default()).actions.is_empty());
     o.has_finalizer = true;
     assert_eq!(
@@ -820,6 +829,10 @@ fn finished_jobs_are_deleted_after_their_ttl() {
     let mut s = pj.status.clone().expect("status");
     s.phase = Some(Phase::Succeeded);
     s.completion_time = Some("2026-11-21T10:00:00Z".into());
+    s.work_data = Some(WorkDataStatus {
+        state: Some(WORK_DATA_DELETED.into()),
+        ..WorkDataStatus::default()
+    });
     pj.status = Some(s);
     let mut o = obs(&pj);
     o.now = t("2026-11-21T10:04:00Z");
@@ -984,6 +997,7 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         access: truthound_operator::access::AccessPolicy {
             file_roots: vec!["/data/shared".into()],
             allow_http: false,
+            ..Default::default()
         },
         ..Settings::default()
     };
@@ -1009,16 +1023,258 @@ fn local_paths_and_urls_are_refused_unless_the_operator_allows_them() {
         "file:///data/shared/events/",
         "file:///data/shared/out/p.json",
     );
-    assert_eq!(decide(&obs(&pj), &shared).actions, vec![Action::Plan]);
+    assert_eq!(
+        decide(&obs(&pj), &shared).actions,
+        vec![Action::AddWorkDataFinalizer, Action::Plan]
+    );
     let pj = spec("https://host/events.csv", "s3://lake/p.json");
     let open = Settings {
         access: truthound_operator::access::AccessPolicy {
             file_roots: vec![],
             allow_http: true,
+            ..Default::default()
         },
         ..Settings::default()
     };
-    assert_eq!(decide(&obs(&pj), &open).actions, vec![Action::Plan]);
+    assert_eq!(
+        decide(&obs(&pj), &open).actions,
+        vec![Action::AddWorkDataFinalizer, Action::Plan]
+    );
+}
+
+/// A job finished as `phase` at 10:00:00, its work data still there.
+fn finished_job(phase: Phase) -> ProfileJob {
+    let mut pj = running_job();
+    let mut s = pj.status.clone().expect("status");
+    s.phase = Some(phase);
+    s.completion_time = Some("2026-11-21T10:00:00Z".into());
+    pj.status = Some(s);
+    pj
+}
+
+#[test]
+fn a_successful_jobs_work_data_is_deleted_unless_kept() {
+    let pj = finished_job(Phase::Succeeded);
+    let o = obs(&pj);
+    assert!(o.has_work_data_finalizer);
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::DeleteWorkData]
+    );
+    // Once deleted (recorded by the reconciler), the finalizer has nothing left to guard.
+    let mut done = pj.clone();
+    done.status.as_mut().unwrap().work_data = Some(WorkDataStatus {
+        state: Some(WORK_DATA_DELETED.into()),
+        ..WorkDataStatus::default()
+    });
+    let mut o = obs(&done);
+    o.has_work_data_finalizer = true;
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::RemoveWorkDataFinalizer]
+    );
+
+    let mut kept = pj.clone();
+    kept.spec.output.keep_work_data = true;
+    let o = obs(&kept);
+    let d = decide(&o, &Settings::default());
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    let w = d.status.work_data.expect("recorded");
+    assert_eq!(w.state.as_deref(), Some(WORK_DATA_KEPT));
+    assert!(
+        w.message.unwrap().contains(&format!(".truthound/{UID}")),
+        "says where it is"
+    );
+    // A job that kept its data and still has the finalizer (keepWorkData set later) drops it.
+    let mut o = obs(&kept);
+    o.has_work_data_finalizer = true;
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::RemoveWorkDataFinalizer]
+    );
+}
+
+#[test]
+fn a_failed_jobs_work_data_is_deleted_after_its_ttl() {
+    let mut pj = finished_job(Phase::Failed);
+    let settings = Settings {
+        failed_work_data_ttl: Duration::from_secs(3600),
+        ..Settings::default()
+    };
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:59:00Z");
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert_eq!(
+        d.requeue,
+        Some(Duration::from_secs(60)),
+        "looked at when it expires"
+    );
+    o.now = t("2026-11-21T11:00:00Z");
+    assert_eq!(decide(&o, &settings).actions, vec![Action::DeleteWorkData]);
+
+    // The job's own TTL outranks the operator's.
+    pj.spec.output.work_data_ttl_seconds_after_failure = Some(60);
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:00:59Z");
+    let d = decide(&o, &settings);
+    assert!(d.actions.is_empty());
+    assert_eq!(d.requeue, Some(Duration::from_secs(1)));
+    o.now = t("2026-11-21T10:01:00Z");
+    assert_eq!(decide(&o, &settings).actions, vec![Action::DeleteWorkData]);
+
+    // With the job's TTL too, the sooner of the two is when to look again, and the work data
+    // goes before the job does.
+    pj.spec.ttl_seconds_after_finished = Some(30);
+    let mut o = obs(&pj);
+    o.now = t("2026-11-21T10:00:10Z");
+    assert_eq!(decide(&o, &settings).requeue, Some(Duration::from_secs(20)));
+    o.now = t("2026-11-21T10:02:00Z");
+    assert_eq!(
+        decide(&o, &settings).actions,
+        vec![Action::DeleteWorkData, Action::DeleteJob]
+    );
+}
+
+#[test]
+fn deleting_a_job_deletes_its_work_data_first_and_stops_its_workers_before() {
+    let mut pj = running_job();
+    pj.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-11-21T10:00:00Z".parse().expect("timestamp"),
+    ));
+    let mut o = obs(&pj);
+    assert!(o.has_work_data_finalizer);
+    o.workers = Some(workers([0], 1));
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::DeleteWorkers],
+        "the workers go first"
+    );
+    assert_eq!(
+        d.requeue,
+        Some(Duration::from_secs(2)),
+        "and are waited for"
+    );
+    o.workers = None;
+    assert_eq!(
+        decide(&o, &Settings::default()).actions,
+        vec![Action::DeleteWorkData, Action::RemoveWorkDataFinalizer],
+        "then the work data, then the finalizer"
+    );
+    // Given up (storage gone) or kept: the finalizer goes, the deletion is not held.
+    for state in [WORK_DATA_GIVEN_UP, WORK_DATA_DELETED] {
+        let mut p = pj.clone();
+        p.status.as_mut().unwrap().work_data = Some(WorkDataStatus {
+            state: Some(state.into()),
+            ..WorkDataStatus::default()
+        });
+        let mut o = obs(&p);
+        o.has_work_data_finalizer = true;
+        assert_eq!(
+            decide(&o, &Settings::default()).actions,
+            vec![Action::RemoveWorkDataFinalizer],
+            "{state}"
+        );
+    }
+    // A finished job's workers are gone already.
+    let mut done = finished_job(Phase::Succeeded);
+    done.metadata.deletion_timestamp = pj.metadata.deletion_timestamp.clone();
+    assert_eq!(
+        decide(&obs(&done), &Settings::default()).actions,
+        vec![Action::DeleteWorkData, Action::RemoveWorkDataFinalizer]
+    );
+}
+
+#[test]
+fn a_job_refused_as_invalid_wrote_no_work_data_and_gets_no_finalizer() {
+    let mut pj = basic();
+    pj.spec.dataset.columns = Some(vec![]);
+    let d = decide(&obs(&pj), &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(!work_data_pending(&pj, &d.status));
+}
+
+#[test]
+fn a_worker_near_its_memory_limit_is_warned_of_once_per_level() {
+    let mut pj = running_job();
+    // 79%: nothing said; 80%: a warning, in the status and an Event.
+    let d = decide(&with_memory(&pj, 790), &Settings::default());
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
+    assert_eq!((m.task, m.level.as_deref()), (3, None));
+    assert!(d.events.iter().all(|e| e.reason != "WorkerMemoryHigh"));
+    let d = decide(&with_memory(&pj, 800), &Settings::default());
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
+    assert_eq!(m.level.as_deref(), Some("Warning"));
+    assert_eq!(m.percent, 80.0);
+    let e: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| e.reason == "WorkerMemoryHigh")
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert!(e[0].warning && e[0].message.contains("task 3") && e[0].message.contains("80%"));
+    assert!(
+        e[0].message.contains("spec.backend.local.resources"),
+        "{}",
+        e[0].message
+    );
+    advance(&mut pj, &d);
+    // Around the threshold again: no second warning.
+    let d = decide(&with_memory(&pj, 790), &Settings::default());
+    advance(&mut pj, &d);
+    let d = decide(&with_memory(&pj, 810), &Settings::default());
+    assert!(d.events.iter().all(|e| e.reason != "WorkerMemoryHigh"));
+    advance(&mut pj, &d);
+    // 95%: critical, said once.
+    let d = decide(&with_memory(&pj, 950), &Settings::default());
+    let m = d
+        .status
+        .progress
+        .as_ref()
+        .unwrap()
+        .worker_memory
+        .clone()
+        .unwrap();
+    assert_eq!(
+        (m.level.as_deref(), m.peak_level.as_deref()),
+        (Some("Critical"), Some("Critical"))
+    );
+    let e: Vec<_> = d
+        .events
+        .iter()
+        .filter(|e| e.reason == "WorkerMemoryHigh")
+        .collect();
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("critical"), "{}", e[0].message);
+}
+
+/// A running job's observation with task 3's worker at `rss` of a 1000-byte limit.
+fn with_memory(pj: &ProfileJob, rss: u64) -> Observed<'_> {
+    let mut o = obs(pj);
+    o.plan = Some(plan(4));
+    o.workers = Some(workers([], 4));
+    o.progress.memory = Some(WorkerMemory {
+        task: 3,
+        rss_bytes: rss,
+        limit_bytes: 1000,
+    });
+    o
 }
 
 /// A child of the job's name held by another owner (a ProfileJob deleted and created again

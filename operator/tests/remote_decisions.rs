@@ -47,8 +47,12 @@ spec:
     pj
 }
 
+/// What was observed of the job alone, its work-data finalizer as in the steady state.
 fn obs(pj: &ProfileJob) -> Observed<'_> {
-    Observed::job(now(), pj)
+    Observed {
+        has_work_data_finalizer: pj.status.as_ref().is_some_and(|s| work_data_pending(pj, s)),
+        ..Observed::job(now(), pj)
+    }
 }
 
 fn plan(tasks: u32, bytes: u64) -> PlanSummary {
@@ -107,7 +111,7 @@ fn submitted(kind: &str) -> ProfileJob {
 fn a_ray_job_is_submitted_once_with_a_deterministic_id_after_the_finalizer() {
     let mut pj = job("ray");
     let d = decide(&obs(&pj), &settings());
-    assert_eq!(d.actions, vec![Action::Plan]);
+    assert_eq!(d.actions, vec![Action::AddWorkDataFinalizer, Action::Plan]);
     let b = d.status.backend.clone().expect("backend");
     assert_eq!(b.kind, "ray");
     assert_eq!(b.address.as_deref(), Some("http://ray-head.ray:8265"));
@@ -387,13 +391,23 @@ fn deleting_a_job_midway_stops_the_remote_run_before_the_finalizer_goes() {
     ));
     let mut o = obs(&pj);
     o.has_finalizer = true;
+    // The run is stopped before its work data is deleted (nothing writes after).
     assert_eq!(
         decide(&o, &settings()).actions,
-        vec![Action::CancelRemote, Action::RemoveFinalizer]
+        vec![
+            Action::CancelRemote,
+            Action::RemoveFinalizer,
+            Action::DeleteWorkData,
+            Action::RemoveWorkDataFinalizer
+        ]
     );
     // A finished job has nothing running: its finalizer just goes.
     let mut s = pj.status.clone().expect("status");
     s.phase = Some(Phase::Succeeded);
+    s.work_data = Some(WorkDataStatus {
+        state: Some(WORK_DATA_DELETED.into()),
+        ..WorkDataStatus::default()
+    });
     pj.status = Some(s.clone());
     let mut o = obs(&pj);
     o.has_finalizer = true;

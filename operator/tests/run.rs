@@ -542,6 +542,7 @@ impl reconcile::ProgressSource for Stalled {
             running_rows: 10,
             rows_per_second: 5.0,
             stalled: self.0.clone(),
+            memory: None,
         }
     }
     fn forget(&self, _job_uid: &str) {}
@@ -805,4 +806,32 @@ async fn in_process_work_is_bounded_by_the_setting() {
     );
     assert_eq!(ctx.in_process_permits(), 1, "0 would block every merge");
     assert_eq!(Settings::default().max_in_process_work, 2);
+}
+
+#[tokio::test]
+async fn a_worker_killed_for_memory_is_named_with_its_limit_and_what_to_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = sample_dataset(dir.path());
+    let out = dir.path().join("out/events.json");
+    let state: Shared = Arc::default();
+    {
+        let mut s = state.lock().expect("state");
+        s.pj = Some(profilejob(&data, &out, json!({})));
+        s.failing.insert(2, (137, "OOMKilled".into()));
+    }
+    let ctx = context(fake_api(state.clone()));
+    drive(&state, &ctx, 8).await;
+    let status = current(&state).and_then(|p| p.status).expect("status");
+    let f = status
+        .last_failures
+        .iter()
+        .find(|f| f.task == 2)
+        .unwrap_or_else(|| panic!("task 2 failed: {status:#?}"));
+    assert_eq!(f.reason, "OOMKilled");
+    assert!(f.message.contains("256Mi"), "{}", f.message);
+    assert!(
+        f.message.contains("spec.backend.local.resources"),
+        "{}",
+        f.message
+    );
 }

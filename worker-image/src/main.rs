@@ -11,6 +11,7 @@
 //! tasks that were done. With `--progress-endpoint`, the task reports its progress to the
 //! operator ([`report`]).
 
+mod health;
 mod report;
 
 use anyhow::{Context, Result};

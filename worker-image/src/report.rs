@@ -210,6 +210,17 @@ async fn run(config: ReportConfig, shared: Arc<Shared>, mut ended: oneshot::Rece
     }
 }
 
+/// This process's health, as a report's fields.
+fn health_fields() -> ReportRequest {
+    let h = crate::health::sample();
+    ReportRequest {
+        rss_bytes: h.rss_bytes,
+        memory_limit_bytes: h.memory_limit_bytes,
+        cpu_seconds: h.cpu_seconds,
+        ..ReportRequest::default()
+    }
+}
+
 /// The client and what it learned about the operator.
 struct Sender {
     client: ProgressClient<Channel>,
@@ -264,6 +275,7 @@ impl Sender {
             rows_done: shared.rows_done.load(Ordering::Relaxed),
             rows_total: shared.rows_total.load(Ordering::Relaxed),
             message,
+            ..health_fields()
         };
         let mut request = tonic::Request::new(report);
         request.set_timeout(CALL_TIMEOUT);

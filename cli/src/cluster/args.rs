@@ -81,6 +81,10 @@ pub struct SubmitArgs {
     /// .truthound/<job uid>/.
     #[arg(long, short, value_name = "URI")]
     pub output: Option<String>,
+    /// Keep the work data (.truthound/<job uid>/: plan, partial profiles, task table) once the
+    /// job succeeded or is deleted; by default it is deleted then (it holds exact values).
+    #[arg(long)]
+    pub keep_work_data: bool,
     /// Where the tasks run: local (worker pods started by the operator, the default), spark,
     /// dask, ray (an existing cluster), or auto (the operator chooses).
     #[arg(long, env = "TRUTHOUND_DISTRIBUTED_BACKEND", value_enum)]

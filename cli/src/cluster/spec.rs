@@ -158,6 +158,8 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
             uri: output.trim().to_string(),
             options: None,
             credentials_secret_ref: None,
+            keep_work_data: args.keep_work_data,
+            work_data_ttl_seconds_after_failure: None,
         },
         backoff_limit_per_task: int("--retries", args.retries, 100)?,
         max_failed_tasks: int("--max-failed-tasks", args.max_failed_tasks, i32::MAX as u32)?,
@@ -173,6 +175,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
             None => None,
         },
         suspend: false,
+        notify: None,
     };
     let mut pj = ProfileJob::new(&name, spec);
     pj.metadata = ObjectMeta {

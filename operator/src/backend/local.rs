@@ -490,6 +490,21 @@ fn indexed_job(
     PodSettings::of_local(&local)
         .or(defaults)
         .apply(&mut template_meta, &mut pod);
+    // The worker reports its memory against its limit (the operator warns at 80% and 95%);
+    // the limit is known here, after the defaults, not from inside every container runtime.
+    for c in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
+        let limit = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| quantity_bytes(&q.0));
+        if let Some(bytes) = limit {
+            c.env
+                .get_or_insert_with(Vec::new)
+                .push(env(MEMORY_LIMIT_ENV, bytes.to_string()));
+        }
+    }
 
     Job {
         metadata: owned_meta(pj, name, component),
@@ -514,6 +529,40 @@ fn indexed_job(
         }),
         status: None,
     }
+}
+
+/// The variable a worker reads its container's memory limit from, in bytes.
+pub const MEMORY_LIMIT_ENV: &str = "TH_MEMORY_LIMIT_BYTES";
+
+/// A Kubernetes quantity (`512Mi`, `2G`, `1.5Gi`, `1e9`, `128974848`) in bytes; `None` when it
+/// is not one.
+pub fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "m" => 1e-3,
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    let n: f64 = number.parse().ok()?;
+    let bytes = (n * factor).ceil();
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
 }
 
 #[cfg(test)]
@@ -819,5 +868,46 @@ mod tests {
         }
         assert!(!owned_by(&not_controller, "uid-1"));
         assert!(!owned_by(&ObjectMeta::default(), "uid-1"));
+    }
+
+    #[test]
+    fn quantities_are_read_as_bytes() {
+        for (q, b) in [
+            ("128974848", 128_974_848),
+            ("512Mi", 512 << 20),
+            ("2Gi", 2 << 30),
+            ("1.5Gi", 3 << 29),
+            ("2G", 2_000_000_000),
+            ("129M", 129_000_000),
+            ("1e9", 1_000_000_000),
+            ("64Ki", 65_536),
+        ] {
+            assert_eq!(quantity_bytes(q), Some(b), "{q}");
+        }
+        assert_eq!(quantity_bytes("lots"), None);
+        assert_eq!(quantity_bytes("5Xi"), None);
+    }
+
+    #[test]
+    fn workers_are_told_their_memory_limit_after_the_defaults() {
+        let env_of = |job: &Job| {
+            let (_, pod) = pod_of(job);
+            pod.containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == MEMORY_LIMIT_ENV)
+                .and_then(|e| e.value)
+        };
+        let pj = job_with_local("{resources: {limits: {memory: 256Mi}}}");
+        let job = worker_job(&pj, &worker_params(PodSettings::default()));
+        assert_eq!(env_of(&job).as_deref(), Some("268435456"));
+        let none = job_with_local("{}");
+        assert_eq!(
+            env_of(&worker_job(&none, &worker_params(PodSettings::default()))),
+            None,
+            "no limit, nothing to warn against"
+        );
     }
 }

@@ -113,6 +113,11 @@ struct Args {
     /// At most this many plans and merges run in the operator process at once.
     #[arg(long, env = "TH_MAX_IN_PROCESS_WORK", default_value_t = Settings::default().max_in_process_work)]
     max_in_process_work: usize,
+    /// Seconds after a failed ProfileJob finished when its work data (.truthound/<uid>/) is
+    /// deleted, unless the job sets spec.output.workDataTTLSecondsAfterFailure (a success's goes
+    /// at once, unless spec.output.keepWorkData).
+    #[arg(long, env = "TH_FAILED_WORK_DATA_TTL_SECONDS", default_value_t = Settings::default().failed_work_data_ttl.as_secs())]
+    failed_work_data_ttl_seconds: u64,
     /// A running task with no heartbeat for this many seconds is stalled; its pod is replaced.
     #[arg(long, env = "TH_STALL_TIMEOUT_SECONDS", default_value_t = 120)]
     stall_timeout_seconds: u64,
@@ -166,6 +171,15 @@ struct Args {
     /// it can reach). Default: refused.
     #[arg(long, env = "TH_ALLOW_HTTP_DATASETS")]
     allow_http_datasets: bool,
+    /// A URL prefix (repeat the flag or separate with commas) that ProfileJobs' webhooks
+    /// (`spec.notify`) must start with, e.g. `https://hooks.example.com/`. Default: any
+    /// `http(s)://` URL (the operator POSTs to it and never reads the answer).
+    #[arg(
+        long = "notify-url-prefix",
+        env = "TH_NOTIFY_URL_PREFIXES",
+        value_delimiter = ','
+    )]
+    notify_url_prefixes: Vec<String>,
     /// Log format: json (default) or text.
     #[arg(long, env = "TH_LOG_FORMAT", default_value = "json")]
     log_format: String,
@@ -335,6 +349,7 @@ async fn run(args: Args) -> Result<()> {
         merge_in_pod_rows: args.merge_in_pod_rows,
         merge_in_pod_cells: args.merge_in_pod_cells,
         max_in_process_work: args.max_in_process_work.max(1),
+        failed_work_data_ttl: Duration::from_secs(args.failed_work_data_ttl_seconds),
         clusters: Clusters {
             spark_connect_url: args.spark_connect_url.clone().filter(|s| !s.is_empty()),
             dask_scheduler: args
@@ -528,6 +543,12 @@ fn access_policy(args: &Args) -> Result<AccessPolicy> {
     Ok(AccessPolicy {
         file_roots,
         allow_http: args.allow_http_datasets,
+        notify_url_prefixes: args
+            .notify_url_prefixes
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
     })
 }
 

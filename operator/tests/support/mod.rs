@@ -318,6 +318,7 @@ pub fn test_settings() -> Settings {
         access: AccessPolicy {
             file_roots: vec![std::env::temp_dir()],
             allow_http: false,
+            ..Default::default()
         },
         ..Settings::default()
     }
@@ -365,8 +366,18 @@ pub fn current(state: &Shared) -> Option<ProfileJob> {
     Some(serde_json::from_value(pj).expect("ProfileJob"))
 }
 
-/// A pod of Job `job` that failed with `code`, its termination message saying `message`.
+/// A pod of Job `job` that failed with `code`, its termination message saying `message`; with
+/// the message `OOMKilled`, killed by the kubelet for exceeding its 256Mi memory limit.
 pub fn failed_pod(job: &str, index: u32, code: i32, message: &str) -> Value {
+    if message == "OOMKilled" {
+        let mut pod = failed_pod(job, index, code, "");
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = json!("OOMKilled");
+        pod["spec"] = json!({"containers": [{
+            "name": "worker", "image": "th-worker",
+            "resources": {"limits": {"memory": "256Mi"}},
+        }]});
+        return pod;
+    }
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
