@@ -161,17 +161,6 @@ pub enum NotifyEvent {
     Failed,
 }
 
-/// One key of a Secret in the ProfileJob's namespace.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-pub struct SecretKeyRef {
-    /// Name of the Secret.
-    #[schemars(length(min = 1))]
-    pub name: String,
-    /// The key in it.
-    #[schemars(length(min = 1))]
-    pub key: String,
-}
-
 /// A header whose value is held in a Secret.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 pub struct HeaderSecretRef {

@@ -147,10 +147,22 @@ fn next_time(n: &NotificationStatus) -> Option<OffsetDateTime> {
         .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
 }
 
-/// How long until the first pending notification is due (zero if one is due now).
-pub fn next_due(rec: &[NotificationStatus], now: OffsetDateTime) -> Option<Duration> {
+/// The notifications that may be sent next: each webhook's first pending one, in the order they
+/// happened, so that a receiver hears Started before Succeeded even when Started needed retries.
+pub fn heads(rec: &[NotificationStatus]) -> Vec<usize> {
+    let mut seen = std::collections::BTreeSet::new();
     rec.iter()
-        .filter(|n| n.state == PENDING)
+        .enumerate()
+        .filter(|(_, n)| n.state == PENDING && seen.insert(n.webhook))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// How long until the first sendable notification is due (zero if one is due now).
+pub fn next_due(rec: &[NotificationStatus], now: OffsetDateTime) -> Option<Duration> {
+    heads(rec)
+        .into_iter()
+        .map(|i| &rec[i])
         .map(|n| match next_time(n) {
             Some(t) if t > now => Duration::try_from(t - now).unwrap_or_default(),
             _ => Duration::ZERO,
@@ -467,6 +479,31 @@ mod tests {
         assert_eq!(n.state, DELIVERED);
         assert_eq!(n.last_error, None);
         assert_eq!(next_due(&rec, t0), None, "nothing left to send");
+    }
+
+    #[test]
+    fn a_webhooks_notifications_go_in_order() {
+        let spec = NotifySpec {
+            webhooks: vec![hook(None), hook(None)],
+        };
+        let mut rec = record(&spec, &status(Phase::Succeeded, 1, 1));
+        let events: Vec<(u32, &str)> = rec.iter().map(|n| (n.webhook, n.event.as_str())).collect();
+        assert_eq!(
+            events,
+            [
+                (0, "Started"),
+                (0, "Succeeded"),
+                (1, "Started"),
+                (1, "Succeeded")
+            ]
+        );
+        assert_eq!(heads(&rec), [0, 2], "each webhook's Started first");
+        let t0 = now();
+        attempted(&mut rec[0], Err("HTTP 503".into()), t0, 5);
+        assert_eq!(heads(&rec), [0, 2], "Succeeded waits for Started's retry");
+        assert_eq!(next_due(&rec[..2], t0), Some(Duration::from_secs(1)));
+        attempted(&mut rec[0], Ok(()), t0, 5);
+        assert_eq!(heads(&rec), [1, 2]);
     }
 
     #[test]

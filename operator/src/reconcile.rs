@@ -459,12 +459,21 @@ async fn notify_webhooks(
     let spec = pj.spec.notify.clone().unwrap_or_default();
     let mut rec = notify::record(&spec, status);
     let uid = pj.metadata.uid.clone().unwrap_or_default();
-    for n in rec.iter_mut() {
+    // Each webhook's notifications in order: the next once the one before is delivered or
+    // given up.
+    let mut done_now = std::collections::BTreeSet::new();
+    while let Some(i) = notify::heads(&rec)
+        .into_iter()
+        .find(|&i| !done_now.contains(&rec[i].webhook))
+    {
+        let n = &mut rec[i];
         let now = OffsetDateTime::now_utc();
         if !notify::is_due(n, now) {
+            done_now.insert(n.webhook);
             continue;
         }
         let Some(w) = spec.webhooks.get(n.webhook as usize) else {
+            done_now.insert(n.webhook);
             continue;
         };
         let field = format!("spec.notify.webhooks[{}]", n.webhook);
@@ -539,6 +548,10 @@ async fn notify_webhooks(
             },
         )
         .await;
+        if n.state == notify::PENDING {
+            // Retried after its backoff, by a later reconcile.
+            done_now.insert(n.webhook);
+        }
     }
     if rec != status.notifications {
         let mut s = status.clone();
@@ -1285,14 +1298,17 @@ async fn execute(
                 } else {
                     PropagationPolicy::Background
                 };
-                let dp = DeleteParams {
-                    propagation_policy: Some(policy),
-                    preconditions: job.metadata.uid.clone().map(|uid| kube::api::Preconditions {
-                        uid: Some(uid),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
+                let dp =
+                    DeleteParams {
+                        propagation_policy: Some(policy),
+                        preconditions: job.metadata.uid.clone().map(|uid| {
+                            kube::api::Preconditions {
+                                uid: Some(uid),
+                                resource_version: None,
+                            }
+                        }),
+                        ..DeleteParams::default()
+                    };
                 match jobs.delete(&name, &dp).await {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -1371,25 +1387,15 @@ async fn execute(
             Ok(Outcome::Gone)
         }
         Action::AddFinalizer => {
-            patch_finalizer(pj, ctx, true).await?;
+            patch_finalizer(pj, ctx, FINALIZER, true).await?;
             Ok(Outcome::Done)
         }
         Action::AddWorkDataFinalizer => {
-            let mut keep: Vec<String> = pj.finalizers().to_vec();
-            if !keep.iter().any(|f| f == WORK_DATA_FINALIZER) {
-                keep.push(WORK_DATA_FINALIZER.to_string());
-            }
-            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            patch_finalizer(pj, ctx, WORK_DATA_FINALIZER, true).await?;
             Ok(Outcome::Done)
         }
         Action::RemoveWorkDataFinalizer => {
-            let keep: Vec<String> = pj
-                .finalizers()
-                .iter()
-                .filter(|f| *f != WORK_DATA_FINALIZER)
-                .cloned()
-                .collect();
-            set_finalizers(pj, ctx, keep).await.map_err(kube_err)?;
+            patch_finalizer(pj, ctx, WORK_DATA_FINALIZER, false).await?;
             Ok(Outcome::Done)
         }
         // Done by the reconcile loop itself (delete_work_data), which records it.
@@ -1457,7 +1463,7 @@ async fn execute(
             // A deleted job's Spark run (cancelled just before) is no longer looked at.
             ctx.spark_runs
                 .forget(pj.metadata.uid.as_deref().unwrap_or_default());
-            patch_finalizer(pj, ctx, false).await?;
+            patch_finalizer(pj, ctx, FINALIZER, false).await?;
             Ok(Outcome::Done)
         }
     }
@@ -1468,19 +1474,28 @@ async fn execute(
 /// whole list before adding (so that no one else's finalizer added meanwhile is dropped, and ours
 /// is not added twice), of our entry before removing it by index. `None`: nothing to change.
 pub fn finalizer_patch(current: &[String], add: bool) -> Option<serde_json::Value> {
-    let ours = current.iter().position(|f| f == FINALIZER);
+    named_finalizer_patch(current, FINALIZER, add)
+}
+
+/// [`finalizer_patch`] for the finalizer `name`.
+pub fn named_finalizer_patch(
+    current: &[String],
+    name: &str,
+    add: bool,
+) -> Option<serde_json::Value> {
+    let ours = current.iter().position(|f| f == name);
     match (add, ours) {
         (true, Some(_)) | (false, None) => None,
         (true, None) if current.is_empty() => Some(json!([
             {"op": "test", "path": "/metadata/finalizers", "value": null},
-            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+            {"op": "add", "path": "/metadata/finalizers", "value": [name]},
         ])),
         (true, None) => Some(json!([
             {"op": "test", "path": "/metadata/finalizers", "value": current},
-            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": name},
         ])),
         (false, Some(i)) => Some(json!([
-            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+            {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": name},
             {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
         ])),
     }
@@ -1489,8 +1504,13 @@ pub fn finalizer_patch(current: &[String], add: bool) -> Option<serde_json::Valu
 /// Adds or removes our finalizer with [`finalizer_patch`]. A failed `test` (someone changed the
 /// list since it was observed) changes nothing: that change is a watch event, whose reconcile
 /// patches again from the new list.
-async fn patch_finalizer(pj: &ProfileJob, ctx: &Context, add: bool) -> Result<(), ActionError> {
-    let Some(ops) = finalizer_patch(pj.finalizers(), add) else {
+async fn patch_finalizer(
+    pj: &ProfileJob,
+    ctx: &Context,
+    name: &str,
+    add: bool,
+) -> Result<(), ActionError> {
+    let Some(ops) = named_finalizer_patch(pj.finalizers(), name, add) else {
         return Ok(());
     };
     let invalid = |e: serde_json::Error| ActionError {
