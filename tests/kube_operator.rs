@@ -1384,8 +1384,9 @@ impl WebhookReceiver {
 
 /// `spec.notify`: a webhook receiver that is down for the first 30 s of a run (connection
 /// refused), then answers 503 once, still gets the Started and Succeeded notifications, once
-/// each, signed with the Secret's HMAC key and carrying its header; the attempts are on record
-/// in the status, the events and the metrics, and the job itself is not held up by them.
+/// each and in that order (Succeeded waits for Started's retries), signed with the Secret's
+/// HMAC key and carrying its header; the attempts are on record in the status, the events and
+/// the metrics, and the job itself is not held up by them.
 #[test]
 fn a_webhook_down_for_30_s_still_gets_the_start_and_success_notifications() {
     cluster();
@@ -1443,8 +1444,8 @@ fn a_webhook_down_for_30_s_still_gets_the_start_and_success_notifications() {
         let events: Vec<&str> = rec.iter().map(|n| n["event"].as_str().unwrap()).collect();
         assert_eq!(events, ["Started", "Succeeded"], "{rec:?}");
         assert!(
-            rec.iter().all(|n| n["attempts"].as_u64().unwrap() >= 2),
-            "the receiver was down when both were first sent: {rec:?}"
+            rec[0]["attempts"].as_u64().unwrap() >= 2,
+            "the receiver was down when Started was first sent: {rec:?}"
         );
 
         let got = hook.received();
