@@ -58,7 +58,9 @@ impl MetadataFetch for CheckedFetch<'_> {
             {
                 let declared =
                     u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4 bytes")));
-                if declared > max {
+                // Past the file's own size it is plain corruption, which the reader reports
+                // as such; within it, a hostile or broken file the cap refuses before reading.
+                if declared > max && declared + 8 <= size {
                     return Err(ParquetError::External(Box::new(FooterTooLarge {
                         declared,
                         max,
