@@ -1349,7 +1349,14 @@ fn finished(obs: &Observed, settings: &Settings, d: &mut Decision) {
                 let left = Duration::from_secs((e - obs.now).whole_seconds().max(1) as u64);
                 d.requeue = Some(d.requeue.map_or(left, |r| r.min(left)));
             }
-            _ => d.actions.push(Action::DeleteWorkData),
+            _ => {
+                d.actions.push(Action::DeleteWorkData);
+                // Once deleted (or given up), nothing is left for the finalizer to guard; a
+                // failed deletion stops before this, and is tried again.
+                if obs.has_work_data_finalizer {
+                    d.actions.push(Action::RemoveWorkDataFinalizer);
+                }
+            }
         }
     }
     let Some(ttl) = spec.ttl_seconds_after_finished else {

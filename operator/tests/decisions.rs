@@ -1059,7 +1059,7 @@ fn a_successful_jobs_work_data_is_deleted_unless_kept() {
     assert!(o.has_work_data_finalizer);
     assert_eq!(
         decide(&o, &Settings::default()).actions,
-        vec![Action::DeleteWorkData]
+        vec![Action::DeleteWorkData, Action::RemoveWorkDataFinalizer]
     );
     // Once deleted (recorded by the reconciler), the finalizer has nothing left to guard.
     let mut done = pj.clone();
@@ -1111,7 +1111,10 @@ fn a_failed_jobs_work_data_is_deleted_after_its_ttl() {
         "looked at when it expires"
     );
     o.now = t("2026-11-21T11:00:00Z");
-    assert_eq!(decide(&o, &settings).actions, vec![Action::DeleteWorkData]);
+    assert_eq!(
+        decide(&o, &settings).actions,
+        vec![Action::DeleteWorkData, Action::RemoveWorkDataFinalizer]
+    );
 
     // The job's own TTL outranks the operator's.
     pj.spec.output.work_data_ttl_seconds_after_failure = Some(60);
@@ -1121,7 +1124,10 @@ fn a_failed_jobs_work_data_is_deleted_after_its_ttl() {
     assert!(d.actions.is_empty());
     assert_eq!(d.requeue, Some(Duration::from_secs(1)));
     o.now = t("2026-11-21T10:01:00Z");
-    assert_eq!(decide(&o, &settings).actions, vec![Action::DeleteWorkData]);
+    assert_eq!(
+        decide(&o, &settings).actions,
+        vec![Action::DeleteWorkData, Action::RemoveWorkDataFinalizer]
+    );
 
     // With the job's TTL too, the sooner of the two is when to look again, and the work data
     // goes before the job does.
@@ -1132,7 +1138,11 @@ fn a_failed_jobs_work_data_is_deleted_after_its_ttl() {
     o.now = t("2026-11-21T10:02:00Z");
     assert_eq!(
         decide(&o, &settings).actions,
-        vec![Action::DeleteWorkData, Action::DeleteJob]
+        vec![
+            Action::DeleteWorkData,
+            Action::RemoveWorkDataFinalizer,
+            Action::DeleteJob
+        ]
     );
 }
 
