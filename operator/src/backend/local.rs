@@ -903,11 +903,11 @@ mod tests {
         let pj = job_with_local("{resources: {limits: {memory: 256Mi}}}");
         let job = worker_job(&pj, &worker_params(PodSettings::default()));
         assert_eq!(env_of(&job).as_deref(), Some("268435456"));
+        // Without resources of its own, the default 2Gi limit is the one to warn against.
         let none = job_with_local("{}");
         assert_eq!(
-            env_of(&worker_job(&none, &worker_params(PodSettings::default()))),
-            None,
-            "no limit, nothing to warn against"
+            env_of(&worker_job(&none, &worker_params(PodSettings::default()))).as_deref(),
+            Some("2147483648")
         );
     }
 }
