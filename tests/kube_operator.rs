@@ -358,9 +358,17 @@ fn an_operator_killed_while_planning_running_and_merging_finishes_the_run_once()
         })
         .await;
         op.kill_and_restart();
-        let running = wait_phase(&client, &op, "events", "Running", 60).await;
-        let first_job = jobs_of(&client, &ns).await;
-        assert_eq!(first_job.len(), 1, "{:#}", running["status"]);
+        wait_phase(&client, &op, "events", "Running", 60).await;
+        // The status says Running before the Job is created (the record first, then the act).
+        let first_job = eventually(
+            "the worker Job created",
+            Duration::from_secs(30),
+            || async {
+                let jobs = jobs_of(&client, &ns).await;
+                (jobs.len() == 1).then_some(jobs)
+            },
+        )
+        .await;
         let first_uid = first_job[0].metadata.uid.clone();
         op.kill_and_restart();
         wait_phase(&client, &op, "events", "Merging", 60).await;
