@@ -159,6 +159,16 @@ async fn drive_until(
 /// Waits until a task runs, deletes the ProfileJob as `kubectl delete` would (with a finalizer
 /// on it, the API server only marks it) and reconciles until it is gone.
 async fn delete_once_running(state: &Shared, ctx: &Arc<Context>) {
+    delete_once_running_then(state, ctx, || ()).await;
+}
+
+/// As [`delete_once_running`], calling `before_delete` once the job runs: deleting the job also
+/// deletes its work data (plan and partials), so what a test needs from them it reads there.
+async fn delete_once_running_then<T>(
+    state: &Shared,
+    ctx: &Arc<Context>,
+    before_delete: impl FnOnce() -> T,
+) -> T {
     drive_until(state, ctx, Duration::from_secs(120), |pj| {
         pj.status
             .as_ref()
@@ -166,6 +176,7 @@ async fn delete_once_running(state: &Shared, ctx: &Arc<Context>) {
             .is_some_and(|t| t.running > 0)
     })
     .await;
+    let seen = before_delete();
     {
         let mut s = state.lock().expect("state");
         let pj = s.pj.as_mut().expect("pj");
@@ -176,6 +187,7 @@ async fn delete_once_running(state: &Shared, ctx: &Arc<Context>) {
         current(state).is_none(),
         "the finalizer was removed and the job went"
     );
+    seen
 }
 
 fn profile_json(out: &Path) -> Value {
@@ -767,22 +779,19 @@ async fn deleting_a_spark_job_midway_interrupts_its_queries() {
         ..Clusters::default()
     };
     let ctx = operator(fake_api(state.clone()), clusters, th_worker());
-    delete_once_running(&state, &ctx).await;
+    let work = dir.path().join(format!("lake/profiles/.truthound/{uid}"));
+    // The plan is read while the job runs: deleting the job deletes its work data.
+    let plan: Value = delete_once_running_then(&state, &ctx, || {
+        serde_json::from_slice(&std::fs::read(work.join("plan")).expect("plan"))
+            .expect("plan JSON")
+    })
+    .await;
     // The run was cancelled: the tasks not started by then never start. Without the cancel
-    // every task would have its partial well within this wait.
-    let partials = dir
-        .path()
-        .join(format!("lake/profiles/.truthound/{uid}/partials"));
+    // every task would have its partial well within this wait (a task still writing when the
+    // work data went writes its partial again).
+    let partials = work.join("partials");
     let count = || std::fs::read_dir(&partials).map(|d| d.count()).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let plan: Value = serde_json::from_slice(
-        &std::fs::read(
-            dir.path()
-                .join(format!("lake/profiles/.truthound/{uid}/plan")),
-        )
-        .expect("plan"),
-    )
-    .expect("plan JSON");
     let tasks = plan["tasks"].as_array().map_or(0, Vec::len);
     assert!(tasks > 3, "a plan of several tasks: {tasks}");
     assert!(
