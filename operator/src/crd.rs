@@ -909,7 +909,7 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
 /// schemars names Rust's unsigned integers `uint32`/`uint64`, formats the apiserver does not
 /// know (it warns on every apply: `unrecognized format "uint32"`). Kubernetes' integer formats
 /// are int32 and int64: an unsigned value is an int64 that is at least 0.
-fn kubernetes_formats(v: &mut serde_json::Value) {
+pub(crate) fn kubernetes_formats(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             let unsigned = matches!(

@@ -9,6 +9,7 @@
 //! - [`progress`]: the gRPC service workers report progress and heartbeats to.
 //! - [`metrics`], [`http`], [`leader`]: Prometheus metrics, health endpoints, leader election.
 //! - [`notify`]: webhook notifications of a job's start, progress and end.
+//! - [`schedule`]: `ProfileSchedule`, ProfileJobs on a cron schedule, and drift between runs.
 //! - [`leader_label`]: the label that routes workers' progress reports to the leading replica.
 
 pub mod access;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod reconcile;
+pub mod schedule;
 pub mod status;
 
 pub use crd::{ProfileJob, ProfileJobSpec, ProfileJobStatus};

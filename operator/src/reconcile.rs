@@ -757,7 +757,11 @@ async fn credential_keys(pj: &ProfileJob, ctx: &Context) -> Result<Vec<local::Se
 }
 
 /// Storage options (with credentials from the referenced Secret) for the dataset and output.
-async fn storage(pj: &ProfileJob, ctx: &Context, output: bool) -> Result<StorageOptions, Error> {
+pub(crate) async fn storage(
+    pj: &ProfileJob,
+    ctx: &Context,
+    output: bool,
+) -> Result<StorageOptions, Error> {
     let spec = &pj.spec;
     // Every read and write the operator makes for a job goes through here: a job accepted
     // before the access policy was narrowed is held to it too.

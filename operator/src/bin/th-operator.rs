@@ -1,4 +1,4 @@
-//! `th-operator`: the ProfileJob controller.
+//! `th-operator`: the ProfileJob and ProfileSchedule controllers.
 //!
 //! Serves `/metrics`, `/healthz` and `/readyz` on `--metrics-addr`, the workers' progress
 //! service (gRPC) on `--progress-addr`, and reconciles ProfileJobs, optionally only while it
@@ -30,6 +30,7 @@ use truthound_operator::leader_label::LeaderLabel;
 use truthound_operator::metrics::Metrics;
 use truthound_operator::progress::{self, ProgressHub};
 use truthound_operator::reconcile::{self, Config, Context};
+use truthound_operator::schedule::{self, ProfileSchedule};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -389,17 +390,26 @@ async fn run(args: Args) -> Result<()> {
     ctx.metrics = Some(Arc::new(metrics.clone()));
     let ctx = Arc::new(ctx);
 
-    let (pjs, jobs): (Api<ProfileJob>, Api<Job>) = match &args.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (pjs, jobs, schedules): (Api<ProfileJob>, Api<Job>, Api<ProfileSchedule>) =
+        match &args.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     // Fail early and clearly when the CRD is missing, instead of a watcher retrying forever.
     pjs.list(&kube::api::ListParams::default().limit(1))
         .await
         .context("cannot list ProfileJobs: is the CRD installed (kubectl apply -f crds/) and may the operator's service account list them?")?;
+
+    let schedules_on = schedules_available(&schedules).await?;
+    let run_children = pjs.clone();
 
     // What `Controller::new` builds (a reflector over the ProfileJob watch), spelled out so that
     // readiness follows the watch's first complete list. Waiting on the store instead
@@ -430,24 +440,32 @@ async fn run(args: Args) -> Result<()> {
         hub.changes(ctx.settings.progress_interval),
         store.clone(),
     ));
-    let m = metrics.clone();
-    let lost_leadership = async move {
-        match leading {
-            Some(mut rx) => {
-                let _ = rx.wait_for(|leader| !*leader).await;
-                warn!("lost leadership: stopping");
+    // Both controllers stop on the stop signal or when leadership is lost.
+    let until_stopped = {
+        let leading = leading.clone();
+        move || {
+            let stop = stopped();
+            let leading = leading.clone();
+            async move {
+                let lost = async move {
+                    match leading {
+                        Some(mut rx) => {
+                            let _ = rx.wait_for(|leader| !*leader).await;
+                            warn!("lost leadership: stopping");
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stop => {},
+                    _ = lost => {},
+                }
             }
-            None => std::future::pending::<()>().await,
         }
     };
-    let stop = stopped();
-    controller
-        .graceful_shutdown_on(async move {
-            tokio::select! {
-                _ = stop => {},
-                _ = lost_leadership => {},
-            }
-        })
+    let m = metrics.clone();
+    let profilejob_controller = controller
+        .graceful_shutdown_on(until_stopped())
         .run(
             move |pj, ctx| {
                 let timer = m.reconcile_timer();
@@ -458,14 +476,40 @@ async fn run(args: Args) -> Result<()> {
                 }
             },
             reconcile::error_policy,
-            ctx,
+            ctx.clone(),
         )
         .for_each(|r| async move {
             if let Err(e) = r {
                 warn!(error = %e, "reconcile error");
             }
-        })
-        .await;
+        });
+    // ProfileSchedules: a second controller over the same context (client, recorder, access
+    // policy), woken by its runs (the ProfileJobs it owns) and at each scheduled time.
+    let schedule_config = controller_config(&args);
+    let schedule_controller = async move {
+        if !schedules_on {
+            return;
+        }
+        Controller::new(schedules, watcher::Config::default().any_semantic())
+            .with_config(schedule_config)
+            .owns(
+                run_children,
+                watcher::Config::default().labels(schedule::decide::SCHEDULE_LABEL),
+            )
+            .graceful_shutdown_on(until_stopped())
+            .run(
+                schedule::reconcile::reconcile,
+                schedule::reconcile::error_policy,
+                ctx,
+            )
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    warn!(error = %e, "schedule reconcile error");
+                }
+            })
+            .await;
+    };
+    tokio::join!(profilejob_controller, schedule_controller);
     readiness.set_not_ready("shutting down");
     let _ = stop_tx.send(true);
     if let Some((elector, label)) = leadership {
@@ -474,6 +518,23 @@ async fn run(args: Args) -> Result<()> {
     let _ = http_server.await;
     let _ = progress_server.await;
     Ok(())
+}
+
+/// Whether ProfileSchedules can be watched. An installation whose CRDs or RBAC predate them
+/// (the ProfileSchedule CRD not applied, or no permission to list them) still runs ProfileJobs,
+/// and says why schedules are not reconciled; any other error is one to stop on.
+async fn schedules_available(api: &Api<ProfileSchedule>) -> Result<bool> {
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => {
+            warn!(
+                code = s.code,
+                "cannot list ProfileSchedules (apply crds/profileschedule.yaml and the chart's RBAC): schedules are not reconciled"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(e).context("cannot list ProfileSchedules"),
+    }
 }
 
 /// The progress service's TLS (`--progress-tls-cert`, `--progress-tls-key`) and the CA the

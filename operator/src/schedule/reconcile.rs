@@ -1,0 +1,324 @@
+//! The schedule's reconciler: list the schedule's runs, [`decide`](super::decide::decide), compare
+//! profiles when a run succeeded, write the status (server-side apply), then create and delete
+//! runs. It shares the ProfileJob controller's [`Context`] (client, event recorder, access
+//! policy) and requeues at the next scheduled time.
+
+use super::crd::{DriftStatus, ProfileSchedule, ProfileScheduleStatus};
+use super::decide::{self, Action, Observed, Run, RunState, SCHEDULE_LABEL, SCHEDULED_AT};
+use crate::crd::{Phase, ProfileJob};
+use crate::decide::EventNote;
+use crate::reconcile::{Context, Error, FIELD_MANAGER};
+use crate::status::{parse_time, rfc3339};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+/// The controller's error policy: retry after a delay (the decisions are idempotent).
+pub fn error_policy(ps: Arc<ProfileSchedule>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(schedule = %ps.name_any(), error = %err, "schedule reconcile failed");
+    if let Some(m) = &ctx.metrics {
+        m.reconcile_failed(err.metric_label());
+    }
+    Requeue::requeue(Duration::from_secs(15))
+}
+
+/// A run as observed, from its ProfileJob.
+fn run_of(pj: &ProfileJob) -> Run {
+    let created = pj
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let scheduled = pj
+        .annotations()
+        .get(SCHEDULED_AT)
+        .and_then(|s| parse_time(s))
+        .unwrap_or(created);
+    let status = pj.status.as_ref();
+    let finished = status
+        .and_then(|s| s.completion_time.as_deref())
+        .and_then(parse_time);
+    let state = match status.and_then(|s| s.phase) {
+        Some(Phase::Succeeded) => RunState::Succeeded {
+            finished,
+            profile_uri: status
+                .and_then(|s| s.result.as_ref())
+                .map(|r| r.profile_uri.clone()),
+        },
+        Some(Phase::Failed) => RunState::Failed { finished },
+        _ => RunState::Active,
+    };
+    Run {
+        name: pj.name_any(),
+        uid: pj.metadata.uid.clone().unwrap_or_default(),
+        scheduled,
+        state,
+        deleting: pj.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// One reconcile of one ProfileSchedule.
+pub async fn reconcile(ps: Arc<ProfileSchedule>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let ns = ps
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a ProfileSchedule must be namespaced".into()))?;
+    let name = ps.name_any();
+    // Read afresh: the cache may not have this reconciler's own last status write yet, and a
+    // stale lastScheduleTime or lastProfile would repeat an event (a run is never created twice:
+    // its name is its scheduled time).
+    let schedules: Api<ProfileSchedule> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(ps) = schedules.get_opt(&name).await? else {
+        return Ok(Requeue::await_change());
+    };
+    let uid = ps.metadata.uid.clone().unwrap_or_default();
+    let api: Api<ProfileJob> = Api::namespaced(ctx.client.clone(), &ns);
+    // Runs are found by label and kept only when the schedule is their controller: a label
+    // alone is anyone's to set.
+    let children: Vec<ProfileJob> = api
+        .list(&ListParams::default().labels(&format!("{SCHEDULE_LABEL}={name}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|pj| crate::backend::local::owned_by(&pj.metadata, &uid))
+        .collect();
+    let by_name: BTreeMap<String, &ProfileJob> =
+        children.iter().map(|pj| (pj.name_any(), pj)).collect();
+    let now = OffsetDateTime::now_utc();
+    let created = ps
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t.0.as_second()).ok())
+        .unwrap_or(now);
+    let obs = Observed {
+        name: &name,
+        namespace: &ns,
+        spec: &ps.spec,
+        generation: ps.metadata.generation,
+        created,
+        status: ps.status.as_ref(),
+        runs: children.iter().map(run_of).collect(),
+        now,
+    };
+    let mut decision = decide::decide(&obs);
+
+    // Drift first, so that its result is in the one status write.
+    for action in &decision.actions {
+        if let Action::CompareDrift { run, previous } = action {
+            let Some(pj) = by_name.get(&run.job) else {
+                continue;
+            };
+            let note = match super::drift::compare(pj, &ctx, &ps.spec, run, previous).await {
+                Ok(d) => {
+                    let note = drift_note(&d);
+                    decision.status.last_drift = Some(d);
+                    note
+                }
+                Err(e) => EventNote {
+                    warning: true,
+                    reason: "DriftCheckFailed".into(),
+                    message: format!(
+                        "cannot compare {} with {}: {e}",
+                        run.profile_uri, previous.profile_uri
+                    ),
+                },
+            };
+            // Compared (or failed to): the next success is compared with this one.
+            decision.status.last_profile = Some(run.clone());
+            decision.events.push(note);
+        }
+    }
+
+    write_status(&ps, &ctx, &decision.status).await?;
+    for e in &decision.events {
+        publish(&ps, &ctx, e).await;
+    }
+    for action in &decision.actions {
+        match action {
+            Action::CompareDrift { .. } => {}
+            Action::Create {
+                name: run,
+                scheduled,
+                output_uri,
+            } => {
+                let pj = run_job(&ps, run, *scheduled, output_uri);
+                match api.create(&PostParams::default(), &pj).await {
+                    Ok(_) => {
+                        info!(schedule = %name, run = %run, "created run");
+                        let msg = format!(
+                            "created ProfileJob {run} (scheduled {})",
+                            rfc3339(*scheduled)
+                        );
+                        publish(
+                            &ps,
+                            &ctx,
+                            &EventNote {
+                                warning: false,
+                                reason: "SuccessfulCreate".into(),
+                                message: msg,
+                            },
+                        )
+                        .await;
+                    }
+                    // Created before (a restart between creating and writing the status).
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => {
+                        publish(
+                            &ps,
+                            &ctx,
+                            &EventNote {
+                                warning: true,
+                                reason: "FailedCreate".into(),
+                                message: format!("cannot create ProfileJob {run}: {e}"),
+                            },
+                        )
+                        .await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Action::Delete {
+                name: run,
+                uid,
+                reason,
+            } => {
+                let dp = DeleteParams {
+                    propagation_policy: Some(PropagationPolicy::Background),
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(run, &dp).await {
+                    Ok(_) => {
+                        publish(
+                            &ps,
+                            &ctx,
+                            &EventNote {
+                                warning: false,
+                                reason: "SuccessfulDelete".into(),
+                                message: format!("deleted ProfileJob {run} ({reason})"),
+                            },
+                        )
+                        .await;
+                    }
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(match decision.requeue {
+        Some(d) => Requeue::requeue(d),
+        None => Requeue::await_change(),
+    })
+}
+
+/// The ProfileJob of the run scheduled at `scheduled`.
+pub fn run_job(
+    ps: &ProfileSchedule,
+    name: &str,
+    scheduled: OffsetDateTime,
+    output_uri: &str,
+) -> ProfileJob {
+    let template = &ps.spec.job_template;
+    let meta = template.metadata.clone().unwrap_or_default();
+    let mut labels = meta.labels;
+    labels.insert(SCHEDULE_LABEL.into(), ps.name_any());
+    let mut annotations = meta.annotations;
+    annotations.insert(SCHEDULED_AT.into(), rfc3339(scheduled));
+    let mut spec = template.spec.clone();
+    spec.output.uri = output_uri.to_string();
+    let mut pj = ProfileJob::new(name, spec);
+    pj.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: ps.namespace(),
+        labels: Some(labels),
+        annotations: Some(annotations),
+        owner_references: Some(vec![OwnerReference {
+            api_version: ProfileSchedule::api_version(&()).into(),
+            kind: ProfileSchedule::kind(&()).into(),
+            name: ps.name_any(),
+            uid: ps.metadata.uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..ObjectMeta::default()
+    };
+    pj
+}
+
+fn drift_note(d: &DriftStatus) -> EventNote {
+    if d.drifted_columns.is_empty() {
+        EventNote {
+            warning: false,
+            reason: "NoDrift".into(),
+            message: format!("{} against {}: no column drifted", d.job, d.previous_job),
+        }
+    } else {
+        EventNote {
+            warning: true,
+            reason: "DriftDetected".into(),
+            message: format!(
+                "{} against {}: columns drifted: {}. {}",
+                d.job,
+                d.previous_job,
+                d.drifted_columns.join(", "),
+                d.summary
+            ),
+        }
+    }
+}
+
+/// Writes the status with server-side apply, only when it changed.
+async fn write_status(
+    ps: &ProfileSchedule,
+    ctx: &Context,
+    status: &ProfileScheduleStatus,
+) -> Result<(), Error> {
+    if ps.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let api: Api<ProfileSchedule> =
+        Api::namespaced(ctx.client.clone(), &ps.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": "truthound.io/v1alpha1",
+        "kind": "ProfileSchedule",
+        "status": status,
+    });
+    api.patch_status(
+        &ps.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ps: &ProfileSchedule, ctx: &Context, e: &EventNote) {
+    let event = Event {
+        type_: if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: e.reason.clone(),
+        note: Some(crate::status::truncate(&e.message, 1000)),
+        action: "Schedule".into(),
+        secondary: None,
+    };
+    // An event is best-effort: failing to record one must not fail the reconcile.
+    if let Err(err) = ctx.recorder.publish(&event, &ps.object_ref(&())).await {
+        warn!(schedule = %ps.name_any(), error = %err, "cannot publish event");
+    }
+}
