@@ -4,7 +4,7 @@
 Checks the shipping artifacts against the code and against Kubernetes, offline:
 
   images      worker-image/Dockerfile: hadolint, and the stages, users and binaries it must have
-  crd-copies  the chart's and the GitOps base's copies of crds/profilejob.yaml equal it
+  crd-copies  the chart's and the GitOps base's copies of crds/*.yaml equal them
   chart       the Helm chart rendered (Helm's Go SDK) with its defaults and with non-default values,
               linted, every object validated against Kubernetes' OpenAPI schemas; RBAC, env, ports,
               probes, security context, Secret and CRD checked object by object
@@ -47,10 +47,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "truthound-operator"
-CRD_SOURCE = ROOT / "crds" / "profilejob.yaml"
-CRD_CHART_COPY = CHART / "files" / "profilejob.yaml"
+# Every CRD the operator defines: crds/<file>, copied to the chart's files/ and deploy/crd/.
+CRD_FILES = ["profilejob.yaml", "profileschedule.yaml"]
 DEPLOY = ROOT / "deploy"
-CRD_DEPLOY_COPY = DEPLOY / "crd" / "profilejob.yaml"
 GITOPS_MANIFEST = DEPLOY / "operator.yaml"
 ARGOCD = DEPLOY / "argocd"
 HEALTH_LUA = ARGOCD / "health.lua"
@@ -77,8 +76,11 @@ SYNC_HINT = "scripts/check-deploy.sh --sync"
 # The operator's RBAC, from the code (see the comments in templates/rbac.yaml): (group, resource)
 # -> verbs. The chart must grant exactly these, no more and no less.
 OPERATOR_RULES = {
-    ("truthound.io", "profilejobs"): {"list", "watch", "patch", "delete"},
+    ("truthound.io", "profilejobs"): {"list", "watch", "create", "patch", "delete"},
     ("truthound.io", "profilejobs/status"): {"patch"},
+    # schedule/reconcile.rs: read afresh by name each reconcile; the controller lists and watches
+    ("truthound.io", "profileschedules"): {"get", "list", "watch"},
+    ("truthound.io", "profileschedules/status"): {"patch"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"list", "delete"},
     # backend/remote.rs: the Dask runner pod's per-task lines
@@ -94,6 +96,7 @@ LEASE_RULES = {
 # The API types the operator's code builds an Api<T> for, and the rule resource each needs.
 API_TYPES = {
     "ProfileJob": ("truthound.io", "profilejobs"),
+    "ProfileSchedule": ("truthound.io", "profileschedules"),
     "Job": ("batch", "jobs"),
     "Pod": ("", "pods"),
     "Secret": ("", "secrets"),
@@ -262,15 +265,19 @@ def rendered_objects(rendered: dict[str, str]) -> list[dict]:
 
 # ---- Kubernetes schemas ------------------------------------------------------------------------
 
-_crd: dict | None = None
+_crds: dict[str, dict] = {}
 
 
-def crd_doc() -> dict:
-    """crds/profilejob.yaml, parsed once (a copy per caller)."""
-    global _crd
-    if _crd is None:
-        _crd = yaml.load(CRD_SOURCE.read_text(), Loader=SafeLoader)
-    return copy.deepcopy(_crd)
+def crd_doc(file: str = "profilejob.yaml") -> dict:
+    """crds/<file> (default the ProfileJob's), parsed once (a copy per caller)."""
+    if file not in _crds:
+        _crds[file] = yaml.load((ROOT / "crds" / file).read_text(), Loader=SafeLoader)
+    return copy.deepcopy(_crds[file])
+
+
+def crd_docs() -> dict[str, dict]:
+    """Every CRD of crds/, by its name (profilejobs.truthound.io, ...)."""
+    return {d["metadata"]["name"]: d for d in (crd_doc(f) for f in CRD_FILES)}
 
 
 def openapi_to_jsonschema(node: Any, strict: bool = True) -> Any:
@@ -345,14 +352,15 @@ def cel_program(rule: str) -> Any:
     return _cel[rule]
 
 
-def validate_profilejob(obj: dict) -> list[str]:
-    """A ProfileJob against the CRD: metadata, the openAPIV3Schema (strict), then the CEL rules
-    on the defaulted object (transition rules, which need an old object, are skipped)."""
+def validate_profilejob(obj: dict, crd_file: str = "profilejob.yaml") -> list[str]:
+    """A ProfileJob (or, with crd_file, another of our kinds) against its CRD: metadata, the
+    openAPIV3Schema (strict), then the CEL rules on the defaulted object (transition rules, which
+    need an old object, are skipped)."""
     import celpy
     import jsonschema
 
     problems = []
-    crd = crd_doc()
+    crd = crd_doc(crd_file)
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1")
     group = crd["spec"]["group"]
     if obj.get("apiVersion") != f"{group}/v1alpha1":
@@ -645,11 +653,13 @@ def argocd_cm_text() -> str:
 
 
 def sync() -> None:
-    for dst in (CRD_CHART_COPY, CRD_DEPLOY_COPY):
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if not dst.exists() or dst.read_bytes() != CRD_SOURCE.read_bytes():
-            shutil.copyfile(CRD_SOURCE, dst)
-            print(f"synced {rel(dst)}")
+    for file in CRD_FILES:
+        src = ROOT / "crds" / file
+        for dst in (CHART / "files" / file, DEPLOY / "crd" / file):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists() or dst.read_bytes() != src.read_bytes():
+                shutil.copyfile(src, dst)
+                print(f"synced {rel(dst)}")
     for path, make in ((GITOPS_MANIFEST, gitops_manifest_text), (ARGOCD_CM, argocd_cm_text)):
         text = make()
         if not path.exists() or path.read_text() != text:
@@ -766,15 +776,16 @@ def check_dockerfile() -> str:
 @check("crd-copies: chart and GitOps copies equal crds/")
 def check_crd_copies() -> None:
     p = Problems()
-    src = CRD_SOURCE.read_bytes()
-    for copy_path, cmd in (
-        (CRD_CHART_COPY, "cp crds/profilejob.yaml charts/truthound-operator/files/"),
-        (CRD_DEPLOY_COPY, "cp crds/profilejob.yaml deploy/crd/"),
-    ):
-        if not copy_path.exists():
-            p.append(f"{rel(copy_path)} is missing; run: {cmd}")
-        elif copy_path.read_bytes() != src:
-            p.append(f"{rel(copy_path)} differs from crds/profilejob.yaml; run: {cmd}")
+    for file in CRD_FILES:
+        src = (ROOT / "crds" / file).read_bytes()
+        for copy_path, cmd in (
+            (CHART / "files" / file, f"cp crds/{file} charts/truthound-operator/files/"),
+            (DEPLOY / "crd" / file, f"cp crds/{file} deploy/crd/"),
+        ):
+            if not copy_path.exists():
+                p.append(f"{rel(copy_path)} is missing; run: {cmd}")
+            elif copy_path.read_bytes() != src:
+                p.append(f"{rel(copy_path)} differs from crds/{file}; run: {cmd}")
     p.raise_if()
 
 
@@ -1053,16 +1064,18 @@ def check_crd(name: str, values: dict, objs: list[dict], p: Problems) -> None:
     if not values.get("crds", {}).get("install", True):
         p.expect(not crds, f"{tag} a CRD is rendered although crds.install is false")
         return
-    if not p.expect(len(crds) == 1, f"{tag} {len(crds)} CRDs rendered, want 1"):
+    want = crd_docs()
+    if not p.expect(len(crds) == len(want), f"{tag} {len(crds)} CRDs rendered, want {len(want)}"):
         return
-    got = copy.deepcopy(crds[0])
-    meta = got["metadata"]
-    ann = meta.pop("annotations", {}) or {}
-    meta.pop("labels", None)
-    keep = values.get("crds", {}).get("keep", True)
-    p.expect((ann.get("helm.sh/resource-policy") == "keep") == keep, f"{tag} CRD annotations {ann}: helm.sh/resource-policy keep should be {'set' if keep else 'absent'}")
-    if got != crd_doc():
-        p.append(f"{tag} the rendered CRD differs from crds/profilejob.yaml (beyond the chart's labels and annotations)")
+    for crd in crds:
+        got = copy.deepcopy(crd)
+        meta = got["metadata"]
+        ann = meta.pop("annotations", {}) or {}
+        meta.pop("labels", None)
+        keep = values.get("crds", {}).get("keep", True)
+        p.expect((ann.get("helm.sh/resource-policy") == "keep") == keep, f"{tag} CRD annotations {ann}: helm.sh/resource-policy keep should be {'set' if keep else 'absent'}")
+        if got != want.get(meta["name"]):
+            p.append(f"{tag} the rendered CRD {meta['name']} differs from crds/ (beyond the chart's labels and annotations)")
 
 
 def check_extras(name: str, values: dict, objs: list[dict], p: Problems) -> None:
@@ -1203,11 +1216,14 @@ def check_gitops() -> str:
         if o["kind"] not in ("Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
             p.expect(o["metadata"].get("namespace") == NAMESPACE, f"[kustomize] {kind_name(o)} is not in {NAMESPACE}")
     crd = find(built, "CustomResourceDefinition")
-    if p.expect(len(crd) == 1, "[kustomize] no CRD"):
-        got = copy.deepcopy(crd[0])
-        ann = got["metadata"].pop("annotations", {})
-        p.expect("Delete=false" in ann.get("argocd.argoproj.io/sync-options", ""), "[kustomize] the CRD lacks argocd.argoproj.io/sync-options Delete=false")
-        p.expect(got == crd_doc(), "[kustomize] the CRD differs from crds/profilejob.yaml")
+    want = crd_docs()
+    if p.expect(len(crd) == len(want), f"[kustomize] {len(crd)} CRDs, want {len(want)}"):
+        for c in crd:
+            got = copy.deepcopy(c)
+            name = got["metadata"]["name"]
+            ann = got["metadata"].pop("annotations", {})
+            p.expect("Delete=false" in ann.get("argocd.argoproj.io/sync-options", ""), f"[kustomize] the CRD {name} lacks argocd.argoproj.io/sync-options Delete=false")
+            p.expect(got == want.get(name), f"[kustomize] the CRD {name} differs from crds/")
     chart_objs = [strip_chart_labels(o) for o in rendered_objects(render({}))
                   if o["kind"] not in ("Secret", "CustomResourceDefinition")]
     base_objs = [o for o in built if o["kind"] not in ("Namespace", "CustomResourceDefinition")]
@@ -1248,7 +1264,7 @@ def check_gitops() -> str:
 @check("examples: deploy/examples validate against the CRD (schema + CEL)")
 def check_examples() -> str:
     p = Problems()
-    n = 0
+    n = schedules = 0
     backends = set()
     for path in sorted((DEPLOY / "examples").iterdir()):
         try:
@@ -1257,12 +1273,17 @@ def check_examples() -> str:
             p.append(f"{rel(path)}: not YAML: {e}")
             continue
         for o in objs:
+            if o.get("kind") == "ProfileSchedule":
+                schedules += 1
+                p.extend(f"{rel(path)}: {x}" for x in validate_profilejob(o, "profileschedule.yaml"))
+                continue
             if o.get("kind") != "ProfileJob":
                 continue
             n += 1
             backends.add(o.get("spec", {}).get("backend", {}).get("type", "local"))
             p.extend(f"{rel(path)}: {x}" for x in validate_profilejob(o))
     p.expect(n > 0, "no ProfileJob in deploy/examples")
+    p.expect(schedules > 0, "no ProfileSchedule in deploy/examples")
     for b in ("local", "auto", "spark", "dask", "ray"):
         p.expect(b in backends, f"no example ProfileJob with backend {b}")
     # and the CEL rules do reject what they should (the check above is not vacuous)
@@ -1272,7 +1293,7 @@ def check_examples() -> str:
     got = validate_profilejob(bad)
     p.expect(len(got) == 2, f"an invalid ProfileJob (sampling fraction 0, hash without column) gave {got}")
     p.raise_if()
-    return f"{n} ProfileJobs, backends {', '.join(sorted(backends))}"
+    return f"{n} ProfileJobs, {schedules} ProfileSchedules, backends {', '.join(sorted(backends))}"
 
 
 # ---- monitoring: the PrometheusRule and the dashboard ------------------------------------------

@@ -55,6 +55,7 @@ pub fn cluster() -> &'static Cluster {
             // With kubectl, as a user would (and as its YAML 1.1 reads `defaultMode: 0440`).
             for file in [
                 "crds/profilejob.yaml",
+                "crds/profileschedule.yaml",
                 "deploy/namespace.yaml",
                 "deploy/operator.yaml",
             ] {
@@ -129,19 +130,21 @@ pub async fn apply_value(
 async fn wait_crd_established(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    eventually(
-        "the CRD is Established",
-        Duration::from_secs(30),
-        || async {
-            let crd = crds.get("profilejobs.truthound.io").await.ok()?;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
+    for name in ["profilejobs.truthound.io", "profileschedules.truthound.io"] {
+        eventually(
+            &format!("the CRD {name} is Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = crds.get(name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// A token of `namespace/sa` from the TokenRequest API, as a projected token in a pod would be.
