@@ -3,6 +3,8 @@
 //! chart's ServiceAccount and RBAC: a schedule of seconds runs again and again, never two runs at
 //! once with `Forbid`, keeps its history limits, and says its last and next times.
 
+// The shared harness of the control-plane tests; this binary uses only part of it.
+#[allow(dead_code)]
 mod control_plane;
 
 use control_plane::*;
