@@ -163,7 +163,10 @@ fn a_schedule_runs_three_times_keeps_its_history_and_never_overlaps_with_forbid(
         // Each run: owned by the schedule (garbage-collected with it), named by its time, its
         // profile where the template put it.
         let schedules: Api<ProfileSchedule> = Api::namespaced(client.clone(), &ns);
-        let ps = schedules.get("every10s").await.expect("get ProfileSchedule");
+        let ps = schedules
+            .get("every10s")
+            .await
+            .expect("get ProfileSchedule");
         let uid = ps.metadata.uid.clone().expect("uid");
         for r in runs_of(&client, &ns, "every10s").await {
             let owner = &r.metadata.owner_references.as_ref().expect("owner")[0];
@@ -224,12 +227,17 @@ fn a_schedule_runs_three_times_keeps_its_history_and_never_overlaps_with_forbid(
             )
             .await
             .expect("suspend");
-        eventually("no next time while suspended", Duration::from_secs(20), || async {
-            let ps = schedules.get("every10s").await.ok()?;
-            let st = ps.status?;
-            (st.next_schedule_time.is_none() && st.observed_generation == ps.metadata.generation)
-                .then_some(())
-        })
+        eventually(
+            "no next time while suspended",
+            Duration::from_secs(20),
+            || async {
+                let ps = schedules.get("every10s").await.ok()?;
+                let st = ps.status?;
+                (st.next_schedule_time.is_none()
+                    && st.observed_generation == ps.metadata.generation)
+                    .then_some(())
+            },
+        )
         .await;
         let before: BTreeSet<String> = runs_of(&client, &ns, "every10s")
             .await

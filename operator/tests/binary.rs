@@ -161,6 +161,11 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
     let lists = [
         ("/apis/truthound.io/v1alpha1/profilejobs", "ProfileJobList"),
         ("/apis/batch/v1/jobs", "JobList"),
+        // No ProfileSchedules: the schedule controller starts, watches and finds nothing to do.
+        (
+            "/apis/truthound.io/v1alpha1/profileschedules",
+            "ProfileScheduleList",
+        ),
     ];
     if let Some((_, kind)) = lists.iter().find(|(p, _)| *p == path) {
         if query.contains("watch=true") {
@@ -174,10 +179,10 @@ async fn answer(State(api): State<Shared>, request: Request) -> Response {
             return Response::new(Body::from_stream(quiet));
         }
         let cluster = s.cluster.lock().expect("cluster");
-        let items: Vec<Value> = if *kind == "ProfileJobList" {
-            cluster.pj.iter().cloned().collect()
-        } else {
-            cluster.jobs.values().cloned().collect()
+        let items: Vec<Value> = match *kind {
+            "ProfileJobList" => cluster.pj.iter().cloned().collect(),
+            "JobList" => cluster.jobs.values().cloned().collect(),
+            _ => Vec::new(),
         };
         return json_response(
             200,

@@ -91,11 +91,15 @@ fn schedule(dataset: &str) -> Value {
 
 #[test]
 fn the_template_keeps_the_value_rules_and_may_change() {
-    assert_eq!(errors(&schedule("s3://lake/events/"), None), Vec::<String>::new());
+    assert_eq!(
+        errors(&schedule("s3://lake/events/"), None),
+        Vec::<String>::new()
+    );
     // a plain path is refused in a template as in a ProfileJob
     let bad = errors(&schedule("/etc/passwd"), None);
     assert!(
-        bad.iter().any(|m| m.contains("dataset.uri must start with")),
+        bad.iter()
+            .any(|m| m.contains("dataset.uri must start with")),
         "{bad:?}"
     );
     // the dataset of the template may change (in a ProfileJob it is immutable)
@@ -103,5 +107,8 @@ fn the_template_keeps_the_value_rules_and_may_change() {
     let new = schedule("s3://lake/events-v2/");
     assert_eq!(errors(&new, Some(&old)), Vec::<String>::new());
     let yaml = truthound_operator::schedule::crd_yaml().expect("CRD YAML");
-    assert!(!yaml.contains("oldSelf"), "no transition rule in the template");
+    assert!(
+        !yaml.contains("oldSelf"),
+        "no transition rule in the template"
+    );
 }

@@ -533,8 +533,10 @@ mod tests {
     #[test]
     fn missed_times_give_one_catch_up_run_the_latest() {
         let s = spec("* * * * *", ConcurrencyPolicy::Allow);
-        let mut st = ProfileScheduleStatus::default();
-        st.last_schedule_time = Some("2026-01-01T10:00:00Z".into());
+        let st = ProfileScheduleStatus {
+            last_schedule_time: Some("2026-01-01T10:00:00Z".into()),
+            ..Default::default()
+        };
         let now = datetime!(2026-01-01 10:30:30 UTC);
         let d = decide(&obs(&s, Some(&st), vec![], now));
         let c = creates(&d);
@@ -572,8 +574,10 @@ mod tests {
     fn forbid_waits_while_a_run_is_active_and_runs_when_it_ends() {
         let s = spec("* * * * *", ConcurrencyPolicy::Forbid);
         let t0 = datetime!(2026-01-01 10:01:00 UTC);
-        let mut st = ProfileScheduleStatus::default();
-        st.last_schedule_time = Some(rfc3339(t0));
+        let st = ProfileScheduleStatus {
+            last_schedule_time: Some(rfc3339(t0)),
+            ..Default::default()
+        };
         let now = datetime!(2026-01-01 10:02:10 UTC);
         let active = run(&run_name("daily", t0, false), t0, RunState::Active);
         let d = decide(&obs(&s, Some(&st), vec![active.clone()], now));
@@ -599,8 +603,10 @@ mod tests {
     fn replace_deletes_the_active_run_then_creates() {
         let s = spec("* * * * *", ConcurrencyPolicy::Replace);
         let t0 = datetime!(2026-01-01 10:01:00 UTC);
-        let mut st = ProfileScheduleStatus::default();
-        st.last_schedule_time = Some(rfc3339(t0));
+        let st = ProfileScheduleStatus {
+            last_schedule_time: Some(rfc3339(t0)),
+            ..Default::default()
+        };
         let name = run_name("daily", t0, false);
         let d = decide(&obs(
             &s,
@@ -659,8 +665,10 @@ mod tests {
     fn suspend_creates_nothing_and_resuming_catches_up_once() {
         let mut s = spec("* * * * *", ConcurrencyPolicy::Allow);
         s.suspend = true;
-        let mut st = ProfileScheduleStatus::default();
-        st.last_schedule_time = Some("2026-01-01T10:00:00Z".into());
+        let st = ProfileScheduleStatus {
+            last_schedule_time: Some("2026-01-01T10:00:00Z".into()),
+            ..Default::default()
+        };
         let now = datetime!(2026-01-01 10:10:30 UTC);
         let d = decide(&obs(&s, Some(&st), vec![], now));
         assert!(creates(&d).is_empty());
