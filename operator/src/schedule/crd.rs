@@ -131,34 +131,36 @@ pub struct DriftSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DriftThresholds {
-    /// Change of the null ratio (absolute, 0..1).
+    /// Absolute change of the null ratio (default 0.05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub null_ratio: Option<f64>,
-    /// Relative change of the distinct count beyond the sketches' error bounds.
+    /// Relative change of the distinct count, reported only when the two counts' error bounds
+    /// do not overlap either (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub distinct_ratio: Option<f64>,
-    /// Shift of the mean, in the previous run's standard deviations.
+    /// Shift of the mean, in the previous run's standard deviations (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub mean_shift: Option<f64>,
-    /// Ratio of the standard deviations (new/old or old/new, whichever is larger), minus one.
+    /// Ratio of the standard deviations (new/old or old/new, whichever is larger), minus one
+    /// (default 0.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub std_ratio: Option<f64>,
-    /// Kolmogorov-Smirnov distance between the two quantile sketches (0..1).
+    /// Kolmogorov-Smirnov distance between the two distributions, beyond their rank errors
+    /// (default 0.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub ks: Option<f64>,
-    /// Population stability index between the two distributions.
+    /// Population stability index over the previous run's deciles (default 0.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub psi: Option<f64>,
-    /// Share of the top values that are new or vanished (0..1).
+    /// Report frequent values that appeared or vanished (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0))]
-    pub top_values: Option<f64>,
+    pub top_values: Option<bool>,
 }
 
 /// What the schedule did.
