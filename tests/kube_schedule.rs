@@ -1,7 +1,8 @@
 //! ProfileSchedules on a real Kubernetes control plane (scripts/kube-cluster.sh), with the node
 //! agent running the runs' worker pods, a real S3 server and `th-operator` as a process with the
 //! chart's ServiceAccount and RBAC: a schedule of seconds runs again and again, never two runs at
-//! once with `Forbid`, keeps its history limits, and says its last and next times.
+//! once with `Forbid`, keeps its history limits, and says its last and next times; and a run over
+//! changed data is drift, naming the changed column.
 
 // The shared harness of the control-plane tests; this binary uses only part of it.
 #[allow(dead_code)]
@@ -255,6 +256,94 @@ fn a_schedule_runs_three_times_keeps_its_history_and_never_overlaps_with_forbid(
             "a run started while suspended: {:?}",
             after.difference(&before).collect::<Vec<_>>()
         );
+        op.assert_running();
+        delete_namespace(&client, &ns).await;
+    });
+}
+
+/// Rows `range` of the test table with its `value` column moved (×3 + 500): the one column whose
+/// distribution changes.
+fn changed_table(range: std::ops::Range<i64>) -> arrow::record_batch::RecordBatch {
+    use arrow::array::{Array, ArrayRef, Float64Array};
+    let b = table(range);
+    let i = b.schema().index_of("value").expect("value column");
+    let old = b
+        .column(i)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("Float64");
+    let moved: Float64Array = old.iter().map(|v| v.map(|x| x * 3.0 + 500.0)).collect();
+    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+    cols[i] = std::sync::Arc::new(moved);
+    arrow::record_batch::RecordBatch::try_new(b.schema(), cols).expect("batch")
+}
+
+/// Drift on the real control plane: a schedule's first successful run is the baseline; then the
+/// data's `value` column changes, and the first run over the changed data is compared with the
+/// last run over the old: a Warning `DriftDetected` on the schedule names `value` and none of
+/// the unchanged columns, and `status.lastDrift` says the same. Runs over unchanged data are
+/// `NoDrift`.
+#[test]
+fn a_run_over_changed_data_is_drift_naming_the_changed_column() {
+    cluster();
+    let bucket = new_bucket("kube-drift");
+    let _local = dataset(&bucket);
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "drift").await;
+        let mut op = Operator::start(&ns);
+        let s = schedule(
+            "drift",
+            &bucket,
+            json!({"schedule": "*/10 * * * * *", "concurrencyPolicy": "Forbid"}),
+            json!({"backend": {"type": "local", "local": {"parallelism": 3}}}),
+        );
+        apply_value(&client, s, Some(&ns), false)
+            .await
+            .expect("create ProfileSchedule");
+        let schedules: Api<ProfileSchedule> = Api::namespaced(client.clone(), &ns);
+        // The first success becomes the baseline.
+        eventually("a baseline run", Duration::from_secs(120), || async {
+            let st = schedules.get("drift").await.ok()?.status?;
+            st.last_profile.map(|_| ())
+        })
+        .await;
+        // Then the data changes, file by file (the test S3 client runs a runtime of its own).
+        tokio::task::block_in_place(|| {
+            for f in 0..3 {
+                let bytes = parquet_bytes(&changed_table(f * 2000..(f + 1) * 2000), 300);
+                put(&bucket, &format!("data/part-{f}.parquet"), bytes);
+            }
+        });
+        let note = eventually(
+            "a DriftDetected event",
+            Duration::from_secs(120),
+            || async {
+                event_reasons(&client, &ns)
+                    .await
+                    .into_iter()
+                    .find(|(r, _)| r == "DriftDetected")
+                    .map(|(_, note)| note)
+            },
+        )
+        .await;
+        assert!(note.contains("value"), "{note}");
+        for unchanged in ["id", "kind", "email"] {
+            assert!(
+                !note.contains(&format!(" {unchanged} "))
+                    && !note.contains(&format!(" {unchanged},")),
+                "{unchanged} is not drift: {note}"
+            );
+        }
+        let st = schedules
+            .get("drift")
+            .await
+            .expect("schedule")
+            .status
+            .expect("status");
+        let drift = st.last_drift.expect("lastDrift");
+        assert_eq!(drift.drifted_columns, ["value"], "{drift:?}");
+        assert_ne!(drift.job, drift.previous_job);
         op.assert_running();
         delete_namespace(&client, &ns).await;
     });
