@@ -71,32 +71,38 @@ fn the_apiserver_accepts_the_examples_and_enforces_the_crds_rules() {
             "{accepted} examples: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        // The apiserver knows every format the CRD's schema names (it warns on one it does not).
-        let crd = repo("crds/profilejob.yaml");
-        let out = kubectl(&[
-            "apply",
-            "--server-side",
-            "--dry-run=server",
-            "--field-manager",
-            MANAGER,
-            "-f",
-            crd.to_str().expect("path"),
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert!(!stderr(&out).contains("Warning"), "{}", stderr(&out));
-        // `kubectl apply -f crds/` (client-side, as the README says) keeps the whole object in
-        // an annotation, which the apiserver caps at 256 KiB: the CRD must stay under it.
-        let out = kubectl(&[
-            "apply",
-            "--dry-run=server",
-            "-f",
-            crd.to_str().expect("path"),
-        ]);
-        assert!(
-            out.status.success(),
-            "client-side apply of the CRD: {}",
-            stderr(&out)
-        );
+        // The apiserver knows every format the CRDs' schemas name (it warns on one it does not).
+        for file in ["crds/profilejob.yaml", "crds/profileschedule.yaml"] {
+            let crd = repo(file);
+            let out = kubectl(&[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager",
+                MANAGER,
+                "-f",
+                crd.to_str().expect("path"),
+            ]);
+            assert!(out.status.success(), "{file}: {}", stderr(&out));
+            assert!(
+                !stderr(&out).contains("Warning"),
+                "{file}: {}",
+                stderr(&out)
+            );
+            // `kubectl apply -f crds/` (client-side, as the README says) keeps the whole object
+            // in an annotation, which the apiserver caps at 256 KiB: each CRD must stay under it.
+            let out = kubectl(&[
+                "apply",
+                "--dry-run=server",
+                "-f",
+                crd.to_str().expect("path"),
+            ]);
+            assert!(
+                out.status.success(),
+                "client-side apply of {file}: {}",
+                stderr(&out)
+            );
+        }
 
         let refused = |spec: Value, expect: &'static str| {
             let client = client.clone();

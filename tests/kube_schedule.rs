@@ -348,3 +348,75 @@ fn a_run_over_changed_data_is_drift_naming_the_changed_column() {
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// What the apiserver and the operator say of a schedule's spec: the template's dataset may
+/// change (each run is a new ProfileJob; the ProfileJob's immutability rules are not in the
+/// template), a plain path is refused by the CRD's rules as in a ProfileJob, and a schedule the
+/// operator cannot read (an unknown output placeholder) is `Ready` False, `InvalidSpec`, with a
+/// warning Event, and creates no run.
+#[test]
+fn the_apiserver_and_the_operator_check_a_schedules_spec() {
+    cluster();
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "sched-spec").await;
+        let mut op = Operator::start(&ns);
+        let s = schedule(
+            "spec",
+            "bucket",
+            json!({"schedule": "@daily", "suspend": true}),
+            json!({}),
+        );
+        apply_value(&client, s.clone(), Some(&ns), false)
+            .await
+            .expect("create ProfileSchedule");
+        let mut changed = s.clone();
+        changed["spec"]["jobTemplate"]["spec"]["dataset"]["uri"] = json!("s3://bucket/other/");
+        apply_value(&client, changed, Some(&ns), false)
+            .await
+            .expect("the template's dataset may change");
+        let mut plain = s.clone();
+        plain["spec"]["jobTemplate"]["spec"]["dataset"]["uri"] = json!("/etc/passwd");
+        let err = apply_value(&client, plain, Some(&ns), true)
+            .await
+            .expect_err("a plain path is refused");
+        assert!(
+            err.to_string().contains("dataset.uri must start with"),
+            "{err}"
+        );
+
+        let mut bad = schedule(
+            "bad",
+            "bucket",
+            json!({"schedule": "* * * * * *"}),
+            json!({}),
+        );
+        bad["spec"]["jobTemplate"]["spec"]["output"]["uri"] = json!("s3://bucket/{hour}.json");
+        apply_value(&client, bad, Some(&ns), false)
+            .await
+            .expect("accepted by the apiserver: placeholders are the operator's to read");
+        let schedules: Api<ProfileSchedule> = Api::namespaced(client.clone(), &ns);
+        let cond = eventually("Ready False", Duration::from_secs(30), || async {
+            let st = schedules.get("bad").await.ok()?.status?;
+            st.conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == "False")
+        })
+        .await;
+        assert_eq!(cond.reason, "InvalidSpec");
+        assert!(cond.message.contains("{hour}"), "{}", cond.message);
+        eventually("an InvalidSpec event", Duration::from_secs(30), || async {
+            event_reasons(&client, &ns)
+                .await
+                .iter()
+                .any(|(r, n)| r == "InvalidSpec" && n.contains("{hour}"))
+                .then_some(())
+        })
+        .await;
+        // every second for 3 s, and no run
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(runs_of(&client, &ns, "bad").await.is_empty());
+        op.assert_running();
+        delete_namespace(&client, &ns).await;
+    });
+}
