@@ -230,6 +230,23 @@ mod tests {
     }
 
     #[test]
+    fn daylight_saving_gaps_and_folds_run_once() {
+        // Berlin, 2026-03-29: 02:00-03:00 does not exist, and 02:30 runs at 03:00 (01:00 UTC).
+        // 2026-10-25: 02:00-03:00 comes twice, and 02:30 runs at the first (00:30 UTC), once.
+        let s = Schedule::parse("30 2 * * *", Some("Europe/Berlin")).expect("parses");
+        assert_eq!(
+            s.next_after(datetime!(2026-03-28 12:00:00 UTC)),
+            Some(datetime!(2026-03-29 01:00:00 UTC))
+        );
+        let autumn = s.next_after(datetime!(2026-10-24 12:00:00 UTC));
+        assert_eq!(autumn, Some(datetime!(2026-10-25 00:30:00 UTC)));
+        assert_eq!(
+            autumn.and_then(|a| s.next_after(a)),
+            Some(datetime!(2026-10-26 01:30:00 UTC))
+        );
+    }
+
+    #[test]
     fn times_between_is_half_open_and_capped() {
         let s = Schedule::parse("* * * * *", None).expect("parses");
         let a = datetime!(2026-01-01 10:00:00 UTC);
