@@ -809,7 +809,8 @@ async fn identity_with_rules(
 /// needs it breaks (the operator reports the apiserver's Forbidden for exactly that resource),
 /// so no rule is unused. pods/log serves only the Dask backend (the operator reads the runner
 /// pod's log for each task's state): its rule is checked with a Dask run, the log served by the
-/// node agent's kubelet endpoint.
+/// node agent's kubelet endpoint. The ProfileSchedule rules are checked with a schedule: without
+/// them it creates no run.
 #[test]
 fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
     cluster();
@@ -850,7 +851,21 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
             let mut pj = profilejob("events", &bucket, backend);
             pj["spec"]["dataset"]["uri"] = json!(format!("s3://{bucket}/{data}/"));
             pj["spec"]["output"]["uri"] = json!(format!("s3://{bucket}/profiles/rbac-{i}.json"));
-            create_pj(&client, &ns, pj).await;
+            if resources[0].starts_with("profileschedules") {
+                // The ProfileSchedule rules serve schedules: a schedule of every second, whose
+                // first run is what breaks.
+                let schedule = json!({
+                    "apiVersion": "truthound.io/v1alpha1",
+                    "kind": "ProfileSchedule",
+                    "metadata": {"name": "events"},
+                    "spec": {"schedule": "* * * * * *", "jobTemplate": {"spec": pj["spec"]}},
+                });
+                apply_value(&client, schedule, Some(&ns), false)
+                    .await
+                    .expect("create ProfileSchedule");
+            } else {
+                create_pj(&client, &ns, pj).await;
+            }
             checks.push((resources, ns, op, _agent));
         }
         for (resources, ns, op, _) in &checks {
@@ -914,6 +929,18 @@ fn removing_any_rule_of_the_charts_rbac_breaks_a_run() {
                         .iter()
                         .any(|e| e.data["reportingController"] == "job-controller"),
                     "the Job controller's events are there (so events themselves work)"
+                );
+                continue;
+            }
+            if resource == "profileschedules" {
+                // Without them a schedule creates no run (and says nothing in its status).
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let runs: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), ns, &pj_resource());
+                let listed = runs.list(&ListParams::default()).await.expect("runs");
+                assert!(
+                    listed.items.is_empty(),
+                    "without {resources:?} the schedule still ran"
                 );
                 continue;
             }

@@ -484,7 +484,8 @@ async fn run(args: Args) -> Result<()> {
             }
         });
     // ProfileSchedules: a second controller over the same context (client, recorder, access
-    // policy), woken by its runs (the ProfileJobs it owns) and at each scheduled time.
+    // policy), woken by its runs (the ProfileJobs it owns: their phase changes and deletions)
+    // and at each scheduled time.
     let schedule_config = controller_config(&args);
     let schedule_controller = async move {
         if !schedules_on {
@@ -492,10 +493,10 @@ async fn run(args: Args) -> Result<()> {
         }
         Controller::new(schedules, watcher::Config::default().any_semantic())
             .with_config(schedule_config)
-            .owns(
+            .owns_stream(schedule::reconcile::run_triggers(watcher(
                 run_children,
                 watcher::Config::default().labels(schedule::decide::SCHEDULE_LABEL),
-            )
+            )))
             .graceful_shutdown_on(until_stopped())
             .run(
                 schedule::reconcile::reconcile,
@@ -528,7 +529,7 @@ async fn schedules_available(api: &Api<ProfileSchedule>) -> Result<bool> {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 403 => {
             warn!(
-                code = s.code,
+                error = %s.message,
                 "cannot list ProfileSchedules (apply crds/profileschedule.yaml and the chart's RBAC): schedules are not reconciled"
             );
             Ok(false)

@@ -9,13 +9,15 @@ use crate::crd::{Phase, ProfileJob};
 use crate::decide::EventNote;
 use crate::reconcile::{Context, Error, FIELD_MANAGER};
 use crate::status::{parse_time, rfc3339};
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -320,5 +322,100 @@ async fn publish(ps: &ProfileSchedule, ctx: &Context, e: &EventNote) {
     // An event is best-effort: failing to record one must not fail the reconcile.
     if let Err(err) = ctx.recorder.publish(&event, &ps.object_ref(&())).await {
         warn!(schedule = %ps.name_any(), error = %err, "cannot publish event");
+    }
+}
+
+/// The runs' watch events that matter to their schedule: a run's phase changed, it started being
+/// deleted, or it is gone. A running ProfileJob's status changes with every progress report;
+/// reconciling its schedule for each would list the runs (and say `JobAlreadyActive` again) for
+/// nothing. Deletions always pass, so that a run held back by `Forbid` starts as soon as the
+/// active one is gone.
+pub fn run_triggers<S>(events: S) -> impl Stream<Item = Result<ProfileJob, watcher::Error>>
+where
+    S: Stream<Item = Result<watcher::Event<ProfileJob>, watcher::Error>>,
+{
+    let mut seen: HashMap<String, (Option<Phase>, bool)> = HashMap::new();
+    events.filter_map(move |event| {
+        let out = match event {
+            Ok(watcher::Event::Apply(pj) | watcher::Event::InitApply(pj)) => {
+                let key = pj.metadata.uid.clone().unwrap_or_else(|| pj.name_any());
+                let state = (
+                    pj.status.as_ref().and_then(|s| s.phase),
+                    pj.metadata.deletion_timestamp.is_some(),
+                );
+                (seen.insert(key, state) != Some(state)).then_some(Ok(pj))
+            }
+            Ok(watcher::Event::Delete(pj)) => {
+                let key = pj.metadata.uid.clone().unwrap_or_else(|| pj.name_any());
+                seen.remove(&key);
+                Some(Ok(pj))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ProfileJobStatus;
+    use futures::StreamExt;
+
+    fn pj(uid: &str, phase: Option<Phase>, rows: u64) -> ProfileJob {
+        let mut pj: ProfileJob = serde_json::from_value(json!({
+            "apiVersion": "truthound.io/v1alpha1", "kind": "ProfileJob",
+            "metadata": {"name": uid, "uid": uid},
+            "spec": {"dataset": {"uri": "s3://b/d/"}, "output": {"uri": "s3://b/p.json"}},
+        }))
+        .expect("ProfileJob");
+        pj.status = Some(ProfileJobStatus {
+            phase,
+            attempt: Some(rows as i32),
+            ..ProfileJobStatus::default()
+        });
+        pj
+    }
+
+    #[test]
+    fn only_phase_changes_and_deletions_wake_the_schedule() {
+        let running = Some(Phase::Running);
+        let mut deleting = pj("a", Some(Phase::Succeeded), 3);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pj("a", None, 0))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(pj("a", running, 1))),
+            // progress only: the same phase
+            Ok(watcher::Event::Apply(pj("a", running, 2))),
+            Ok(watcher::Event::Apply(pj("b", running, 1))),
+            Ok(watcher::Event::Apply(pj("a", Some(Phase::Succeeded), 3))),
+            Ok(watcher::Event::Apply(deleting.clone())),
+            Ok(watcher::Event::Delete(deleting)),
+        ];
+        let got: Vec<(String, Option<Phase>)> = futures::executor::block_on(
+            run_triggers(futures::stream::iter(events))
+                .map(|r| {
+                    let pj = r.expect("no error");
+                    (pj.name_any(), pj.status.and_then(|s| s.phase))
+                })
+                .collect(),
+        );
+        let s = Some(Phase::Succeeded);
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), None),
+                ("a".to_string(), running),
+                ("b".to_string(), running),
+                ("a".to_string(), s),
+                ("a".to_string(), s),
+                ("a".to_string(), s),
+            ]
+        );
     }
 }
