@@ -379,6 +379,48 @@ mod tests {
     }
 
     #[test]
+    fn a_run_is_the_template_owned_labelled_and_annotated() {
+        let mut ps: ProfileSchedule = serde_json::from_value(json!({
+            "apiVersion": "truthound.io/v1alpha1", "kind": "ProfileSchedule",
+            "metadata": {"name": "daily", "namespace": "data", "uid": "u-1"},
+            "spec": {"schedule": "@daily", "jobTemplate": {
+                "metadata": {"labels": {"team": "data", SCHEDULE_LABEL: "forged"},
+                             "annotations": {"note": "x"}},
+                "spec": {"dataset": {"uri": "s3://b/d/"},
+                         "output": {"uri": "s3://b/{date}.json"}, "suspend": true}}},
+        }))
+        .expect("ProfileSchedule");
+        ps.status = None;
+        let at = time::macros::datetime!(2026-01-02 00:00:00 UTC);
+        let pj = run_job(&ps, "daily-29453760", at, "s3://b/2026-01-02.json");
+        assert_eq!(pj.metadata.name.as_deref(), Some("daily-29453760"));
+        assert_eq!(pj.metadata.namespace.as_deref(), Some("data"));
+        let labels = pj.metadata.labels.clone().unwrap_or_default();
+        // the schedule's label is the operator's, whatever the template says
+        assert_eq!(
+            labels.get(SCHEDULE_LABEL).map(String::as_str),
+            Some("daily")
+        );
+        assert_eq!(labels.get("team").map(String::as_str), Some("data"));
+        let ann = pj.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            ann.get(SCHEDULED_AT).map(String::as_str),
+            Some("2026-01-02T00:00:00Z")
+        );
+        assert_eq!(ann.get("note").map(String::as_str), Some("x"));
+        let owner = &pj.metadata.owner_references.clone().unwrap_or_default()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("ProfileSchedule", "u-1", Some(true))
+        );
+        assert!(crate::backend::local::owned_by(&pj.metadata, "u-1"));
+        assert_eq!(pj.spec.output.uri, "s3://b/2026-01-02.json");
+        assert!(pj.spec.suspend, "the rest of the template as it is");
+        assert_eq!(run_of(&pj).scheduled, at);
+        assert_eq!(run_of(&pj).state, RunState::Active);
+    }
+
+    #[test]
     fn only_phase_changes_and_deletions_wake_the_schedule() {
         let running = Some(Phase::Running);
         let mut deleting = pj("a", Some(Phase::Succeeded), 3);
