@@ -26,8 +26,9 @@
 //!   and its KLL sketch after that; the supremum is then taken over every distinct value (exact
 //!   counts) or the values at ranks 0, 0.005, …, 1 of each sketch, which underestimates `D` by at
 //!   most 0.005. Without state on either side the two profiles' quantile tables (min, p1 … p99,
-//!   max; numbers only, so not temporal columns) are compared as piecewise-linear
-//!   distributions, which is less exact: such a change says `basis: quantile_table`.
+//!   max; temporal values as seconds or days) are compared as piecewise-linear distributions,
+//!   which is less exact (for integers it smooths their steps, which can overstate `D`): such
+//!   a change says `basis: quantile_table`.
 //! - **Population stability index.** Over bins cut at the old distribution's deciles:
 //!   `(−∞, min_old)`, `[min_old, q10]`, `(q10, q20]`, …, `(q90, ∞)` (tied deciles merged, so a
 //!   column of few values gets one bin per value), `PSI = Σ (p_new − p_old) · ln(p_new / p_old)`
@@ -541,12 +542,11 @@ impl<'a> Cdf<'a> {
 
     fn of_table(p: &ColumnProfile) -> Option<Cdf<'static>> {
         let q = p.quantiles.as_ref()?;
-        let d = p.distribution.as_ref()?;
-        let mut points = vec![(d.min?, 0.0)];
+        let mut points = vec![(table_number(p.min.as_ref()?)?, 0.0)];
         for (name, rank) in crate::profile::QUANTILES {
-            points.push((q.get(name)?.as_f64()?, rank));
+            points.push((table_number(q.get(name)?)?, rank));
         }
-        points.push((d.max?, 1.0));
+        points.push((table_number(p.max.as_ref()?)?, 1.0));
         if points.iter().any(|p| !p.0.is_finite()) {
             return None;
         }
@@ -627,6 +627,24 @@ impl<'a> Cdf<'a> {
                     .collect(),
             ),
         }
+    }
+}
+
+/// A quantile, min or max of a profile as a number: numbers as they are, temporal values (ISO
+/// 8601 text) as seconds since the epoch, dates as days.
+fn table_number(v: &Value) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+                return Some(t.unix_timestamp_nanos() as f64 / 1e9);
+            }
+            let date =
+                time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"));
+            date.ok().map(|d| f64::from(d.to_julian_day() - 2_440_588))
+        }
+        _ => None,
     }
 }
 
