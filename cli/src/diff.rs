@@ -22,6 +22,15 @@ pub struct DiffArgs {
     /// Print the drift as JSON (also when nothing drifted).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// The drift thresholds, shared by `th diff` and `th report --previous`.
+#[derive(Debug, Args)]
+pub struct ThresholdArgs {
     /// Absolute change of the null ratio that is drift [default: 0.05].
     #[arg(long, value_name = "CHANGE")]
     pub null_ratio: Option<f64>,
@@ -44,11 +53,9 @@ pub struct DiffArgs {
     /// Do not report frequent values that appeared or vanished.
     #[arg(long)]
     pub no_top_values: bool,
-    #[command(flatten)]
-    pub storage: StorageArgs,
 }
 
-impl DiffArgs {
+impl ThresholdArgs {
     /// The thresholds asked for, the defaults for the others.
     pub fn thresholds(&self) -> Result<Thresholds> {
         let d = Thresholds::default();
@@ -77,7 +84,7 @@ impl DiffArgs {
 
 /// Runs `th diff`; `Ok(true)` when something drifted.
 pub fn run(args: DiffArgs) -> Result<bool> {
-    let thresholds = args.thresholds()?;
+    let thresholds = args.thresholds.thresholds()?;
     let storage = args.storage.options()?;
     let old = load::read(&args.old, &storage)?;
     let new = load::read(&args.new, &storage)?;

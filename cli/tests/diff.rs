@@ -238,3 +238,71 @@ fn errors_exit_with_their_codes_never_1() {
     let o = th(&["diff", &jan, &data]);
     assert_eq!(o.status.code(), Some(65), "a CSV is not a profile");
 }
+
+/// The card of `column` in a report.
+fn card<'a>(html: &'a str, column: &str) -> &'a str {
+    let marker = format!("data-column=\"{column}\"");
+    html.split("<article")
+        .find(|a| a.contains(&marker))
+        .and_then(|a| a.split("</article>").next())
+        .unwrap_or_else(|| panic!("no card for {column}"))
+}
+
+#[test]
+fn report_shows_the_previous_profile_beside_and_marks_drifted_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jan, jul) = profiles(dir.path(), true);
+    let out = dir.path().join("report.html");
+    let out = out.to_str().unwrap();
+    let o = th(&["report", &jul, "--previous", &jan, "-o", out]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out).unwrap();
+    assert!(
+        html.contains("Compared with the previous profile"),
+        "{html}"
+    );
+    assert!(
+        html.contains("previously 6,751"),
+        "January's rows beside July's"
+    );
+    // The same columns as `th diff` names, each linked to its card.
+    let count = html
+        .split("id=\"drifted-count\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .unwrap();
+    let (d, _) = diff_json(&jan, &jul, &[]);
+    assert_eq!(count, drifted(&d).len().to_string());
+    for name in drifted(&d) {
+        assert!(
+            html.contains(&format!("<li data-drifted=\"{name}\">")),
+            "{name}"
+        );
+    }
+    let month = card(&html, "month");
+    assert!(
+        month.starts_with(" class=\"card column drifted\""),
+        "{month}"
+    );
+    assert!(month.contains(">drifted</span>"));
+    assert!(month.contains("Drifted: KS 1, PSI"), "{month}");
+    // January's figures beside July's: the mean went from 1 to 7.
+    assert!(
+        month.contains("<tr class=\"changed\"><th scope=\"row\">Mean</th><td class=\"num\">1</td><td class=\"num\">7</td></tr>"),
+        "{month}"
+    );
+    for stable in STABLE {
+        let c = card(&html, stable);
+        assert!(c.starts_with(" class=\"card column\""), "{stable}: {c}");
+        assert!(!c.contains("Drifted:"), "{stable}");
+        assert!(c.contains("<h3>Previous profile</h3>"), "{stable}");
+    }
+    // Without --previous, no comparison.
+    let o = th(&["report", &jul, "-o", out]);
+    assert!(o.status.success());
+    let html = std::fs::read_to_string(out).unwrap();
+    assert!(
+        !html.contains("id=\"previous\"") && !html.contains("Previous profile"),
+        "a report alone compares with nothing"
+    );
+}
