@@ -34,9 +34,9 @@ pub fn overview(s: &mut String, prev: &Previous, p: &TableProfile) {
         "<section class=\"card overview previous\" id=\"previous\" aria-labelledby=\"previous-h\">\n<h2 id=\"previous-h\">Compared with the previous profile</h2>\n<dl class=\"tiles\">\n",
     );
     let tile = |s: &mut String, label: &str, old: String, new: String| {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<div class=\"tile\"><dt>{}</dt><dd><span class=\"big\">{}</span><span class=\"note\">previously {}</span></dd></div>\n",
+            "<div class=\"tile\"><dt>{}</dt><dd><span class=\"big\">{}</span><span class=\"note\">previously {}</span></dd></div>",
             esc(label),
             esc(&new),
             esc(&old)
@@ -44,9 +44,9 @@ pub fn overview(s: &mut String, prev: &Previous, p: &TableProfile) {
     };
     tile(s, "Rows", count(o.row_count), count(p.row_count));
     tile(s, "Columns", count(o.column_count), count(p.column_count));
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<div class=\"tile\"><dt>Drifted columns</dt><dd><span class=\"big\" id=\"drifted-count\">{}</span><span class=\"note\">beyond the drift thresholds</span></dd></div>\n",
+        "<div class=\"tile\"><dt>Drifted columns</dt><dd><span class=\"big\" id=\"drifted-count\">{}</span><span class=\"note\">beyond the drift thresholds</span></dd></div>",
         count(drifted.len() as u64)
     );
     s.push_str("</dl>\n");
