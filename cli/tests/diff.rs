@@ -306,3 +306,65 @@ fn report_shows_the_previous_profile_beside_and_marks_drifted_columns() {
         "a report alone compares with nothing"
     );
 }
+
+/// The measure a change is compared with its threshold by.
+fn measure(change: &Value) -> f64 {
+    let f = |k: &str| change[k].as_f64().unwrap();
+    match change["statistic"].as_str().unwrap() {
+        "null_ratio" | "distinct_count" | "std" => f("change"),
+        "mean" => f("shift"),
+        "ks" => f("distance") - f("rank_error"),
+        "psi" => f("psi"),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn every_threshold_flag_at_its_edge_on_real_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jan, jul) = profiles(dir.path(), true);
+    // Departure delays moved on every measure: more nulls (cancellations), more distinct delays,
+    // a later and wider distribution.
+    let zero = [
+        "--null-ratio=0",
+        "--distinct-ratio=0",
+        "--mean-shift=0",
+        "--std-ratio=0",
+        "--ks=0",
+        "--psi=0",
+    ];
+    let (all, _) = diff_json(&jan, &jul, &zero);
+    for (flag, statistic) in [
+        ("null-ratio", "null_ratio"),
+        ("distinct-ratio", "distinct_count"),
+        ("mean-shift", "mean"),
+        ("std-ratio", "std"),
+        ("ks", "ks"),
+        ("psi", "psi"),
+    ] {
+        let m = measure(change(&all, "dep_delay", statistic).unwrap());
+        assert!(m > 0.0, "{statistic}: {m}");
+        let with = |threshold: f64| {
+            let mut flags: Vec<String> = zero.iter().map(|f| f.to_string()).collect();
+            flags.retain(|f| !f.starts_with(&format!("--{flag}=")));
+            flags.push(format!("--{flag}={threshold}"));
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            diff_json(&jan, &jul, &flags).0
+        };
+        // Exactly at the threshold: not drift; a millionth of it above the threshold: drift.
+        let d = with(m);
+        assert!(
+            change(&d, "dep_delay", statistic).is_none(),
+            "{flag}={m}: {d}"
+        );
+        let d = with(m * (1.0 - 1e-6));
+        assert!(
+            change(&d, "dep_delay", statistic).is_some(),
+            "{flag} below {m}"
+        );
+    }
+    // Top values: month's 1 → 7 is reported, and not with --no-top-values.
+    assert!(change(&all, "month", "top_values").is_some());
+    let (d, _) = diff_json(&jan, &jul, &["--no-top-values"]);
+    assert!(change(&d, "month", "top_values").is_none(), "{d}");
+}

@@ -221,11 +221,17 @@ impl fmt::Display for Change {
             Change::Ks { distance, .. } => write!(f, "KS {}", short(*distance)),
             Change::Psi { psi, .. } => write!(f, "PSI {}", short(*psi)),
             Change::TopValues { appeared, vanished } => {
+                // A few values, each cut short: a line, not a listing (the JSON has them all).
                 let list = |v: &[ValueCount]| {
-                    v.iter()
-                        .map(|c| render_value(&c.value))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    let mut shown: Vec<String> = v
+                        .iter()
+                        .take(SHOWN_VALUES)
+                        .map(|c| cut(&render_value(&c.value), SHOWN_VALUE_CHARS))
+                        .collect();
+                    if v.len() > SHOWN_VALUES {
+                        shown.push(format!("{} more", v.len() - SHOWN_VALUES));
+                    }
+                    shown.join(", ")
                 };
                 match (appeared.is_empty(), vanished.is_empty()) {
                     (false, false) => write!(
@@ -239,6 +245,20 @@ impl fmt::Display for Change {
                 }
             }
         }
+    }
+}
+
+/// Values of a top-values change a summary names, and the characters it keeps of each.
+const SHOWN_VALUES: usize = 3;
+const SHOWN_VALUE_CHARS: usize = 32;
+/// The longest summary, in bytes: a Kubernetes Event's note must stay under 1 KiB.
+pub const SUMMARY_MAX_BYTES: usize = 1000;
+
+/// `s` cut to `max` characters, with `…` when it was longer.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -292,7 +312,8 @@ impl Drift {
     }
 
     /// One line: `3 columns drifted: a (null ratio 0.01→0.2), b (PSI 0.41), c (retyped
-    /// Int64→Utf8)`, the first ten columns by name; `no drift` when none did.
+    /// Int64→Utf8)`, the first ten columns by name, at most [`SUMMARY_MAX_BYTES`] long (cut
+    /// with `…`); `no drift` when none did.
     pub fn summary(&self) -> String {
         let names = self.drifted_columns();
         if names.is_empty() {
@@ -314,7 +335,15 @@ impl Drift {
         } else {
             "columns"
         };
-        format!("{} {noun} drifted: {}{tail}", names.len(), parts.join(", "))
+        let line = format!("{} {noun} drifted: {}{tail}", names.len(), parts.join(", "));
+        if line.len() <= SUMMARY_MAX_BYTES {
+            return line;
+        }
+        let mut end = SUMMARY_MAX_BYTES - '…'.len_utf8();
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
     }
 
     /// What happened to one drifted column, e.g. `retyped Int64→Utf8, null ratio 0→0.5`.
@@ -789,5 +818,81 @@ fn top_values(o: &ColumnProfile, n: &ColumnProfile, out: &mut Vec<Change>) {
     let vanished = missing_from(o, n);
     if !appeared.is_empty() || !vanished.is_empty() {
         out.push(Change::TopValues { appeared, vanished });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, len: usize) -> Vec<ValueCount> {
+        (0..n)
+            .map(|i| ValueCount {
+                value: Value::String(format!("{i}{}", "é".repeat(len))),
+                count: 1,
+                ratio: 0.1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summaries_stay_short_enough_for_an_event() {
+        let change = Change::TopValues {
+            appeared: values(5, 100),
+            vanished: Vec::new(),
+        };
+        let text = change.to_string();
+        assert!(text.starts_with("new values 0éé"), "{text}");
+        assert!(text.ends_with("…, 2 more"), "{text}");
+        assert!(text.chars().count() < 3 * 40 + 30, "{text}");
+        let drift = Drift {
+            columns: (0..50)
+                .map(|i| ColumnDrift {
+                    column: format!("column_{i:02}_{}", "ü".repeat(60)),
+                    changes: vec![change.clone()],
+                })
+                .collect(),
+            added: Vec::new(),
+            removed: Vec::new(),
+            retyped: Vec::new(),
+            notes: Vec::new(),
+        };
+        let summary = drift.summary();
+        assert!(
+            summary.starts_with("50 columns drifted: column_00_"),
+            "{summary}"
+        );
+        assert!(summary.len() <= SUMMARY_MAX_BYTES, "{}", summary.len());
+        assert!(summary.ends_with('…'));
+    }
+
+    #[test]
+    fn short_numbers_and_the_threshold_edge() {
+        assert_eq!(short(0.41234), "0.412");
+        assert_eq!(short(18.41883), "18.4");
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(1234.6), "1235");
+        assert!(!beyond(0.15 - 0.10, 0.05));
+        assert!(!beyond(0.05, 0.05));
+        assert!(beyond(0.050001, 0.05));
+        assert!(!beyond(f64::NAN, 0.0));
+    }
+
+    #[test]
+    fn table_distribution_is_linear_between_knots_and_steps_at_ties() {
+        let knots = [(0.0, 0.0), (10.0, 0.5), (10.0, 0.6), (20.0, 1.0)];
+        assert_eq!(table_cdf(&knots, -1.0, true), 0.0);
+        assert_eq!(table_cdf(&knots, 5.0, true), 0.25);
+        // At a tie the value jumps: below it the left limit, at it the top of the jump.
+        assert_eq!(table_cdf(&knots, 10.0, false), 0.5);
+        assert_eq!(table_cdf(&knots, 10.0, true), 0.6);
+        assert_eq!(table_cdf(&knots, 15.0, true), 0.8);
+        assert_eq!(table_cdf(&knots, 20.0, true), 1.0);
+        assert_eq!(table_number(&Value::from("2024-01-02")), Some(19724.0));
+        assert_eq!(
+            table_number(&Value::from("1970-01-01T00:01:00.5Z")),
+            Some(60.5)
+        );
+        assert_eq!(table_number(&Value::from("x")), None);
     }
 }
