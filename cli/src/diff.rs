@@ -329,5 +329,7 @@ fn with_basis(name: &str, basis: drift::Basis) -> String {
         drift::Basis::State => name.into(),
         // From the quantile tables: the reader should know it is less exact.
         drift::Basis::QuantileTable => format!("{name} (table)"),
+        // Over the shares of unordered values.
+        drift::Basis::TopValues => format!("{name} (shares)"),
     }
 }

@@ -34,6 +34,10 @@
 //!   column of few values gets one bin per value), `PSI = Σ (p_new − p_old) · ln(p_new / p_old)`
 //!   with each proportion floored at 10⁻⁴ so that an empty bin counts as large, not infinite.
 //!   The usual reading: below 0.1 stable, 0.1–0.2 a moderate shift, above 0.2 a major one.
+//!   Columns of unordered values (strings, booleans) get the PSI over their shares instead: a
+//!   bin per frequent value of the old profile and one for all other values, from the two
+//!   top-value lists (an old value the new list leaves out, when that list is cut off, takes the
+//!   new share nearest its old one that the list allows: between 0 and its smallest share).
 //! - **Top values.** A frequent value of the new profile that is not among the old profile's
 //!   frequent values has *appeared*, and one of the old that is not among the new has
 //!   *vanished* — when the other list is complete (it lists every distinct value, so absence
@@ -134,6 +138,9 @@ pub enum Basis {
     /// The profiles' quantile tables (p1 … p99), for profiles written without state: less
     /// exact.
     QuantileTable,
+    /// The profiles' frequent values (columns of strings and booleans): the PSI over the old
+    /// profile's listed values and the rest.
+    TopValues,
 }
 
 /// One statistic that moved beyond its threshold.
@@ -737,9 +744,7 @@ fn psi(o: &Cdf, n: &Cdf) -> Option<(f64, usize)> {
     let (a, b) = (cuts(o)?, cuts(n)?);
     let mut sum = 0.0;
     for i in 1..a.len() {
-        let pe = (a[i] - a[i - 1]).max(0.0).max(PSI_FLOOR);
-        let pa = (b[i] - b[i - 1]).max(0.0).max(PSI_FLOOR);
-        sum += (pa - pe) * (pa / pe).ln();
+        sum += psi_term((b[i] - b[i - 1]).max(0.0), (a[i] - a[i - 1]).max(0.0));
     }
     Some((sum, a.len() - 1))
 }
@@ -757,6 +762,19 @@ fn distribution(
     let Some((oc, nc, basis)) =
         from_state.or_else(|| Some((Cdf::of_table(o)?, Cdf::of_table(n)?, Basis::QuantileTable)))
     else {
+        // Values without an order: their shares.
+        if let Some((psi, bins)) = categorical_psi(o, n)
+            && beyond(psi, t.psi)
+        {
+            out.push(Change::Psi {
+                old_median: None,
+                new_median: None,
+                psi,
+                bins,
+                threshold: t.psi,
+                basis: Basis::TopValues,
+            });
+        }
         return;
     };
     let median = |p: &ColumnProfile| p.quantiles.as_ref().and_then(|q| q.get("p50").cloned());
@@ -785,6 +803,41 @@ fn distribution(
             basis,
         });
     }
+}
+
+/// A PSI term, each proportion floored.
+fn psi_term(p_new: f64, p_old: f64) -> f64 {
+    let (a, e) = (p_new.max(PSI_FLOOR), p_old.max(PSI_FLOOR));
+    (a - e) * (a / e).ln()
+}
+
+/// The PSI of a column of unordered values over the old profile's frequent values and one bin
+/// for the rest, from the two top-value lists. A listed old value absent from an incomplete new
+/// list has a new share somewhere between 0 and the smallest share the new list shows: the one
+/// nearest its old share is taken, so that what the list cannot tell is never drift.
+fn categorical_psi(o: &ColumnProfile, n: &ColumnProfile) -> Option<(f64, usize)> {
+    if o.top_values.is_empty() || n.top_values.is_empty() {
+        return None;
+    }
+    let new_complete = complete(n);
+    let new_smallest = n
+        .top_values
+        .iter()
+        .map(|v| v.ratio)
+        .fold(f64::INFINITY, f64::min);
+    let (mut sum, mut old_rest, mut new_rest) = (0.0, 1.0, 1.0);
+    for v in &o.top_values {
+        let share = match n.top_values.iter().find(|t| t.value == v.value) {
+            Some(t) => t.ratio,
+            None if new_complete => 0.0,
+            None => v.ratio.min(new_smallest),
+        };
+        sum += psi_term(share, v.ratio);
+        old_rest -= v.ratio;
+        new_rest -= share;
+    }
+    sum += psi_term(new_rest.max(0.0), old_rest.max(0.0));
+    Some((sum, o.top_values.len() + 1))
 }
 
 /// The list names every distinct value, so a value absent from it did not occur.
