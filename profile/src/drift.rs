@@ -11,7 +11,7 @@
 //!   when, in addition, the two estimates' bounds do not overlap (an exact count's bounds are
 //!   the count itself; a HyperLogLog estimate's are its `accuracy.distinct_count` bounds, at
 //!   99.7% confidence): two estimates of one true count that differ only within their error are
-//!   noise, not drift.
+//!   noise, not drift. Not compared when the profiles sample their rows at different rates.
 //! - **Mean.** `|mean_new − mean_old| / std_old`: the shift in standard deviations of the old
 //!   profile. Not computed when the old column is constant (`std_old` is 0): the distribution
 //!   measures below see that change.
@@ -393,8 +393,8 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
     let new_state = state(new, "new");
     if old_state.is_none() || new_state.is_none() {
         notes.push(
-            "a profile has no state (written without --keep-state): distributions are \
-             compared by their quantile tables, which is less exact"
+            "a profile has no state (written without --keep-state, or unreadable): \
+             distributions are compared by their quantile tables, which is less exact"
                 .into(),
         );
     }
@@ -405,6 +405,18 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
                 p.partitioning.missing_tasks.join(" ")
             ));
         }
+    }
+    // A sample has fewer distinct values than its table: counts of samples taken at other rates
+    // than each other's are not comparable (ratios and distributions are).
+    let fraction = |p: &TableProfile| p.sampling.as_ref().map_or(1.0, |s| s.fraction);
+    let same_rate = fraction(old) == fraction(new);
+    if !same_rate {
+        notes.push(format!(
+            "the profiles sample different fractions of their rows ({} and {}): distinct counts \
+             are not compared",
+            fraction(old),
+            fraction(new)
+        ));
     }
     let states = old_state.as_ref().zip(new_state.as_ref());
     let mut drift = Drift {
@@ -428,7 +440,9 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
                 new: n.physical_type.clone(),
             });
         } else {
-            distinct(o, n, thresholds, &mut changes);
+            if same_rate {
+                distinct(o, n, thresholds, &mut changes);
+            }
             moments(o, n, thresholds, &mut changes);
             let states = states.map(|(a, b)| (column_state(a, &o.name), column_state(b, &n.name)));
             distribution(o, n, states, thresholds, &mut changes);

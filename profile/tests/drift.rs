@@ -481,3 +481,23 @@ fn psi_of_unordered_values_over_their_shares() {
     let psi = (0.6f64 - 0.5) * (0.6f64 / 0.5).ln() + (0.4f64 - 0.5) * (0.4f64 / 0.5).ln();
     assert_edge(&old, &new, "psi", psi);
 }
+
+#[test]
+fn distinct_counts_of_samples_at_other_rates_are_not_compared() {
+    let old = profile(&[("x", ints((0..100).map(Some)))]);
+    let mut new = profile(&[("x", ints((0..200).map(Some)))]);
+    assert!(!diff(&old, &new, &only("distinct_count", 0.1)).is_empty());
+    new.sampling = Some(truthound_profile::profile::SampleInfo {
+        fraction: 0.5,
+        seed: Some(1),
+        rows_scanned: 400,
+    });
+    let d = diff(&old, &new, &only("distinct_count", 0.1));
+    assert!(d.is_empty(), "{d:?}");
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("sample different fractions")),
+        "{d:?}"
+    );
+}
