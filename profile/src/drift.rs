@@ -11,7 +11,7 @@
 //!   when, in addition, the two estimates' bounds do not overlap (an exact count's bounds are
 //!   the count itself; a HyperLogLog estimate's are its `accuracy.distinct_count` bounds, at
 //!   99.7% confidence): two estimates of one true count that differ only within their error are
-//!   noise, not drift.
+//!   noise, not drift. Not compared when the profiles sample their rows at different rates.
 //! - **Mean.** `|mean_new − mean_old| / std_old`: the shift in standard deviations of the old
 //!   profile. Not computed when the old column is constant (`std_old` is 0): the distribution
 //!   measures below see that change.
@@ -26,13 +26,18 @@
 //!   and its KLL sketch after that; the supremum is then taken over every distinct value (exact
 //!   counts) or the values at ranks 0, 0.005, …, 1 of each sketch, which underestimates `D` by at
 //!   most 0.005. Without state on either side the two profiles' quantile tables (min, p1 … p99,
-//!   max; numbers only, so not temporal columns) are compared as piecewise-linear
-//!   distributions, which is less exact: such a change says `basis: quantile_table`.
+//!   max; temporal values as seconds or days) are compared as piecewise-linear distributions,
+//!   which is less exact (for integers it smooths their steps, which can overstate `D`): such
+//!   a change says `basis: quantile_table`.
 //! - **Population stability index.** Over bins cut at the old distribution's deciles:
 //!   `(−∞, min_old)`, `[min_old, q10]`, `(q10, q20]`, …, `(q90, ∞)` (tied deciles merged, so a
 //!   column of few values gets one bin per value), `PSI = Σ (p_new − p_old) · ln(p_new / p_old)`
 //!   with each proportion floored at 10⁻⁴ so that an empty bin counts as large, not infinite.
 //!   The usual reading: below 0.1 stable, 0.1–0.2 a moderate shift, above 0.2 a major one.
+//!   Columns of unordered values (strings, booleans) get the PSI over their shares instead: a
+//!   bin per frequent value of the old profile and one for all other values, from the two
+//!   top-value lists (an old value the new list leaves out, when that list is cut off, takes the
+//!   new share nearest its old one that the list allows: between 0 and its smallest share).
 //! - **Top values.** A frequent value of the new profile that is not among the old profile's
 //!   frequent values has *appeared*, and one of the old that is not among the new has
 //!   *vanished* — when the other list is complete (it lists every distinct value, so absence
@@ -133,6 +138,9 @@ pub enum Basis {
     /// The profiles' quantile tables (p1 … p99), for profiles written without state: less
     /// exact.
     QuantileTable,
+    /// The profiles' frequent values (columns of strings and booleans): the PSI over the old
+    /// profile's listed values and the rest.
+    TopValues,
 }
 
 /// One statistic that moved beyond its threshold.
@@ -220,11 +228,17 @@ impl fmt::Display for Change {
             Change::Ks { distance, .. } => write!(f, "KS {}", short(*distance)),
             Change::Psi { psi, .. } => write!(f, "PSI {}", short(*psi)),
             Change::TopValues { appeared, vanished } => {
+                // A few values, each cut short: a line, not a listing (the JSON has them all).
                 let list = |v: &[ValueCount]| {
-                    v.iter()
-                        .map(|c| render_value(&c.value))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    let mut shown: Vec<String> = v
+                        .iter()
+                        .take(SHOWN_VALUES)
+                        .map(|c| cut(&render_value(&c.value), SHOWN_VALUE_CHARS))
+                        .collect();
+                    if v.len() > SHOWN_VALUES {
+                        shown.push(format!("{} more", v.len() - SHOWN_VALUES));
+                    }
+                    shown.join(", ")
                 };
                 match (appeared.is_empty(), vanished.is_empty()) {
                     (false, false) => write!(
@@ -238,6 +252,20 @@ impl fmt::Display for Change {
                 }
             }
         }
+    }
+}
+
+/// Values of a top-values change a summary names, and the characters it keeps of each.
+const SHOWN_VALUES: usize = 3;
+const SHOWN_VALUE_CHARS: usize = 32;
+/// The longest summary, in bytes: a Kubernetes Event's note must stay under 1 KiB.
+pub const SUMMARY_MAX_BYTES: usize = 1000;
+
+/// `s` cut to `max` characters, with `…` when it was longer.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -291,7 +319,8 @@ impl Drift {
     }
 
     /// One line: `3 columns drifted: a (null ratio 0.01→0.2), b (PSI 0.41), c (retyped
-    /// Int64→Utf8)`, the first ten columns by name; `no drift` when none did.
+    /// Int64→Utf8)`, the first ten columns by name, at most [`SUMMARY_MAX_BYTES`] long (cut
+    /// with `…`); `no drift` when none did.
     pub fn summary(&self) -> String {
         let names = self.drifted_columns();
         if names.is_empty() {
@@ -313,7 +342,15 @@ impl Drift {
         } else {
             "columns"
         };
-        format!("{} {noun} drifted: {}{tail}", names.len(), parts.join(", "))
+        let line = format!("{} {noun} drifted: {}{tail}", names.len(), parts.join(", "));
+        if line.len() <= SUMMARY_MAX_BYTES {
+            return line;
+        }
+        let mut end = SUMMARY_MAX_BYTES - '…'.len_utf8();
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &line[..end])
     }
 
     /// What happened to one drifted column, e.g. `retyped Int64→Utf8, null ratio 0→0.5`.
@@ -356,8 +393,8 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
     let new_state = state(new, "new");
     if old_state.is_none() || new_state.is_none() {
         notes.push(
-            "a profile has no state (written without --keep-state): distributions are \
-             compared by their quantile tables, which is less exact"
+            "a profile has no state (written without --keep-state, or unreadable): \
+             distributions are compared by their quantile tables, which is less exact"
                 .into(),
         );
     }
@@ -368,6 +405,18 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
                 p.partitioning.missing_tasks.join(" ")
             ));
         }
+    }
+    // A sample has fewer distinct values than its table: counts of samples taken at other rates
+    // than each other's are not comparable (ratios and distributions are).
+    let fraction = |p: &TableProfile| p.sampling.as_ref().map_or(1.0, |s| s.fraction);
+    let same_rate = fraction(old) == fraction(new);
+    if !same_rate {
+        notes.push(format!(
+            "the profiles sample different fractions of their rows ({} and {}): distinct counts \
+             are not compared",
+            fraction(old),
+            fraction(new)
+        ));
     }
     let states = old_state.as_ref().zip(new_state.as_ref());
     let mut drift = Drift {
@@ -391,7 +440,9 @@ pub fn diff(old: &TableProfile, new: &TableProfile, thresholds: &Thresholds) -> 
                 new: n.physical_type.clone(),
             });
         } else {
-            distinct(o, n, thresholds, &mut changes);
+            if same_rate {
+                distinct(o, n, thresholds, &mut changes);
+            }
             moments(o, n, thresholds, &mut changes);
             let states = states.map(|(a, b)| (column_state(a, &o.name), column_state(b, &n.name)));
             distribution(o, n, states, thresholds, &mut changes);
@@ -541,12 +592,11 @@ impl<'a> Cdf<'a> {
 
     fn of_table(p: &ColumnProfile) -> Option<Cdf<'static>> {
         let q = p.quantiles.as_ref()?;
-        let d = p.distribution.as_ref()?;
-        let mut points = vec![(d.min?, 0.0)];
+        let mut points = vec![(table_number(p.min.as_ref()?)?, 0.0)];
         for (name, rank) in crate::profile::QUANTILES {
-            points.push((q.get(name)?.as_f64()?, rank));
+            points.push((table_number(q.get(name)?)?, rank));
         }
-        points.push((d.max?, 1.0));
+        points.push((table_number(p.max.as_ref()?)?, 1.0));
         if points.iter().any(|p| !p.0.is_finite()) {
             return None;
         }
@@ -630,6 +680,24 @@ impl<'a> Cdf<'a> {
     }
 }
 
+/// A quantile, min or max of a profile as a number: numbers as they are, temporal values (ISO
+/// 8601 text) as seconds since the epoch, dates as days.
+fn table_number(v: &Value) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => {
+            if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+                return Some(t.unix_timestamp_nanos() as f64 / 1e9);
+            }
+            let date =
+                time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"));
+            date.ok().map(|d| f64::from(d.to_julian_day() - 2_440_588))
+        }
+        _ => None,
+    }
+}
+
 /// The piecewise-linear distribution through `knots` at `x`: its value (`inclusive`) or its
 /// limit from the left.
 fn table_cdf(knots: &[(f64, f64)], x: f64, inclusive: bool) -> f64 {
@@ -690,9 +758,7 @@ fn psi(o: &Cdf, n: &Cdf) -> Option<(f64, usize)> {
     let (a, b) = (cuts(o)?, cuts(n)?);
     let mut sum = 0.0;
     for i in 1..a.len() {
-        let pe = (a[i] - a[i - 1]).max(0.0).max(PSI_FLOOR);
-        let pa = (b[i] - b[i - 1]).max(0.0).max(PSI_FLOOR);
-        sum += (pa - pe) * (pa / pe).ln();
+        sum += psi_term((b[i] - b[i - 1]).max(0.0), (a[i] - a[i - 1]).max(0.0));
     }
     Some((sum, a.len() - 1))
 }
@@ -710,6 +776,19 @@ fn distribution(
     let Some((oc, nc, basis)) =
         from_state.or_else(|| Some((Cdf::of_table(o)?, Cdf::of_table(n)?, Basis::QuantileTable)))
     else {
+        // Values without an order: their shares.
+        if let Some((psi, bins)) = categorical_psi(o, n)
+            && beyond(psi, t.psi)
+        {
+            out.push(Change::Psi {
+                old_median: None,
+                new_median: None,
+                psi,
+                bins,
+                threshold: t.psi,
+                basis: Basis::TopValues,
+            });
+        }
         return;
     };
     let median = |p: &ColumnProfile| p.quantiles.as_ref().and_then(|q| q.get("p50").cloned());
@@ -738,6 +817,41 @@ fn distribution(
             basis,
         });
     }
+}
+
+/// A PSI term, each proportion floored.
+fn psi_term(p_new: f64, p_old: f64) -> f64 {
+    let (a, e) = (p_new.max(PSI_FLOOR), p_old.max(PSI_FLOOR));
+    (a - e) * (a / e).ln()
+}
+
+/// The PSI of a column of unordered values over the old profile's frequent values and one bin
+/// for the rest, from the two top-value lists. A listed old value absent from an incomplete new
+/// list has a new share somewhere between 0 and the smallest share the new list shows: the one
+/// nearest its old share is taken, so that what the list cannot tell is never drift.
+fn categorical_psi(o: &ColumnProfile, n: &ColumnProfile) -> Option<(f64, usize)> {
+    if o.top_values.is_empty() || n.top_values.is_empty() {
+        return None;
+    }
+    let new_complete = complete(n);
+    let new_smallest = n
+        .top_values
+        .iter()
+        .map(|v| v.ratio)
+        .fold(f64::INFINITY, f64::min);
+    let (mut sum, mut old_rest, mut new_rest) = (0.0, 1.0, 1.0);
+    for v in &o.top_values {
+        let share = match n.top_values.iter().find(|t| t.value == v.value) {
+            Some(t) => t.ratio,
+            None if new_complete => 0.0,
+            None => v.ratio.min(new_smallest),
+        };
+        sum += psi_term(share, v.ratio);
+        old_rest -= v.ratio;
+        new_rest -= share;
+    }
+    sum += psi_term(new_rest.max(0.0), old_rest.max(0.0));
+    Some((sum, o.top_values.len() + 1))
 }
 
 /// The list names every distinct value, so a value absent from it did not occur.
@@ -771,5 +885,81 @@ fn top_values(o: &ColumnProfile, n: &ColumnProfile, out: &mut Vec<Change>) {
     let vanished = missing_from(o, n);
     if !appeared.is_empty() || !vanished.is_empty() {
         out.push(Change::TopValues { appeared, vanished });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, len: usize) -> Vec<ValueCount> {
+        (0..n)
+            .map(|i| ValueCount {
+                value: Value::String(format!("{i}{}", "é".repeat(len))),
+                count: 1,
+                ratio: 0.1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn summaries_stay_short_enough_for_an_event() {
+        let change = Change::TopValues {
+            appeared: values(5, 100),
+            vanished: Vec::new(),
+        };
+        let text = change.to_string();
+        assert!(text.starts_with("new values 0éé"), "{text}");
+        assert!(text.ends_with("…, 2 more"), "{text}");
+        assert!(text.chars().count() < 3 * 40 + 30, "{text}");
+        let drift = Drift {
+            columns: (0..50)
+                .map(|i| ColumnDrift {
+                    column: format!("column_{i:02}_{}", "ü".repeat(60)),
+                    changes: vec![change.clone()],
+                })
+                .collect(),
+            added: Vec::new(),
+            removed: Vec::new(),
+            retyped: Vec::new(),
+            notes: Vec::new(),
+        };
+        let summary = drift.summary();
+        assert!(
+            summary.starts_with("50 columns drifted: column_00_"),
+            "{summary}"
+        );
+        assert!(summary.len() <= SUMMARY_MAX_BYTES, "{}", summary.len());
+        assert!(summary.ends_with('…'));
+    }
+
+    #[test]
+    fn short_numbers_and_the_threshold_edge() {
+        assert_eq!(short(0.41234), "0.412");
+        assert_eq!(short(18.41883), "18.4");
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(1234.6), "1235");
+        assert!(!beyond(0.15 - 0.10, 0.05));
+        assert!(!beyond(0.05, 0.05));
+        assert!(beyond(0.050001, 0.05));
+        assert!(!beyond(f64::NAN, 0.0));
+    }
+
+    #[test]
+    fn table_distribution_is_linear_between_knots_and_steps_at_ties() {
+        let knots = [(0.0, 0.0), (10.0, 0.5), (10.0, 0.6), (20.0, 1.0)];
+        assert_eq!(table_cdf(&knots, -1.0, true), 0.0);
+        assert_eq!(table_cdf(&knots, 5.0, true), 0.25);
+        // At a tie the value jumps: below it the left limit, at it the top of the jump.
+        assert_eq!(table_cdf(&knots, 10.0, false), 0.5);
+        assert_eq!(table_cdf(&knots, 10.0, true), 0.6);
+        assert_eq!(table_cdf(&knots, 15.0, true), 0.8);
+        assert_eq!(table_cdf(&knots, 20.0, true), 1.0);
+        assert_eq!(table_number(&Value::from("2024-01-02")), Some(19724.0));
+        assert_eq!(
+            table_number(&Value::from("1970-01-01T00:01:00.5Z")),
+            Some(60.5)
+        );
+        assert_eq!(table_number(&Value::from("x")), None);
     }
 }

@@ -449,3 +449,55 @@ fn thresholds_read_from_partial_camel_case_json() {
         }
     );
 }
+
+#[test]
+fn psi_of_unordered_values_over_their_shares() {
+    let rows = |a: usize, b: usize, c: usize| {
+        let mut v = vec!["a"; a];
+        v.extend(vec!["b"; b]);
+        v.extend(vec!["c"; c]);
+        profile(&[("x", strings(&v))])
+    };
+    let old = rows(5, 3, 2);
+    let new = rows(2, 3, 5);
+    // a: 0.5 → 0.2, b: 0.3 → 0.3, c: 0.2 → 0.5, the rest: 0 → 0.
+    let psi = (0.2f64 - 0.5) * (0.2f64 / 0.5).ln() + (0.5f64 - 0.2) * (0.5f64 / 0.2).ln();
+    assert_edge(&old, &new, "psi", psi);
+    match changes(&diff(&old, &new, &only("psi", 0.0)), "x").as_slice() {
+        [Change::Psi { bins, basis, .. }] => assert_eq!((*bins, *basis), (4, Basis::TopValues)),
+        other => panic!("{other:?}"),
+    }
+    // The same shares in other rows: nothing.
+    assert!(diff(&old, &rows(10, 6, 4), &only("psi", 0.0)).is_empty());
+    // A list cut at top_k = 1 says only that b and c are at most 0.4 of the new rows: the old
+    // value a at 0.5 → 0.6 is all it can tell, and the rest (0.5 → 0.4).
+    let options = ProfileOptions {
+        top_k: 1,
+        ..ProfileOptions::default()
+    };
+    let cut = |v: &[&str]| profile_with(&[("x", strings(v))], &options);
+    let old = cut(&["a", "a", "a", "a", "a", "b", "b", "b", "c", "c"]);
+    let new = cut(&["a", "a", "a", "a", "a", "a", "c", "c", "c", "b"]);
+    let psi = (0.6f64 - 0.5) * (0.6f64 / 0.5).ln() + (0.4f64 - 0.5) * (0.4f64 / 0.5).ln();
+    assert_edge(&old, &new, "psi", psi);
+}
+
+#[test]
+fn distinct_counts_of_samples_at_other_rates_are_not_compared() {
+    let old = profile(&[("x", ints((0..100).map(Some)))]);
+    let mut new = profile(&[("x", ints((0..200).map(Some)))]);
+    assert!(!diff(&old, &new, &only("distinct_count", 0.1)).is_empty());
+    new.sampling = Some(truthound_profile::profile::SampleInfo {
+        fraction: 0.5,
+        seed: Some(1),
+        rows_scanned: 400,
+    });
+    let d = diff(&old, &new, &only("distinct_count", 0.1));
+    assert!(d.is_empty(), "{d:?}");
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.contains("sample different fractions")),
+        "{d:?}"
+    );
+}
