@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod reconcile;
+pub mod run_log;
 pub mod status;
 
 pub use crd::{ProfileJob, ProfileJobSpec, ProfileJobStatus};

@@ -7,6 +7,7 @@
 
 pub mod dataset;
 pub mod error;
+pub mod events;
 pub mod kernel;
 pub mod limits;
 pub mod merge;
