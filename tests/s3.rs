@@ -302,3 +302,68 @@ fn a_missing_bucket_and_an_unreachable_endpoint_are_clear_errors() {
         started.elapsed()
     );
 }
+
+#[test]
+fn diffs_and_compares_two_profiles_in_a_bucket() {
+    let bucket = new_bucket("diff");
+    let endpoint = s3_endpoint();
+    // Two tables alike but for their ids, which do not overlap.
+    let mut uris = Vec::new();
+    for (name, ids) in [("old", 0..2_000), ("new", 100_000..102_000)] {
+        put(
+            &bucket,
+            &format!("{name}/part-0.parquet"),
+            parquet_bytes(&table(ids), 300),
+        );
+        let profile = format!("s3://{bucket}/profiles/{name}.json");
+        let out = run(
+            "th",
+            &[
+                "profile",
+                &format!("s3://{bucket}/{name}/"),
+                "--endpoint",
+                &endpoint,
+                "--keep-state",
+                "-q",
+                "--output",
+                &profile,
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        uris.push(profile);
+    }
+    let (old, new) = (&uris[0], &uris[1]);
+    let out = run("th", &["diff", old, new, "--endpoint", &endpoint, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = d["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["column"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"id"), "{d}");
+    assert!(!names.contains(&"kind") && !names.contains(&"value"), "{d}");
+    // The report of the new profile, the old one beside it, all from the bucket.
+    let out = run(
+        "th",
+        &[
+            "report",
+            new,
+            "--previous",
+            old,
+            "--endpoint",
+            &endpoint,
+            "-o",
+            "-",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(html.contains("<li data-drifted=\"id\">"), "{html}");
+    // A profile the bucket does not have: not found (65), never the drift code 1.
+    let missing = format!("s3://{bucket}/profiles/none.json");
+    let out = run("th", &["diff", old, &missing, "--endpoint", &endpoint]);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
+}

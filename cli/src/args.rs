@@ -54,6 +54,17 @@ pub enum Command {
     Report(crate::report::ReportArgs),
     /// Print a profile as a table, one row per column (`--json`: the profile JSON as it is).
     Show(crate::show::ShowArgs),
+    /// Compare two profiles of one table: the columns that drifted (null ratio, distinct count,
+    /// mean, std, KS distance, PSI, top values, added, removed and retyped columns) beyond the
+    /// thresholds. Prints nothing when nothing drifted. Exit 0: no drift, 1: drift, 2: usage or
+    /// internal error, 64/65/75 as for the other commands (65: a profile missing or not one).
+    ///
+    /// Examples:
+    ///   th diff jan.json feb.json
+    ///   th diff s3://bucket/profiles/2024-01.json s3://bucket/profiles/2024-02.json --json
+    ///   th diff old.json new.json --ks 0.05 --psi 0.1 --no-top-values
+    #[command(verbatim_doc_comment)]
+    Diff(crate::diff::DiffArgs),
     /// Cluster commands: submit, get, list, describe, wait, logs, cancel (and completions).
     #[command(flatten)]
     Cluster(crate::cluster::args::ClusterCommand),

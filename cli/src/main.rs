@@ -4,6 +4,7 @@ mod args;
 mod auto;
 mod cluster;
 mod dask;
+mod diff;
 mod exit;
 mod load;
 mod numfmt;
@@ -29,10 +30,13 @@ use truthound_profile::{PartialProfile, Plan, TableProfile, plan};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    let is_diff = matches!(cli.command, Command::Diff(_));
     match dispatch(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             let code = remote::exit_code(&err).unwrap_or_else(|| exit::code(&err));
+            // `th diff` exits 1 for drift, as diff(1) does for a difference: an error is not 1.
+            let code = if is_diff && code == 1 { 2 } else { code };
             let mut stderr = std::io::stderr().lock();
             let _ = writeln!(stderr, "error: {err:#}");
             if let Some(hint) = exit::hint(&err) {
@@ -60,22 +64,27 @@ fn init_tracing(verbose: u8) {
         .init();
 }
 
-fn dispatch(cli: Cli) -> Result<()> {
+fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
+    let done = |r: Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
-        Command::Profile(args) => profile(args),
-        Command::Plan(args) => write_plan(args),
-        Command::Merge(args) => merge(args),
+        Command::Profile(args) => done(profile(args)),
+        Command::Plan(args) => done(write_plan(args)),
+        Command::Merge(args) => done(merge(args)),
         Command::Schema(args) => {
             if args.events {
                 print!("{}", truthound_profile::events::RunEvent::json_schema());
             } else {
                 print!("{}", TableProfile::json_schema());
             }
-            Ok(())
+            done(Ok(()))
         }
-        Command::Report(args) => report::run(args),
-        Command::Show(args) => show::run(args),
-        Command::Cluster(command) => cluster::run(command),
+        Command::Report(args) => done(report::run(args)),
+        Command::Show(args) => done(show::run(args)),
+        // Like diff(1): 1 says the two differ.
+        Command::Diff(args) => {
+            diff::run(args).map(|drifted| std::process::ExitCode::from(u8::from(drifted)))
+        }
+        Command::Cluster(command) => done(cluster::run(command)),
     }
 }
 

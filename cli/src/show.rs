@@ -166,7 +166,7 @@ fn rows(p: &TableProfile) -> Vec<[String; 9]> {
 }
 
 /// Control characters (a newline in a column name) would break the table: shown escaped.
-fn one_line(s: &str) -> String {
+pub fn one_line(s: &str) -> String {
     if !s.chars().any(char::is_control) {
         return s.to_string();
     }

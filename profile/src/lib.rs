@@ -6,6 +6,7 @@
 //! [`profile::TableProfile::from_partial`] the result.
 
 pub mod dataset;
+pub mod drift;
 pub mod error;
 pub mod events;
 pub mod kernel;

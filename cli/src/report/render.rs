@@ -1,6 +1,7 @@
 //! The report page: an overview card, then one card per column. One HTML document with its CSS
 //! inline and its charts as inline SVG; no scripts, no fonts, no links to anything outside it.
 
+use super::compare::{self, Previous};
 use super::html::esc;
 use super::svg::{self, Axis};
 use crate::numfmt::{self, count, percent};
@@ -13,8 +14,8 @@ use truthound_profile::profile::{ColumnProfile, Estimate, QUANTILES, ValueCount,
 
 const STYLE: &str = include_str!("style.css");
 
-/// The whole page.
-pub fn page(p: &TableProfile) -> String {
+/// The whole page; with `previous`, compared with that profile.
+pub fn page(p: &TableProfile, previous: Option<&Previous>) -> String {
     let mut s = String::with_capacity(64 * 1024 + p.columns.len() * 8 * 1024);
     let name = dataset_name(p);
     let _ = write!(
@@ -46,14 +47,21 @@ pub fn page(p: &TableProfile) -> String {
         at = esc(&timestamp(&p.profiled_at)),
     );
     overview(&mut s, p);
+    if let Some(prev) = previous {
+        compare::overview(&mut s, prev, p);
+    }
     s.push_str("<section class=\"columns\" aria-label=\"Columns\">\n");
     for (i, c) in p.columns.iter().enumerate() {
-        column(&mut s, i, c, p);
+        column(&mut s, i, c, p, previous);
+    }
+    s.push_str("</section>\n");
+    if let Some(prev) = previous {
+        compare::removed(&mut s, prev);
     }
     let _ = write!(
         s,
         concat!(
-            "</section>\n</main>\n<footer class=\"page-foot\">\n",
+            "</main>\n<footer class=\"page-foot\">\n",
             "<p>Written by <code>th report</code> from a profile in format {fmt} by {gen} {ver}. ",
             "Exact figures are counted; estimates are marked ≈ and carry their bounds.</p>\n",
             "</footer>\n</body>\n</html>\n"
@@ -83,7 +91,7 @@ fn dataset_name(p: &TableProfile) -> String {
 }
 
 /// `2026-11-21T12:49:59.163229411Z` → `2026-11-21 12:49:59 UTC`.
-fn timestamp(rfc3339: &str) -> String {
+pub(super) fn timestamp(rfc3339: &str) -> String {
     match rfc3339.split_once('T') {
         Some((date, time)) if time.ends_with('Z') => {
             let hms = time.trim_end_matches('Z').split('.').next().unwrap_or(time);
@@ -334,11 +342,19 @@ fn temporal_unit(physical: &str) -> Option<TemporalUnit> {
     })
 }
 
-fn column(s: &mut String, i: usize, c: &ColumnProfile, p: &TableProfile) {
+fn column(
+    s: &mut String,
+    i: usize,
+    c: &ColumnProfile,
+    p: &TableProfile,
+    previous: Option<&Previous>,
+) {
     let id = i + 1;
+    let drifted = previous.is_some_and(|prev| prev.drift.drifted_columns().contains(&c.name));
     let _ = writeln!(
         s,
-        "<article class=\"card column\" id=\"col-{id}\" data-column=\"{}\" aria-labelledby=\"col-{id}-h\">",
+        "<article class=\"card column{}\" id=\"col-{id}\" data-column=\"{}\" aria-labelledby=\"col-{id}-h\">",
+        if drifted { " drifted" } else { "" },
         esc(&c.name)
     );
     let _ = write!(
@@ -359,6 +375,9 @@ fn column(s: &mut String, i: usize, c: &ColumnProfile, p: &TableProfile) {
             s.push_str("<span class=\"badge flag\">constant</span>");
         }
     }
+    if let Some(prev) = previous {
+        compare::badge(s, prev, c);
+    }
     s.push_str("</p></header>\n");
 
     // Completeness: nulls, NaN, infinities, empty strings, each a share of the rows.
@@ -377,6 +396,9 @@ fn column(s: &mut String, i: usize, c: &ColumnProfile, p: &TableProfile) {
     s.push_str("</div>\n");
 
     stats(s, c);
+    if let Some(prev) = previous {
+        compare::column(s, prev, c);
+    }
 
     let temporal = temporal_unit(&c.physical_type);
     if let Some(bins) = c.histogram.as_ref().filter(|b| !b.is_empty()) {

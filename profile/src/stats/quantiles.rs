@@ -176,23 +176,30 @@ impl Quantiles {
 
     /// Fractions of values strictly below each point (points increasing).
     fn cdf_below(&self, points: &[f64]) -> Option<Vec<f64>> {
+        self.cdf(points, false)
+    }
+
+    /// Fractions of values below each point, `inclusive`ly (at most the point) or not
+    /// (strictly below), within [`Self::rank_error`]. `points` must increase strictly (and be
+    /// finite; integers for an integer sketch, which truncates them); `None` when the sketch is
+    /// empty or the points do not increase. The answer has one fraction more than `points`: 1.
+    pub fn cdf(&self, points: &[f64], inclusive: bool) -> Option<Vec<f64>> {
+        let criteria = if inclusive {
+            SearchCriteria::Inclusive
+        } else {
+            SearchCriteria::Exclusive
+        };
         match self {
             Quantiles::Float(s) => {
                 let points: Vec<KllFloat<f64>> = points
                     .iter()
                     .filter_map(|&e| KllFloat::<f64>::new(e).ok())
                     .collect();
-                s.sketch()
-                    .cdf(&points, SearchCriteria::Exclusive)
-                    .ok()
-                    .flatten()
+                s.sketch().cdf(&points, criteria).ok().flatten()
             }
             Quantiles::Int(s) => {
                 let points: Vec<i64> = points.iter().map(|&p| p as i64).collect();
-                s.sketch()
-                    .cdf(&points, SearchCriteria::Exclusive)
-                    .ok()
-                    .flatten()
+                s.sketch().cdf(&points, criteria).ok().flatten()
             }
         }
     }
@@ -306,6 +313,30 @@ impl ExactQuantiles {
                     let target = (r * n as f64).ceil() as u64;
                     let i = self.cumulative.partition_point(|c| c.1 < target);
                     self.cumulative[i.min(self.cumulative.len() - 1)].0
+                })
+                .collect(),
+        )
+    }
+
+    /// Fractions of values below each point, `inclusive`ly (at most the point) or not
+    /// (strictly below), one per point; `None` when there are no values.
+    pub fn cdf(&self, points: &[f64], inclusive: bool) -> Option<Vec<f64>> {
+        let n = self.n();
+        if n == 0 {
+            return None;
+        }
+        Some(
+            points
+                .iter()
+                .map(|&p| {
+                    let i = self
+                        .cumulative
+                        .partition_point(|c| if inclusive { c.0 <= p } else { c.0 < p });
+                    if i == 0 {
+                        0.0
+                    } else {
+                        self.cumulative[i - 1].1 as f64 / n as f64
+                    }
                 })
                 .collect(),
         )
