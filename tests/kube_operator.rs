@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use serde_json::{Value, json};
 use std::time::Duration;
 use truthound_e2e::*;
+use truthound_profile::events::{EventKind, RunEvent};
 
 fn rt() -> tokio::runtime::Runtime {
     multi_thread_rt()
@@ -463,8 +464,36 @@ fn killed_worker_processes_are_retried_by_the_job_controller() {
             done["status"]
         );
         assert_same_exact(&profile, &local_profile(local.path()));
+        // The event log beside the profile: the plan, each attempt the workers recorded, the
+        // killed attempts as retries (only the operator saw those), the merge; in time order.
+        let log = event_log(&bucket, "profiles/events.json");
+        let of = |k: EventKind| log.iter().filter(move |e| e.event == k);
+        assert_eq!(of(EventKind::Planned).count(), 1, "{log:#?}");
+        assert_eq!(of(EventKind::Planned).next().and_then(|e| e.tasks), Some(3));
+        let finished: std::collections::BTreeSet<u32> =
+            of(EventKind::TaskFinished).filter_map(|e| e.task).collect();
+        assert_eq!(finished, (0..3).collect(), "{log:#?}");
+        assert!(
+            of(EventKind::TaskFinished).all(|e| e.source == "worker" && e.worker.is_some()),
+            "{log:#?}"
+        );
+        assert!(
+            of(EventKind::TaskStarted).count() >= 3,
+            "every finished attempt recorded its start: {log:#?}"
+        );
+        assert!(of(EventKind::TaskRetried).count() >= 1, "{log:#?}");
+        assert_eq!(of(EventKind::TaskFailed).count(), 0, "{log:#?}");
+        assert_eq!(of(EventKind::MergeFinished).count(), 1, "{log:#?}");
+        assert_eq!(log.last().map(|e| e.event), Some(EventKind::MergeFinished));
+        assert!(log.windows(2).all(|w| w[0].time <= w[1].time), "{log:#?}");
         delete_namespace(&client, &ns).await;
     });
+}
+
+/// The event log written beside the profile at `key`, every line checked against the format.
+fn event_log(bucket: &str, key: &str) -> Vec<RunEvent> {
+    let bytes = s3_get(bucket, &format!("{key}.events.jsonl"));
+    truthound_profile::events::from_jsonl(&bytes, key).expect("the event log parses")
 }
 
 /// Kills (SIGKILL, as the OOM killer would) every process whose working directory is `dir`:
@@ -520,6 +549,42 @@ fn bad_data_in_a_task_fails_the_job_naming_the_file() {
         assert_eq!(failures.len(), 1, "{failures:#?}");
         assert_eq!(failures[0]["reason"], "BadData");
         assert!(started.elapsed() < Duration::from_secs(30));
+        // No merge writes a log for a failed run: the operator does, ending with the failure.
+        let log = eventually(
+            "the failed run's event log",
+            Duration::from_secs(20),
+            || async {
+                let keys = s3_keys(&bucket, "profiles/").await;
+                keys.iter()
+                    .any(|k| k == "profiles/events.json.events.jsonl")
+                    .then(|| event_log(&bucket, "profiles/events.json"))
+            },
+        )
+        .await;
+        let bad: Vec<&RunEvent> = log
+            .iter()
+            .filter(|e| e.event == EventKind::TaskFailed)
+            .collect();
+        assert_eq!(bad.len(), 1, "{log:#?}");
+        assert_eq!(bad[0].reason.as_deref(), Some("BadData"));
+        assert!(
+            bad[0]
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("part-9.parquet"),
+            "{log:#?}"
+        );
+        let last = log.last().expect("lines");
+        assert_eq!(last.event, EventKind::RunFailed, "{log:#?}");
+        assert_eq!(
+            last.reason.as_deref(),
+            Some(cond["reason"].as_str().unwrap_or("?"))
+        );
+        assert_eq!(
+            log.iter().filter(|e| e.event == EventKind::Planned).count(),
+            1
+        );
         // The worker Job is deleted with the failed run (its completed partials stay).
         eventually(
             "the worker Job deleted",

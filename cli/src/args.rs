@@ -19,6 +19,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// The schema of one line of a run's event log (`<output>.events.jsonl`) instead.
+    #[arg(long)]
+    pub events: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Profile a dataset: one file, a directory or prefix, or a glob.
@@ -35,8 +42,8 @@ pub enum Command {
     Plan(PlanCmd),
     /// Merge partial profiles, and profiles written with --keep-state, into one profile.
     Merge(MergeArgs),
-    /// Print the JSON Schema of the profile format.
-    Schema,
+    /// Print the JSON Schema of the profile format (`--events`: of the event log's lines).
+    Schema(SchemaArgs),
     /// Write a profile as one self-contained HTML page: overview, and per column its types,
     /// nulls, histogram, quantiles, distinct count, top values and patterns.
     ///

@@ -12,6 +12,7 @@ mod progress;
 mod ray;
 mod remote;
 mod report;
+mod run_log;
 mod show;
 mod spark;
 mod summary;
@@ -69,8 +70,12 @@ fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Profile(args) => done(profile(args)),
         Command::Plan(args) => done(write_plan(args)),
         Command::Merge(args) => done(merge(args)),
-        Command::Schema => {
-            print!("{}", TableProfile::json_schema());
+        Command::Schema(args) => {
+            if args.events {
+                print!("{}", truthound_profile::events::RunEvent::json_schema());
+            } else {
+                print!("{}", TableProfile::json_schema());
+            }
             done(Ok(()))
         }
         Command::Report(args) => done(report::run(args)),
@@ -121,7 +126,7 @@ fn profile(args: ProfileArgs) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = runtime(workers)?;
     let started = Instant::now();
-    let (plan, merged) = rt.block_on(async {
+    let (plan, merged, log) = rt.block_on(async {
         let plan = Arc::new(make_plan(&args.plan, &storage, workers).await?);
         if let Some(uri) = &args.plan_out {
             dataset::write_object(uri, &storage, plan.to_json())
@@ -129,13 +134,31 @@ fn profile(args: ProfileArgs) -> Result<()> {
                 .with_context(|| format!("writing the plan to {uri}"))?;
         }
         let bar = progress::Bar::new(&plan, args.quiet || args.json);
-        let sink: Progress = bar.sink();
+        let log = run_log::RunLog::new(&plan);
+        let sink: Progress = log.sink(bar.sink());
         let merged = run::run_plan(plan.clone(), workers, sink).await;
         bar.finish();
-        anyhow::Ok((plan, merged?))
+        anyhow::Ok((plan, merged?, log))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
-    finish_profile(&rt, &args, &storage, &plan, &merged, elapsed, workers)
+    let run = Finished {
+        plan: &plan,
+        merged: &merged,
+        elapsed_ms: elapsed,
+        workers,
+        log: &log,
+    };
+    finish_profile(&rt, &args, &storage, run)
+}
+
+/// What a run of `th profile` ends with, wherever its tasks ran.
+pub(crate) struct Finished<'a> {
+    pub plan: &'a Plan,
+    pub merged: &'a PartialProfile,
+    pub elapsed_ms: u64,
+    /// Workers (threads or cluster slots) the run had, for the summary.
+    pub workers: usize,
+    pub log: &'a run_log::RunLog,
 }
 
 /// The end of every `th profile`, wherever its tasks ran: the profile of the merged partials,
@@ -144,11 +167,15 @@ pub(crate) fn finish_profile(
     rt: &tokio::runtime::Runtime,
     args: &ProfileArgs,
     storage: &StorageOptions,
-    plan: &Plan,
-    merged: &PartialProfile,
-    elapsed_ms: u64,
-    workers: usize,
+    run: Finished<'_>,
 ) -> Result<()> {
+    let Finished {
+        plan,
+        merged,
+        elapsed_ms,
+        workers,
+        log,
+    } = run;
     let profile = TableProfile::from_partial(
         merged,
         elapsed_ms,
@@ -159,6 +186,15 @@ pub(crate) fn finish_profile(
     if let Some(out) = &args.output {
         rt.block_on(dataset::write_object(out, storage, json.clone()))
             .with_context(|| format!("writing the profile to {out}"))?;
+        // The run's event log goes beside the profile.
+        let lines = log.finish(plan.tasks.len() as u32, profile.row_count);
+        let uri = truthound_profile::events::log_uri(out);
+        rt.block_on(dataset::write_object(
+            &uri,
+            storage,
+            truthound_profile::events::to_jsonl(&lines),
+        ))
+        .with_context(|| format!("writing the event log to {uri}"))?;
     }
     if let Some(out) = &args.partial_out {
         rt.block_on(dataset::write_object(out, storage, merged.to_bytes()))

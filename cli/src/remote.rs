@@ -275,7 +275,7 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
     let rt = runtime(2)?;
     let started = Instant::now();
     let name = backend.name();
-    let (plan, merged, threads) = rt.block_on(async {
+    let (plan, merged, threads, log) = rt.block_on(async {
         // Partition for the cluster, not for this machine: twice the workers by default.
         let plan = make_plan(&args.plan, &storage, args.workers.unwrap_or(4)).await?;
         if let Some(uri) = &args.plan_out {
@@ -322,16 +322,21 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
             return Err(failed_error(&failed, states.len(), name).into());
         }
         let merged = merge_partials(&plan, &partials, &storage).await?;
-        anyhow::Ok((plan, merged, threads))
+        // The workers' records go with the work prefix: collected before it is removed.
+        let log = crate::run_log::RunLog::new(&plan);
+        match truthound_profile::events::collect(&work, &storage).await {
+            Ok(recorded) => log.extend(recorded),
+            Err(e) => tracing::warn!(error = %e, "cannot collect the workers' event records"),
+        }
+        anyhow::Ok((plan, merged, threads, log))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
-    crate::finish_profile(
-        &rt,
-        &args,
-        &storage,
-        &plan,
-        &merged,
-        elapsed,
-        threads.max(1) as usize,
-    )
+    let run = crate::Finished {
+        plan: &plan,
+        merged: &merged,
+        elapsed_ms: elapsed,
+        workers: threads.max(1) as usize,
+        log: &log,
+    };
+    crate::finish_profile(&rt, &args, &storage, run)
 }

@@ -217,6 +217,63 @@ fn summary_and_output_file() {
 }
 
 #[test]
+fn a_profile_written_to_a_file_has_its_event_log_beside_it() {
+    use truthound_profile::events::{EventKind, from_jsonl};
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("profile.json");
+    let out = th(&[
+        "profile",
+        sample().join("events").to_str().unwrap(),
+        "--partitions",
+        "3",
+        "--quiet",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(dir.path().join("profile.json.events.jsonl")).expect("the log");
+    let log = from_jsonl(&bytes, "log").expect("every line is an event");
+    let plan = log.first().expect("lines");
+    assert_eq!(plan.event, EventKind::Planned);
+    let tasks = plan.tasks.expect("planned tasks");
+    assert!(tasks >= 2, "{log:#?}");
+    for kind in [EventKind::TaskStarted, EventKind::TaskFinished] {
+        let mut seen: Vec<u32> = log
+            .iter()
+            .filter(|e| e.event == kind)
+            .filter_map(|e| e.task)
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..tasks).collect::<Vec<_>>(), "{kind:?}: {log:#?}");
+    }
+    let rows: u64 = log
+        .iter()
+        .filter(|e| e.event == EventKind::TaskFinished)
+        .filter_map(|e| e.rows)
+        .sum();
+    let last = log.last().expect("lines");
+    assert_eq!(last.event, EventKind::MergeFinished);
+    assert_eq!(last.rows, Some(rows), "the tasks' rows are the profile's");
+    assert!(log.windows(2).all(|w| w[0].time <= w[1].time), "{log:#?}");
+    assert!(log.iter().all(|e| e.source == "th" && e.v == 1));
+}
+
+#[test]
+fn schema_events_prints_the_published_event_log_schema() {
+    let out = th(&["schema", "--events"]);
+    assert!(out.status.success());
+    let published = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/events.schema.json"),
+    )
+    .expect("schema/events.schema.json is committed");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        published,
+        "regenerate with: th schema --events > schema/events.schema.json"
+    );
+}
+
+#[test]
 fn merge_of_kept_states_equals_the_profile_of_both() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.parquet"), dir.path().join("b.parquet"));

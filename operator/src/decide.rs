@@ -288,6 +288,9 @@ pub struct Decision {
     pub events: Vec<EventNote>,
     /// When to look again (in addition to watch events).
     pub requeue: Option<Duration>,
+    /// Tasks failed for good as this decision saw them (for the event log: their failures
+    /// are final, the others' are retried).
+    pub failed_tasks: BTreeSet<u32>,
 }
 
 /// The worker Job's name: deterministic, so a repeated create finds the first one. Kubernetes
@@ -411,6 +414,7 @@ pub fn decide(obs: &Observed, settings: &Settings) -> Decision {
         actions: Vec::new(),
         events: Vec::new(),
         requeue: None,
+        failed_tasks: BTreeSet::new(),
     };
     d.status.observed_generation = generation;
 
@@ -726,6 +730,7 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
     }
     let (running, retried) = workers_running_retried(obs, total, &completed, &failed, d);
     counts_and_progress(obs, plan, &completed, &failed, running, retried, d);
+    d.failed_tasks.clone_from(&failed);
 
     if settle(
         obs,
@@ -1067,6 +1072,7 @@ fn remote_running(obs: &Observed, plan: &PlanSummary, settings: &Settings, d: &m
             failed.extend(lost);
         }
     }
+    d.failed_tasks.clone_from(&failed);
     let running = remote
         .tasks
         .iter()
@@ -1491,6 +1497,7 @@ pub fn action_failed(
             actions: Vec::new(),
             events: Vec::new(),
             requeue: None,
+            failed_tasks: BTreeSet::new(),
         };
         fail(&mut d, reason, &msg, now, generation);
         status = d.status;

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod notify;
 pub mod progress;
 pub mod reconcile;
+pub mod run_log;
 pub mod schedule;
 pub mod status;
 

@@ -121,6 +121,8 @@ pub struct Context {
     /// The webhooks' HTTP client (spec.notify): no redirects, so a receiver cannot send the
     /// operator on to another address.
     webhooks: reqwest::Client,
+    /// The event-log records this process wrote, per job.
+    recorded: crate::run_log::Recorded,
 }
 
 impl Context {
@@ -133,6 +135,7 @@ impl Context {
             metrics: None,
             plans: Mutex::new(HashMap::new()),
             spark_runs: remote::SparkRuns::default(),
+            recorded: Default::default(),
             webhooks: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -235,18 +238,44 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     let now = OffsetDateTime::now_utc();
     let obs = observe(&pj, &ctx, now).await?;
     let decision = decide::decide(&obs, &ctx.settings);
+    let remote_tasks = obs
+        .remote
+        .as_ref()
+        .map(|r| r.tasks.clone())
+        .unwrap_or_default();
     drop(obs);
     let Decision {
         status,
         actions,
         events,
         requeue,
+        failed_tasks,
     } = decision;
 
     write_status(&pj, &ctx, &status).await?;
     for e in &events {
         publish(&pj, &ctx, e).await;
     }
+    let stalled: Vec<u32> = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ReplacePods(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    record_run_log(
+        &pj,
+        &ctx,
+        &crate::run_log::Seen {
+            status: &status,
+            failed_for_good: &failed_tasks,
+            remote_tasks: &remote_tasks,
+            stalled: &stalled,
+            stall_seconds: ctx.settings.stall_timeout.as_secs(),
+            now,
+        },
+    )
+    .await;
     if let Some(m) = &ctx.metrics {
         m.status_changed(&key, pj.status.as_ref(), &status);
         m.job_phase(&key, status.phase.map(|p| p.name()));
@@ -260,6 +289,7 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
             p.forget(uid);
         }
         ctx.spark_runs.forget(uid);
+        ctx.recorded.forget(uid);
     }
 
     let mut requeue = requeue;
@@ -327,6 +357,19 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
                 warn!(job = %key, action = what, error = %redact(&message), retry, "action failed");
                 write_status(&pj, &ctx, &failed).await?;
                 publish(&pj, &ctx, &event).await;
+                record_run_log(
+                    &pj,
+                    &ctx,
+                    &crate::run_log::Seen {
+                        status: &failed,
+                        failed_for_good: &BTreeSet::new(),
+                        remote_tasks: &[],
+                        stalled: &[],
+                        stall_seconds: ctx.settings.stall_timeout.as_secs(),
+                        now,
+                    },
+                )
+                .await;
                 if let Some(m) = &ctx.metrics {
                     m.reconcile_failed(what);
                     m.status_changed(&key, Some(&status), &failed);
@@ -343,6 +386,62 @@ pub async fn reconcile(pj: Arc<ProfileJob>, ctx: Arc<Context>) -> Result<Requeue
     }
     let next = notify_webhooks(&pj, &ctx, &latest).await;
     Ok(requeue_at(earliest(requeue, next)))
+}
+
+// ---- the run's event log ------------------------------------------------------------------
+
+/// Writes the operator's new event-log records of this reconcile under `<work>/events/`, and,
+/// when the status says for the first time that the run failed, the log beside the output (no
+/// merge will write it). Never fails the reconcile: the log is a record of the run, not the run.
+async fn record_run_log(pj: &ProfileJob, ctx: &Context, seen: &crate::run_log::Seen<'_>) {
+    // A finished run's log is written, and its work data may be gone: a later reconcile (or
+    // a restarted operator, which remembers nothing) must not write records there again.
+    let finished = pj
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_finished());
+    if finished || pj.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let uid = pj.metadata.uid.as_deref().unwrap_or_default();
+    let failed = crate::run_log::run_failed(pj.status.as_ref(), seen.status, seen.now);
+    let fresh = ctx.recorded.new_ones(uid, crate::run_log::records(seen));
+    if fresh.is_empty() && failed.is_none() {
+        return;
+    }
+    let opts = match storage(pj, ctx, true).await {
+        Ok(o) => o,
+        Err(e) => {
+            for r in &fresh {
+                ctx.recorded.unmark(uid, &r.name);
+            }
+            warn!(job = %pj.name_any(), error = %redact(&e.to_string()), "cannot write the run's event records");
+            return;
+        }
+    };
+    let prefix = work_prefix(pj);
+    for r in &fresh {
+        if let Err(e) =
+            truthound_profile::events::write_record(&prefix, &r.name, &r.events, &opts).await
+        {
+            ctx.recorded.unmark(uid, &r.name);
+            warn!(job = %pj.name_any(), record = %r.name, error = %e, "cannot write an event record");
+        }
+    }
+    if let Some(line) = failed {
+        let log = truthound_profile::events::log_uri(&pj.spec.output.uri);
+        match truthound_profile::events::write_log(&prefix, &pj.spec.output.uri, vec![line], &opts)
+            .await
+        {
+            Ok(lines) => {
+                info!(job = %pj.name_any(), log = %log, lines = lines.len(), "event log written")
+            }
+            Err(e) => {
+                warn!(job = %pj.name_any(), log = %log, error = %e, "cannot write the event log")
+            }
+        }
+    }
 }
 
 fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
@@ -1834,6 +1933,22 @@ async fn plan(
     let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
     let plan = truthound_profile::plan::plan_with_scan(&ds, &plan_request(pj)).await?;
     dataset::write_object(&uri, &out_opts, plan.to_json()).await?;
+    let planned = crate::run_log::planned(
+        &plan.id,
+        plan.tasks.len() as u32,
+        ds.files.len(),
+        OffsetDateTime::now_utc(),
+    );
+    if let Err(e) = truthound_profile::events::write_record(
+        &work_prefix(pj),
+        &planned.name,
+        &planned.events,
+        &out_opts,
+    )
+    .await
+    {
+        warn!(job = %pj.name_any(), error = %e, "cannot write the plan's event record");
+    }
     info!(
         job = %pj.name_any(),
         plan = %plan.id,

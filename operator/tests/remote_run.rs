@@ -716,6 +716,19 @@ async fn a_spark_run_profiles_like_a_single_pass_and_a_second_operator_finishes_
     assert_eq!((t.total, t.succeeded, t.failed), (total, total, 0), "{t:?}");
     let profile = profile_json(&out);
     assert_same_exact(&profile, &single_pass(&data).await);
+    // Spark runs no worker of ours: the operator records each task's attempts for the log.
+    let log_path = format!("{}.events.jsonl", out.display());
+    let log = truthound_profile::events::from_jsonl(
+        &std::fs::read(&log_path).expect("the event log beside the profile"),
+        &log_path,
+    )
+    .expect("the log parses");
+    let finished: std::collections::BTreeSet<u32> = log
+        .iter()
+        .filter(|e| e.event == truthound_profile::events::EventKind::TaskFinished)
+        .filter_map(|e| e.task)
+        .collect();
+    assert_eq!(finished, (0..total).collect(), "{log:#?}");
     // What Spark cannot compute is said, not invented.
     let unavailable = profile["unavailable"]
         .as_array()

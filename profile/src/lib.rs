@@ -8,6 +8,7 @@
 pub mod dataset;
 pub mod drift;
 pub mod error;
+pub mod events;
 pub mod kernel;
 pub mod limits;
 pub mod merge;

@@ -1,11 +1,14 @@
 //! Finishing a stored run: read the partial profiles a plan's tasks wrote, merge them, and write
 //! the profile, the task table and a small summary of what was merged.
 //!
+//! The merge also writes the run's event log (`<profile>.events.jsonl`, see [`crate::events`]).
+//!
 //! The operator calls this in-process for small runs, and `th-worker merge` calls it in a merge
 //! pod for large ones; both write the same objects, so the operator finishes either way by
 //! reading [`MergeSummary`] back.
 
 use crate::dataset::{StorageOptions, read_object, write_object};
+use crate::events::{self, EventKind, RunEvent};
 use crate::partial::PartialProfile;
 use crate::plan::Plan;
 use crate::profile::TableProfile;
@@ -69,6 +72,8 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
     let ids: Vec<u32> = (0..plan.tasks.len() as u32)
         .filter(|t| !run.missing.contains(t))
         .collect();
+    let started = std::time::Instant::now();
+    let started_at = time::OffsetDateTime::now_utc();
     let mut partials = futures::stream::iter(ids.iter().copied())
         .map(|t| {
             let uri = run.partial_uri(t);
@@ -100,6 +105,19 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
     let profile =
         TableProfile::from_partial(&merged, run.duration_ms, false, plan.options.histogram_bins);
     write_object(&run.profile_uri, opts, profile.to_json()).await?;
+    // The event log, beside the profile and before the summary (which says the run is done).
+    let merge_events = vec![
+        RunEvent::new(EventKind::MergeStarted, "merge", started_at).tasks(ids.len() as u32),
+        RunEvent::new(
+            EventKind::MergeFinished,
+            "merge",
+            time::OffsetDateTime::now_utc(),
+        )
+        .tasks(ids.len() as u32)
+        .rows(profile.row_count)
+        .millis(started.elapsed().as_millis() as u64),
+    ];
+    events::write_log(&run.work_prefix, &run.profile_uri, merge_events, opts).await?;
 
     let table: Vec<serde_json::Value> = plan
         .tasks

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
 use truthound_profile::dataset::{self, StorageOptions};
+use truthound_profile::events::{self, EventKind, RunEvent};
 use truthound_profile::merge::{StoredRun, merge_stored};
 use truthound_profile::run::{self, Event, Progress};
 use truthound_profile::{Error, ErrorClass, PartialProfile, Plan};
@@ -392,12 +393,83 @@ async fn run_task(
         }
     });
     info!(plan = %plan.id, task, "task started");
-    let partial = run::run_task(&plan, task, store, &progress).await?;
-    dataset::write_object(out, storage, partial.to_bytes())
-        .await
-        .with_context(|| format!("writing the partial profile to {out}"))?;
-    info!(out = %out, "partial written");
-    Ok(planned_rows.unwrap_or(partial.row_count()))
+    let attempt = Attempt::start(task);
+    let ran = async {
+        let partial = run::run_task(&plan, task, store, &progress).await?;
+        dataset::write_object(out, storage, partial.to_bytes())
+            .await
+            .with_context(|| format!("writing the partial profile to {out}"))?;
+        info!(out = %out, "partial written");
+        Ok::<_, anyhow::Error>(partial.row_count())
+    }
+    .await;
+    attempt
+        .record(out, ran.as_ref().ok().copied(), storage)
+        .await;
+    Ok(planned_rows.unwrap_or(ran?))
+}
+
+/// One attempt at a task, for the run's event log: its start, and its finish when the partial
+/// is written. A failure is recorded by whoever sees its cause (the operator sees an OOM kill,
+/// a stall or a pod's exit message; a worker that dies cannot write).
+struct Attempt {
+    task: u32,
+    worker: String,
+    started: time::OffsetDateTime,
+    clock: std::time::Instant,
+}
+
+impl Attempt {
+    fn start(task: u32) -> Self {
+        let worker = ["POD_NAME", "HOSTNAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|p| !p.is_empty()))
+            .map_or_else(
+                || format!("pid-{}", std::process::id()),
+                |host| format!("{host}-{}", std::process::id()),
+            );
+        Attempt {
+            task,
+            worker,
+            started: time::OffsetDateTime::now_utc(),
+            clock: std::time::Instant::now(),
+        }
+    }
+
+    /// Writes the attempt's record beside the partial at `out` (`<work>/events/`), when `out`
+    /// is a run's partial. Never fails the task: the log is a record, the partial is the work.
+    async fn record(&self, out: &str, rows: Option<u64>, storage: &StorageOptions) {
+        let Some(work) = events::work_prefix_of_partial(out) else {
+            return;
+        };
+        let mut lines = vec![
+            RunEvent::new(EventKind::TaskStarted, "worker", self.started)
+                .task(self.task)
+                .worker(&self.worker),
+        ];
+        if let Some(rows) = rows {
+            lines.push(
+                RunEvent::new(
+                    EventKind::TaskFinished,
+                    "worker",
+                    time::OffsetDateTime::now_utc(),
+                )
+                .task(self.task)
+                .worker(&self.worker)
+                .rows(rows)
+                .millis(self.clock.elapsed().as_millis() as u64),
+            );
+        }
+        let name = format!(
+            "task-{}-{}-{}",
+            self.task,
+            self.worker,
+            self.started.unix_timestamp_nanos() / 1_000_000
+        );
+        if let Err(e) = events::write_record(work, &name, &lines, storage).await {
+            warn!(task = self.task, error = %e, "cannot write the task's event record");
+        }
+    }
 }
 
 /// The rows of the partial at `out` if it is this task's of this plan: a pod that is re-run

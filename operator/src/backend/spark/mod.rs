@@ -345,6 +345,7 @@ async fn task_attempt(
     attempt: u32,
     started: Instant,
 ) -> Result<(), SparkError> {
+    let attempt_started = time::OffsetDateTime::now_utc();
     let plan = &ctx.plan;
     let task = plan
         .task(id)
@@ -392,6 +393,7 @@ async fn task_attempt(
     dataset::write_object(&uri, &ctx.submit.storage, p.to_bytes())
         .await
         .map_err(|e| SparkError::storage(e, format!("writing the partial profile {uri}")))?;
+    record_attempt(ctx, id, &uri, attempt_started, p.row_count(), millis).await;
     for statement in &q.setup {
         // Views live as long as the session; drop this task's once it is done with them.
         if let Some(view) = statement
@@ -403,6 +405,44 @@ async fn task_attempt(
         }
     }
     Ok(())
+}
+
+/// The attempt's record for the run's event log (as `th-worker` writes one): Spark runs no
+/// worker of ours, so the operator writes it. Never fails the task.
+async fn record_attempt(
+    ctx: &Context,
+    task: u32,
+    partial_uri: &str,
+    started: time::OffsetDateTime,
+    rows: u64,
+    millis: u64,
+) {
+    use truthound_profile::events::{self, EventKind, RunEvent};
+    let Some(work) = events::work_prefix_of_partial(partial_uri) else {
+        return;
+    };
+    let worker = connect::redact(&ctx.client.url());
+    let lines = [
+        RunEvent::new(EventKind::TaskStarted, "operator", started)
+            .task(task)
+            .worker(&worker),
+        RunEvent::new(
+            EventKind::TaskFinished,
+            "operator",
+            time::OffsetDateTime::now_utc(),
+        )
+        .task(task)
+        .worker(&worker)
+        .rows(rows)
+        .millis(millis),
+    ];
+    let name = format!(
+        "task-{task}-spark-{}",
+        started.unix_timestamp_nanos() / 1_000_000
+    );
+    if let Err(e) = events::write_record(work, &name, &lines, &ctx.submit.storage).await {
+        tracing::warn!(task, error = %e, "cannot write the task's event record");
+    }
 }
 
 #[cfg(test)]
