@@ -680,7 +680,10 @@ fn worker_reports_reach_the_status_through_the_progress_service() {
                 pj["status"].pointer(field).cloned().unwrap_or(Value::Null)
             })
     };
-    op.eventually("the workers are created", |_| status("/phase") == "Running");
+    // The status says Running before the reconcile that wrote it creates the Secret and the Job.
+    op.eventually("the workers are created", |_| {
+        status("/phase") == "Running" && !cluster.lock().expect("cluster").jobs.is_empty()
+    });
     assert_eq!(status("/progress/rowsProcessed"), 0);
     // The worker Job's pods get their job's token from the Secret the operator made.
     let token = {
