@@ -279,6 +279,7 @@ impl PlanArgs {
                 seed: self.sample_seed,
             }),
             target_task_bytes: self.target_task_bytes,
+            cache: false,
         })
     }
 }
@@ -329,6 +330,12 @@ pub struct ProfileArgs {
     /// Also write the plan here.
     #[arg(long)]
     pub plan_out: Option<String>,
+    /// Incremental runs: a directory or object-store prefix of task partials. Tasks then read
+    /// one file each; a task whose file (path, size, ETag/version or mtime, part read), columns,
+    /// options and engine version match a cached partial reuses it, the others run and are
+    /// cached. Not with the hash strategy; the local backend only.
+    #[arg(long, value_name = "DIR|URI")]
+    pub cache: Option<String>,
     /// Remote backends: where the plan and the tasks' partials go, a prefix the cluster's
     /// workers can read and write (default: `.th-work/<run>` beside --output, else a local
     /// temporary directory, which only workers on this machine can reach).

@@ -21,6 +21,7 @@ use clap::Parser;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
+use truthound_profile::cache::PartialCache;
 use truthound_profile::dataset::{self, StorageOptions};
 use truthound_profile::run::{self, Progress};
 use truthound_profile::{PartialProfile, Plan, TableProfile, plan};
@@ -82,7 +83,12 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) -> Result<Plan> {
+async fn make_plan(
+    args: &PlanArgs,
+    storage: &StorageOptions,
+    workers: usize,
+    cache: bool,
+) -> Result<Plan> {
     let csv = args.csv.options()?;
     let dataset = dataset::discover_with(&args.uri, args.format, storage, &csv).await?;
     if args.csv.any() && dataset.format != dataset::Format::Csv {
@@ -96,12 +102,23 @@ async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) ->
         }
         .into());
     }
-    let request = args.request(workers)?;
+    let mut request = args.request(workers)?;
+    request.cache = cache;
     Ok(plan::plan_with_scan(&dataset, &request).await?)
 }
 
 fn profile(args: ProfileArgs) -> Result<()> {
-    match args.backend()? {
+    let backend = args.backend()?;
+    if args.cache.is_some() && backend != Backend::Local {
+        return Err(truthound_profile::Error::Invalid {
+            what: "--cache",
+            detail: "incremental runs are for the local backend (on a cluster, give the \
+                     ProfileJob a spec.cache)"
+                .into(),
+        }
+        .into());
+    }
+    match backend {
         Backend::Auto => return auto::profile(args),
         Backend::Local => {}
         Backend::Dask => return dask::profile(args),
@@ -112,8 +129,12 @@ fn profile(args: ProfileArgs) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = runtime(workers)?;
     let started = Instant::now();
+    let cache = args
+        .cache
+        .as_deref()
+        .map(|uri| PartialCache::new(uri, &storage));
     let (plan, merged) = rt.block_on(async {
-        let plan = Arc::new(make_plan(&args.plan, &storage, workers).await?);
+        let plan = Arc::new(make_plan(&args.plan, &storage, workers, cache.is_some()).await?);
         if let Some(uri) = &args.plan_out {
             dataset::write_object(uri, &storage, plan.to_json())
                 .await
@@ -121,12 +142,48 @@ fn profile(args: ProfileArgs) -> Result<()> {
         }
         let bar = progress::Bar::new(&plan, args.quiet || args.json);
         let sink: Progress = bar.sink();
-        let merged = run::run_plan(plan.clone(), workers, sink).await;
+        let merged = match &cache {
+            None => run::run_plan(plan.clone(), workers, sink)
+                .await
+                .map(|m| (m, None)),
+            Some(cache) => {
+                let known = cache.lookup(&plan).await;
+                run::run_plan_reusing(plan.clone(), workers, sink, known, Some(cache))
+                    .await
+                    .map(|r| (r.merged, Some(r.reused.len() as u64)))
+            }
+        };
         bar.finish();
         anyhow::Ok((plan, merged?))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
-    finish_profile(&rt, &args, &storage, &plan, &merged, elapsed, workers)
+    let (merged, reused) = merged;
+    if let (Some(n), Some(cache)) = (reused, &cache) {
+        // On stderr, as the progress: stdout is the profile (--json) or its summary.
+        if !args.quiet {
+            eprintln!(
+                "cache {}: reused {n} of {} tasks, ran {}",
+                cache.uri(),
+                plan.tasks.len(),
+                plan.tasks.len() as u64 - n
+            );
+        }
+    }
+    let ran = Ran {
+        elapsed_ms: elapsed,
+        workers,
+        reused,
+    };
+    finish_profile(&rt, &args, &storage, &plan, &merged, ran)
+}
+
+/// How a run went, for its profile and summary.
+pub(crate) struct Ran {
+    pub elapsed_ms: u64,
+    /// Workers (threads or remote slots) that ran the tasks.
+    pub workers: usize,
+    /// With a cache: the tasks whose partials were reused.
+    pub reused: Option<u64>,
 }
 
 /// The end of every `th profile`, wherever its tasks ran: the profile of the merged partials,
@@ -137,15 +194,16 @@ pub(crate) fn finish_profile(
     storage: &StorageOptions,
     plan: &Plan,
     merged: &PartialProfile,
-    elapsed_ms: u64,
-    workers: usize,
+    ran: Ran,
 ) -> Result<()> {
-    let profile = TableProfile::from_partial(
+    let mut profile = TableProfile::from_partial(
         merged,
-        elapsed_ms,
+        ran.elapsed_ms,
         args.keep_state,
         plan.options.histogram_bins,
     );
+    profile.partitioning.tasks_reused = ran.reused;
+    let workers = ran.workers;
     let json = profile.to_json();
     if let Some(out) = &args.output {
         rt.block_on(dataset::write_object(out, storage, json.clone()))
@@ -168,7 +226,7 @@ fn write_plan(args: PlanCmd) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = runtime(1)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let plan = rt.block_on(make_plan(&args.plan, &storage, workers))?;
+    let plan = rt.block_on(make_plan(&args.plan, &storage, workers, false))?;
     match &args.output {
         Some(out) => rt
             .block_on(dataset::write_object(out, &storage, plan.to_json()))

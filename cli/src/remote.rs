@@ -277,7 +277,7 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
     let name = backend.name();
     let (plan, merged, threads) = rt.block_on(async {
         // Partition for the cluster, not for this machine: twice the workers by default.
-        let plan = make_plan(&args.plan, &storage, args.workers.unwrap_or(4)).await?;
+        let plan = make_plan(&args.plan, &storage, args.workers.unwrap_or(4), false).await?;
         if let Some(uri) = &args.plan_out {
             dataset::write_object(uri, &storage, plan.to_json())
                 .await
@@ -331,7 +331,10 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
         &storage,
         &plan,
         &merged,
-        elapsed,
-        threads.max(1) as usize,
+        crate::Ran {
+            elapsed_ms: elapsed,
+            workers: threads.max(1) as usize,
+            reused: None,
+        },
     )
 }

@@ -782,8 +782,7 @@ async fn deleting_a_spark_job_midway_interrupts_its_queries() {
     let work = dir.path().join(format!("lake/profiles/.truthound/{uid}"));
     // The plan is read while the job runs: deleting the job deletes its work data.
     let plan: Value = delete_once_running_then(&state, &ctx, || {
-        serde_json::from_slice(&std::fs::read(work.join("plan")).expect("plan"))
-            .expect("plan JSON")
+        serde_json::from_slice(&std::fs::read(work.join("plan")).expect("plan")).expect("plan JSON")
     })
     .await;
     // The run was cancelled: the tasks not started by then never start. Without the cancel
