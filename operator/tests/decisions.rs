@@ -56,6 +56,7 @@ fn plan(tasks: u32) -> PlanSummary {
         bytes: 4_000_000,
         columns: 4,
         exact_limit: 10_000,
+        reused: Default::default(),
     }
 }
 
@@ -225,7 +226,8 @@ fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
         d.actions,
         vec![Action::CreateWorkers {
             name: "events-w1".into(),
-            tasks: 4
+            tasks: 4,
+            only: None,
         }]
     );
     assert_eq!(d.status.phase, Some(Phase::Running));
@@ -772,7 +774,8 @@ fn restart_after_status_but_before_the_job_was_created_creates_it_with_the_same_
         d.actions,
         vec![Action::CreateWorkers {
             name: "events-w1".into(),
-            tasks: 4
+            tasks: 4,
+            only: None,
         }]
     );
     assert_eq!(d.status.phase, Some(Phase::Running));

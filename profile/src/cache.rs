@@ -202,8 +202,10 @@ impl PartialCache {
 
     /// The cached partials of every task of `plan` (in task order; `None`: a miss).
     pub async fn lookup(&self, plan: &Plan) -> Vec<Option<PartialProfile>> {
-        futures::stream::iter(plan.tasks.iter())
-            .map(|t| self.get(plan, t))
+        // The futures made before the stream, not by a closure in it: a stream of a closure's
+        // futures that borrow is not `Send` for every lifetime, which a controller needs.
+        let lookups: Vec<_> = plan.tasks.iter().map(|t| self.get(plan, t)).collect();
+        futures::stream::iter(lookups)
             .buffered(CONCURRENCY)
             .collect()
             .await

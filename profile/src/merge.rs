@@ -5,6 +5,7 @@
 //! pod for large ones; both write the same objects, so the operator finishes either way by
 //! reading [`MergeSummary`] back.
 
+use crate::cache::PartialCache;
 use crate::dataset::{StorageOptions, read_object, write_object};
 use crate::partial::PartialProfile;
 use crate::plan::Plan;
@@ -22,6 +23,10 @@ const READ_AHEAD: usize = 8;
 #[derive(Debug, Clone)]
 pub struct StoredRun<'a> {
     pub plan: &'a Plan,
+    /// Incremental runs: the partials of the tasks that ran (not `reused`) are stored here.
+    pub cache: Option<PartialCache>,
+    /// Tasks whose partials came from the cache.
+    pub reused: BTreeSet<u32>,
     /// The run's work prefix: partials are `<work>/partials/<task>`; `tasks.json` and
     /// `merge.json` are written beside them.
     pub work_prefix: String,
@@ -56,6 +61,22 @@ impl StoredRun<'_> {
     }
 }
 
+/// Where the planner of an incremental run records the tasks it found in the cache (their
+/// partials copied to the work data), beside the plan at `plan_uri`: a JSON array of task ids.
+pub fn reused_uri(plan_uri: &str) -> String {
+    format!("{plan_uri}.reused")
+}
+
+/// The tasks reused from the cache; none when the plan had no cache. Unreadable: none, which
+/// only runs again tasks whose partials are there (a worker finds them and exits at once) and
+/// caches their partials again.
+pub async fn read_reused(plan_uri: &str, opts: &StorageOptions) -> BTreeSet<u32> {
+    match read_object(&reused_uri(plan_uri), opts).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
 /// Where a merge leaves its [`MergeSummary`].
 pub fn summary_uri(work_prefix: &str) -> String {
     format!("{work_prefix}/merge.json")
@@ -81,6 +102,13 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
                         plan.id
                     )));
                 }
+                if let (Some(cache), false, Ok(task)) =
+                    (&run.cache, run.reused.contains(&t), plan.task(t))
+                    && let Err(e) = cache.put(task, &p).await
+                {
+                    // The profile does not need the cache: the next run runs this task again.
+                    tracing::warn!(task = t, cache = %cache.uri(), error = %e, "cannot store a partial in the cache");
+                }
                 Ok(p)
             }
         })
@@ -97,8 +125,11 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
             "no partial profile to merge: every task failed or the dataset is empty".into(),
         ));
     };
-    let profile =
+    let mut profile =
         TableProfile::from_partial(&merged, run.duration_ms, false, plan.options.histogram_bins);
+    if run.cache.is_some() {
+        profile.partitioning.tasks_reused = Some(run.reused.len() as u64);
+    }
     write_object(&run.profile_uri, opts, profile.to_json()).await?;
 
     let table: Vec<serde_json::Value> = plan

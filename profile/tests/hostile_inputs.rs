@@ -117,6 +117,8 @@ fn tamper(work: &Path, task: u32, edit: impl FnOnce(&mut Vec<u8>)) {
 fn merge_err(plan: &Plan, work: &Path) -> (Error, Duration) {
     let run = StoredRun {
         plan,
+        cache: None,
+        reused: Default::default(),
         work_prefix: work.to_str().unwrap().to_string(),
         missing: Default::default(),
         profile_uri: work.join("profile.json").to_str().unwrap().to_string(),

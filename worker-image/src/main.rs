@@ -49,10 +49,15 @@ enum Command {
         #[arg(long)]
         plan: String,
         /// Task id (0-based). Defaults to JOB_COMPLETION_INDEX, the index of a Kubernetes
-        /// Indexed Job's pod.
+        /// Indexed Job's pod. With --tasks, the index into that list.
         #[arg(long, env = "JOB_COMPLETION_INDEX")]
         task: u32,
-        /// Where to write the partial profile (a path or URI).
+        /// The tasks of the Job's pods, as index ranges (`3,7,19-25`): pod i runs the i-th (an
+        /// incremental run skips the tasks whose partials came from the cache).
+        #[arg(long, value_name = "RANGES")]
+        tasks: Option<String>,
+        /// Where to write the partial profile (a path or URI); `{task}` is replaced by the
+        /// task id.
         #[arg(long)]
         out: String,
         #[command(flatten)]
@@ -79,6 +84,10 @@ enum Command {
         /// Tasks that failed and are merged without (comma-separated ids).
         #[arg(long, value_delimiter = ',')]
         missing: Vec<u32>,
+        /// Incremental runs: the cache the partials of the tasks that ran go to (the reused
+        /// ones are listed beside the plan, in `<PLAN>.reused`).
+        #[arg(long, value_name = "URI")]
+        cache: Option<String>,
         /// When the run started (RFC 3339), for the profile's duration.
         #[arg(long)]
         started_at: Option<String>,
@@ -226,16 +235,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::RunTask {
             plan,
             task,
+            tasks,
             out,
             storage,
             threads,
             progress,
-        } => run_task_command(&plan, task, &out, storage.options(), threads, progress),
+        } => {
+            let task = match &tasks {
+                Some(list) => task_at(list, task)?,
+                None => task,
+            };
+            let out = out.replace("{task}", &task.to_string());
+            run_task_command(&plan, task, &out, storage.options(), threads, progress)
+        }
         Command::Merge {
             plan,
             work,
             out,
             missing,
+            cache,
             started_at,
             storage,
             threads,
@@ -244,10 +262,43 @@ fn run(cli: Cli) -> Result<()> {
             &work,
             &out,
             missing,
+            cache.as_deref(),
             started_at.as_deref(),
             &storage.options(),
         )),
     }
+}
+
+/// The `index`-th task of `ranges` (`3,7,19-25`, ascending).
+fn task_at(ranges: &str, index: u32) -> Result<u32> {
+    let bad = |detail: String| Error::Invalid {
+        what: "--tasks",
+        detail,
+    };
+    let mut seen = 0u32;
+    for part in ranges.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| bad(format!("`{part}` is not a task id or a range of them")))
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if b < a {
+            return Err(bad(format!("`{part}` is an empty range")).into());
+        }
+        let len = b - a + 1;
+        if index - seen < len {
+            return Ok(a + (index - seen));
+        }
+        seen += len;
+    }
+    Err(bad(format!(
+        "pod index {index} is past the {seen} tasks of `{ranges}`"
+    ))
+    .into())
 }
 
 /// Merges the run's partials and writes the profile, the task table and the summary.
@@ -256,6 +307,7 @@ async fn merge(
     work: &str,
     out: &str,
     missing: Vec<u32>,
+    cache: Option<&str>,
     started_at: Option<&str>,
     storage: &StorageOptions,
 ) -> Result<()> {
@@ -280,8 +332,14 @@ async fn merge(
                 .max(0) as u64
         })
         .unwrap_or(0);
+    let reused = match cache {
+        Some(_) => truthound_profile::merge::read_reused(plan_uri, storage).await,
+        None => Default::default(),
+    };
     let stored = StoredRun {
         plan: &plan,
+        cache: cache.map(|c| truthound_profile::cache::PartialCache::new(c, storage)),
+        reused,
         work_prefix: work.trim_end_matches('/').to_string(),
         missing: missing.into_iter().collect(),
         profile_uri: out.to_string(),
@@ -440,4 +498,18 @@ fn is_partial_of(partial: &PartialProfile, plan: &Plan, task: u32) -> bool {
                 && r.dataset == plan.dataset.uri
                 && r.columns == plan.columns
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_at;
+
+    #[test]
+    fn a_pod_index_is_the_task_at_that_place_of_the_ranges() {
+        let got: Vec<u32> = (0..5).map(|i| task_at("3,7,19-21", i).unwrap()).collect();
+        assert_eq!(got, vec![3, 7, 19, 20, 21]);
+        assert!(task_at("3,7", 2).is_err(), "past the list");
+        assert!(task_at("3-x", 0).is_err());
+        assert!(task_at("5-2", 0).is_err());
+    }
 }
