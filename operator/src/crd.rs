@@ -618,6 +618,9 @@ pub struct OutputSpec {
     /// (`.truthound/`), which is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": URI_SCHEME_RULE, "message": "output.cacheUri must start with s3://, s3a://, gs://, az://, adl://, azure://, abfs://, abfss://, http://, https:// or file://"}
+    ]))]
     pub cache_uri: Option<String>,
 }
 
