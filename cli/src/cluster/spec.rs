@@ -160,6 +160,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
             credentials_secret_ref: None,
             keep_work_data: args.keep_work_data,
             work_data_ttl_seconds_after_failure: None,
+            cache_uri: args.cache.clone(),
         },
         backoff_limit_per_task: int("--retries", args.retries, 100)?,
         max_failed_tasks: int("--max-failed-tasks", args.max_failed_tasks, i32::MAX as u32)?,
