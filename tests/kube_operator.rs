@@ -1783,10 +1783,13 @@ fn a_second_profilejob_over_changed_files_runs_only_their_tasks() {
         );
         assert_eq!(pods, 20);
 
-        // Two files changed, one added, one deleted.
-        write(3, 5000..5150);
-        write(11, 6000..6040);
-        write(20, 7000..7100);
+        // Two files changed, one added, one deleted (the support's `put` runs a runtime of
+        // its own, off this one's worker thread).
+        tokio::task::block_in_place(|| {
+            write(3, 5000..5150);
+            write(11, 6000..6040);
+            write(20, 7000..7100);
+        });
         std::fs::remove_file(local.path().join("part-05.parquet")).expect("rm");
         {
             use object_store::ObjectStoreExt;
