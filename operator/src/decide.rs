@@ -653,6 +653,12 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     if wait_for_foreign(obs, settings, d) {
         return;
     }
+    if plan.to_run().is_empty() {
+        // Every partial came from the cache: nothing to run, whatever the backend.
+        counts_and_progress(obs, plan, &plan.reused, &BTreeSet::new(), 0, 0, d);
+        enter_merging(d, Vec::new(), plan, settings, now, generation);
+        return;
+    }
     if remote_kind(&d.status).is_some() {
         counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
         if obs.job.spec.suspend {
@@ -666,12 +672,6 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     }
     let name = workers_name_of(obs);
     let to_run = plan.to_run().len() as u32;
-    if to_run == 0 {
-        // Every partial came from the cache: nothing to run.
-        counts_and_progress(obs, plan, &plan.reused, &BTreeSet::new(), 0, 0, d);
-        enter_merging(d, Vec::new(), plan, settings, now, generation);
-        return;
-    }
     d.actions.push(Action::CreateWorkers {
         name: name.clone(),
         tasks: to_run,
