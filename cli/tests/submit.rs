@@ -209,6 +209,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
             credentials_secret_ref: None,
             keep_work_data: false,
             work_data_ttl_seconds_after_failure: None,
+            cache_uri: None,
         },
         backoff_limit_per_task: Some(5),
         max_failed_tasks: Some(2),
