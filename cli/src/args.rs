@@ -29,10 +29,11 @@ pub enum Command {
     ///   th profile 'logs/*.csv' --strategy column_based --partitions 4 --json
     ///   th profile users.parquet --strategy hash --hash-column user_id --partitions 8
     #[command(verbatim_doc_comment)]
-    Profile(ProfileArgs),
+    // Boxed, as `Plan`: the two large variants (clippy::large_enum_variant).
+    Profile(Box<ProfileArgs>),
     /// Write the plan of a profile (its tasks) without running it; `th-worker run-task` runs
     /// one task of it.
-    Plan(PlanCmd),
+    Plan(Box<PlanCmd>),
     /// Merge partial profiles, and profiles written with --keep-state, into one profile.
     Merge(MergeArgs),
     /// Print the JSON Schema of the profile format.

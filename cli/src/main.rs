@@ -62,8 +62,8 @@ fn init_tracing(verbose: u8) {
 
 fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Profile(args) => profile(args),
-        Command::Plan(args) => write_plan(args),
+        Command::Profile(args) => profile(*args),
+        Command::Plan(args) => write_plan(*args),
         Command::Merge(args) => merge(args),
         Command::Schema => {
             print!("{}", TableProfile::json_schema());
