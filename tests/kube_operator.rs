@@ -1820,3 +1820,115 @@ fn a_worker_near_its_memory_limit_is_warned_of_in_the_status_and_an_event() {
         delete_namespace(&client, &ns).await;
     });
 }
+
+/// Issue 15's incremental run on the real control plane and S3: a 20-file dataset profiled
+/// with `spec.output.cacheUri`, then 2 files changed, 1 added and 1 deleted: the second
+/// ProfileJob's worker Job has exactly 3 completions (3 pods ran), `status.tasks.reused` is 17,
+/// and its profile equals `th profile` of the changed files.
+#[test]
+fn a_second_profilejob_over_changed_files_runs_only_their_tasks() {
+    cluster();
+    let bucket = new_bucket("kube-incr");
+    let local = tempfile::tempdir().expect("temp dir");
+    let write = |f: i64, rows: std::ops::Range<i64>| {
+        let bytes = parquet_bytes(&table(rows), 300);
+        std::fs::write(local.path().join(format!("part-{f:02}.parquet")), &bytes).expect("write");
+        put(&bucket, &format!("data/part-{f:02}.parquet"), bytes);
+    };
+    for f in 0..20 {
+        write(f, f * 100..(f + 1) * 100);
+    }
+    let extra = json!({
+        "backend": {"type": "local", "local": {"parallelism": 4}},
+        "partitioning": {"strategy": "row_based", "partitions": 4},
+        "output": {"cacheUri": format!("s3://{bucket}/cache/")},
+    });
+    rt().block_on(async {
+        let client = admin().await;
+        let (ns, _agent) = test_namespace(&client, "incr").await;
+        let op = Operator::start(&ns);
+        let run = |name: &'static str| {
+            let (client, ns, extra, bucket) = (client.clone(), ns.clone(), extra.clone(), &bucket);
+            let op = &op;
+            async move {
+                create_pj(&client, &ns, profilejob(name, bucket, extra)).await;
+                let pj = wait_phase(&client, op, name, "Succeeded", 180).await;
+                let worker: Vec<Job> = jobs_of(&client, &ns)
+                    .await
+                    .into_iter()
+                    .filter(|j| j.metadata.name.as_deref() == Some(&format!("{name}-w1")))
+                    .collect();
+                let pods = pods_of(&client, &ns)
+                    .await
+                    .into_iter()
+                    .filter(|p| {
+                        p.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("batch.kubernetes.io/job-name"))
+                            .is_some_and(|j| *j == format!("{name}-w1"))
+                    })
+                    .count();
+                (pj, worker, pods)
+            }
+        };
+
+        let (pj, worker, pods) = run("day1").await;
+        assert_eq!(pj["status"]["tasks"]["total"], 20, "{:#}", pj["status"]);
+        assert_eq!(
+            worker[0].spec.as_ref().and_then(|s| s.completions),
+            Some(20)
+        );
+        assert_eq!(pods, 20);
+
+        // Two files changed, one added, one deleted (the support's `put` runs a runtime of
+        // its own, off this one's worker thread).
+        tokio::task::block_in_place(|| {
+            write(3, 5000..5150);
+            write(11, 6000..6040);
+            write(20, 7000..7100);
+        });
+        std::fs::remove_file(local.path().join("part-05.parquet")).expect("rm");
+        {
+            use object_store::ObjectStoreExt;
+            store(&bucket)
+                .delete(&object_store::path::Path::from("data/part-05.parquet"))
+                .await
+                .expect("delete");
+        }
+
+        let (pj, worker, pods) = run("day2").await;
+        let status = &pj["status"];
+        assert_eq!(status["tasks"]["total"], 20, "{status:#}");
+        assert_eq!(status["tasks"]["reused"], 17, "{status:#}");
+        assert_eq!(status["tasks"]["succeeded"], 20, "{status:#}");
+        let job = &worker[0];
+        assert_eq!(job.spec.as_ref().and_then(|s| s.completions), Some(3));
+        assert_eq!(
+            job.status.as_ref().and_then(|s| s.succeeded),
+            Some(3),
+            "three task pods ran"
+        );
+        assert_eq!(pods, 3);
+        let profile: Value =
+            serde_json::from_slice(&s3_get(&bucket, "profiles/day2.json")).expect("profile JSON");
+        assert_eq!(profile["partitioning"]["tasks_reused"], 17);
+        // The event log says which tasks were reused and which ran.
+        let log = event_log(&bucket, "profiles/day2.json");
+        let tasks_of = |k: EventKind| -> std::collections::BTreeSet<u32> {
+            log.iter()
+                .filter(|e| e.event == k)
+                .filter_map(|e| e.task)
+                .collect()
+        };
+        let (reused, ran) = (
+            tasks_of(EventKind::TaskReused),
+            tasks_of(EventKind::TaskFinished),
+        );
+        assert_eq!((reused.len(), ran.len()), (17, 3), "{log:#?}");
+        assert!(reused.is_disjoint(&ran), "{log:#?}");
+        assert_eq!(profile["row_count"], 2000 - 100 + 50 - 60 + 100);
+        assert_same_exact(&profile, &local_profile(local.path()));
+        delete_namespace(&client, &ns).await;
+    });
+}

@@ -344,6 +344,22 @@ fn a_run_over_changed_data_is_drift_naming_the_changed_column() {
         let drift = st.last_drift.expect("lastDrift");
         assert_eq!(drift.drifted_columns, ["value"], "{drift:?}");
         assert_ne!(drift.job, drift.previous_job);
+        // Scheduled runs keep their profiles' state, so drift compares the sketches.
+        let run = runs_of(&client, &ns, "drift")
+            .await
+            .into_iter()
+            .find(|pj| pj.metadata.name.as_deref() == Some(drift.job.as_str()))
+            .expect("the compared run");
+        assert_eq!(run.spec.profile.keep_state, Some(true));
+        let key = run
+            .spec
+            .output
+            .uri
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .expect("the run's output in the bucket")
+            .to_string();
+        let profile: Value = serde_json::from_slice(&s3_get(&bucket, &key)).expect("profile");
+        assert!(!profile["state"].is_null(), "the profile embeds its state");
         op.assert_running();
         delete_namespace(&client, &ns).await;
     });

@@ -36,10 +36,11 @@ pub enum Command {
     ///   th profile 'logs/*.csv' --strategy column_based --partitions 4 --json
     ///   th profile users.parquet --strategy hash --hash-column user_id --partitions 8
     #[command(verbatim_doc_comment)]
-    Profile(ProfileArgs),
+    // Boxed, as `Plan`: the two large variants (clippy::large_enum_variant).
+    Profile(Box<ProfileArgs>),
     /// Write the plan of a profile (its tasks) without running it; `th-worker run-task` runs
     /// one task of it.
-    Plan(PlanCmd),
+    Plan(Box<PlanCmd>),
     /// Merge partial profiles, and profiles written with --keep-state, into one profile.
     Merge(MergeArgs),
     /// Print the JSON Schema of the profile format (`--events`: of the event log's lines).
@@ -297,6 +298,7 @@ impl PlanArgs {
                 seed: self.sample_seed,
             }),
             target_task_bytes: self.target_task_bytes,
+            cache: false,
         })
     }
 }
@@ -347,6 +349,12 @@ pub struct ProfileArgs {
     /// Also write the plan here.
     #[arg(long)]
     pub plan_out: Option<String>,
+    /// Incremental runs: a directory or object-store prefix of task partials. Tasks then read
+    /// one file each; a task whose file (path, size, ETag/version or mtime, part read), columns,
+    /// options and engine version match a cached partial reuses it, the others run and are
+    /// cached. Not with the hash strategy; the local backend only.
+    #[arg(long, value_name = "DIR|URI")]
+    pub cache: Option<String>,
     /// Remote backends: where the plan and the tasks' partials go, a prefix the cluster's
     /// workers can read and write (default: `.th-work/<run>` beside --output, else a local
     /// temporary directory, which only workers on this machine can reach).

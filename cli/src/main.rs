@@ -23,6 +23,7 @@ use clap::Parser;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
+use truthound_profile::cache::PartialCache;
 use truthound_profile::dataset::{self, StorageOptions};
 use truthound_profile::run::{self, Progress};
 use truthound_profile::{PartialProfile, Plan, TableProfile, plan};
@@ -67,8 +68,8 @@ fn init_tracing(verbose: u8) {
 fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
     let done = |r: Result<()>| r.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
-        Command::Profile(args) => done(profile(args)),
-        Command::Plan(args) => done(write_plan(args)),
+        Command::Profile(args) => done(profile(*args)),
+        Command::Plan(args) => done(write_plan(*args)),
         Command::Merge(args) => done(merge(args)),
         Command::Schema(args) => {
             if args.events {
@@ -96,7 +97,12 @@ fn runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) -> Result<Plan> {
+async fn make_plan(
+    args: &PlanArgs,
+    storage: &StorageOptions,
+    workers: usize,
+    cache: bool,
+) -> Result<Plan> {
     let csv = args.csv.options()?;
     let dataset = dataset::discover_with(&args.uri, args.format, storage, &csv).await?;
     if args.csv.any() && dataset.format != dataset::Format::Csv {
@@ -110,12 +116,23 @@ async fn make_plan(args: &PlanArgs, storage: &StorageOptions, workers: usize) ->
         }
         .into());
     }
-    let request = args.request(workers)?;
+    let mut request = args.request(workers)?;
+    request.cache = cache;
     Ok(plan::plan_with_scan(&dataset, &request).await?)
 }
 
 fn profile(args: ProfileArgs) -> Result<()> {
-    match args.backend()? {
+    let backend = args.backend()?;
+    if args.cache.is_some() && backend != Backend::Local {
+        return Err(truthound_profile::Error::Invalid {
+            what: "--cache",
+            detail: "incremental runs are for the local backend (on a cluster, give the \
+                     ProfileJob a spec.cache)"
+                .into(),
+        }
+        .into());
+    }
+    match backend {
         Backend::Auto => return auto::profile(args),
         Backend::Local => {}
         Backend::Dask => return dask::profile(args),
@@ -126,8 +143,12 @@ fn profile(args: ProfileArgs) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = runtime(workers)?;
     let started = Instant::now();
+    let cache = args
+        .cache
+        .as_deref()
+        .map(|uri| PartialCache::new(uri, &storage));
     let (plan, merged, log) = rt.block_on(async {
-        let plan = Arc::new(make_plan(&args.plan, &storage, workers).await?);
+        let plan = Arc::new(make_plan(&args.plan, &storage, workers, cache.is_some()).await?);
         if let Some(uri) = &args.plan_out {
             dataset::write_object(uri, &storage, plan.to_json())
                 .await
@@ -136,28 +157,53 @@ fn profile(args: ProfileArgs) -> Result<()> {
         let bar = progress::Bar::new(&plan, args.quiet || args.json);
         let log = run_log::RunLog::new(&plan);
         let sink: Progress = log.sink(bar.sink());
-        let merged = run::run_plan(plan.clone(), workers, sink).await;
+        let merged = match &cache {
+            None => run::run_plan(plan.clone(), workers, sink)
+                .await
+                .map(|m| (m, None)),
+            Some(cache) => {
+                let known = cache.lookup(&plan).await;
+                run::run_plan_reusing(plan.clone(), workers, sink, known, Some(cache))
+                    .await
+                    .map(|r| {
+                        log.reused(&r.reused);
+                        (r.merged, Some(r.reused.len() as u64))
+                    })
+            }
+        };
         bar.finish();
         anyhow::Ok((plan, merged?, log))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
-    let run = Finished {
-        plan: &plan,
-        merged: &merged,
+    let (merged, reused) = merged;
+    if let (Some(n), Some(cache)) = (reused, &cache) {
+        // On stderr, as the progress: stdout is the profile (--json) or its summary.
+        if !args.quiet {
+            eprintln!(
+                "cache {}: reused {n} of {} tasks, ran {}",
+                cache.uri(),
+                plan.tasks.len(),
+                plan.tasks.len() as u64 - n
+            );
+        }
+    }
+    let ran = Ran {
         elapsed_ms: elapsed,
         workers,
+        reused,
         log: &log,
     };
-    finish_profile(&rt, &args, &storage, run)
+    finish_profile(&rt, &args, &storage, &plan, &merged, ran)
 }
 
-/// What a run of `th profile` ends with, wherever its tasks ran.
-pub(crate) struct Finished<'a> {
-    pub plan: &'a Plan,
-    pub merged: &'a PartialProfile,
+/// How a run went, for its profile and summary.
+pub(crate) struct Ran<'a> {
     pub elapsed_ms: u64,
-    /// Workers (threads or cluster slots) the run had, for the summary.
+    /// Workers (threads or remote slots) that ran the tasks.
     pub workers: usize,
+    /// With a cache: the tasks whose partials were reused.
+    pub reused: Option<u64>,
+    /// The run's event log so far.
     pub log: &'a run_log::RunLog,
 }
 
@@ -167,27 +213,24 @@ pub(crate) fn finish_profile(
     rt: &tokio::runtime::Runtime,
     args: &ProfileArgs,
     storage: &StorageOptions,
-    run: Finished<'_>,
+    plan: &Plan,
+    merged: &PartialProfile,
+    ran: Ran<'_>,
 ) -> Result<()> {
-    let Finished {
-        plan,
+    let mut profile = TableProfile::from_partial(
         merged,
-        elapsed_ms,
-        workers,
-        log,
-    } = run;
-    let profile = TableProfile::from_partial(
-        merged,
-        elapsed_ms,
+        ran.elapsed_ms,
         args.keep_state,
         plan.options.histogram_bins,
     );
+    profile.partitioning.tasks_reused = ran.reused;
+    let workers = ran.workers;
     let json = profile.to_json();
     if let Some(out) = &args.output {
         rt.block_on(dataset::write_object(out, storage, json.clone()))
             .with_context(|| format!("writing the profile to {out}"))?;
         // The run's event log goes beside the profile.
-        let lines = log.finish(plan.tasks.len() as u32, profile.row_count);
+        let lines = ran.log.finish(plan.tasks.len() as u32, profile.row_count);
         let uri = truthound_profile::events::log_uri(out);
         rt.block_on(dataset::write_object(
             &uri,
@@ -213,7 +256,7 @@ fn write_plan(args: PlanCmd) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = runtime(1)?;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let plan = rt.block_on(make_plan(&args.plan, &storage, workers))?;
+    let plan = rt.block_on(make_plan(&args.plan, &storage, workers, false))?;
     match &args.output {
         Some(out) => rt
             .block_on(dataset::write_object(out, &storage, plan.to_json()))

@@ -277,7 +277,7 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
     let name = backend.name();
     let (plan, merged, threads, log) = rt.block_on(async {
         // Partition for the cluster, not for this machine: twice the workers by default.
-        let plan = make_plan(&args.plan, &storage, args.workers.unwrap_or(4)).await?;
+        let plan = make_plan(&args.plan, &storage, args.workers.unwrap_or(4), false).await?;
         if let Some(uri) = &args.plan_out {
             dataset::write_object(uri, &storage, plan.to_json())
                 .await
@@ -331,12 +331,17 @@ pub fn profile<B: Backend>(mut args: ProfileArgs, backend: B) -> Result<()> {
         anyhow::Ok((plan, merged, threads, log))
     })?;
     let elapsed = started.elapsed().as_millis() as u64;
-    let run = crate::Finished {
-        plan: &plan,
-        merged: &merged,
-        elapsed_ms: elapsed,
-        workers: threads.max(1) as usize,
-        log: &log,
-    };
-    crate::finish_profile(&rt, &args, &storage, run)
+    crate::finish_profile(
+        &rt,
+        &args,
+        &storage,
+        &plan,
+        &merged,
+        crate::Ran {
+            elapsed_ms: elapsed,
+            workers: threads.max(1) as usize,
+            reused: None,
+            log: &log,
+        },
+    )
 }

@@ -1,5 +1,6 @@
 //! `th profile`'s event log (`<output>.events.jsonl`, see [`truthound_profile::events`]): the
-//! plan, each task's start and finish as the in-process pool reports them (remote workers write
+//! plan, each task's start and finish as the in-process pool reports them, the tasks reused
+//! from a cache (remote workers write
 //! their own records, collected from the run's work prefix), and the merge.
 
 use std::collections::HashMap;
@@ -45,6 +46,14 @@ impl RunLog {
     pub fn extend(&self, more: Vec<RunEvent>) {
         if let Ok(mut v) = self.events.lock() {
             v.extend(more);
+        }
+    }
+
+    /// Tasks whose partials came from the cache: they do not run.
+    pub fn reused<'a>(&self, tasks: impl IntoIterator<Item = &'a u32>) {
+        let now = OffsetDateTime::now_utc();
+        for &t in tasks {
+            self.push(RunEvent::new(EventKind::TaskReused, "th", now).task(t));
         }
     }
 

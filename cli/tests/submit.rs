@@ -202,6 +202,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
                 fraction: 0.1,
                 seed: Some(7),
             }),
+            keep_state: None,
         },
         output: OutputSpec {
             uri: "s3://lake/profiles/events.json".into(),
@@ -209,6 +210,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
             credentials_secret_ref: None,
             keep_work_data: false,
             work_data_ttl_seconds_after_failure: None,
+            cache_uri: None,
         },
         backoff_limit_per_task: Some(5),
         max_failed_tasks: Some(2),
@@ -410,6 +412,15 @@ fn refused(args: &[&str], want: &str) {
 }
 
 #[test]
+fn keep_state_asks_the_operator_to_embed_the_state() {
+    let ok = ["s3://lake/events/", "-o", "s3://lake/p/events.json"];
+    assert_eq!(dry_run(&ok).spec.profile.keep_state, None);
+    let mut with = ok.to_vec();
+    with.push("--keep-state");
+    assert_eq!(dry_run(&with).spec.profile.keep_state, Some(true));
+}
+
+#[test]
 fn flags_that_mean_nothing_on_a_cluster_are_refused_with_a_reason() {
     let ok = ["s3://lake/events/", "-o", "s3://lake/p/events.json"];
     let with = |extra: &[&str], want: &str| {
@@ -426,10 +437,6 @@ fn flags_that_mean_nothing_on_a_cluster_are_refused_with_a_reason() {
         "--workers sets the threads of an in-process run",
     );
     with(&["--json"], "a cluster run writes it to --output");
-    with(
-        &["--keep-state"],
-        "--keep-state is not available on a cluster",
-    );
     with(
         &["--partial-out", "p.bin"],
         "under .truthound/<job uid>/partials/",

@@ -130,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         bytes: 0,
         columns: 4,
         exact_limit: 10_000,
+        reused: Default::default(),
     };
     let workers = WorkersObserved {
         name: "big-w1".into(),

@@ -25,11 +25,16 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// Checks the dataset and output URIs of a spec. `Err` names the field and says how an
-    /// administrator allows it.
+    /// Checks the dataset, output and cache URIs of a spec (the operator reads and writes the
+    /// cache as it does the output). `Err` names the field and says how an administrator
+    /// allows it.
     pub fn check_spec(&self, spec: &ProfileJobSpec) -> Result<(), String> {
         self.check_uri("spec.dataset.uri", &spec.dataset.uri)?;
-        self.check_uri("spec.output.uri", &spec.output.uri)
+        self.check_uri("spec.output.uri", &spec.output.uri)?;
+        match &spec.output.cache_uri {
+            Some(cache) => self.check_uri("spec.output.cacheUri", cache),
+            None => Ok(()),
+        }
     }
 
     /// Checks a webhook URL of `spec.notify`; `field` is what the message names.
@@ -138,6 +143,20 @@ mod tests {
             let e = p.check_uri("spec.output.uri", uri).unwrap_err();
             assert!(e.contains("spec.output.uri"), "{e}");
         }
+    }
+
+    #[test]
+    fn the_cache_uri_is_checked_as_the_output_is() {
+        let p = policy(&["/data/shared"], false);
+        let mut spec: ProfileJobSpec = serde_json::from_value(serde_json::json!({
+            "dataset": {"uri": "file:///data/shared/events/"},
+            "output": {"uri": "file:///data/shared/p.json", "cacheUri": "file:///etc/cron.d/"},
+        }))
+        .unwrap();
+        let e = p.check_spec(&spec).unwrap_err();
+        assert!(e.contains("spec.output.cacheUri"), "{e}");
+        spec.output.cache_uri = Some("file:///data/shared/cache/".into());
+        assert!(p.check_spec(&spec).is_ok());
     }
 
     #[test]

@@ -576,6 +576,12 @@ pub struct ProfileSpec {
     /// Profile a sample of the rows instead of all of them (default: every row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingSpec>,
+    /// Embed the merged state (exact counts, sketches) in the profile, as `th profile
+    /// --keep-state`: `th merge` can merge it with later profiles, and drift between runs
+    /// compares the KLL sketches rather than quantile tables. The profile is larger (default
+    /// false; a ProfileSchedule's runs default to true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_state: Option<bool>,
 }
 
 /// Where the profile goes.
@@ -609,6 +615,19 @@ pub struct OutputSpec {
     )]
     #[schemars(range(min = 0))]
     pub work_data_ttl_seconds_after_failure: Option<i64>,
+    /// Incremental runs: a prefix in the output's store (its options and credentials) where
+    /// task partials are cached, e.g. `s3://bucket/cache/events/`. Tasks then read one file
+    /// each (not with the hash strategy); a task whose file (path, size, ETag/version or
+    /// mtime, part read), columns, options and engine version match a cached partial is not
+    /// run, and the partials of the tasks that ran are cached after the merge.
+    /// `status.tasks.reused` counts the reused tasks. Keep it outside the work data
+    /// (`.truthound/`), which is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": URI_SCHEME_RULE, "message": "output.cacheUri must start with s3://, s3a://, gs://, az://, adl://, azure://, abfs://, abfss://, http://, https:// or file://"}
+    ]))]
+    pub cache_uri: Option<String>,
 }
 
 /// The record of what was done. Small at any scale: task sets are index ranges, failures are the
@@ -798,6 +817,10 @@ pub struct BackendChoice {
     pub address: Option<String>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Task counts of the current attempt.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -814,6 +837,10 @@ pub struct TaskCounts {
     pub failed: u32,
     /// Retries so far (a task's failed attempts that were retried).
     pub retried: u32,
+    /// Tasks whose partial came from the cache (`spec.output.cacheUri`), counted as succeeded
+    /// without running.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reused: u32,
     /// "succeeded/total", for the printer column.
     pub summary: String,
 }

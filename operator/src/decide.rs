@@ -85,11 +85,26 @@ pub struct PlanSummary {
     pub columns: u32,
     /// The plan's exact distinct limit (value counts kept exactly per column).
     pub exact_limit: u64,
+    /// Tasks whose partials came from the cache when planning: they are not run.
+    pub reused: BTreeSet<u32>,
 }
 
 impl PlanSummary {
     pub fn tasks(&self) -> u32 {
         self.task_rows.len() as u32
+    }
+
+    /// The tasks to run: all but the reused ones.
+    pub fn to_run(&self) -> Vec<u32> {
+        (0..self.tasks())
+            .filter(|t| !self.reused.contains(t))
+            .collect()
+    }
+
+    /// What the worker Job runs: `None` for every task (pod index = task id), else the task of
+    /// each index.
+    pub fn worker_tasks(&self) -> Option<Vec<u32>> {
+        (!self.reused.is_empty()).then(|| self.to_run())
     }
 
     /// The most exact value counts a merge of the run holds: columns × min(rows, exact limit).
@@ -242,7 +257,12 @@ pub enum Action {
     /// List the dataset, plan the tasks and write the plan (reusing a plan already written).
     Plan,
     /// Create the worker Job (and its progress-token Secret) for `tasks` tasks.
-    CreateWorkers { name: String, tasks: u32 },
+    /// `tasks` pods; `only`: the task of each pod index (`None`: index = task id).
+    CreateWorkers {
+        name: String,
+        tasks: u32,
+        only: Option<Vec<u32>>,
+    },
     /// Set the worker Job's `suspend`.
     SuspendWorkers(bool),
     /// Delete the worker Job and its pods (completed partials stay).
@@ -637,23 +657,35 @@ fn pending(obs: &Observed, settings: &Settings, d: &mut Decision) {
     if wait_for_foreign(obs, settings, d) {
         return;
     }
+    if plan.to_run().is_empty() {
+        // Every partial came from the cache: nothing to run, whatever the backend.
+        counts_and_progress(obs, plan, &plan.reused, &BTreeSet::new(), 0, 0, d);
+        enter_merging(d, Vec::new(), plan, settings, now, generation);
+        return;
+    }
     if remote_kind(&d.status).is_some() {
         counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
         if obs.job.spec.suspend {
             // Nothing is submitted: the run starts on resume.
             suspend(d, now, generation);
         } else {
-            submit_remote(obs, (0..plan.tasks()).collect(), d);
+            submit_remote(obs, plan.to_run(), d);
         }
         d.requeue = Some(settings.progress_interval);
         return;
     }
     let name = workers_name_of(obs);
+    let to_run = plan.to_run().len() as u32;
     d.actions.push(Action::CreateWorkers {
         name: name.clone(),
-        tasks: plan.tasks(),
+        tasks: to_run,
+        only: plan.worker_tasks(),
     });
-    let msg = format!("worker Job {name} runs {} tasks", plan.tasks());
+    let reused = match plan.reused.len() {
+        0 => String::new(),
+        n => format!(" ({n} of {} reused from the cache)", plan.tasks()),
+    };
+    let msg = format!("worker Job {name} runs {to_run} tasks{reused}");
     started(d, "WorkersCreated", msg, (now, generation));
     counts_and_progress(obs, plan, &BTreeSet::new(), &BTreeSet::new(), 0, 0, d);
     // Suspended at creation: the Job is created suspended (mirrored) and the phase says so.
@@ -757,7 +789,8 @@ fn running(obs: &Observed, settings: &Settings, d: &mut Decision) {
             let name = workers_name_of(obs);
             d.actions.push(Action::CreateWorkers {
                 name: name.clone(),
-                tasks: total,
+                tasks: plan.to_run().len() as u32,
+                only: plan.worker_tasks(),
             });
             d.events.push(EventNote {
                 warning: suspended_now,
@@ -1680,6 +1713,7 @@ fn counts_and_progress(
         succeeded,
         failed: failed_n,
         retried,
+        reused: plan.reused.len() as u32,
         summary: format!("{succeeded}/{total}"),
     });
     d.status.completed_tasks = bounded_ranges(completed);

@@ -1010,6 +1010,7 @@ mod tests {
                 succeeded: 0,
                 failed: 0,
                 retried,
+                reused: 0,
                 summary: String::new(),
             }),
             ..ProfileJobStatus::default()

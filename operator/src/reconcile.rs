@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tracing::{info, warn};
+use truthound_profile::cache::PartialCache;
 use truthound_profile::dataset::{self, Location, StorageOptions};
 use truthound_profile::merge::{self, MergeSummary, StoredRun};
 use truthound_profile::plan::Strategy;
@@ -913,8 +914,9 @@ fn work_prefix(pj: &ProfileJob) -> String {
     )
 }
 
-fn summary(plan: &Plan, uri: &str) -> PlanSummary {
+fn summary(plan: &Plan, uri: &str, reused: BTreeSet<u32>) -> PlanSummary {
     PlanSummary {
+        reused,
         id: plan.id.clone(),
         uri: uri.to_string(),
         task_rows: plan.tasks.iter().map(|t| t.rows.unwrap_or(0)).collect(),
@@ -1140,7 +1142,7 @@ async fn read_plan(ctx: &Context, uri: &str, opts: &StorageOptions) -> Option<Pl
     }
     let bytes = dataset::read_object(uri, opts).await.ok()?;
     let plan = Plan::from_json(&bytes, uri).ok()?;
-    let s = summary(&plan, uri);
+    let s = summary(&plan, uri, merge::read_reused(uri, opts).await);
     if let Ok(mut m) = ctx.plans.lock() {
         if m.len() > 1024 {
             m.clear();
@@ -1194,6 +1196,16 @@ fn job_succeeded(job: &Job) -> bool {
 /// What the Job's status says.
 pub fn workers_observed(job: &Job) -> WorkersObserved {
     let s = job.status.clone().unwrap_or_default();
+    // An incremental run's pod indexes are not task ids: the Job says which task each runs.
+    let map = local::task_map(job);
+    let tasks = |ranges: Option<&str>| -> BTreeSet<u32> {
+        ranges
+            .map(parse_ranges)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| local::task_of(map.as_deref(), i))
+            .collect()
+    };
     let finished = s.conditions.as_ref().is_some_and(|c| {
         c.iter()
             .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
@@ -1203,16 +1215,8 @@ pub fn workers_observed(job: &Job) -> WorkersObserved {
         suspended: job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false),
         active: s.active.unwrap_or(0).max(0) as u32,
         failed_pods: s.failed.unwrap_or(0).max(0) as u32,
-        completed: s
-            .completed_indexes
-            .as_deref()
-            .map(parse_ranges)
-            .unwrap_or_default(),
-        failed: s
-            .failed_indexes
-            .as_deref()
-            .map(parse_ranges)
-            .unwrap_or_default(),
+        completed: tasks(s.completed_indexes.as_deref()),
+        failed: tasks(s.failed_indexes.as_deref()),
         finished,
         failures: Vec::new(),
     }
@@ -1259,11 +1263,13 @@ async fn pod_failures(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let list = pods.list(&pods_of_job(job)).await?;
     let mut out = Vec::new();
+    let map = local::task_map(job);
     for pod in list.items {
         let Some(task) = pod
             .annotations()
             .get("batch.kubernetes.io/job-completion-index")
             .and_then(|i| i.parse::<u32>().ok())
+            .and_then(|i| local::task_of(map.as_deref(), i))
         else {
             continue;
         };
@@ -1345,7 +1351,7 @@ async fn execute(
             plan(pj, ctx, status).await?;
             Ok(Outcome::Again)
         }
-        Action::CreateWorkers { name, tasks } => {
+        Action::CreateWorkers { name, tasks, only } => {
             let uid = pj.metadata.uid.clone().unwrap_or_default();
             let token_secret = format!("{name}-token");
             if let (Some(p), Some(_)) = (&ctx.progress, &ctx.config.progress_endpoint) {
@@ -1358,6 +1364,7 @@ async fn execute(
             let params = WorkerParams {
                 name: name.clone(),
                 tasks: *tasks,
+                only: only.clone(),
                 plan_uri: format!("{prefix}/plan"),
                 partials_prefix: format!("{prefix}/partials"),
                 default_image: ctx.config.worker_image.clone(),
@@ -1430,11 +1437,18 @@ async fn execute(
                 .await
                 .map_err(kube_err)?;
             let wanted: BTreeSet<u32> = tasks.iter().copied().collect();
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+            let map = jobs
+                .get_opt(&name)
+                .await
+                .map_err(kube_err)?
+                .and_then(|j| local::task_map(&j));
             for pod in list.items {
                 let index = pod
                     .annotations()
                     .get("batch.kubernetes.io/job-completion-index")
-                    .and_then(|i| i.parse::<u32>().ok());
+                    .and_then(|i| i.parse::<u32>().ok())
+                    .and_then(|i| local::task_of(map.as_deref(), i));
                 let running = pod
                     .status
                     .as_ref()
@@ -1459,6 +1473,7 @@ async fn execute(
                 plan_uri: format!("{prefix}/plan"),
                 work_prefix: prefix,
                 missing: missing.clone(),
+                cache_uri: pj.spec.output.cache_uri.clone(),
                 started_at: status.start_time.clone(),
                 default_image: ctx.config.worker_image.clone(),
                 pod_defaults: ctx.config.remote.pod_defaults.clone(),
@@ -1931,7 +1946,25 @@ async fn plan(
     let t0 = Instant::now();
     let csv = csv_options(pj)?;
     let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
-    let plan = truthound_profile::plan::plan_with_scan(&ds, &plan_request(pj)).await?;
+    let mut request = plan_request(pj);
+    request.cache = pj.spec.output.cache_uri.is_some();
+    let plan = truthound_profile::plan::plan_with_scan(&ds, &request).await?;
+    // Cached partials go where the tasks' would, before the plan: a plan in storage means the
+    // reused tasks are done (a restart before it plans and looks up again).
+    let mut reused = BTreeSet::new();
+    if let Some(cache_uri) = &pj.spec.output.cache_uri {
+        let cache = PartialCache::new(cache_uri, &out_opts);
+        let prefix = work_prefix(pj);
+        for (task, hit) in plan.tasks.iter().zip(cache.lookup(&plan).await) {
+            let Some(partial) = hit else { continue };
+            let to = format!("{prefix}/partials/{}", task.id);
+            dataset::write_object(&to, &out_opts, partial.to_bytes()).await?;
+            reused.insert(task.id);
+        }
+        let ids = serde_json::to_vec(&reused).unwrap_or_default();
+        dataset::write_object(&merge::reused_uri(&uri), &out_opts, ids).await?;
+        info!(job = %pj.name_any(), cache = %cache_uri, reused = reused.len(), tasks = plan.tasks.len(), "cache looked up");
+    }
     dataset::write_object(&uri, &out_opts, plan.to_json()).await?;
     let planned = crate::run_log::planned(
         &plan.id,
@@ -1958,7 +1991,7 @@ async fn plan(
         "plan written"
     );
     if let Ok(mut m) = ctx.plans.lock() {
-        m.insert(uri.clone(), summary(&plan, &uri));
+        m.insert(uri.clone(), summary(&plan, &uri, reused));
     }
     Ok(())
 }
@@ -1984,12 +2017,21 @@ async fn merge(
         .as_deref()
         .and_then(crate::status::parse_time)
         .unwrap_or(now);
+    let reused = merge::read_reused(&plan_uri, &opts).await;
     let run = StoredRun {
         plan: &plan,
+        cache: pj
+            .spec
+            .output
+            .cache_uri
+            .as_deref()
+            .map(|c| PartialCache::new(c, &opts)),
+        reused,
         work_prefix: prefix,
         missing: missing.iter().copied().collect(),
         profile_uri: pj.spec.output.uri.clone(),
         duration_ms: (now - started).whole_milliseconds().max(0) as u64,
+        keep_state: pj.spec.profile.keep_state == Some(true),
     };
     let summary = merge::merge_stored(&run, &opts).await?;
     info!(job = %pj.name_any(), profile = %summary.profile_uri, rows = summary.rows, "profile written");

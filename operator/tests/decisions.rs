@@ -56,6 +56,7 @@ fn plan(tasks: u32) -> PlanSummary {
         bytes: 4_000_000,
         columns: 4,
         exact_limit: 10_000,
+        reused: Default::default(),
     }
 }
 
@@ -225,7 +226,8 @@ fn pending_plans_until_the_plan_exists_then_creates_workers_once() {
         d.actions,
         vec![Action::CreateWorkers {
             name: "events-w1".into(),
-            tasks: 4
+            tasks: 4,
+            only: None,
         }]
     );
     assert_eq!(d.status.phase, Some(Phase::Running));
@@ -772,7 +774,8 @@ fn restart_after_status_but_before_the_job_was_created_creates_it_with_the_same_
         d.actions,
         vec![Action::CreateWorkers {
             name: "events-w1".into(),
-            tasks: 4
+            tasks: 4,
+            only: None,
         }]
     );
     assert_eq!(d.status.phase, Some(Phase::Running));
@@ -1460,4 +1463,71 @@ fn a_merge_started_again_goes_without_exactly_the_failed_tasks_past_the_status_c
             in_pod: false
         }]
     );
+}
+
+/// Incremental runs: the worker Job gets one pod per task that was not reused from the cache,
+/// each mapped to its task; the reused ones count as succeeded; with every task reused nothing
+/// runs and the job goes straight to the merge.
+#[test]
+fn reused_tasks_get_no_pods_and_a_run_reusing_all_goes_to_the_merge() {
+    let mut pj = basic();
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    let mut p = plan(4);
+    p.reused = set([0, 2]);
+    o.plan = Some(p.clone());
+    let d = decide(&o, &Settings::default());
+    assert_eq!(
+        d.actions,
+        vec![Action::CreateWorkers {
+            name: "events-w1".into(),
+            tasks: 2,
+            only: Some(vec![1, 3]),
+        }]
+    );
+    let tasks = d.status.tasks.clone().expect("counts");
+    assert_eq!((tasks.total, tasks.reused), (4, 2));
+    assert!(
+        d.events.iter().any(|e| e
+            .message
+            .contains("runs 2 tasks (2 of 4 reused from the cache)")),
+        "{:?}",
+        d.events
+    );
+
+    // The worker Job is gone (deleted by someone): it is created again for the same tasks.
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    o.plan = Some(p.clone());
+    o.partials = Some(set([0, 2]));
+    let d = decide(&o, &Settings::default());
+    assert!(
+        d.actions.contains(&Action::CreateWorkers {
+            name: "events-w1".into(),
+            tasks: 2,
+            only: Some(vec![1, 3]),
+        }),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.tasks.as_ref().map(|t| t.succeeded), Some(2));
+
+    // Every task reused: no worker Job at all.
+    let mut pj = basic();
+    let d = decide(&obs(&pj), &Settings::default());
+    advance(&mut pj, &d);
+    let mut o = obs(&pj);
+    p.reused = set(0..4);
+    o.plan = Some(p);
+    let d = decide(&o, &Settings::default());
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateWorkers { .. })),
+        "{:?}",
+        d.actions
+    );
+    assert_eq!(d.status.phase, Some(Phase::Merging));
+    assert_eq!(d.status.tasks.as_ref().map(|t| t.succeeded), Some(4));
 }

@@ -63,6 +63,7 @@ fn plan(tasks: u32, bytes: u64) -> PlanSummary {
         bytes,
         columns: 4,
         exact_limit: 10_000,
+        reused: Default::default(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The run's event log, `<output>.events.jsonl`: one JSON line per planned run, task start,
-//! finish, retry, failure and stall, merge start and finish, and run failure, in time order.
+//! finish, retry, failure, stall and reuse from a cache, merge start and finish, and run failure,
+//! in time order.
 //!
 //! Several processes see parts of a run: a worker knows when its task started and finished,
 //! the operator knows what killed a pod or which task went silent, the merge knows when it ran.
@@ -47,6 +48,8 @@ pub enum EventKind {
     TaskFailed,
     /// A task sent no heartbeat past the stall timeout; its worker is replaced.
     TaskStalled,
+    /// An incremental run found the task's partial in the cache: the task did not run.
+    TaskReused,
     /// The merge of the partial profiles started: `tasks` partials.
     MergeStarted,
     /// The profile is written: `rows` rows, `millis` ms for the merge.

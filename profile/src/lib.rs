@@ -5,6 +5,7 @@
 //! [`run::run_task`] each task into a [`partial::PartialProfile`], merge the partials, and
 //! [`profile::TableProfile::from_partial`] the result.
 
+pub mod cache;
 pub mod dataset;
 pub mod drift;
 pub mod error;

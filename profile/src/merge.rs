@@ -7,6 +7,7 @@
 //! pod for large ones; both write the same objects, so the operator finishes either way by
 //! reading [`MergeSummary`] back.
 
+use crate::cache::PartialCache;
 use crate::dataset::{StorageOptions, read_object, write_object};
 use crate::events::{self, EventKind, RunEvent};
 use crate::partial::PartialProfile;
@@ -25,6 +26,10 @@ const READ_AHEAD: usize = 8;
 #[derive(Debug, Clone)]
 pub struct StoredRun<'a> {
     pub plan: &'a Plan,
+    /// Incremental runs: the partials of the tasks that ran (not `reused`) are stored here.
+    pub cache: Option<PartialCache>,
+    /// Tasks whose partials came from the cache.
+    pub reused: BTreeSet<u32>,
     /// The run's work prefix: partials are `<work>/partials/<task>`; `tasks.json` and
     /// `merge.json` are written beside them.
     pub work_prefix: String,
@@ -34,6 +39,9 @@ pub struct StoredRun<'a> {
     pub profile_uri: String,
     /// Time since the run started, reported in the profile.
     pub duration_ms: u64,
+    /// Embed the merged state in the profile (`th profile --keep-state`): later profiles merge
+    /// with it, and drift compares sketches rather than quantile tables.
+    pub keep_state: bool,
 }
 
 /// What a merge wrote: enough for the operator to fill the ProfileJob's result.
@@ -56,6 +64,22 @@ impl StoredRun<'_> {
 
     pub fn summary_uri(&self) -> String {
         summary_uri(&self.work_prefix)
+    }
+}
+
+/// Where the planner of an incremental run records the tasks it found in the cache (their
+/// partials copied to the work data), beside the plan at `plan_uri`: a JSON array of task ids.
+pub fn reused_uri(plan_uri: &str) -> String {
+    format!("{plan_uri}.reused")
+}
+
+/// The tasks reused from the cache; none when the plan had no cache. Unreadable: none, which
+/// only runs again tasks whose partials are there (a worker finds them and exits at once) and
+/// caches their partials again.
+pub async fn read_reused(plan_uri: &str, opts: &StorageOptions) -> BTreeSet<u32> {
+    match read_object(&reused_uri(plan_uri), opts).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+        Err(_) => BTreeSet::new(),
     }
 }
 
@@ -86,6 +110,13 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
                         plan.id
                     )));
                 }
+                if let (Some(cache), false, Ok(task)) =
+                    (&run.cache, run.reused.contains(&t), plan.task(t))
+                    && let Err(e) = cache.put(task, &p).await
+                {
+                    // The profile does not need the cache: the next run runs this task again.
+                    tracing::warn!(task = t, cache = %cache.uri(), error = %e, "cannot store a partial in the cache");
+                }
                 Ok(p)
             }
         })
@@ -102,11 +133,23 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
             "no partial profile to merge: every task failed or the dataset is empty".into(),
         ));
     };
-    let profile =
-        TableProfile::from_partial(&merged, run.duration_ms, false, plan.options.histogram_bins);
+    let mut profile = TableProfile::from_partial(
+        &merged,
+        run.duration_ms,
+        run.keep_state,
+        plan.options.histogram_bins,
+    );
+    if run.cache.is_some() {
+        profile.partitioning.tasks_reused = Some(run.reused.len() as u64);
+    }
     write_object(&run.profile_uri, opts, profile.to_json()).await?;
     // The event log, beside the profile and before the summary (which says the run is done).
-    let merge_events = vec![
+    let mut merge_events: Vec<RunEvent> = run
+        .reused
+        .iter()
+        .map(|&t| RunEvent::new(EventKind::TaskReused, "merge", started_at).task(t))
+        .collect();
+    merge_events.extend([
         RunEvent::new(EventKind::MergeStarted, "merge", started_at).tasks(ids.len() as u32),
         RunEvent::new(
             EventKind::MergeFinished,
@@ -116,7 +159,7 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
         .tasks(ids.len() as u32)
         .rows(profile.row_count)
         .millis(started.elapsed().as_millis() as u64),
-    ];
+    ]);
     events::write_log(&run.work_prefix, &run.profile_uri, merge_events, opts).await?;
 
     let table: Vec<serde_json::Value> = plan

@@ -82,6 +82,11 @@ pub struct PlanRequest {
     /// bytes; `None`: [`DEFAULT_TARGET_TASK_BYTES`], or less so that there are `partitions`
     /// ranges; `Some(0)`: whole files only.
     pub target_task_bytes: Option<u64>,
+    /// Plan for a cache of partials (`cache.rs`): no task reads more than one file (a file may
+    /// still be cut into several tasks), so that a changed file invalidates only its own
+    /// tasks, and every task gets a [`Task::cache_key`]. Not with the hash strategy, whose every
+    /// task reads every file.
+    pub cache: bool,
 }
 
 /// Byte ranges of text files are at most this large unless asked otherwise.
@@ -108,6 +113,7 @@ impl PlanRequest {
             options: ProfileOptions::default(),
             sample_rows: None,
             target_task_bytes: None,
+            cache: false,
         }
     }
 }
@@ -169,6 +175,10 @@ pub struct Task {
     pub rows: Option<u64>,
     /// Bytes of its files (whole files; row groups: their compressed size).
     pub bytes: u64,
+    /// Plans made for a cache: the identity of everything this task's partial depends on (see
+    /// `cache::task_key`), under which the partial is cached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
 }
 
 /// A plan: everything a worker needs to run any of its tasks.
@@ -265,6 +275,13 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
         }
         _ => None,
     };
+    if request.cache && hash_column.is_some() {
+        return Err(Error::invalid(
+            "cache",
+            "the hash strategy cannot be cached: each of its tasks reads every file, so any \
+             change would invalidate every task; use row_based, column_based or hybrid",
+        ));
+    }
     let (rows, cols) = match request.strategy {
         Strategy::RowBased => (request.partitions, 1),
         Strategy::ColumnBased => (1, request.partitions),
@@ -284,7 +301,11 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
     let quoted =
         dataset.format == Format::Csv && dataset.csv.as_ref().is_none_or(|d| d.quote.is_some());
     let range = range_bytes(dataset, request, &options).map(|step| (step, quoted));
-    let slices = row_slices(&dataset.files, dataset.format, rows, range);
+    let slices = if request.cache {
+        file_row_slices(&dataset.files, dataset.format, rows, range)
+    } else {
+        row_slices(&dataset.files, dataset.format, rows, range)
+    };
     let groups = column_groups(&dataset.files, schema, &columns, cols);
     let mut tasks = Vec::new();
     match &hash_column {
@@ -309,6 +330,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
                     }),
                     rows: dataset.total_rows(),
                     bytes,
+                    cache_key: None,
                 });
             }
         }
@@ -325,6 +347,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
                         hash: None,
                         rows: slice.rows,
                         bytes: slice.bytes,
+                        cache_key: None,
                     });
                 }
             }
@@ -346,6 +369,12 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
         options,
         tasks,
     };
+    if request.cache {
+        for i in 0..plan.tasks.len() {
+            let key = crate::cache::task_key(&plan, &plan.tasks[i], crate::cache::ENGINE_VERSION);
+            plan.tasks[i].cache_key = Some(key);
+        }
+    }
     plan.id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&plan.to_json()));
     Ok(plan)
 }
@@ -584,6 +613,33 @@ fn row_slices(
     slices
 }
 
+/// [`row_slices`] that never span files: file `f` gets its share of the `n` slices by weight
+/// (at least one), cut as [`row_slices`] cuts, so that every slice reads one file.
+fn file_row_slices(
+    files: &[DataFile],
+    format: Format,
+    n: u32,
+    range: Option<(u64, bool)>,
+) -> Vec<RowSlice> {
+    let weight = |f: &DataFile| match format {
+        Format::Parquet => f.rows.unwrap_or(0),
+        _ => f.size,
+    };
+    let total: u64 = files.iter().map(weight).sum::<u64>().max(1);
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let share = (u64::from(n) * weight(f)).div_ceil(total).max(1);
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        for mut slice in row_slices(std::slice::from_ref(f), format, share, range) {
+            for r in &mut slice.reads {
+                r.file = i as u32;
+            }
+            out.push(slice);
+        }
+    }
+    out
+}
+
 /// Columns in at most `n` groups of about equal compressed size (largest first into the
 /// lightest group), each group in dataset order.
 fn column_groups(
@@ -640,6 +696,9 @@ mod tests {
                     .collect(),
                 record_starts: Vec::new(),
                 data_start: None,
+                e_tag: None,
+                version: None,
+                modified_ns: None,
             })
             .collect()
     }
@@ -672,6 +731,23 @@ mod tests {
             two.iter().map(|s| s.rows.unwrap()).collect::<Vec<_>>(),
             vec![50, 50]
         );
+    }
+
+    #[test]
+    fn cache_slices_never_span_files_and_keep_each_files_cuts() {
+        let f = files(&[&[10, 10, 10], &[10], &[50, 50], &[5]]);
+        for n in 1..=8 {
+            let slices = file_row_slices(&f, Format::Parquet, n, None);
+            assert!(slices.iter().all(|s| s.reads.len() == 1), "n = {n}");
+            let rows: u64 = slices.iter().map(|s| s.rows.unwrap()).sum();
+            assert_eq!(rows, 145);
+            let files: std::collections::BTreeSet<u32> =
+                slices.iter().map(|s| s.reads[0].file).collect();
+            assert_eq!(files.len(), 4, "every file has a slice");
+        }
+        // A large file is still cut by its row groups.
+        let eight = file_row_slices(&f, Format::Parquet, 8, None);
+        assert_eq!(eight.iter().filter(|s| s.reads[0].file == 2).count(), 2);
     }
 
     #[test]

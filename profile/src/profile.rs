@@ -115,6 +115,10 @@ pub struct Partitioning {
     pub task_time_ms: u64,
     /// Bytes the tasks read from storage.
     pub bytes_read: u64,
+    /// Incremental runs: tasks whose partial profile came from the cache of an earlier run
+    /// (their files unchanged) instead of being computed; absent without a cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_reused: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -433,6 +437,7 @@ impl TableProfile {
                 missing_tasks: missing,
                 task_time_ms: partial.task_millis,
                 bytes_read: partial.bytes_read,
+                tasks_reused: None,
             },
             accuracy: TableAccuracy {
                 duplicate_row_count: dup_accuracy,

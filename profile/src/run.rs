@@ -1,6 +1,7 @@
 //! Running tasks: one task's streaming pass into a partial profile, and a local pool that runs a
 //! whole plan and merges the partials in task order.
 
+use crate::cache::PartialCache;
 use crate::dataset::{Decoding, FileSlice, Location, SliceStream, open_slice};
 use crate::kernel::column::Scratch;
 use crate::kernel::{ColumnState, RowHashes, bucket_mask, hash_rows};
@@ -253,23 +254,76 @@ pub async fn run_plan(
     workers: usize,
     progress: Progress,
 ) -> Result<PartialProfile, TaskError> {
+    let reused = vec![None; plan.tasks.len()];
+    Ok(run_plan_reusing(plan, workers, progress, reused, None)
+        .await?
+        .merged)
+}
+
+/// A run that reused some partials.
+#[derive(Debug, Clone)]
+pub struct ReusingRun {
+    pub merged: PartialProfile,
+    /// Tasks whose partial was given, not computed.
+    pub reused: Vec<u32>,
+    /// Tasks that ran.
+    pub ran: Vec<u32>,
+}
+
+/// [`run_plan`], where `reused[t]` is task `t`'s partial when it is already known (from a
+/// [`PartialCache`]): only the other tasks run, and their partials are stored in `store_to`
+/// as they finish (a failure to store is a warning: the run does not need the cache). The
+/// merge is in task order, reused partials in their place, as a run of every task would merge.
+pub async fn run_plan_reusing(
+    plan: Arc<Plan>,
+    workers: usize,
+    progress: Progress,
+    reused: Vec<Option<PartialProfile>>,
+    store_to: Option<&PartialCache>,
+) -> Result<ReusingRun, TaskError> {
     let store = plan_store(&plan).map_err(|source| TaskError { task: None, source })?;
-    let mut results = futures::stream::iter(0..plan.tasks.len() as u32)
-        .map(|id| {
+    let mut reused = reused;
+    reused.resize(plan.tasks.len(), None);
+    let (mut reused_ids, mut ran) = (Vec::new(), Vec::new());
+    let mut results = futures::stream::iter((0..plan.tasks.len() as u32).zip(reused))
+        .map(|(id, known)| {
             let (plan, store, progress) = (plan.clone(), store.clone(), progress.clone());
             async move {
+                if let Some(partial) = known {
+                    // The progress of a task done before: all its rows, at once.
+                    progress(Event::Rows {
+                        task: id,
+                        rows: partial.rows_scanned(),
+                    });
+                    progress(Event::TaskFinished {
+                        task: id,
+                        rows: partial.row_count(),
+                        millis: 0,
+                    });
+                    return Ok((id, partial, true));
+                }
+                let task_plan = plan.clone();
                 let joined =
-                    tokio::spawn(async move { run_task(&plan, id, store, &progress).await }).await;
-                match joined {
+                    tokio::spawn(async move { run_task(&task_plan, id, store, &progress).await })
+                        .await;
+                let partial = match joined {
                     Ok(result) => result.map_err(|source| TaskError {
                         task: Some(id),
                         source,
-                    }),
-                    Err(panic) => Err(TaskError {
-                        task: Some(id),
-                        source: Error::invalid("task", format!("worker panicked: {panic}")),
-                    }),
+                    })?,
+                    Err(panic) => {
+                        return Err(TaskError {
+                            task: Some(id),
+                            source: Error::invalid("task", format!("worker panicked: {panic}")),
+                        });
+                    }
+                };
+                if let (Some(cache), Ok(task)) = (store_to, plan.task(id))
+                    && let Err(e) = cache.put(task, &partial).await
+                {
+                    tracing::warn!(task = id, cache = %cache.uri(), error = %e, "cannot store a partial in the cache");
                 }
+                Ok((id, partial, false))
             }
         })
         // In task order: a frequent-items sketch merged in another order can report other
@@ -277,7 +331,12 @@ pub async fn run_plan(
         .buffered(workers.max(1));
     let mut merged: Option<PartialProfile> = None;
     while let Some(result) = results.next().await {
-        let partial = result?;
+        let (id, partial, was_reused) = result?;
+        if was_reused {
+            reused_ids.push(id);
+        } else {
+            ran.push(id);
+        }
         match &mut merged {
             None => merged = Some(partial),
             Some(m) => m
@@ -285,8 +344,13 @@ pub async fn run_plan(
                 .map_err(|source| TaskError { task: None, source })?,
         }
     }
-    merged.ok_or(TaskError {
+    let merged = merged.ok_or(TaskError {
         task: None,
         source: Error::invalid("plan", "it has no tasks"),
+    })?;
+    Ok(ReusingRun {
+        merged,
+        reused: reused_ids,
+        ran,
     })
 }

@@ -117,10 +117,13 @@ fn tamper(work: &Path, task: u32, edit: impl FnOnce(&mut Vec<u8>)) {
 fn merge_err(plan: &Plan, work: &Path) -> (Error, Duration) {
     let run = StoredRun {
         plan,
+        cache: None,
+        reused: Default::default(),
         work_prefix: work.to_str().unwrap().to_string(),
         missing: Default::default(),
         profile_uri: work.join("profile.json").to_str().unwrap().to_string(),
         duration_ms: 0,
+        keep_state: false,
     };
     let started = Instant::now();
     let err = rt()

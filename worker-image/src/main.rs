@@ -50,10 +50,15 @@ enum Command {
         #[arg(long)]
         plan: String,
         /// Task id (0-based). Defaults to JOB_COMPLETION_INDEX, the index of a Kubernetes
-        /// Indexed Job's pod.
+        /// Indexed Job's pod. With --tasks, the index into that list.
         #[arg(long, env = "JOB_COMPLETION_INDEX")]
         task: u32,
-        /// Where to write the partial profile (a path or URI).
+        /// The tasks of the Job's pods, as index ranges (`3,7,19-25`): pod i runs the i-th (an
+        /// incremental run skips the tasks whose partials came from the cache).
+        #[arg(long, value_name = "RANGES")]
+        tasks: Option<String>,
+        /// Where to write the partial profile (a path or URI); `{task}` is replaced by the
+        /// task id.
         #[arg(long)]
         out: String,
         #[command(flatten)]
@@ -66,33 +71,45 @@ enum Command {
     },
     /// Merge the partial profiles of a plan's tasks and write the profile: what a merge pod
     /// runs when a run's partials are too many or too large to merge in the operator.
-    Merge {
-        /// The plan (a path or URI).
-        #[arg(long)]
-        plan: String,
-        /// The run's work prefix: partials are read from `<WORK>/partials/<task>`, and
-        /// `tasks.json` and `merge.json` (the summary the operator reads) are written there.
-        #[arg(long)]
-        work: String,
-        /// Where to write the profile.
-        #[arg(long)]
-        out: String,
-        /// Tasks that failed and are merged without (comma-separated ids).
-        #[arg(long, value_delimiter = ',')]
-        missing: Vec<u32>,
-        /// When the run started (RFC 3339), for the profile's duration.
-        #[arg(long)]
-        started_at: Option<String>,
-        #[command(flatten)]
-        storage: StorageArgs,
-        /// Worker threads for I/O.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
-    },
+    Merge(MergeCmd),
+}
+
+/// `th-worker merge`: merge a stored run's partials and write the profile.
+#[derive(Debug, clap::Args)]
+struct MergeCmd {
+    /// The plan (a path or URI).
+    #[arg(long)]
+    plan: String,
+    /// The run's work prefix: partials are read from `<WORK>/partials/<task>`, and
+    /// `tasks.json` and `merge.json` (the summary the operator reads) are written there.
+    #[arg(long)]
+    work: String,
+    /// Where to write the profile.
+    #[arg(long)]
+    out: String,
+    /// Tasks that failed and are merged without (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    missing: Vec<u32>,
+    /// Incremental runs: the cache the partials of the tasks that ran go to (the reused
+    /// ones are listed beside the plan, in `<PLAN>.reused`).
+    #[arg(long, value_name = "URI")]
+    cache: Option<String>,
+    /// When the run started (RFC 3339), for the profile's duration.
+    #[arg(long)]
+    started_at: Option<String>,
+    /// Embed the merged state (counts, sketches) in the profile, as `th profile --keep-state`:
+    /// later profiles merge with it, and drift between runs compares sketches.
+    #[arg(long)]
+    keep_state: bool,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Worker threads for I/O.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 /// Where the plan, partials and outputs are stored.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 struct StorageArgs {
     /// Endpoint of an S3-compatible server, for the plan and the output. The dataset's own
     /// storage options come from the plan; credentials from AWS_*/GOOGLE_*/AZURE_*.
@@ -227,39 +244,62 @@ fn run(cli: Cli) -> Result<()> {
         Command::RunTask {
             plan,
             task,
+            tasks,
             out,
             storage,
             threads,
             progress,
-        } => run_task_command(&plan, task, &out, storage.options(), threads, progress),
-        Command::Merge {
-            plan,
-            work,
-            out,
-            missing,
-            started_at,
-            storage,
-            threads,
-        } => runtime(threads)?.block_on(merge(
-            &plan,
-            &work,
-            &out,
-            missing,
-            started_at.as_deref(),
-            &storage.options(),
-        )),
+        } => {
+            let task = match &tasks {
+                Some(list) => task_at(list, task)?,
+                None => task,
+            };
+            let out = out.replace("{task}", &task.to_string());
+            run_task_command(&plan, task, &out, storage.options(), threads, progress)
+        }
+        Command::Merge(cmd) => {
+            let storage = cmd.storage.clone().options();
+            runtime(cmd.threads)?.block_on(merge(&cmd, &storage))
+        }
     }
 }
 
+/// The `index`-th task of `ranges` (`3,7,19-25`, ascending).
+fn task_at(ranges: &str, index: u32) -> Result<u32> {
+    let bad = |detail: String| Error::Invalid {
+        what: "--tasks",
+        detail,
+    };
+    let mut seen = 0u32;
+    for part in ranges.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| bad(format!("`{part}` is not a task id or a range of them")))
+        };
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(part)?, num(part)?),
+        };
+        if b < a {
+            return Err(bad(format!("`{part}` is an empty range")).into());
+        }
+        let len = b - a + 1;
+        if index - seen < len {
+            return Ok(a + (index - seen));
+        }
+        seen += len;
+    }
+    Err(bad(format!(
+        "pod index {index} is past the {seen} tasks of `{ranges}`"
+    ))
+    .into())
+}
+
 /// Merges the run's partials and writes the profile, the task table and the summary.
-async fn merge(
-    plan_uri: &str,
-    work: &str,
-    out: &str,
-    missing: Vec<u32>,
-    started_at: Option<&str>,
-    storage: &StorageOptions,
-) -> Result<()> {
+async fn merge(cmd: &MergeCmd, storage: &StorageOptions) -> Result<()> {
+    let (plan_uri, work, out) = (cmd.plan.as_str(), cmd.work.as_str(), cmd.out.as_str());
+    let (cache, started_at) = (cmd.cache.as_deref(), cmd.started_at.as_deref());
     let started = started_at
         .map(|s| {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(
@@ -281,12 +321,19 @@ async fn merge(
                 .max(0) as u64
         })
         .unwrap_or(0);
+    let reused = match cache {
+        Some(_) => truthound_profile::merge::read_reused(plan_uri, storage).await,
+        None => Default::default(),
+    };
     let stored = StoredRun {
         plan: &plan,
+        cache: cache.map(|c| truthound_profile::cache::PartialCache::new(c, storage)),
+        reused,
         work_prefix: work.trim_end_matches('/').to_string(),
-        missing: missing.into_iter().collect(),
+        missing: cmd.missing.iter().copied().collect(),
         profile_uri: out.to_string(),
         duration_ms,
+        keep_state: cmd.keep_state,
     };
     info!(plan = %plan.id, tasks = plan.tasks.len(), missing = stored.missing.len(), "merge started");
     let summary = merge_stored(&stored, storage).await?;
@@ -512,4 +559,18 @@ fn is_partial_of(partial: &PartialProfile, plan: &Plan, task: u32) -> bool {
                 && r.dataset == plan.dataset.uri
                 && r.columns == plan.columns
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_at;
+
+    #[test]
+    fn a_pod_index_is_the_task_at_that_place_of_the_ranges() {
+        let got: Vec<u32> = (0..5).map(|i| task_at("3,7,19-21", i).unwrap()).collect();
+        assert_eq!(got, vec![3, 7, 19, 20, 21]);
+        assert!(task_at("3,7", 2).is_err(), "past the list");
+        assert!(task_at("3-x", 0).is_err());
+        assert!(task_at("5-2", 0).is_err());
+    }
 }

@@ -85,6 +85,10 @@ pub struct SubmitArgs {
     /// job succeeded or is deleted; by default it is deleted then (it holds exact values).
     #[arg(long)]
     pub keep_work_data: bool,
+    /// Incremental runs (spec.output.cacheUri): a prefix in the output's store where task
+    /// partials are cached; tasks of unchanged files reuse them instead of running.
+    #[arg(long, value_name = "URI")]
+    pub cache: Option<String>,
     /// Where the tasks run: local (worker pods started by the operator, the default), spark,
     /// dask, ray (an existing cluster), or auto (the operator chooses).
     #[arg(long, env = "TRUTHOUND_DISTRIBUTED_BACKEND", value_enum)]
@@ -160,7 +164,9 @@ pub struct LocalOnlyArgs {
     pub workers: Option<String>,
     #[arg(long, hide = true)]
     pub json: bool,
-    #[arg(long, hide = true)]
+    /// Embed the mergeable state in the profile (spec.profile.keepState), as `th profile
+    /// --keep-state` does.
+    #[arg(long)]
     pub keep_state: bool,
     #[arg(long, hide = true)]
     pub partial_out: Option<String>,

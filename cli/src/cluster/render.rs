@@ -250,6 +250,9 @@ pub fn describe(pj: &ProfileJob, events: Result<&[Event], &str>, now: i64) -> St
     if let Some(s) = &spec.output.credentials_secret_ref {
         field(&mut o, "  credentials", format!("Secret {}", s.name));
     }
+    if let Some(c) = &spec.output.cache_uri {
+        field(&mut o, "  cache", c.clone());
+    }
 
     let mut backend = spec.backend.kind.name().to_string();
     let address = spec
@@ -378,8 +381,14 @@ pub fn describe(pj: &ProfileJob, events: Result<&[Event], &str>, now: i64) -> St
             &mut o,
             "Tasks",
             format!(
-                "{} total: {} pending, {} running, {} succeeded, {} failed; {} retried",
-                t.total, t.pending, t.running, t.succeeded, t.failed, t.retried
+                "{} total: {} pending, {} running, {} succeeded, {} failed; {} retried{}",
+                t.total,
+                t.pending,
+                t.running,
+                t.succeeded,
+                t.failed,
+                t.retried,
+                reused_note(t.reused)
             ),
         );
     }
@@ -513,6 +522,14 @@ pub fn event_time(e: &Event) -> Option<i64> {
         })
 }
 
+/// `; 17 reused from the cache` for an incremental run, nothing otherwise.
+fn reused_note(reused: u32) -> String {
+    match reused {
+        0 => String::new(),
+        n => format!("; {n} reused from the cache"),
+    }
+}
+
 /// The result of a finished job; `Err` for a failed one (its reason and message).
 pub fn result(pj: &ProfileJob) -> Result<String, (String, String)> {
     let status = pj.status.clone().unwrap_or_default();
@@ -526,6 +543,7 @@ pub fn result(pj: &ProfileJob) -> Result<String, (String, String)> {
         if t.retried > 0 {
             let _ = write!(s, ", {} retried", t.retried);
         }
+        s.push_str(&reused_note(t.reused));
         s
     });
     if phase(pj) == "Failed" {

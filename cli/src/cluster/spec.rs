@@ -112,6 +112,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
         patterns: plan.no_patterns.then_some(false),
         duplicates: plan.no_duplicates.then_some(false),
         sampling,
+        keep_state: args.local_only.keep_state.then_some(true),
     };
 
     let partitioning = PartitioningSpec {
@@ -160,6 +161,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
             credentials_secret_ref: None,
             keep_work_data: args.keep_work_data,
             work_data_ttl_seconds_after_failure: None,
+            cache_uri: args.cache.clone(),
         },
         backoff_limit_per_task: int("--retries", args.retries, 100)?,
         max_failed_tasks: int("--max-failed-tasks", args.max_failed_tasks, i32::MAX as u32)?,
@@ -210,10 +212,6 @@ fn refuse_local_only(args: &SubmitArgs) -> Result<()> {
             l.json,
             "--json prints the profile of an in-process run; a cluster run writes it to --output \
              (add --wait to print its summary, or --dry-run to print the ProfileJob)",
-        ),
-        (
-            l.keep_state,
-            "--keep-state is not available on a cluster: the operator writes the profile without its mergeable state",
         ),
         (
             l.partial_out.is_some(),

@@ -1042,3 +1042,32 @@ fn submit_and_profile_help_state_their_own_partitions_default() {
         4
     );
 }
+
+#[test]
+fn an_incremental_runs_result_and_description_say_how_many_tasks_were_reused() {
+    let mut st = succeeded();
+    st["tasks"]["reused"] = json!(13);
+    let mut pj = stored("events", st);
+    pj["spec"]["output"]["cacheUri"] = json!("s3://lake/cache/events/");
+    let pj: truthound_operator::crd::ProfileJob = serde_json::from_value(pj).unwrap();
+    let done = super::render::result(&pj).unwrap();
+    assert!(
+        done.contains("16/16 succeeded, 2 retried; 13 reused from the cache"),
+        "{done}"
+    );
+    let mut plain = pj.clone();
+    if let Some(t) = plain.status.as_mut().and_then(|s| s.tasks.as_mut()) {
+        t.reused = 0;
+    }
+    let done = super::render::result(&plain).unwrap();
+    assert!(!done.contains("reused"), "{done}");
+    let d = super::render::describe(&pj, Ok(&[]), NOW);
+    assert!(
+        d.contains("  cache:       s3://lake/cache/events/\n"),
+        "{d}"
+    );
+    assert!(
+        d.contains("0 failed; 2 retried; 13 reused from the cache\n"),
+        "{d}"
+    );
+}

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use std::collections::BTreeMap;
+use truthound_profile::profile::index_ranges;
 
 /// The worker container's name (podFailurePolicy rules refer to it).
 pub const CONTAINER: &str = "worker";
@@ -39,7 +40,11 @@ pub const DEFAULT_BACKOFF_PER_TASK: i32 = 3;
 pub struct WorkerParams {
     /// The Job's name (deterministic, see [`crate::decide::workers_name`]).
     pub name: String,
+    /// Pods (completions) of the Job.
     pub tasks: u32,
+    /// The task each pod index runs (an incremental run skips the reused tasks); `None`: the
+    /// index is the task id.
+    pub only: Option<Vec<u32>>,
     pub plan_uri: String,
     /// `<work prefix>/partials`; task i writes `<partials>/<i>`.
     pub partials_prefix: String,
@@ -177,7 +182,7 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         .unwrap_or(DEFAULT_BACKOFF_PER_TASK)
         .max(0);
 
-    let args = vec![
+    let mut args = vec![
         "run-task".to_string(),
         "--plan".to_string(),
         p.plan_uri.clone(),
@@ -186,6 +191,12 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         // injects JOB_COMPLETION_INDEX, the task id.
         format!("{}/$(JOB_COMPLETION_INDEX)", p.partials_prefix),
     ];
+    let only = p.only.as_ref().map(|ids| index_ranges(ids));
+    if let Some(ranges) = &only {
+        // Pod i runs the i-th task of the list, and names its partial by the task.
+        args[4] = format!("{}/{{task}}", p.partials_prefix);
+        args.extend(["--tasks".to_string(), ranges.clone()]);
+    }
     let mut env_vars = vec![env("TH_HEARTBEAT_SECONDS", p.heartbeat_seconds.to_string())];
     if let Some(endpoint) = &p.progress_endpoint {
         env_vars.push(env("TH_PROGRESS_ENDPOINT", endpoint.clone()));
@@ -214,7 +225,35 @@ pub fn worker_job(pj: &ProfileJob, p: &WorkerParams) -> Job {
         // it), and creating it running would let its pods start before the queue decided.
         suspend: pj.spec.suspend || queue_managed(pj),
     };
-    indexed_job(pj, &p.name, "worker", container, spec, &p.pod_defaults)
+    let mut job = indexed_job(pj, &p.name, "worker", container, spec, &p.pod_defaults);
+    if let Some(ranges) = only {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(TASKS_ANNOTATION.to_string(), ranges);
+    }
+    job
+}
+
+/// On a worker Job that runs some of the plan's tasks: which (index ranges, pod index i runs
+/// the i-th).
+pub const TASKS_ANNOTATION: &str = "truthound.io/tasks";
+
+/// The task id of each pod index of a worker Job, when they differ (see [`TASKS_ANNOTATION`]).
+pub fn task_map(job: &Job) -> Option<Vec<u32>> {
+    job.metadata
+        .annotations
+        .as_ref()?
+        .get(TASKS_ANNOTATION)
+        .map(|r| crate::status::parse_ranges(r).into_iter().collect())
+}
+
+/// The task of pod index `index` under `map`.
+pub fn task_of(map: Option<&[u32]>, index: u32) -> Option<u32> {
+    match map {
+        None => Some(index),
+        Some(m) => m.get(index as usize).copied(),
+    }
 }
 
 /// What the merge Job needs besides the ProfileJob.
@@ -227,6 +266,8 @@ pub struct MergeParams {
     pub work_prefix: String,
     /// Failed tasks merged without.
     pub missing: Vec<u32>,
+    /// Incremental runs: the cache the merge stores the new partials in.
+    pub cache_uri: Option<String>,
     /// When the run started (RFC 3339), for the profile's duration.
     pub started_at: Option<String>,
     /// The image when the ProfileJob names none.
@@ -256,6 +297,12 @@ pub fn merge_job(pj: &ProfileJob, p: &MergeParams) -> Job {
     }
     if let Some(t) = &p.started_at {
         args.extend(["--started-at".to_string(), t.clone()]);
+    }
+    if let Some(c) = &p.cache_uri {
+        args.extend(["--cache".to_string(), c.clone()]);
+    }
+    if pj.spec.profile.keep_state == Some(true) {
+        args.push("--keep-state".to_string());
     }
     let container = container(pj, &p.default_image, args, Vec::new(), &p.credentials);
     let spec = IndexedJob {
@@ -588,6 +635,7 @@ mod tests {
         WorkerParams {
             name: "events-w1".into(),
             tasks: 8,
+            only: None,
             plan_uri: "s3://lake/.truthound/uid-1/plan".into(),
             partials_prefix: "s3://lake/.truthound/uid-1/partials".into(),
             default_image: "th-worker:1".into(),
@@ -606,6 +654,7 @@ mod tests {
             plan_uri: "s3://lake/.truthound/uid-1/plan".into(),
             work_prefix: "s3://lake/.truthound/uid-1".into(),
             missing: Vec::new(),
+            cache_uri: None,
             started_at: None,
             default_image: "th-worker:1".into(),
             pod_defaults: defaults,
@@ -739,6 +788,19 @@ mod tests {
             pod.containers[0].security_context,
             Some(container_security_context(true))
         );
+    }
+
+    #[test]
+    fn the_merge_pod_keeps_the_state_when_the_job_asks() {
+        let args = |pj: &ProfileJob| {
+            let job = merge_job(pj, &merge_params(PodSettings::default()));
+            let (_, pod) = pod_of(&job);
+            pod.containers[0].args.clone().unwrap_or_default()
+        };
+        let mut pj = job_with_local("{}");
+        assert!(!args(&pj).iter().any(|a| a == "--keep-state"));
+        pj.spec.profile.keep_state = Some(true);
+        assert!(args(&pj).iter().any(|a| a == "--keep-state"));
     }
 
     #[test]

@@ -275,6 +275,7 @@ pub fn counts(tasks: &[TaskState]) -> TaskCounts {
         succeeded,
         failed: n(TaskPhase::Failed),
         retried: tasks.iter().map(|t| t.attempts.saturating_sub(1)).sum(),
+        reused: 0,
         summary: format!("{succeeded}/{}", tasks.len()),
     }
 }

@@ -241,6 +241,8 @@ pub fn run_job(
     annotations.insert(SCHEDULED_AT.into(), rfc3339(scheduled));
     let mut spec = template.spec.clone();
     spec.output.uri = output_uri.to_string();
+    // Drift between runs compares sketches when the profiles carry them.
+    spec.profile.keep_state.get_or_insert(true);
     let mut pj = ProfileJob::new(name, spec);
     pj.metadata = ObjectMeta {
         name: Some(name.into()),

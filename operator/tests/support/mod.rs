@@ -46,6 +46,8 @@ pub struct ApiState {
     pub merge_fails: Option<String>,
     /// Pod logs, by pod name.
     pub logs: BTreeMap<String, String>,
+    /// Tasks the worker pods ran (not those found done), in order.
+    pub tasks_run: Vec<u32>,
 }
 
 pub type Shared = Arc<Mutex<ApiState>>;
@@ -474,12 +476,21 @@ pub async fn run_workers(state: &Shared) {
             let missing = arg("--missing")
                 .map(|m| m.split(',').map(|t| t.parse().expect("task id")).collect())
                 .unwrap_or_default();
+            let cache =
+                arg("--cache").map(|c| truthound_profile::cache::PartialCache::new(&c, &opts));
+            let reused = match &cache {
+                Some(_) => truthound_profile::merge::read_reused(&plan_uri, &opts).await,
+                None => Default::default(),
+            };
             let run = truthound_profile::merge::StoredRun {
                 plan: &plan,
+                cache,
+                reused,
                 work_prefix: arg("--work").expect("--work"),
                 missing,
                 profile_uri: out,
                 duration_ms: 1500,
+                keep_state: false,
             };
             truthound_profile::merge::merge_stored(&run, &opts)
                 .await
@@ -492,19 +503,28 @@ pub async fn run_workers(state: &Shared) {
             continue;
         }
         let completions = job["spec"]["completions"].as_u64().expect("completions") as u32;
-        assert_eq!(completions as usize, plan.tasks.len());
+        // `--tasks`: pod index i runs the i-th task of the list (an incremental run).
+        let only: Option<Vec<u32>> = arg("--tasks").map(|r| {
+            truthound_operator::status::parse_ranges(&r)
+                .into_iter()
+                .collect()
+        });
+        let tasks: Vec<u32> = only.unwrap_or_else(|| (0..plan.tasks.len() as u32).collect());
+        assert_eq!(completions as usize, tasks.len());
         let mut done = Vec::new();
         let mut failed = Vec::new();
-        for task in 0..completions {
+        for (index, task) in tasks.into_iter().enumerate() {
+            let index = index as u32;
             if let Some((code, message)) = failing.get(&task) {
-                failed.push(task.to_string());
+                failed.push(index.to_string());
                 state
                     .lock()
                     .expect("state")
                     .pods
-                    .push(failed_pod(&name, task, *code, message));
+                    .push(failed_pod(&name, index, *code, message));
                 continue;
             }
+            state.lock().expect("state").tasks_run.push(task);
             let store = truthound_profile::run::plan_store(&plan).expect("store");
             let partial = truthound_profile::run::run_task(
                 &plan,
@@ -514,11 +534,13 @@ pub async fn run_workers(state: &Shared) {
             )
             .await
             .expect("task");
-            let uri = out.replace("$(JOB_COMPLETION_INDEX)", &task.to_string());
+            let uri = out
+                .replace("$(JOB_COMPLETION_INDEX)", &index.to_string())
+                .replace("{task}", &task.to_string());
             dataset::write_object(&uri, &opts, partial.to_bytes())
                 .await
                 .expect("partial");
-            done.push(task.to_string());
+            done.push(index.to_string());
         }
         let mut s = state.lock().expect("state");
         let j = s.jobs.get_mut(&name).expect("job");

@@ -49,6 +49,35 @@ pub struct DataFile {
     /// `None` for other files, or when the header was not found in the head (no ranges then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_start: Option<u64>,
+    /// The object's identity as the store reported it when the dataset was listed, so that a
+    /// cached partial of this file is reused only while the file is the one it was made of
+    /// (see `cache.rs`): the ETag (a content hash on S3, inode, mtime and size on a local disk)
+    /// and the version, when the store has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Last modification, in nanoseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<i64>,
+}
+
+impl DataFile {
+    /// A file of `object` with no format metadata yet.
+    fn of_object(location: &Location, object: &ObjectMeta) -> DataFile {
+        DataFile {
+            uri: location.uri_of(&object.location),
+            path: object.location.to_string(),
+            size: object.size,
+            rows: None,
+            row_groups: Vec::new(),
+            record_starts: Vec::new(),
+            data_start: None,
+            e_tag: object.e_tag.clone(),
+            version: object.version.clone(),
+            modified_ns: object.last_modified.timestamp_nanos_opt(),
+        }
+    }
 }
 
 /// A dataset as discovered: its files, their common schema and the store they live in.
@@ -260,13 +289,9 @@ async fn parquet_files(
             })
             .collect::<Vec<_>>();
         files.push(DataFile {
-            uri: uri.clone(),
-            path: object.location.to_string(),
-            size: object.size,
             rows: Some(row_groups.iter().map(|r| r.rows).sum()),
             row_groups,
-            record_starts: Vec::new(),
-            data_start: None,
+            ..DataFile::of_object(location, object)
         });
     }
     Ok((files, schema))
@@ -370,15 +395,7 @@ fn whole_lines(bytes: &[u8], whole_file: bool) -> &[u8] {
 fn plain_files(location: &Location, objects: &[ObjectMeta]) -> Vec<DataFile> {
     objects
         .iter()
-        .map(|o| DataFile {
-            uri: location.uri_of(&o.location),
-            path: o.location.to_string(),
-            size: o.size,
-            rows: None,
-            row_groups: Vec::new(),
-            record_starts: Vec::new(),
-            data_start: None,
-        })
+        .map(|o| DataFile::of_object(location, o))
         .collect()
 }
 
@@ -517,15 +534,7 @@ async fn ipc_files(
             None => schema = Some((this, uri.clone())),
             Some((s, first)) => check_same_schema(s, first, &this, &uri)?,
         }
-        files.push(DataFile {
-            uri,
-            path: object.location.to_string(),
-            size: object.size,
-            rows: None,
-            row_groups: Vec::new(),
-            record_starts: Vec::new(),
-            data_start: None,
-        });
+        files.push(DataFile::of_object(location, object));
     }
     let (schema, _) = schema.expect("at least one file");
     Ok((files, schema))
