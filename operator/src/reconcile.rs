@@ -775,18 +775,35 @@ async fn write_status(
     ctx: &Context,
     status: &ProfileJobStatus,
 ) -> Result<(), Error> {
-    if pj.status.as_ref() == Some(status) {
+    apply_status(ctx, pj, pj.status.as_ref(), status).await
+}
+
+/// Writes `status` of one of our resources (a ProfileJob, a ProfileSchedule) with server-side
+/// apply, as the operator's field manager, when it differs from `current`.
+pub(crate) async fn apply_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if current == Some(status) {
         return Ok(());
     }
-    let api: Api<ProfileJob> =
-        Api::namespaced(ctx.client.clone(), &pj.namespace().unwrap_or_default());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = json!({
-        "apiVersion": "truthound.io/v1alpha1",
-        "kind": "ProfileJob",
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
-        &pj.name_any(),
+        &obj.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&patch),
     )

@@ -7,16 +7,15 @@ use super::crd::{DriftStatus, ProfileSchedule, ProfileScheduleStatus};
 use super::decide::{self, Action, Observed, Run, RunState, SCHEDULE_LABEL, SCHEDULED_AT};
 use crate::crd::{Phase, ProfileJob};
 use crate::decide::EventNote;
-use crate::reconcile::{Context, Error, FIELD_MANAGER};
+use crate::reconcile::{Context, Error};
 use crate::status::{parse_time, rfc3339};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -290,23 +289,7 @@ async fn write_status(
     ctx: &Context,
     status: &ProfileScheduleStatus,
 ) -> Result<(), Error> {
-    if ps.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let api: Api<ProfileSchedule> =
-        Api::namespaced(ctx.client.clone(), &ps.namespace().unwrap_or_default());
-    let patch = json!({
-        "apiVersion": "truthound.io/v1alpha1",
-        "kind": "ProfileSchedule",
-        "status": status,
-    });
-    api.patch_status(
-        &ps.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    crate::reconcile::apply_status(ctx, ps, ps.status.as_ref(), status).await
 }
 
 async fn publish(ps: &ProfileSchedule, ctx: &Context, e: &EventNote) {
@@ -364,6 +347,7 @@ mod tests {
     use super::*;
     use crate::crd::ProfileJobStatus;
     use futures::StreamExt;
+    use serde_json::json;
 
     fn pj(uid: &str, phase: Option<Phase>, rows: u64) -> ProfileJob {
         let mut pj: ProfileJob = serde_json::from_value(json!({
