@@ -14,7 +14,10 @@
 #                                       and kubectl (scripts/kubectl.sh) for `th submit --dry-run`,
 #                                       and a real Kubernetes control plane (scripts/kube-cluster.sh:
 #                                       etcd, kube-apiserver, kube-controller-manager v1.36, built
-#                                       once from the Go module proxy) for tests/kube_*.rs
+#                                       once from the Go module proxy) for tests/kube_*.rs, and
+#                                       with pyarrow, duckdb, deltalake and pyiceberg
+#                                       (scripts/py-tools.sh, TH_TEST_PYTHON) for fixtures and
+#                                       reference statistics
 #
 # The profile format's JSON Schema is checked for drift by a test (cli/tests/cli.rs,
 # schema_command_prints_the_published_schema): `th schema` must equal schema/profile.schema.json.
@@ -28,7 +31,8 @@
 #   scripts/test.sh -p truthound-profile some_test -- --nocapture   args go to `cargo test`
 #
 # Environment: CARGO_TARGET_DIR is honoured (cargo reads it); TH_TEST_S3_ENDPOINT,
-# TH_TEST_DASK_SCHEDULER, TH_TEST_RAY_ADDRESS, TH_TEST_SPARK_CONNECT and TH_TEST_KUBECONFIG, if
+# TH_TEST_DASK_SCHEDULER, TH_TEST_RAY_ADDRESS, TH_TEST_SPARK_CONNECT, TH_TEST_KUBECONFIG and
+# TH_TEST_PYTHON, if
 # already set, are used as they are and no server is started; TH_CACHE is passed on to
 # s3-server.sh, dask-cluster.sh, ray-cluster.sh, spark-cluster.sh and kube-cluster.sh.
 set -euo pipefail
@@ -78,6 +82,8 @@ SPARK_RUN=""
 SPARK_INSTALL_PID=""
 KUBE_RUN=""
 KUBE_INSTALL_PID=""
+PYTOOLS_RUN=""
+PYTOOLS_INSTALL_PID=""
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -103,6 +109,7 @@ cleanup() {
     KUBE_RUN_DIR=$KUBE_RUN "$KUBE" stop || true
     rm -rf "$KUBE_RUN"
   fi
+  [ -z "$PYTOOLS_RUN" ] || rm -rf "$PYTOOLS_RUN"
   if [ "$rc" -eq 0 ]; then
     printf '\n==> all steps passed (%ss)\n' "$(secs "$T_ALL")" >&2
   else
@@ -190,6 +197,17 @@ kube_kubectl() {
   export TH_TEST_KUBE_KUBECTL
 }
 
+# The Python data tools (pyarrow, duckdb, deltalake, pyiceberg: scripts/py-tools.sh) that tests
+# write fixtures with and compare against, exported as TH_TEST_PYTHON.
+PYTOOLS=$ROOT/scripts/py-tools.sh
+[ -n "${TH_TEST_PYTHON:-}" ] || install_in_background PYTOOLS "$PYTOOLS"
+py_tools() {
+  wait_install "$PYTOOLS_INSTALL_PID" "$PYTOOLS_RUN" || return
+  TH_TEST_PYTHON=$("$PYTOOLS" python) || return
+  export TH_TEST_PYTHON
+  echo "TH_TEST_PYTHON=$TH_TEST_PYTHON" >&2
+}
+
 start_s3() {
   wait_install "$INSTALL_PID" "$S3_RUN" || return
   local line
@@ -217,6 +235,7 @@ run_tests() {
     TH_TEST_RAY_ADDRESS="$TH_TEST_RAY_ADDRESS" \
     TH_TEST_SPARK_CONNECT="$TH_TEST_SPARK_CONNECT" \
     TH_TEST_KUBECONFIG="$TH_TEST_KUBECONFIG" TH_TEST_KUBE_KUBECTL="$TH_TEST_KUBE_KUBECTL" \
+    TH_TEST_PYTHON="$TH_TEST_PYTHON" \
     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
     AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
     AWS_ALLOW_HTTP=true AWS_VIRTUAL_HOSTED_STYLE_REQUEST=false AWS_EC2_METADATA_DISABLED=true \
@@ -255,6 +274,11 @@ else
   echo "using the control plane given in TH_TEST_KUBECONFIG=$TH_TEST_KUBECONFIG" >&2
 fi
 step kube-kubectl kube_kubectl
+if [ -z "${TH_TEST_PYTHON:-}" ]; then
+  step py-tools py_tools
+else
+  echo "using the Python tools given in TH_TEST_PYTHON=$TH_TEST_PYTHON" >&2
+fi
 # Headless Chromium for the `th report` browser test (cli/tests/report.rs); installed from
 # Debian's packages when missing. Assignment and export apart, so that a failure stops the script.
 ensure_chromium() {

@@ -13,7 +13,8 @@
 log() { printf '[%s] %s\n' "$SERVICE" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# venv_install NAME REQUIREMENT: pip-installs REQUIREMENT into $VENV once. Concurrent installs
+# venv_install NAME REQUIREMENT: pip-installs REQUIREMENT (one or more space-separated
+# requirements) into $VENV once. Concurrent installs
 # (two test runs at once on a fresh machine) are serialised with a lock; the marker is written
 # only after `venv_ok` agrees, so an interrupted install is redone.
 venv_install() {
@@ -31,7 +32,9 @@ venv_install() {
     rm -f "$MARKER"
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" >"$plog" 2>&1 ||
       { cat "$plog" >&2; die "python3 -m venv $VENV failed (on Debian/Ubuntu: apt-get install python3-venv)"; }
-    if ! "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q "$pkg" >>"$plog" 2>&1; then
+    # REQUIREMENT may list several packages, separated by spaces
+    # shellcheck disable=SC2086
+    if ! "$VENV/bin/python" -m pip install --no-input --disable-pip-version-check -q $pkg >>"$plog" 2>&1; then
       tail -n 30 "$plog" >&2
       die "pip install $pkg failed (full log: $plog)"
     fi
