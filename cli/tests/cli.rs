@@ -589,7 +589,13 @@ fn the_spark_backend_needs_a_spark_connect_url() {
     // The ancestor's --master: a Spark Connect URL is taken, a spark:// master is explained.
     let (code, err) = run(&["--backend", "spark", "--master", "spark://m:7077"], &[]);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("not a Spark Connect URL"), "{err}");
+    assert!(
+        err.contains("Spark master URL") && err.contains("start-connect-server.sh --master spark://m:7077"),
+        "{err}"
+    );
+    let (code, err) = run(&["--backend", "spark", "--master", "local[*]"], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("Spark Connect") && err.contains("sc://HOST:15002"), "{err}");
     let (code, err) = run(
         &["--backend", "spark", "--spark-connect", "http://x:1"],
         &[],
@@ -618,10 +624,16 @@ fn the_ray_backend_needs_a_dashboard_address() {
     let (code, err) = run(&[]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--ray-address"), "{err}");
-    // A Ray client address is not the Jobs API.
+    // A Ray client address (the ancestor's) is taken for its head's dashboard at Ray's default
+    // port; nothing answers there, and the error says which address to give instead.
     let (code, err) = run(&["--ray-address", "ray://127.0.0.1:10001"]);
-    assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("http://HOST:8265"), "{err}");
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        err.contains("http://127.0.0.1:8265")
+            && err.contains("ray://127.0.0.1:10001")
+            && err.contains("--dashboard-port"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -317,8 +317,9 @@ mod tests {
             }),
             ..BackendSpec::default()
         };
-        let err = named(BackendType::Ray, &ray_client, &Clusters::default()).unwrap_err();
-        assert!(err.contains("Ray client address"), "{err}");
+        // The ancestor's client address is taken (for its head's dashboard), kept as given.
+        let c = named(BackendType::Ray, &ray_client, &Clusters::default()).unwrap();
+        assert_eq!(c.address.as_deref(), Some("ray://head:10001"));
         let bad_spark = BackendSpec {
             spark: Some(SparkBackend {
                 connect_url: Some("http://spark:15002".into()),
