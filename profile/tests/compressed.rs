@@ -78,6 +78,29 @@ fn exact(p: &TableProfile) -> Value {
     serde_json::json!({"rows": p.row_count, "duplicates": p.duplicate_row_count, "columns": cols})
 }
 
+/// Equal exact figures, and distinct counts within 2%: a distinct count past the exact limit is
+/// an HLL estimate, which a union of several tasks' sketches (out-of-order, estimated without
+/// HIP) gives slightly differently from one task's sketch.
+fn assert_same_up_to_sketches(got: &Value, want: &Value, what: &str) {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        let mut distinct = Vec::new();
+        for c in v["columns"].as_array_mut().unwrap() {
+            distinct.push(c["distinct"].as_f64());
+            c.as_object_mut().unwrap().remove("distinct");
+        }
+        (v, distinct)
+    };
+    let ((g, gd), (w, wd)) = (strip(got), strip(want));
+    assert_eq!(g, w, "{what}");
+    for (a, b) in gd.iter().zip(&wd) {
+        match (a, b) {
+            (Some(a), Some(b)) => assert!((a - b).abs() <= 0.02 * b, "{what}: {a} vs {b}"),
+            _ => assert_eq!(a, b, "{what}"),
+        }
+    }
+}
+
 fn compress(c: Compression, data: &[u8]) -> Vec<u8> {
     match c {
         Compression::Gzip => {
@@ -151,14 +174,20 @@ fn compressed_csv_and_ndjson_profile_exactly_like_the_plain_files_one_task_each(
         let plain_uri = plain.to_str().unwrap();
         // The plain file is cut into byte ranges at this target: the compressed one cannot be.
         let plain_plan = make_plan(plain_uri, Strategy::RowBased, 8, 256 << 10);
-        assert!(plain_plan.tasks.len() > 4, "{name}: the plain file is cut");
-        let want = exact(&run(&plain_plan));
+        assert!(plain_plan.tasks.len() >= 3, "{name}: the plain file is cut");
+        let cut = exact(&run(&plain_plan));
+        let want = exact(&run(&make_plan(plain_uri, Strategy::RowBased, 1, 0)));
+        assert_same_up_to_sketches(&cut, &want, name);
         for c in Compression::ALL {
             let packed = dir.path().join(format!("{name}.{}", ext(c)));
             std::fs::write(&packed, compress(c, &text)).unwrap();
             let uri = packed.to_str().unwrap();
             let p = make_plan(uri, Strategy::RowBased, 8, 256 << 10);
-            assert_eq!(p.tasks.len(), 1, "{name}.{c}: one task for a compressed file");
+            assert_eq!(
+                p.tasks.len(),
+                1,
+                "{name}.{c}: one task for a compressed file"
+            );
             assert_eq!(p.files[0].compression, Some(c), "{name}.{c}: in the plan");
             assert!(p.tasks[0].reads.iter().all(|r| r.bytes.is_none()));
             assert_eq!(p.dataset.schema, plain_plan.dataset.schema, "{name}.{c}");
@@ -192,7 +221,7 @@ fn a_folder_of_mixed_plain_and_compressed_files_is_one_dataset() {
     let compressions: Vec<_> = p.files.iter().map(|f| f.compression).collect();
     assert_eq!(compressions, vec![None, Some(Compression::Zstd)]);
     assert!(p.tasks.len() > 2, "the plain file is still cut");
-    assert_eq!(exact(&run(&p)), want);
+    assert_same_up_to_sketches(&exact(&run(&p)), &want, "mixed");
 }
 
 #[test]

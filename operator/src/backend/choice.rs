@@ -381,7 +381,7 @@ mod tests {
     #[test]
     fn malformed_configured_addresses_are_said_and_never_chosen() {
         let bad = Clusters {
-            ray_address: Some("ray://head:10001".into()),
+            ray_address: Some("ftp://head:10001".into()),
             spark_connect_url: Some("sc://spark:15002".into()),
             ..Clusters::default()
         };
@@ -392,7 +392,7 @@ mod tests {
         let c = auto(&BackendSpec::default(), &bad, 500 * GB);
         assert_eq!(c.kind, "spark");
         let only_bad_ray = Clusters {
-            ray_address: Some("ray://head:10001".into()),
+            ray_address: Some("ftp://head:10001".into()),
             ..Clusters::default()
         };
         assert_eq!(

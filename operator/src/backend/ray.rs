@@ -158,7 +158,8 @@ pub fn dashboard_url(address: &str) -> Result<String, RayError> {
                 .into(),
         ));
     }
-    let url = if let Some(client) = a.strip_prefix("ray://") {
+    // Before the trailing `/` is trimmed: `ray://` alone names no host.
+    let url = if let Some(client) = address.trim().strip_prefix("ray://") {
         let host = client_host(client).ok_or_else(|| {
             RayError::Invalid(format!(
                 "`{a}` names no host; give the Ray dashboard's address, e.g. http://HOST:8265"

@@ -95,7 +95,9 @@ impl Compression {
 
     fn decoder(self) -> Decoder {
         match self {
-            Compression::Gzip => Decoder::Gzip(flate2::write::MultiGzDecoder::new(Vec::new())),
+            Compression::Gzip => {
+                Decoder::Gzip(Box::new(flate2::write::MultiGzDecoder::new(Vec::new())))
+            }
             Compression::Zstd => match zstd::stream::write::Decoder::new(Vec::new()) {
                 Ok(d) => Decoder::Zstd(Box::new(d)),
                 // Only an allocation failure of zstd's context: reported on the first chunk.
@@ -114,7 +116,7 @@ impl fmt::Display for Compression {
 
 /// A push decoder: compressed bytes in, decompressed bytes accumulated in its `Vec`.
 enum Decoder {
-    Gzip(flate2::write::MultiGzDecoder<Vec<u8>>),
+    Gzip(Box<flate2::write::MultiGzDecoder<Vec<u8>>>),
     Zstd(Box<zstd::stream::write::Decoder<'static, Vec<u8>>>),
     Bzip2(Bz2),
     Failed(String),
@@ -359,8 +361,14 @@ mod tests {
             Compression::from_path("s3://b/x/a.csv.gz"),
             Some(Compression::Gzip)
         );
-        assert_eq!(Compression::from_path("a.NDJSON.ZST"), Some(Compression::Zstd));
-        assert_eq!(Compression::from_path("a.csv.bz2"), Some(Compression::Bzip2));
+        assert_eq!(
+            Compression::from_path("a.NDJSON.ZST"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(
+            Compression::from_path("a.csv.bz2"),
+            Some(Compression::Bzip2)
+        );
         assert_eq!(Compression::from_path("a.csv"), None);
         assert_eq!(Compression::strip("dir/a.csv.gz"), "dir/a.csv");
         assert_eq!(Compression::strip("dir/a.csv"), "dir/a.csv");
@@ -401,7 +409,10 @@ mod tests {
             packed.truncate(packed.len() / 2);
             let e = stream_all(packed, c, 4096).await.unwrap_err().to_string();
             assert!(e.contains("mem://x") && e.contains(c.name()), "{c}: {e}");
-            let e = stream_all(data.clone(), c, 4096).await.unwrap_err().to_string();
+            let e = stream_all(data.clone(), c, 4096)
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("mem://x") && e.contains(c.name()), "{c}: {e}");
         }
     }

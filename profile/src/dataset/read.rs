@@ -567,11 +567,7 @@ struct TextSource {
 }
 
 impl TextSource {
-    fn new(
-        body: BoxStream<'static, Result<Bytes>>,
-        encoding: Encoding,
-        uri: String,
-    ) -> TextSource {
+    fn new(body: BoxStream<'static, Result<Bytes>>, encoding: Encoding, uri: String) -> TextSource {
         TextSource {
             body,
             transcoder: (encoding != Encoding::Utf8).then(|| Transcoder::new(encoding)),

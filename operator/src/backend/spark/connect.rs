@@ -805,7 +805,13 @@ mod tests {
             assert!(e.contains("not a Spark Connect URL"), "{bad}: {e}");
         }
         // The ancestor's masters: what to start instead, and where.
-        for master in ["spark://m:7077", "local[*]", "local", "yarn", "k8s://https://k:6443"] {
+        for master in [
+            "spark://m:7077",
+            "local[*]",
+            "local",
+            "yarn",
+            "k8s://https://k:6443",
+        ] {
             let e = ConnectUrl::parse(master).unwrap_err().to_string();
             assert!(
                 e.contains("Spark master URL")
