@@ -243,6 +243,7 @@ mod tests {
             e_tag: Some("e1".into()),
             version: None,
             modified_ns: Some(1),
+            compression: None,
         }
     }
 

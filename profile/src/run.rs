@@ -130,6 +130,7 @@ pub async fn run_task(
                 .as_ref()
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
             bytes: r.bytes.map(|[start, end]| (start, end)),
+            compression: file.compression,
         };
         let SliceStream {
             batches: mut stream,
