@@ -109,7 +109,10 @@ fn nested_and_binary_figures_match_duckdb() {
             assert_eq!(c["min_length"], want["min_length"], "{name}.min_length");
             assert_eq!(c["max_length"], want["max_length"], "{name}.max_length");
             let got = c["avg_length"].as_f64().unwrap();
-            assert!(close(got, w.as_f64().unwrap()), "{name}.avg_length: {got} vs {w}");
+            assert!(
+                close(got, w.as_f64().unwrap()),
+                "{name}.avg_length: {got} vs {w}"
+            );
             let empty = if name == "bin" {
                 "empty_string_count"
             } else {
@@ -238,7 +241,11 @@ fn show_and_report_put_derived_columns_under_their_column() {
         "--output",
         json.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shown = th(&["show", json.to_str().unwrap()]);
     assert!(shown.status.success());
     let text = String::from_utf8_lossy(&shown.stdout);
@@ -262,7 +269,11 @@ fn show_and_report_put_derived_columns_under_their_column() {
         "--output",
         html.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let page = std::fs::read_to_string(&html).unwrap();
     // `s` is column 2: its fields link back to it, and it lists them.
     assert!(

@@ -159,7 +159,11 @@ fn nested_profiles_merge_to_the_single_pass_exactly() {
         assert!(parts.len() >= 3, "{what}: {} tasks", parts.len());
         for round in 0..3 {
             let merged = merge_randomly(parts.clone(), &mut rng);
-            same(&figures(&merged), &single, &format!("{what}, merge order {round}"));
+            same(
+                &figures(&merged),
+                &single,
+                &format!("{what}, merge order {round}"),
+            );
         }
     }
 }
@@ -179,7 +183,11 @@ fn duplicate_rows_compare_nested_values() {
         .arg(data.join("d.parquet"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p = &partials(&data, &PlanRequest::new(Strategy::RowBased, 1))[0];
     assert_eq!(figures(p)["duplicates"], 1);
 }

@@ -527,12 +527,7 @@ fn column(
         s.push_str("<h3>Length quantiles</h3>\n<dl class=\"quantiles\">");
         for (name, _) in QUANTILES {
             if let Some(v) = q.get(name).and_then(numfmt::value) {
-                let _ = write!(
-                    s,
-                    "<div><dt>{}</dt><dd>{}</dd></div>",
-                    esc(name),
-                    esc(&v)
-                );
+                let _ = write!(s, "<div><dt>{}</dt><dd>{}</dd></div>", esc(name), esc(&v));
             }
         }
         let _ = write!(

@@ -133,10 +133,10 @@ pub enum ColumnStats {
     /// Nested and other types: counts only.
     Other,
     /// Binary values (from this release on; `Binary` is what earlier partials hold).
-    Bytes(BinaryState),
+    Bytes(Box<BinaryState>),
     /// A struct, list or map column, whose fields, elements, keys and values are profiled as
     /// derived columns of their own (see [`super::nested`]).
-    Nested(NestedState),
+    Nested(Box<NestedState>),
 }
 
 /// Binary values: their lengths in bytes, and the values counted by [`binary_key`].
@@ -268,11 +268,11 @@ impl ColumnState {
                 values: Values::new(params),
                 patterns: options.patterns.then(PatternCounts::default),
             }),
-            ValueKind::Binary => ColumnStats::Bytes(BinaryState {
+            ValueKind::Binary => ColumnStats::Bytes(Box::new(BinaryState {
                 empty: 0,
                 lengths: int_state(),
                 values: Values::new(params),
-            }),
+            })),
             ValueKind::Other => ColumnStats::Other,
         };
         ColumnState {
@@ -381,14 +381,11 @@ impl ColumnState {
 
     /// A list or map column: adds the lengths of one batch's values (null where the value is).
     pub fn observe_lengths(&mut self, lengths: &Int64Array, scratch: &mut Scratch) {
-        if let ColumnStats::Nested(NestedState {
-            lengths: Some(state),
-            empty,
-            ..
-        }) = &mut self.stats
+        if let ColumnStats::Nested(n) = &mut self.stats
+            && let Some(state) = &mut n.lengths
         {
             state.update(lengths, &mut scratch.floats, true);
-            *empty += lengths.iter().filter(|l| *l == Some(0)).count() as u64;
+            n.empty += lengths.iter().filter(|l| *l == Some(0)).count() as u64;
         }
     }
 
@@ -407,12 +404,12 @@ impl ColumnState {
             _ => None,
         };
         c.physical_type = data_type.to_string();
-        c.stats = ColumnStats::Nested(NestedState {
+        c.stats = ColumnStats::Nested(Box::new(NestedState {
             kind,
             children,
             lengths,
             empty: 0,
-        });
+        }));
         c
     }
 

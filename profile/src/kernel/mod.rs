@@ -8,10 +8,10 @@ pub mod nested;
 mod table;
 
 pub use column::{
-    BinaryState, ColumnState, ColumnStats, FloatState, IntState, NestedKind, NestedState, StringState,
-    TemporalUnit,
+    BinaryState, ColumnState, ColumnStats, FloatState, IntState, NestedKind, NestedState,
+    StringState, TemporalUnit,
 };
-pub use nested::ColumnTree;
 pub use hashing::{bucket_mask, hash_rows};
 pub use kind::ValueKind;
+pub use nested::ColumnTree;
 pub use table::RowHashes;

@@ -16,9 +16,7 @@
 use super::column::{ColumnState, NestedKind, Scratch};
 use crate::options::ProfileOptions;
 use crate::{Error, Result};
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StructArray, make_array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, StructArray, make_array};
 use arrow::buffer::NullBuffer;
 use arrow::compute::filter;
 use arrow::datatypes::DataType;
@@ -32,9 +30,19 @@ pub struct ColumnTree {
 
 enum Node {
     Leaf(usize),
-    Struct { state: usize, fields: Vec<Node> },
-    List { state: usize, elements: Box<Node> },
-    Map { state: usize, keys: Box<Node>, values: Box<Node> },
+    Struct {
+        state: usize,
+        fields: Vec<Node>,
+    },
+    List {
+        state: usize,
+        elements: Box<Node>,
+    },
+    Map {
+        state: usize,
+        keys: Box<Node>,
+        values: Box<Node>,
+    },
 }
 
 impl Node {
@@ -193,8 +201,8 @@ fn update(
             Ok(())
         }
         Node::List { state, elements } => {
-            let (lengths, values) = lengths_and_elements(array)
-                .ok_or_else(|| mismatch(states, node, array, "list"))?;
+            let (lengths, values) =
+                lengths_and_elements(array).ok_or_else(|| mismatch(states, node, array, "list"))?;
             let parent = &mut states[*state];
             parent.update(array, scratch)?;
             parent.observe_lengths(&lengths, scratch);
@@ -205,8 +213,8 @@ fn update(
             keys,
             values,
         } => {
-            let (lengths, entries) = lengths_and_elements(array)
-                .ok_or_else(|| mismatch(states, node, array, "map"))?;
+            let (lengths, entries) =
+                lengths_and_elements(array).ok_or_else(|| mismatch(states, node, array, "map"))?;
             let entries = entries?;
             let e: &StructArray = entries
                 .as_struct_opt()
@@ -364,7 +372,10 @@ mod tests {
             panic!("{:?}", states[0].stats)
         };
         let l = n.lengths.as_ref().unwrap();
-        assert_eq!((states[0].nulls, n.empty, l.min, l.max, l.sum), (1, 1, Some(0), Some(2), 3));
+        assert_eq!(
+            (states[0].nulls, n.empty, l.min, l.max, l.sum),
+            (1, 1, Some(0), Some(2), 3)
+        );
     }
 
     #[test]

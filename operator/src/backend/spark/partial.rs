@@ -386,8 +386,13 @@ pub fn task_partial(
                 let total = row.count(&c.field("lsum"))?;
                 s.lengths.sum = i128::from(total);
                 // Only the count and the mean of the lengths: their spread is not asked of Spark.
-                s.lengths.moments =
-                    moments(n, (n > 0).then(|| total as f64 / n as f64), None, None, None);
+                s.lengths.moments = moments(
+                    n,
+                    (n > 0).then(|| total as f64 / n as f64),
+                    None,
+                    None,
+                    None,
+                );
                 // The engine counts binary values by a key of its own (hex prefix and hash) and
                 // the lengths' quantiles from exact counts, which Spark does not compute.
                 for statistic in ["distinct_count", "top_values", "length_quantiles"] {
