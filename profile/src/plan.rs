@@ -521,6 +521,22 @@ fn select_columns(schema: &SchemaRef, asked: Option<&[String]>) -> Result<Vec<St
     };
     for c in asked {
         if !all.contains(c) {
+            // `s.a`, `l[]`, `m{key}`: derived columns come with their nested column.
+            if let Some(root) = schema.fields().iter().find(|f| {
+                crate::kernel::nested::is_nested(f.data_type())
+                    && c.strip_prefix(f.name().as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[', '{']))
+            }) {
+                return Err(Error::invalid(
+                    "column",
+                    format!(
+                        "`{c}` is derived from the nested column `{}`: select `{}`, whose \
+                         fields, elements, keys and values are all profiled",
+                        root.name(),
+                        root.name()
+                    ),
+                ));
+            }
             return Err(unknown_column(schema, c));
         }
     }
