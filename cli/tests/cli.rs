@@ -629,12 +629,13 @@ fn the_ray_backend_needs_a_dashboard_address() {
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--ray-address"), "{err}");
     // A Ray client address (the ancestor's) is taken for its head's dashboard at Ray's default
-    // port; nothing answers there, and the error says which address to give instead.
-    let (code, err) = run(&["--ray-address", "ray://127.0.0.1:10001"]);
+    // port; nothing answers there, and the error says which address to give instead. (127.0.0.2:
+    // the test run's Ray head may hold 127.0.0.1:8265.)
+    let (code, err) = run(&["--ray-address", "ray://127.0.0.2:10001"]);
     assert_eq!(code, Some(75), "{err}");
     assert!(
-        err.contains("http://127.0.0.1:8265")
-            && err.contains("ray://127.0.0.1:10001")
+        err.contains("http://127.0.0.2:8265")
+            && err.contains("ray://127.0.0.2:10001")
             && err.contains("--dashboard-port"),
         "{err}"
     );
