@@ -2,6 +2,7 @@
 //! metadata only: object listings, file sizes, Parquet footers, CSV/JSON heads.
 
 use super::csv::{CsvDialect, CsvOptions, Encoding, decode_head, sniff};
+use super::lake::{TableOptions, TableVersion};
 use super::parquet_io::ObjectReader;
 use super::{Format, Location, StorageOptions};
 use crate::{Error, Result};
@@ -92,6 +93,9 @@ pub struct Dataset {
     /// How the CSV files are read (CSV only): sniffed from the first file's head, with what the
     /// user said.
     pub csv: Option<CsvDialect>,
+    /// The lake table version read, when the dataset is a Delta Lake or Iceberg table (its
+    /// `files` are then that version's live files).
+    pub table: Option<TableVersion>,
 }
 
 impl Dataset {
@@ -117,21 +121,44 @@ pub async fn discover_with(
     options: &StorageOptions,
     csv: &CsvOptions,
 ) -> Result<Dataset> {
+    discover_at(uri, format, options, csv, &TableOptions::default()).await
+}
+
+/// [`discover_with`], with the version to read when the dataset is a lake table (see
+/// `lake.rs`): a Delta Lake or Iceberg table's files are its live files at that version.
+pub async fn discover_at(
+    uri: &str,
+    format: Option<Format>,
+    options: &StorageOptions,
+    csv: &CsvOptions,
+    table: &TableOptions,
+) -> Result<Dataset> {
     let location = Location::parse(uri)?;
     let store = location.store(options)?;
-    let objects = list_objects(&location, store.as_ref(), format).await?;
-    let format = match format {
-        Some(f) => f,
-        None => detect_format(&location, &objects)?,
+    let (objects, format, table) = match super::lake::live_files(&location, &store, format, table)
+        .await?
+    {
+        Some((objects, version)) => (objects, Format::Parquet, Some(version)),
+        None => {
+            let objects = list_objects(&location, store.as_ref(), format).await?;
+            let format = match format {
+                Some(f) => f,
+                None => detect_format(&location, &objects)?,
+            };
+            let objects: Vec<ObjectMeta> = objects
+                .into_iter()
+                .filter(|o| explicit_or_matching(format, o, &location))
+                .collect();
+            (objects, format, None)
+        }
     };
-    let objects: Vec<ObjectMeta> = objects
-        .into_iter()
-        .filter(|o| explicit_or_matching(format, o, &location))
-        .collect();
     if objects.is_empty() {
         return Err(Error::NoFiles {
             uri: location.uri.clone(),
-            looked_for: format!("{format} files"),
+            looked_for: match &table {
+                Some(t) => format!("the live files of {}", t.describe()),
+                None => format!("{format} files"),
+            },
         });
     }
     if let Some(empty) = objects.iter().find(|o| o.size == 0) {
@@ -153,6 +180,7 @@ pub async fn discover_with(
         files,
         schema,
         csv: dialect,
+        table,
     })
 }
 
