@@ -395,8 +395,7 @@ print(json.dumps({"version": t.version(), "rows": t.to_pyarrow_table().num_rows}
         .expect("python runs");
     assert!(out.status.success(), "{}", stderr(&out));
     let want: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
-            .unwrap();
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     let bucket = new_bucket("delta");
     let mut stack = vec![table.clone()];
     while let Some(dir) = stack.pop() {

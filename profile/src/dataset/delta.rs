@@ -204,9 +204,9 @@ pub(super) async fn live_files(
                     location.uri_of(path)
                 ))
             })? {
-                state.apply(&action, true).map_err(|e| {
-                    table_err(format!("checkpoint {}: {e}", location.uri_of(path)))
-                })?;
+                state
+                    .apply(&action, true)
+                    .map_err(|e| table_err(format!("checkpoint {}: {e}", location.uri_of(path))))?;
             }
         }
     }
@@ -454,7 +454,8 @@ mod tests {
         assert!(e.contains("variantType"), "{e}");
         let e = base(json!({"minReaderVersion": 4}), plain.clone(), false).unwrap_err();
         assert!(e.contains("reader version 4"), "{e}");
-        let mapped = json!({"partitionColumns": [], "configuration": {"delta.columnMapping.mode": "name"}});
+        let mapped =
+            json!({"partitionColumns": [], "configuration": {"delta.columnMapping.mode": "name"}});
         let e = base(json!({"minReaderVersion": 2}), mapped, false).unwrap_err();
         assert!(e.contains("column mapping"), "{e}");
         let parted = json!({"partitionColumns": ["day"], "configuration": {}});

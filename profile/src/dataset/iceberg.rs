@@ -45,7 +45,10 @@ pub(super) async fn live_files(
     let raw = maybe_gunzip(&metadata_path, raw).map_err(table_err)?;
     let meta: Json = serde_json::from_slice(&raw)
         .map_err(|e| table_err(format!("{metadata_uri} is not JSON: {e}")))?;
-    let format_version = meta.get("format-version").and_then(Json::as_i64).unwrap_or(1);
+    let format_version = meta
+        .get("format-version")
+        .and_then(Json::as_i64)
+        .unwrap_or(1);
     if !(1..=2).contains(&format_version) {
         return Err(table_err(format!(
             "format version {format_version} is not supported (versions 1 and 2 are)"
@@ -94,8 +97,7 @@ pub(super) async fn live_files(
         .and_then(Json::as_i64)
         .unwrap_or(0);
     // Format version 1 may list the manifests in the snapshot instead of a manifest list.
-    let manifests: Vec<(String, i64)> = match snapshot.get("manifest-list").and_then(Json::as_str)
-    {
+    let manifests: Vec<(String, i64)> = match snapshot.get("manifest-list").and_then(Json::as_str) {
         Some(list) => {
             let path = path_in_store(location, &location.path, list, "Iceberg")?;
             let records = read_avro(store.as_ref(), &path, location).await?;
@@ -104,7 +106,11 @@ pub(super) async fn live_files(
                 let manifest = r
                     .field("manifest_path")
                     .and_then(Value::as_str)
-                    .ok_or_else(|| table_err(format!("manifest list {list}: an entry without manifest_path")))?;
+                    .ok_or_else(|| {
+                        table_err(format!(
+                            "manifest list {list}: an entry without manifest_path"
+                        ))
+                    })?;
                 let content = r.field("content").and_then(Value::as_long).unwrap_or(0);
                 out.push((manifest.to_string(), content));
             }
@@ -222,9 +228,9 @@ async fn current_metadata(location: &Location, store: &dyn ObjectStore) -> Resul
             return Ok(named);
         }
         if let Some(o) = objects.iter().find(|o| {
-            o.location
-                .filename()
-                .is_some_and(|f| f.ends_with(".metadata.json") && version_of(f) == text.parse().ok())
+            o.location.filename().is_some_and(|f| {
+                f.ends_with(".metadata.json") && version_of(f) == text.parse().ok()
+            })
         }) {
             return Ok(o.location.clone());
         }
@@ -239,7 +245,9 @@ async fn current_metadata(location: &Location, store: &dyn ObjectStore) -> Resul
         let Some(name) = o.location.filename() else {
             continue;
         };
-        if !name.ends_with(".metadata.json") || o.location.parts().count() != dir.parts().count() + 1 {
+        if !name.ends_with(".metadata.json")
+            || o.location.parts().count() != dir.parts().count() + 1
+        {
             continue;
         }
         let Some(v) = version_of(name) else { continue };
@@ -339,8 +347,13 @@ mod tests {
             live_entries("m.avro", 0, &entries, "snapshot 1").unwrap(),
             ["s3://b/t/data/a.parquet", "s3://b/t/data/b.parquet"]
         );
-        let e = live_entries("m.avro", 1, &[entry(1, 1, "d.parquet", "PARQUET")], "snapshot 1")
-            .unwrap_err();
+        let e = live_entries(
+            "m.avro",
+            1,
+            &[entry(1, 1, "d.parquet", "PARQUET")],
+            "snapshot 1",
+        )
+        .unwrap_err();
         assert!(e.contains("position delete file d.parquet"), "{e}");
         // A delete manifest whose entries are all DELETED deletes nothing.
         assert!(live_entries("m.avro", 1, &[entry(2, 1, "d.parquet", "PARQUET")], "s").is_ok());

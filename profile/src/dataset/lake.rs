@@ -130,7 +130,14 @@ pub(super) async fn detect(location: &Location, store: &dyn ObjectStore) -> Resu
     if super::Format::from_path(location.path.as_ref()).is_some() {
         return Ok(None);
     }
-    if has_any(store, &location.path.clone().join("_delta_log"), location, |_| true).await? {
+    if has_any(
+        store,
+        &location.path.clone().join("_delta_log"),
+        location,
+        |_| true,
+    )
+    .await?
+    {
         return Ok(Some(Found::Delta));
     }
     let metadata = location.path.clone().join("metadata");
@@ -298,6 +305,9 @@ mod tests {
             "db/t/data/a.parquet"
         );
         let err = path_in_store(&loc, &root, "s3://other/x.parquet", "Iceberg").unwrap_err();
-        assert!(err.to_string().contains("outside the table's store"), "{err}");
+        assert!(
+            err.to_string().contains("outside the table's store"),
+            "{err}"
+        );
     }
 }
