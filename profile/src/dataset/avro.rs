@@ -318,13 +318,13 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// A container file's header metadata, by key.
+pub type Metadata = HashMap<String, Vec<u8>>;
+
 /// Every record of an Avro object container file, and the file's metadata (`avro.schema`,
 /// `avro.codec` and what the writer added, e.g. Iceberg's `format-version`). `max_bytes` caps
 /// what a decompressed block may take.
-pub fn read_container(
-    data: &[u8],
-    max_bytes: u64,
-) -> Result<(Vec<Value>, HashMap<String, Vec<u8>>), String> {
+pub fn read_container(data: &[u8], max_bytes: u64) -> Result<(Vec<Value>, Metadata), String> {
     if !data.starts_with(b"Obj\x01") {
         return Err("not an Avro object container file (no `Obj` magic)".into());
     }
