@@ -52,7 +52,13 @@ fn python() -> String {
 
 /// Runs a Python script with the tools' python; its stdout parsed as JSON.
 fn run_python(script: &str, args: &[&str]) -> Value {
-    let out = Command::new(python())
+    let mut command = Command::new(python());
+    // The tables are local: without AWS_* variables, with which pyarrow's S3 support aborts
+    // the interpreter at exit.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        command.env_remove(k);
+    }
+    let out = command
         .arg("-c")
         .arg(script)
         .args(args)
