@@ -367,3 +367,64 @@ fn diffs_and_compares_two_profiles_in_a_bucket() {
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
     assert!(stderr(&out).contains(&missing), "{}", stderr(&out));
 }
+
+/// A Delta Lake table in a bucket is read as the table: the live files of its current version,
+/// as on a local disk (the same table, written once by the Python `deltalake` package, then
+/// uploaded; TH_TEST_PYTHON from scripts/py-tools.sh).
+#[test]
+fn a_delta_table_in_a_bucket_is_read_at_its_live_files() {
+    let python = std::env::var("TH_TEST_PYTHON").expect(
+        "TH_TEST_PYTHON is not set: run the tests with scripts/test.sh, or set it to the python \
+         that scripts/py-tools.sh prints",
+    );
+    let local = tempfile::tempdir().unwrap();
+    let table = local.path().join("events");
+    let script = r#"
+import sys, json, pyarrow as pa
+from deltalake import write_deltalake, DeltaTable
+d = sys.argv[1]
+write_deltalake(d, pa.table({"id": pa.array(range(0, 50), pa.int64())}))
+write_deltalake(d, pa.table({"id": pa.array(range(50, 80), pa.int64())}), mode="append")
+DeltaTable(d).delete("id < 20")
+t = DeltaTable(d)
+print(json.dumps({"version": t.version(), "rows": t.to_pyarrow_table().num_rows}))
+"#;
+    // It writes to a local directory: without the test's AWS_* variables, with which pyarrow's
+    // S3 support aborts the interpreter at exit.
+    let mut python = std::process::Command::new(&python);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        python.env_remove(k);
+    }
+    let out = python
+        .args(["-c", script, table.to_str().unwrap()])
+        .output()
+        .expect("python runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let bucket = new_bucket("delta");
+    let mut stack = vec![table.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let key = path.strip_prefix(local.path()).unwrap().to_str().unwrap();
+                put(&bucket, key, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let uri = format!("s3://{bucket}/events");
+    let out = run(
+        "th",
+        &["profile", &uri, "--endpoint", &s3_endpoint(), "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["row_count"], want["rows"]);
+    assert_eq!(p["row_count"], 60, "80 written, 20 deleted");
+    assert_eq!(p["sources"][0]["table"]["format"], "delta");
+    assert_eq!(p["sources"][0]["table"]["version"], want["version"]);
+    assert_same_exact(&p, &local_profile(&table));
+}

@@ -178,6 +178,11 @@ pub struct PlanArgs {
     /// Seed of --sample and --sample-rows: another seed samples other rows.
     #[arg(long, value_name = "SEED", default_value_t = Sampling::DEFAULT_SEED)]
     pub sample_seed: u64,
+    /// A lake table (a Delta Lake table's directory, an Iceberg table's directory or metadata
+    /// file) at an older version: a Delta version, or an Iceberg snapshot id (default: the
+    /// current one). The version read is in the profile (`.sources[].table`).
+    #[arg(long, value_name = "VERSION")]
+    pub table_version: Option<i64>,
     #[command(flatten)]
     pub csv: CsvArgs,
     #[command(flatten)]

@@ -37,11 +37,14 @@ pub fn profile(mut args: ProfileArgs) -> Result<()> {
     let storage = args.plan.storage.options()?;
     let rt = crate::runtime(1)?;
     // The engine's error names the dataset (as for every backend).
-    let ds = rt.block_on(dataset::discover_with(
+    let ds = rt.block_on(dataset::discover_at(
         &args.plan.uri,
         args.plan.format,
         &storage,
         &args.plan.csv.options()?,
+        &dataset::TableOptions {
+            version: args.plan.table_version,
+        },
     ))?;
     drop(rt);
     let bytes: u64 = ds.files.iter().map(|f| f.size).sum();

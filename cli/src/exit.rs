@@ -52,6 +52,11 @@ pub fn hint(err: &anyhow::Error) -> Option<String> {
             "the storage endpoint did not answer: check --endpoint and that the server is up"
                 .into(),
         ),
+        Error::Table { .. } => Some(
+            "a glob (DIR/*.parquet) reads the folder as plain files, removed ones included, if \
+             that is what you want"
+                .into(),
+        ),
         Error::SchemaMismatch { .. } => {
             Some("profile the files separately, or select a glob of files with one schema".into())
         }

@@ -104,7 +104,10 @@ async fn make_plan(
     cache: bool,
 ) -> Result<Plan> {
     let csv = args.csv.options()?;
-    let dataset = dataset::discover_with(&args.uri, args.format, storage, &csv).await?;
+    let table = dataset::TableOptions {
+        version: args.table_version,
+    };
+    let dataset = dataset::discover_at(&args.uri, args.format, storage, &csv, &table).await?;
     if args.csv.any() && dataset.format != dataset::Format::Csv {
         return Err(truthound_profile::Error::Invalid {
             what: "CSV options",
@@ -223,6 +226,7 @@ pub(crate) fn finish_profile(
         args.keep_state,
         plan.options.histogram_bins,
     );
+    profile.describe_table(plan);
     profile.partitioning.tasks_reused = ran.reused;
     let workers = ran.workers;
     let json = profile.to_json();

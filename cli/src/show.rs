@@ -241,7 +241,7 @@ pub fn print(out: &mut impl Write, p: &TableProfile, style: Style) -> io::Result
         ("", "", "")
     };
     let source = match p.sources.as_slice() {
-        [one] => one.uri.clone(),
+        [one] => crate::summary::source_line(one),
         many => format!("{} datasets", many.len()),
     };
     writeln!(

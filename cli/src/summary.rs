@@ -85,13 +85,22 @@ pub fn notes(out: &mut impl Write, p: &TableProfile) -> io::Result<()> {
     Ok(())
 }
 
+/// A source's URI, with the lake table version read when it is a table:
+/// `s3://lake/events (delta version 3)`.
+pub fn source_line(s: &truthound_profile::profile::Source) -> String {
+    match &s.table {
+        Some(t) => format!("{} ({})", s.uri, t.describe()),
+        None => s.uri.clone(),
+    }
+}
+
 pub fn print(
     out: &mut impl Write,
     p: &TableProfile,
     workers: usize,
     written: Option<&str>,
 ) -> io::Result<()> {
-    let source = p.sources.first().map_or("", |s| s.uri.as_str());
+    let source = p.sources.first().map_or(String::new(), source_line);
     writeln!(
         out,
         "{source}: {} rows × {} columns in {:.2} s ({} tasks, {}, {workers} workers)",

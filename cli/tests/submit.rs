@@ -175,6 +175,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
                 name: "lake-credentials".into(),
             }),
             csv: None,
+            table_version: None,
         },
         backend: BackendSpec {
             kind: BackendType::Local,

@@ -208,6 +208,12 @@ pub struct DatasetSpec {
     /// How CSV files are read; what is left out is sniffed from the first file's head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvSpec>,
+    /// When `uri` is a lake table (a Delta Lake table's directory, an Iceberg table's
+    /// directory or metadata file): the version to read, a Delta version or an Iceberg snapshot
+    /// id (default: the current one). The profile records the version read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub table_version: Option<i64>,
 }
 
 /// The dialect and encoding of a CSV dataset. Characters are one ASCII character, `tab`, or

@@ -1962,7 +1962,17 @@ async fn plan(
     let _permit = ctx.in_process.acquire().await.ok();
     let t0 = Instant::now();
     let csv = csv_options(pj)?;
-    let ds = dataset::discover_with(&pj.spec.dataset.uri, format_of(pj), &data_opts, &csv).await?;
+    let table = dataset::TableOptions {
+        version: pj.spec.dataset.table_version,
+    };
+    let ds = dataset::discover_at(
+        &pj.spec.dataset.uri,
+        format_of(pj),
+        &data_opts,
+        &csv,
+        &table,
+    )
+    .await?;
     let mut request = plan_request(pj);
     request.cache = pj.spec.output.cache_uri.is_some();
     let plan = truthound_profile::plan::plan_with_scan(&ds, &request).await?;

@@ -277,6 +277,7 @@ mod tests {
                 storage: StorageOptions::default(),
                 schema,
                 csv: None,
+                table: None,
             },
             columns: vec!["a".into(), "b".into()],
             files: vec![file("0.parquet")],

@@ -64,6 +64,16 @@ pub enum Error {
         limit: String,
     },
 
+    /// A lake table (Delta Lake, Apache Iceberg) that cannot be read as the table it is: a
+    /// feature this reader does not implement, or metadata that contradicts itself. The folder
+    /// is never read as plain files instead (that would profile removed files as live).
+    #[error("{table}: cannot read this {format} table: {detail}")]
+    Table {
+        table: String,
+        format: &'static str,
+        detail: String,
+    },
+
     #[error("{what}: unsupported format version {found} (this build reads {supported})")]
     Version {
         what: &'static str,
@@ -82,7 +92,8 @@ impl Error {
             | Error::BadRecord { .. }
             | Error::Changed { .. }
             | Error::SchemaMismatch { .. }
-            | Error::TooLarge { .. } => ErrorClass::BadData,
+            | Error::TooLarge { .. }
+            | Error::Table { .. } => ErrorClass::BadData,
             Error::Invalid { .. } | Error::Merge(_) | Error::Version { .. } => ErrorClass::Invalid,
             Error::AccessDenied { .. } | Error::Storage { .. } => ErrorClass::Transient,
         }

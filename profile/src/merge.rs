@@ -139,6 +139,7 @@ pub async fn merge_stored(run: &StoredRun<'_>, opts: &StorageOptions) -> Result<
         run.keep_state,
         plan.options.histogram_bins,
     );
+    profile.describe_table(plan);
     if run.cache.is_some() {
         profile.partitioning.tasks_reused = Some(run.reused.len() as u64);
     }

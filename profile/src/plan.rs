@@ -7,7 +7,7 @@
 //! - `hash`: N tasks; task i keeps the rows whose key hashes to bucket i, so the key's distinct
 //!   count and top values are exact after the merge.
 
-use crate::dataset::{CsvDialect, DataFile, Dataset, Format, StorageOptions};
+use crate::dataset::{CsvDialect, DataFile, Dataset, Format, StorageOptions, TableVersion};
 use crate::kernel::ValueKind;
 use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
@@ -131,6 +131,9 @@ pub struct DatasetRef {
     /// CSV: the dialect every task reads the files with (sniffed once, when planning).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub csv: Option<CsvDialect>,
+    /// A lake table's version read (`files` are its live files then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableVersion>,
 }
 
 /// Rows filtered by hash bucket.
@@ -362,6 +365,7 @@ pub fn plan(dataset: &Dataset, request: &PlanRequest) -> Result<Plan> {
             storage: dataset.options.without_secrets(),
             schema: schema.clone(),
             csv: dataset.csv.clone(),
+            table: dataset.table.clone(),
         },
         columns,
         files: dataset.files.clone(),

@@ -100,6 +100,10 @@ pub struct Source {
     pub uri: String,
     /// Id of the plan that profiled it.
     pub plan_id: String,
+    /// When the dataset is a lake table (Delta Lake, Apache Iceberg): the version read, e.g.
+    /// `{"format": "delta", "version": 3}`; its live files at that version were profiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<crate::dataset::TableVersion>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -350,6 +354,16 @@ pub struct EmbeddedState {
 const STATE_ENCODING: &str = "truthound-partial+base64";
 
 impl TableProfile {
+    /// Records, on the source `plan` profiled, the lake table version the plan read (plans
+    /// know it; partials do not).
+    pub fn describe_table(&mut self, plan: &crate::plan::Plan) {
+        for source in &mut self.sources {
+            if source.plan_id == plan.id {
+                source.table = plan.dataset.table.clone();
+            }
+        }
+    }
+
     /// The profile of a (merged) partial.
     pub fn from_partial(
         partial: &PartialProfile,
@@ -438,6 +452,8 @@ impl TableProfile {
                 .map(|(id, p)| Source {
                     uri: p.dataset.clone(),
                     plan_id: id.clone(),
+                    // Partials do not carry it: `describe_table` adds it from the plan.
+                    table: None,
                 })
                 .collect(),
             row_count,

@@ -149,6 +149,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
                 .as_ref()
                 .map(|name| SecretRef { name: name.clone() }),
             csv: csv_spec(&plan.csv)?,
+            table_version: plan.table_version,
         },
         backend: backend(args)?,
         partitioning,

@@ -232,8 +232,12 @@ fn overview(s: &mut String, p: &TableProfile) {
     for src in &p.sources {
         let _ = write!(
             s,
-            "<li><code>{}</code> <span class=\"muted\">plan {}</span></li>",
+            "<li><code>{}</code>{} <span class=\"muted\">plan {}</span></li>",
             esc(&src.uri),
+            src.table
+                .as_ref()
+                .map(|t| format!(" <span class=\"muted\">{}</span>", esc(&t.describe())))
+                .unwrap_or_default(),
             esc(&src.plan_id)
         );
     }

@@ -3,10 +3,11 @@
 
 use super::compression::{Compression, decompress_head};
 use super::csv::{CsvDialect, CsvOptions, Encoding, decode_head, sniff};
+use super::lake::{TableOptions, TableVersion};
 use super::parquet_io::ObjectReader;
 use super::{Format, Location, StorageOptions};
 use crate::{Error, Result};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
@@ -99,6 +100,9 @@ pub struct Dataset {
     /// How the CSV files are read (CSV only): sniffed from the first file's head, with what the
     /// user said.
     pub csv: Option<CsvDialect>,
+    /// The lake table version read, when the dataset is a Delta Lake or Iceberg table (its
+    /// `files` are then that version's live files).
+    pub table: Option<TableVersion>,
 }
 
 impl Dataset {
@@ -124,21 +128,43 @@ pub async fn discover_with(
     options: &StorageOptions,
     csv: &CsvOptions,
 ) -> Result<Dataset> {
+    discover_at(uri, format, options, csv, &TableOptions::default()).await
+}
+
+/// [`discover_with`], with the version to read when the dataset is a lake table (see
+/// `lake.rs`): a Delta Lake or Iceberg table's files are its live files at that version.
+pub async fn discover_at(
+    uri: &str,
+    format: Option<Format>,
+    options: &StorageOptions,
+    csv: &CsvOptions,
+    table: &TableOptions,
+) -> Result<Dataset> {
     let location = Location::parse(uri)?;
     let store = location.store(options)?;
-    let objects = list_objects(&location, store.as_ref(), format).await?;
-    let format = match format {
-        Some(f) => f,
-        None => detect_format(&location, &objects)?,
-    };
-    let objects: Vec<ObjectMeta> = objects
-        .into_iter()
-        .filter(|o| explicit_or_matching(format, o, &location))
-        .collect();
+    let (objects, format, table) =
+        match super::lake::live_files(&location, &store, format, table).await? {
+            Some((objects, version)) => (objects, Format::Parquet, Some(version)),
+            None => {
+                let objects = list_objects(&location, store.as_ref(), format).await?;
+                let format = match format {
+                    Some(f) => f,
+                    None => detect_format(&location, &objects)?,
+                };
+                let objects: Vec<ObjectMeta> = objects
+                    .into_iter()
+                    .filter(|o| explicit_or_matching(format, o, &location))
+                    .collect();
+                (objects, format, None)
+            }
+        };
     if objects.is_empty() {
         return Err(Error::NoFiles {
             uri: location.uri.clone(),
-            looked_for: format!("{format} files"),
+            looked_for: match &table {
+                Some(t) => format!("the live files of {}", t.describe()),
+                None => format!("{format} files"),
+            },
         });
     }
     if matches!(format, Format::Parquet | Format::Ipc)
@@ -174,6 +200,7 @@ pub async fn discover_with(
         files,
         schema,
         csv: dialect,
+        table,
     })
 }
 
@@ -355,10 +382,23 @@ fn plain_schema(schema: &Schema) -> SchemaRef {
     ))
 }
 
+/// Whether two files' column types read alike: string and binary columns in their plain, large
+/// or view layout are one type to the engine (which reads each batch as it comes). Writers mix
+/// them: delta-rs writes rewritten files' strings as `Utf8View`, its appends as `Utf8`.
+fn same_type(a: &DataType, b: &DataType) -> bool {
+    use DataType as D;
+    let plain = |t: &DataType| match t {
+        D::LargeUtf8 | D::Utf8View => D::Utf8,
+        D::LargeBinary | D::BinaryView => D::Binary,
+        other => other.clone(),
+    };
+    plain(a) == plain(b)
+}
+
 fn check_same_schema(expected: &Schema, first: &str, actual: &Schema, file: &str) -> Result<()> {
     for field in expected.fields() {
         match actual.field_with_name(field.name()) {
-            Ok(other) if other.data_type() == field.data_type() => {}
+            Ok(other) if same_type(other.data_type(), field.data_type()) => {}
             Ok(other) => {
                 return Err(Error::SchemaMismatch {
                     column: field.name().clone(),

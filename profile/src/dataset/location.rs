@@ -209,7 +209,7 @@ fn local_url(path: &str) -> Result<Url> {
         .map_err(|()| Error::invalid("path", format!("{}: not a valid path", absolute.display())))
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16);
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

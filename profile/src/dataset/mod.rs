@@ -1,10 +1,15 @@
 //! Dataset access: where the data is (a URI naming one file, a prefix or a glob on a local disk
 //! or an object store), what format it has, which files it holds, and streaming record batches
-//! out of them.
+//! out of them. A Delta Lake or Apache Iceberg table's files are its live files at the version
+//! read (see `lake.rs`).
 
+mod avro;
 mod compression;
 mod csv;
+mod delta;
 mod format;
+mod iceberg;
+mod lake;
 mod listing;
 mod location;
 mod parquet_io;
@@ -14,7 +19,8 @@ mod split;
 pub use compression::Compression;
 pub use csv::{CsvDialect, CsvOptions, Encoding, parse_char};
 pub use format::Format;
-pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_with};
+pub use lake::{TableOptions, TableVersion};
+pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_at, discover_with};
 pub use location::{
     Location, StorageOptions, is_secret_key, is_storage_key, read_object, read_object_limited,
     write_object,
