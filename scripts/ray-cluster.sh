@@ -101,7 +101,9 @@ cmd_start() {
   local tries=1 attempt port gcs client agent hpid t0
   [ -n "${RAY_DASH_PORT:-}" ] || tries=3
   for attempt in $(seq 1 "$tries"); do
-    port=${RAY_DASH_PORT:-$(free_port)}
+    # Ray's default dashboard port when it is free, so that a `ray://127.0.0.1:PORT` client
+    # address (mapped to the head's dashboard at 8265) reaches this head in the tests
+    port=${RAY_DASH_PORT:-$(port_or_free 8265)}
     gcs=$(free_port)
     client=$(free_port)
     agent=$(free_port)

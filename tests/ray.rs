@@ -118,6 +118,49 @@ fn ray_profile_equals_the_local_profile() {
     assert_same_exact(&again, &ray);
 }
 
+/// The ancestor's `ray://HOST:10001` client address: taken for the same head's dashboard at
+/// Ray's default port. `scripts/ray-cluster.sh` puts the test head's dashboard there when the
+/// port is free (always on a CI machine); elsewhere the error must say what to give instead.
+#[test]
+fn a_ray_client_address_reaches_the_heads_dashboard() {
+    let bucket = new_bucket("rayclient");
+    put_parquet_dataset(&bucket, 1, ROWS);
+    let uri = format!("s3://{bucket}/data/");
+    let endpoint = s3_endpoint();
+    let on_default_port = ray_address().trim_end_matches('/').ends_with(":8265");
+    assert!(
+        on_default_port || std::env::var_os("CI").is_none(),
+        "CI: the test head's dashboard is not on port 8265 ({})",
+        ray_address()
+    );
+    let out = th(
+        &[
+            "profile",
+            &uri,
+            "--endpoint",
+            &endpoint,
+            "--backend",
+            "ray",
+            "--ray-address",
+            "ray://127.0.0.1:10001",
+            "--json",
+        ],
+        &[],
+    );
+    if on_default_port {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(p["row_count"], ROWS);
+    } else {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(75), "{err}");
+        assert!(
+            err.contains("8265") && err.contains("ray://127.0.0.1:10001"),
+            "{err}"
+        );
+    }
+}
+
 #[test]
 fn a_task_with_bad_data_is_named_with_the_workers_error_and_not_retried() {
     let bucket = new_bucket("ray-bad");

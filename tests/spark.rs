@@ -18,6 +18,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -584,8 +585,22 @@ fn csv_and_ndjson_are_read_with_the_plans_schema() {
             i as f64 * 0.5
         ));
     }
-    std::fs::write(&ndjson, lines).unwrap();
-    for file in [&csv, &ndjson] {
+    std::fs::write(&ndjson, &lines).unwrap();
+    // Compressed copies: Hadoop picks the codec by the extension, as the plan records it.
+    let (gz, zst, bz2) = (
+        dir.path().join("t.csv.gz"),
+        dir.path().join("t.ndjson.zst"),
+        dir.path().join("t.csv.bz2"),
+    );
+    let csv_text = std::fs::read(&csv).unwrap();
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&csv_text).unwrap();
+    std::fs::write(&gz, e.finish().unwrap()).unwrap();
+    std::fs::write(&zst, zstd::encode_all(lines.as_bytes(), 3).unwrap()).unwrap();
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+    e.write_all(&csv_text).unwrap();
+    std::fs::write(&bz2, e.finish().unwrap()).unwrap();
+    for file in [&csv, &ndjson, &gz, &zst, &bz2] {
         let uri = file.to_str().unwrap();
         let out = th_spark(uri, &spark_connect(), &["--json"]);
         assert!(out.status.success(), "{uri}: {}", stderr(&out));

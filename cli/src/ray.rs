@@ -82,6 +82,8 @@ pub fn profile(args: ProfileArgs) -> Result<()> {
                     .into(),
             )
         })?;
-    let address = dashboard_url(&address)?;
+    // Checked now; the address is kept as given, so that a `ray://` address the dashboard was
+    // not found for is named in the error.
+    dashboard_url(&address)?;
     remote::profile(args, Ray { address })
 }

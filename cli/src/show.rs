@@ -151,7 +151,8 @@ fn rows(p: &TableProfile) -> Vec<[String; 9]> {
                 })
                 .unwrap_or_default();
             [
-                one_line(&c.name),
+                // A nested column's derived columns are indented under it.
+                format!("{}{}", "  ".repeat(depth(p, c)), one_line(&c.name)),
                 one_line(&c.physical_type),
                 c.inferred_type.clone(),
                 percent(c.null_ratio),
@@ -163,6 +164,24 @@ fn rows(p: &TableProfile) -> Vec<[String; 9]> {
             ]
         })
         .collect()
+}
+
+/// How many nested columns up a column is derived from (0 for a column of the dataset).
+pub fn depth(p: &TableProfile, c: &truthound_profile::profile::ColumnProfile) -> usize {
+    let mut depth = 0;
+    let mut parent = c.parent.as_deref();
+    // Bounded by the column count: a hand-edited profile could make a parent its own ancestor.
+    while let Some(name) = parent
+        && depth < p.columns.len()
+    {
+        depth += 1;
+        parent = p
+            .columns
+            .iter()
+            .find(|x| x.name == name)
+            .and_then(|x| x.parent.as_deref());
+    }
+    depth
 }
 
 /// Control characters (a newline in a column name) would break the table: shown escaped.

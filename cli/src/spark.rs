@@ -68,11 +68,15 @@ fn connect_url(args: &ProfileArgs) -> Result<String, SparkError> {
     }
     match args.master.as_deref().map(str::trim) {
         Some(m) if m.starts_with("sc://") => Ok(m.to_string()),
-        Some(m) if !m.is_empty() => Err(SparkError::Invalid(format!(
-            "--master {} is not a Spark Connect URL: the spark backend talks to Spark through \
-             Spark Connect; give --spark-connect sc://HOST:15002 (or SPARK_CONNECT_URL)",
-            connect::redact(m)
-        ))),
+        Some(m) if !m.is_empty() => Err(SparkError::Invalid(match connect::master_url_error(m) {
+            Some(why) => format!("--master: {why}"),
+            None => format!(
+                "--master {} is not a Spark Connect URL: the spark backend talks to Spark \
+                 through Spark Connect; give --spark-connect sc://HOST:15002 (or \
+                 SPARK_CONNECT_URL)",
+                connect::redact(m)
+            ),
+        })),
         _ => Err(SparkError::Invalid(
             "the spark backend needs the Spark Connect server's URL: --spark-connect \
              sc://HOST:15002, or SPARK_CONNECT_URL"

@@ -139,7 +139,12 @@ pub fn print(
             })
             .unwrap_or_default();
         rows.push(vec![
-            truncate(&c.name, 20),
+            // Derived columns (`s.a`, `l[]`) indented under their nested column.
+            format!(
+                "{}{}",
+                "  ".repeat(crate::show::depth(p, c)),
+                truncate(&c.name, 20)
+            ),
             truncate(&c.physical_type, 14),
             c.inferred_type.clone(),
             format!("{:.1}%", c.null_ratio * 100.0),

@@ -589,7 +589,17 @@ fn the_spark_backend_needs_a_spark_connect_url() {
     // The ancestor's --master: a Spark Connect URL is taken, a spark:// master is explained.
     let (code, err) = run(&["--backend", "spark", "--master", "spark://m:7077"], &[]);
     assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("not a Spark Connect URL"), "{err}");
+    assert!(
+        err.contains("Spark master URL")
+            && err.contains("start-connect-server.sh --master spark://m:7077"),
+        "{err}"
+    );
+    let (code, err) = run(&["--backend", "spark", "--master", "local[*]"], &[]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(
+        err.contains("Spark Connect") && err.contains("sc://HOST:15002"),
+        "{err}"
+    );
     let (code, err) = run(
         &["--backend", "spark", "--spark-connect", "http://x:1"],
         &[],
@@ -618,10 +628,17 @@ fn the_ray_backend_needs_a_dashboard_address() {
     let (code, err) = run(&[]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--ray-address"), "{err}");
-    // A Ray client address is not the Jobs API.
-    let (code, err) = run(&["--ray-address", "ray://127.0.0.1:10001"]);
-    assert_eq!(code, Some(64), "{err}");
-    assert!(err.contains("http://HOST:8265"), "{err}");
+    // A Ray client address (the ancestor's) is taken for its head's dashboard at Ray's default
+    // port; nothing answers there, and the error says which address to give instead. (127.0.0.2:
+    // the test run's Ray head may hold 127.0.0.1:8265.)
+    let (code, err) = run(&["--ray-address", "ray://127.0.0.2:10001"]);
+    assert_eq!(code, Some(75), "{err}");
+    assert!(
+        err.contains("http://127.0.0.2:8265")
+            && err.contains("ray://127.0.0.2:10001")
+            && err.contains("--dashboard-port"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -753,6 +770,53 @@ fn csv_dialects_and_encodings_through_the_flags() {
         64,
     );
     assert!(err.contains("for CSV files"), "{err}");
+}
+
+#[test]
+fn a_gzipped_csv_is_one_task_said_in_the_plan_and_profiles_like_the_plain_file() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("id,note\n");
+    for i in 0..2000 {
+        text.push_str(&format!("{i},\"n{}\nline, {i}\"\n", i % 7));
+    }
+    let plain = dir.path().join("one.csv");
+    std::fs::write(&plain, &text).unwrap();
+    let packed = dir.path().join("one.csv.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    std::fs::write(&packed, gz.finish().unwrap()).unwrap();
+    let path = packed.to_str().unwrap();
+    let out = th(&[
+        "plan",
+        path,
+        "--partitions",
+        "8",
+        "--target-task-bytes",
+        "500",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["tasks"].as_array().unwrap().len(), 1, "{plan}");
+    assert_eq!(plan["files"][0]["compression"], "gzip", "{plan}");
+    let got = profile_json(&[path, "--partitions", "8", "--target-task-bytes", "500"]);
+    let want = profile_json(&[plain.to_str().unwrap(), "--target-task-bytes", "0"]);
+    assert_eq!(got["row_count"], 2000);
+    for c in 0..2 {
+        for k in [
+            "null_count",
+            "distinct_count",
+            "min",
+            "max",
+            "sum",
+            "top_values",
+        ] {
+            assert_eq!(
+                got["columns"][c][k], want["columns"][c][k],
+                "column {c} {k}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -453,7 +453,7 @@ fn flags_that_mean_nothing_on_a_cluster_are_refused_with_a_reason() {
     );
     with(
         &["--backend", "spark", "--master", "spark://m:7077"],
-        "is not a Spark Connect URL",
+        "is a Spark master URL",
     );
     with(
         &[

@@ -248,6 +248,7 @@ mod tests {
             e_tag: Some("e1".into()),
             version: None,
             modified_ns: Some(1),
+            compression: None,
         }
     }
 

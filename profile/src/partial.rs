@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Bytes every serialized partial starts with.
 pub const MAGIC: &[u8; 8] = b"THPART\0\x01";
 /// Version of the partial format (bumped on any incompatible change). Version 2 added row
-/// sampling, version 3 the statistics a backend could not compute; version 1 and 2 partials are
-/// still read.
-pub const PARTIAL_VERSION: u32 = 3;
+/// sampling, version 3 the statistics a backend could not compute, version 4 nested columns
+/// (derived columns, list lengths) and binary value counts; versions 1 to 3 are still read (a
+/// version 3 partial is a version 4 one without those statistics).
+pub const PARTIAL_VERSION: u32 = 4;
 
 /// A statistic that a backend could not compute for the rows of a partial (the Spark backend
 /// cannot reproduce the engine's pattern detection or whole-row hashes, for instance). A merged
@@ -201,8 +202,9 @@ impl PartialProfile {
         Ok(())
     }
 
-    /// Columns in the order of the first plan's column list (then any others by name), so that
-    /// every merge order gives the same profile.
+    /// Columns in the order of the first plan's column list (then any others by name), each
+    /// followed by the columns derived from it (a nested column's fields, elements, keys and
+    /// values, depth first in schema order), so that every merge order gives the same profile.
     pub fn ordered_columns(&self) -> Vec<&ColumnState> {
         let mut order: Vec<&str> = Vec::new();
         for record in self.plans.values() {
@@ -212,8 +214,19 @@ impl PartialProfile {
                 }
             }
         }
-        let mut cols: Vec<&ColumnState> = self.columns.iter().collect();
-        cols.sort_by_key(|c| {
+        let by_name: BTreeMap<&str, &ColumnState> =
+            self.columns.iter().map(|c| (c.name.as_str(), c)).collect();
+        let derived: BTreeSet<&str> = self
+            .columns
+            .iter()
+            .flat_map(|c| c.children().iter().map(String::as_str))
+            .collect();
+        let mut roots: Vec<&ColumnState> = self
+            .columns
+            .iter()
+            .filter(|c| !derived.contains(c.name.as_str()))
+            .collect();
+        roots.sort_by_key(|c| {
             (
                 order
                     .iter()
@@ -222,7 +235,22 @@ impl PartialProfile {
                 c.name.clone(),
             )
         });
-        cols
+        let mut out = Vec::with_capacity(self.columns.len());
+        let mut stack: Vec<&ColumnState> = roots.into_iter().rev().collect();
+        while let Some(c) = stack.pop() {
+            // A partial from elsewhere could list a column as its own descendant.
+            if out.len() >= self.columns.len() {
+                break;
+            }
+            out.push(c);
+            stack.extend(
+                c.children()
+                    .iter()
+                    .rev()
+                    .filter_map(|n| by_name.get(n.as_str()).copied()),
+            );
+        }
+        out
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -255,7 +283,7 @@ impl PartialProfile {
             None => Error::invalid("partial profile", format!("{what}: {e}")),
         };
         match version {
-            PARTIAL_VERSION => postcard::from_bytes(&bytes[12..]).map_err(bad),
+            PARTIAL_VERSION | 3 => postcard::from_bytes(&bytes[12..]).map_err(bad),
             2 => postcard::from_bytes::<v2::PartialProfile>(&bytes[12..])
                 .map(PartialProfile::from)
                 .map_err(bad),

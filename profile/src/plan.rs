@@ -397,7 +397,13 @@ pub async fn plan_with_scan(dataset: &Dataset, request: &PlanRequest) -> Result<
     let options = resolve_sampling(dataset, request)?;
     let needs_scan = dataset.csv.as_ref().is_some_and(|d| d.quote.is_some());
     match range_bytes(dataset, request, &options) {
-        Some(step) if needs_scan && dataset.files.iter().any(|f| f.size > step) => {
+        Some(step)
+            if needs_scan
+                && dataset
+                    .files
+                    .iter()
+                    .any(|f| f.size > step && f.compression.is_none()) =>
+        {
             let mut scanned = dataset.clone();
             crate::dataset::scan_record_starts(&mut scanned, step).await?;
             plan(&scanned, request)
@@ -459,7 +465,8 @@ fn range_bytes(dataset: &Dataset, request: &PlanRequest, options: &ProfileOption
 /// a scan for quoted CSV (none found: the whole file), anywhere otherwise (each task then finds
 /// the first record boundary after its start).
 fn file_ranges(file: &DataFile, step: u64, quoted: bool) -> Vec<Option<[u64; 2]>> {
-    if file.size <= step {
+    // A compressed stream cannot be entered in the middle: one task reads the whole file.
+    if file.size <= step || file.compression.is_some() {
         return vec![None];
     }
     let cuts: Vec<u64> = if quoted {
@@ -537,6 +544,22 @@ fn select_columns(schema: &SchemaRef, asked: Option<&[String]>) -> Result<Vec<St
     };
     for c in asked {
         if !all.contains(c) {
+            // `s.a`, `l[]`, `m{key}`: derived columns come with their nested column.
+            if let Some(root) = schema.fields().iter().find(|f| {
+                crate::kernel::nested::is_nested(f.data_type())
+                    && c.strip_prefix(f.name().as_str())
+                        .is_some_and(|rest| rest.starts_with(['.', '[', '{']))
+            }) {
+                return Err(Error::invalid(
+                    "column",
+                    format!(
+                        "`{c}` is derived from the nested column `{}`: select `{}`, whose \
+                         fields, elements, keys and values are all profiled",
+                        root.name(),
+                        root.name()
+                    ),
+                ));
+            }
             return Err(unknown_column(schema, c));
         }
     }
@@ -800,6 +823,7 @@ mod tests {
                 e_tag: None,
                 version: None,
                 modified_ns: None,
+                compression: None,
             })
             .collect()
     }

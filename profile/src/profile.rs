@@ -6,7 +6,7 @@
 //! column's `accuracy` with its error bound.
 
 use crate::kernel::column::{TemporalUnit, Unit};
-use crate::kernel::{ColumnState, ColumnStats, FloatState, IntState};
+use crate::kernel::{ColumnState, ColumnStats, FloatState, IntState, NestedKind};
 use crate::partial::PartialProfile;
 use crate::patterns::Pattern;
 use crate::stats::{ExactQuantiles, Quantiles, TopValue, ValueSummary};
@@ -45,7 +45,7 @@ pub struct TableProfile {
     /// Rows in the table; when `sampling` is present, rows in the sample (every figure of the
     /// profile then describes the sampled rows).
     pub row_count: u64,
-    /// Columns profiled.
+    /// Columns profiled, the derived columns of nested ones (`s.a`, `l[]`, ...) included.
     pub column_count: u64,
     /// Rows that repeat an earlier row exactly (all profiled columns equal); `null` when not
     /// computed. An estimate past `exact_row_hash_limit` rows: see `accuracy`.
@@ -178,9 +178,16 @@ pub struct ColumnProfile {
     pub name: String,
     /// The Arrow type the column was read as (e.g. `Int64`, `Utf8`, `Timestamp(µs, None)`).
     pub physical_type: String,
+    /// A derived column's nested column: the struct `s` of a field `s.a`, the list `l` of its
+    /// elements `l[]`, the map `m` of its keys `m{key}` and values `m{value}`. A field of a null
+    /// struct is null; `l[]` has a row per element of the non-null lists (a null element is a
+    /// null); `m{key}` and `m{value}` a row per entry. Absent for a column of the dataset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// What the values look like: `integer`, `float`, `boolean`, `string`, `categorical`,
     /// `identifier`, `email`, `url`, `uuid`, `ip_address`, `phone`, `date`, `datetime`,
-    /// `numeric_string`, `time`, `duration`, `binary`, `empty` (all null) or `other`.
+    /// `numeric_string`, `time`, `duration`, `binary`, `struct`, `list`, `map`, `empty` (all
+    /// null) or `other`.
     pub inferred_type: String,
     pub row_count: u64,
     pub null_count: u64,
@@ -232,13 +239,20 @@ pub struct ColumnProfile {
     pub top_values: Vec<ValueCount>,
     /// Least frequent values, least frequent first; `null` once values are sketched.
     pub bottom_values: Option<Vec<ValueCount>>,
-    /// String lengths in characters, binary lengths in bytes.
+    /// String lengths in characters, binary lengths in bytes, list and map lengths in elements
+    /// (entries), of the non-null values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_length: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avg_length: Option<f64>,
+    /// Binary, list and map columns: p1 … p99 of the lengths. See `accuracy.length_quantiles`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_quantiles: Option<BTreeMap<String, Value>>,
+    /// Lists and maps: non-null values with no element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_list_count: Option<u64>,
     /// Patterns found in non-empty strings, most matches first.
     pub detected_patterns: Vec<PatternMatch>,
     /// Strings: some value was too long to keep whole (1024 characters or more). `min` and
@@ -321,6 +335,8 @@ pub struct ColumnAccuracy {
     pub quantiles: Option<Estimate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Estimate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length_quantiles: Option<Estimate>,
 }
 
 /// A partial profile inside a profile.
@@ -342,10 +358,19 @@ impl TableProfile {
         histogram_bins: usize,
     ) -> TableProfile {
         let row_count = partial.row_count();
+        let parents: BTreeMap<&str, &str> = partial
+            .columns
+            .iter()
+            .flat_map(|c| c.children().iter().map(|k| (k.as_str(), c.name.as_str())))
+            .collect();
         let mut columns: Vec<ColumnProfile> = partial
             .ordered_columns()
             .into_iter()
-            .map(|c| column_profile(c, histogram_bins))
+            .map(|c| {
+                let mut p = column_profile(c, histogram_bins);
+                p.parent = parents.get(c.name.as_str()).map(|s| s.to_string());
+                p
+            })
             .collect();
         let mut table_unavailable = Vec::new();
         for u in &partial.unavailable {
@@ -523,6 +548,7 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
     let mut p = ColumnProfile {
         name: c.name.clone(),
         physical_type: c.physical_type.clone(),
+        parent: None,
         inferred_type: String::new(),
         row_count: c.rows,
         null_count: c.nulls,
@@ -550,6 +576,8 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
         min_length: None,
         max_length: None,
         avg_length: None,
+        length_quantiles: None,
+        empty_list_count: None,
         detected_patterns: Vec::new(),
         truncated_strings: false,
         accuracy: ColumnAccuracy::default(),
@@ -677,10 +705,34 @@ fn column_profile(c: &ColumnState, bins: usize) -> ColumnProfile {
             p.max_length = *max_length;
             p.avg_length = (non_null > 0).then(|| *total_length as f64 / non_null as f64);
         }
+        ColumnStats::Bytes(s) => {
+            p.empty_string_count = Some(s.empty);
+            lengths_into(&mut p, &s.lengths);
+            // Values are listed by their keys: see `binary_key`.
+            values_into(&mut p, &s.values.summary(), non_null, Value::String);
+        }
+        ColumnStats::Nested(n) => {
+            if let Some(lengths) = &n.lengths {
+                p.empty_list_count = Some(n.empty);
+                lengths_into(&mut p, lengths);
+            }
+        }
         ColumnStats::Other => {}
     }
     p.inferred_type = infer_type(c, &p);
     p
+}
+
+/// The length figures of a binary, list or map column.
+fn lengths_into(p: &mut ColumnProfile, s: &IntState) {
+    p.min_length = s.min.map(|v| v.max(0) as u64);
+    p.max_length = s.max.map(|v| v.max(0) as u64);
+    p.avg_length = (s.moments.n > 0).then(|| s.sum as f64 / s.moments.n as f64);
+    let dist = Dist::of_ints(s);
+    p.length_quantiles = dist
+        .quantiles()
+        .map(|q| named_quantiles(q.iter().map(|v| Value::from(*v as i64))));
+    p.accuracy.length_quantiles = dist.estimates().map(|(q, _)| q);
 }
 
 /// Clears a figure that some rows did not contribute to: no partial answer passes for a whole.
@@ -698,6 +750,10 @@ fn leave_out(p: &mut ColumnProfile, statistic: &str) {
             p.is_unique = None;
             p.is_constant = None;
             p.accuracy.distinct_count = None;
+        }
+        "length_quantiles" => {
+            p.length_quantiles = None;
+            p.accuracy.length_quantiles = None;
         }
         "quantiles" => {
             p.quantiles = None;
@@ -808,28 +864,32 @@ impl<'a> Dist<'a> {
     }
 
     fn accuracy(&self, p: &mut ColumnProfile) {
+        if let Some((q, h)) = self.estimates() {
+            p.accuracy.quantiles = Some(q);
+            p.accuracy.histogram = Some(h);
+        }
+    }
+
+    /// How exact the quantiles and the histogram are; `None` without values.
+    fn estimates(&self) -> Option<(Estimate, Estimate)> {
         match self {
-            Dist::Exact(e) if e.n() > 0 => {
-                p.accuracy.quantiles = Some(Estimate::exact());
-                p.accuracy.histogram = Some(Estimate::exact());
-            }
+            Dist::Exact(e) if e.n() > 0 => Some((Estimate::exact(), Estimate::exact())),
             Dist::Sketch(q) if q.n() > 0 && q.is_exact() => {
-                p.accuracy.quantiles = Some(Estimate::exact());
-                p.accuracy.histogram = Some(Estimate::exact());
+                Some((Estimate::exact(), Estimate::exact()))
             }
-            Dist::Sketch(q) if q.n() > 0 => {
-                p.accuracy.quantiles = Some(Estimate {
+            Dist::Sketch(q) if q.n() > 0 => Some((
+                Estimate {
                     normalized_rank_error: Some(q.rank_error()),
                     confidence: Some(0.99),
                     ..Estimate::method("kll")
-                });
-                p.accuracy.histogram = Some(Estimate {
+                },
+                Estimate {
                     normalized_rank_error: Some(q.pmf_error()),
                     confidence: Some(0.99),
                     ..Estimate::method("kll")
-                });
-            }
-            _ => {}
+                },
+            )),
+            _ => None,
         }
     }
 }
@@ -980,7 +1040,12 @@ fn infer_type(c: &ColumnState, p: &ColumnProfile) -> String {
                 }
             }
         }
-        ColumnStats::Binary { .. } => "binary",
+        ColumnStats::Binary { .. } | ColumnStats::Bytes(_) => "binary",
+        ColumnStats::Nested(n) => match n.kind {
+            NestedKind::Struct => "struct",
+            NestedKind::List => "list",
+            NestedKind::Map => "map",
+        },
         ColumnStats::Other => "other",
     };
     t.to_string()

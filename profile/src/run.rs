@@ -4,7 +4,7 @@
 use crate::cache::PartialCache;
 use crate::dataset::{Decoding, FileSlice, Location, SliceStream, open_slice};
 use crate::kernel::column::Scratch;
-use crate::kernel::{ColumnState, RowHashes, bucket_mask, hash_rows};
+use crate::kernel::{ColumnTree, RowHashes, bucket_mask, hash_rows};
 use crate::partial::PartialProfile;
 use crate::plan::Plan;
 use crate::sample::{FileSampler, file_key};
@@ -75,7 +75,9 @@ pub async fn run_task(
     let pos = |c: &str| read.iter().position(|r| r == c).expect("read column");
 
     let key = task.hash.as_ref().map(|h| h.column.clone());
-    let mut states: Vec<(usize, ColumnState)> = task
+    // A nested column's derived columns (struct fields, list elements, ...) travel with it.
+    let taken = |n: &str| plan.columns.iter().any(|c| c == n);
+    let mut states: Vec<(usize, ColumnTree)> = task
         .columns
         .iter()
         .map(|c| {
@@ -85,7 +87,7 @@ pub async fn run_task(
             let exact = key.as_deref() == Some(c.as_str());
             Ok((
                 pos(c),
-                ColumnState::new(c, field.data_type(), &plan.options, exact),
+                ColumnTree::new(c, field.data_type(), &plan.options, exact, &taken),
             ))
         })
         .collect::<Result<_>>()?;
@@ -131,6 +133,7 @@ pub async fn run_task(
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
             bytes: r.bytes.map(|[start, end]| (start, end)),
             rows: r.rows.map(|[start, end]| (start, end)),
+            compression: file.compression,
         };
         let SliceStream {
             batches: mut stream,
@@ -189,15 +192,16 @@ pub async fn run_task(
         }
     }
     if let Some(h) = &task.hash {
-        for (_, state) in &mut states {
-            if state.name == h.column {
-                state.summarize_bucket(&plan.id, h.bucket);
+        for (_, tree) in &mut states {
+            let root = tree.root_mut();
+            if root.name == h.column {
+                root.summarize_bucket(&plan.id, h.bucket);
             }
         }
     }
     let mut partial =
         PartialProfile::for_task(plan, task_id, task.row_slice, rows).with_rows_scanned(scanned);
-    partial.columns = states.into_iter().map(|(_, s)| s).collect();
+    partial.columns = states.into_iter().flat_map(|(_, t)| t.states).collect();
     partial.row_hashes = row_hashes.map(|mut rh| {
         rh.settle();
         rh

@@ -77,6 +77,21 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# port_or_free PORT: PORT when it can be bound on 127.0.0.1, else a free port
+port_or_free() {
+  python3 - "$1" <<'EOF_PY'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    print(sys.argv[1])
+except OSError:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+EOF_PY
+}
+
 kill_group() {  # pgid [seconds, default 10]: TERM, wait, then KILL
   local g=$1 secs=${2:-10}
   kill -TERM -- "-$g" 2>/dev/null || true

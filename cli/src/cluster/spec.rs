@@ -260,9 +260,14 @@ fn backend(args: &SubmitArgs) -> Result<BackendSpec> {
     if let Some(master) = &args.master
         && !master.starts_with("sc://")
     {
-        return Err(invalid(format!(
-            "--master `{master}` is not a Spark Connect URL: a ProfileJob reaches Spark 4 through Spark Connect, sc://host:15002"
-        )));
+        return Err(invalid(
+            match truthound_operator::backend::spark::connect::master_url_error(master) {
+                Some(why) => format!("--master: {why}"),
+                None => format!(
+                    "--master `{master}` is not a Spark Connect URL: a ProfileJob reaches Spark 4 through Spark Connect, sc://host:15002"
+                ),
+            },
+        ));
     }
     if args.parallelism.is_some() && !matches!(kind, Backend::Local | Backend::Auto) {
         return Err(invalid(

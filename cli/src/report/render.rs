@@ -264,7 +264,12 @@ fn overview(s: &mut String, p: &TableProfile) {
     for (i, c) in p.columns.iter().enumerate() {
         let _ = writeln!(
             s,
-            "<tr><th scope=\"row\"><a href=\"#col-{}\">{}</a></th><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            "<tr><th scope=\"row\"{}><a href=\"#col-{}\">{}</a></th><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+            // Derived columns indented under their nested column.
+            match crate::show::depth(p, c) {
+                0 => String::new(),
+                d => format!(" style=\"padding-left:{}em\"", d.min(6)),
+            },
             i + 1,
             esc(&c.name),
             esc(&c.inferred_type),
@@ -351,11 +356,19 @@ fn column(
 ) {
     let id = i + 1;
     let drifted = previous.is_some_and(|prev| prev.drift.drifted_columns().contains(&c.name));
+    // A nested column's derived columns follow it, indented a step per level.
+    let depth = crate::show::depth(p, c);
     let _ = writeln!(
         s,
-        "<article class=\"card column{}\" id=\"col-{id}\" data-column=\"{}\" aria-labelledby=\"col-{id}-h\">",
+        "<article class=\"card column{}{}\" id=\"col-{id}\" data-column=\"{}\"{} aria-labelledby=\"col-{id}-h\">",
         if drifted { " drifted" } else { "" },
-        esc(&c.name)
+        if depth > 0 { " derived" } else { "" },
+        esc(&c.name),
+        if depth > 0 {
+            format!(" style=\"--depth:{}\"", depth.min(6))
+        } else {
+            String::new()
+        },
     );
     let _ = write!(
         s,
@@ -378,7 +391,33 @@ fn column(
     if let Some(prev) = previous {
         compare::badge(s, prev, c);
     }
-    s.push_str("</p></header>\n");
+    s.push_str("</p>");
+    let link = |name: &str| match p.columns.iter().position(|x| x.name == name) {
+        Some(k) => format!("<a href=\"#col-{}\"><code>{}</code></a>", k + 1, esc(name)),
+        None => format!("<code>{}</code>", esc(name)),
+    };
+    if let Some(parent) = &c.parent {
+        let _ = write!(
+            s,
+            "<p class=\"path\">{} of {}</p>",
+            derived_role(&c.name, parent),
+            link(parent)
+        );
+    }
+    let children: Vec<String> = p
+        .columns
+        .iter()
+        .filter(|x| x.parent.as_deref() == Some(c.name.as_str()))
+        .map(|x| link(&x.name))
+        .collect();
+    if !children.is_empty() {
+        let _ = write!(
+            s,
+            "<p class=\"path\">Profiled as {}</p>",
+            children.join(", ")
+        );
+    }
+    s.push_str("</header>\n");
 
     // Completeness: nulls, NaN, infinities, empty strings, each a share of the rows.
     s.push_str("<div class=\"meters\">\n");
@@ -391,7 +430,15 @@ fn column(
         meter_row(s, "±inf", inf, c.row_count, "inf");
     }
     if let Some(n) = c.empty_string_count {
-        meter_row(s, "Empty strings", n, c.row_count, "empty");
+        let what = if c.inferred_type == "binary" {
+            "Empty values"
+        } else {
+            "Empty strings"
+        };
+        meter_row(s, what, n, c.row_count, "empty");
+    }
+    if let Some(n) = c.empty_list_count {
+        meter_row(s, "Empty", n, c.row_count, "empty");
     }
     s.push_str("</div>\n");
 
@@ -476,6 +523,27 @@ fn column(
         );
     }
 
+    if let Some(q) = c.length_quantiles.as_ref().filter(|q| !q.is_empty()) {
+        s.push_str("<h3>Length quantiles</h3>\n<dl class=\"quantiles\">");
+        for (name, _) in QUANTILES {
+            if let Some(v) = q.get(name).and_then(numfmt::value) {
+                let _ = write!(s, "<div><dt>{}</dt><dd>{}</dd></div>", esc(name), esc(&v));
+            }
+        }
+        let _ = write!(
+            s,
+            "</dl>\n<p class=\"fine\">{}</p>\n",
+            esc(&accuracy_note(
+                c.accuracy.length_quantiles.as_ref(),
+                if c.inferred_type == "binary" {
+                    "lengths in bytes"
+                } else {
+                    "lengths in elements"
+                }
+            ))
+        );
+    }
+
     if !c.top_values.is_empty() {
         s.push_str("<h3>Most frequent</h3>\n");
         values_table(s, c, &c.top_values);
@@ -527,6 +595,16 @@ fn column(
         s.push_str("<p class=\"fine\">Every value of this column is null.</p>\n");
     }
     s.push_str("</article>\n");
+}
+
+/// What a derived column is of its parent: a field, the elements, the keys or the values.
+fn derived_role(name: &str, parent: &str) -> &'static str {
+    match name.strip_prefix(parent).unwrap_or_default() {
+        s if s.starts_with("[]") => "Elements",
+        s if s.starts_with("{key}") => "Keys",
+        s if s.starts_with("{value}") => "Values",
+        _ => "Field",
+    }
 }
 
 fn meter_row(s: &mut String, label: &str, n: u64, of: u64, class: &str) {

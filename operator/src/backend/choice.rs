@@ -317,8 +317,9 @@ mod tests {
             }),
             ..BackendSpec::default()
         };
-        let err = named(BackendType::Ray, &ray_client, &Clusters::default()).unwrap_err();
-        assert!(err.contains("Ray client address"), "{err}");
+        // The ancestor's client address is taken (for its head's dashboard), kept as given.
+        let c = named(BackendType::Ray, &ray_client, &Clusters::default()).unwrap();
+        assert_eq!(c.address.as_deref(), Some("ray://head:10001"));
         let bad_spark = BackendSpec {
             spark: Some(SparkBackend {
                 connect_url: Some("http://spark:15002".into()),
@@ -380,7 +381,7 @@ mod tests {
     #[test]
     fn malformed_configured_addresses_are_said_and_never_chosen() {
         let bad = Clusters {
-            ray_address: Some("ray://head:10001".into()),
+            ray_address: Some("ftp://head:10001".into()),
             spark_connect_url: Some("sc://spark:15002".into()),
             ..Clusters::default()
         };
@@ -391,7 +392,7 @@ mod tests {
         let c = auto(&BackendSpec::default(), &bad, 500 * GB);
         assert_eq!(c.kind, "spark");
         let only_bad_ray = Clusters {
-            ray_address: Some("ray://head:10001".into()),
+            ray_address: Some("ftp://head:10001".into()),
             ..Clusters::default()
         };
         assert_eq!(

@@ -143,8 +143,13 @@ pub fn submission_id(run_id: &str, attempt: u32) -> String {
     format!("{run}-{attempt}")
 }
 
-/// The dashboard's base URL: `http://HOST:PORT` as given (a missing scheme means http).
-/// A `ray://` client address or a bare GCS port is not the Jobs API: that is said clearly.
+/// The port a Ray head's dashboard (and its Jobs API) listens on unless `ray start
+/// --dashboard-port` says otherwise.
+pub const DEFAULT_DASHBOARD_PORT: u16 = 8265;
+
+/// The dashboard's base URL: `http://HOST:PORT` as given (a missing scheme means http). A
+/// `ray://HOST:PORT` client address (the ancestor's) is mapped to the same head's dashboard at
+/// its default port; when nothing answers there, the error says which address to give.
 pub fn dashboard_url(address: &str) -> Result<String, RayError> {
     let a = address.trim().trim_end_matches('/');
     if a.is_empty() {
@@ -153,13 +158,15 @@ pub fn dashboard_url(address: &str) -> Result<String, RayError> {
                 .into(),
         ));
     }
-    if a.starts_with("ray://") {
-        return Err(RayError::Invalid(format!(
-            "`{a}` is a Ray client address; the ray backend submits jobs through the dashboard's \
-             Jobs API: give its http address, e.g. http://HOST:8265"
-        )));
-    }
-    let url = if a.starts_with("http://") || a.starts_with("https://") {
+    // Before the trailing `/` is trimmed: `ray://` alone names no host.
+    let url = if let Some(client) = address.trim().strip_prefix("ray://") {
+        let host = client_host(client).ok_or_else(|| {
+            RayError::Invalid(format!(
+                "`{a}` names no host; give the Ray dashboard's address, e.g. http://HOST:8265"
+            ))
+        })?;
+        format!("http://{host}:{DEFAULT_DASHBOARD_PORT}")
+    } else if a.starts_with("http://") || a.starts_with("https://") {
         a.to_string()
     } else if a.contains("://") {
         return Err(RayError::Invalid(format!(
@@ -173,11 +180,25 @@ pub fn dashboard_url(address: &str) -> Result<String, RayError> {
     Ok(url)
 }
 
+/// The host of a `ray://` client address's `HOST[:PORT][/...]` (an IPv6 literal keeps its
+/// brackets).
+fn client_host(rest: &str) -> Option<&str> {
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = if authority.starts_with('[') {
+        authority.split_inclusive(']').next().unwrap_or(authority)
+    } else {
+        authority.split(':').next().unwrap_or(authority)
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 /// A small client of the Jobs API.
 #[derive(Clone)]
 struct Api {
     http: reqwest::Client,
     base: String,
+    /// The `ray://` client address `base` was mapped from, if it was: said when it fails.
+    client_address: Option<String>,
 }
 
 impl Api {
@@ -188,7 +209,13 @@ impl Api {
             .timeout(Duration::from_secs(300))
             .build()
             .map_err(|e| RayError::Driver(format!("cannot make an HTTP client: {e}")))?;
-        Ok(Api { http, base })
+        let given = address.trim();
+        let client_address = given.starts_with("ray://").then(|| given.to_string());
+        Ok(Api {
+            http,
+            base,
+            client_address,
+        })
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> RayError {
@@ -198,11 +225,18 @@ impl Api {
         while let Some(s) = cause.source() {
             cause = s;
         }
-        let detail = if e.is_timeout() {
+        let mut detail = if e.is_timeout() {
             format!("timed out ({cause})")
         } else {
             cause.to_string()
         };
+        if let Some(client) = &self.client_address {
+            detail.push_str(&format!(
+                "; `{client}` is a Ray client address, so its head's dashboard was looked for at \
+                 Ray's default dashboard port {DEFAULT_DASHBOARD_PORT}: give the dashboard's \
+                 address (`ray start --dashboard-port`) as http://HOST:PORT"
+            ));
+        }
         RayError::Unreachable {
             address: self.base.clone(),
             detail,
@@ -776,10 +810,14 @@ mod tests {
             "http://127.0.0.1:8265"
         );
         assert_eq!(dashboard_url("http://h:8265/").unwrap(), "http://h:8265");
-        assert!(matches!(
-            dashboard_url("ray://h:10001"),
-            Err(RayError::Invalid(_))
-        ));
+        // The ancestor's client addresses: the same head's dashboard.
+        assert_eq!(dashboard_url("ray://h:10001").unwrap(), "http://h:8265");
+        assert_eq!(dashboard_url("ray://h").unwrap(), "http://h:8265");
+        assert_eq!(
+            dashboard_url("ray://[::1]:10001").unwrap(),
+            "http://[::1]:8265"
+        );
+        assert!(matches!(dashboard_url("ray://"), Err(RayError::Invalid(_))));
         assert!(matches!(dashboard_url(" "), Err(RayError::Invalid(_))));
         assert_eq!(
             RayError::Unreachable {

@@ -304,13 +304,21 @@ mod tests {
         let files: Vec<std::fs::File> = (0..64)
             .map(|_| std::fs::File::open("/proc/self/stat").expect("open"))
             .collect();
+        // Busy until the process has used 0.1 s more CPU: on a loaded machine a fixed wall-clock
+        // spin gets only a share of a core (CI once saw 0.06 s of CPU in 0.3 s). The bound only
+        // stops a broken reading from spinning forever.
         let busy = std::time::Instant::now();
         let mut x = 0u64;
-        while busy.elapsed() < std::time::Duration::from_millis(300) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        let mut after = sample(me, Path::new("/proc/stat")).expect("read /proc/self");
+        while after.cpu_seconds < before.cpu_seconds + 0.1
+            && busy.elapsed() < std::time::Duration::from_secs(60)
+        {
+            for _ in 0..1_000_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            std::hint::black_box(x);
+            after = sample(me, Path::new("/proc/stat")).expect("read /proc/self");
         }
-        std::hint::black_box(x);
-        let after = sample(me, Path::new("/proc/stat")).expect("read /proc/self");
         assert!(
             after.open_fds >= before.open_fds + 50,
             "{before:?} {after:?}"

@@ -35,8 +35,10 @@ impl Format {
         }
     }
 
-    /// The format a file name's extension says, if any.
+    /// The format a file name's extension says, if any; a compression extension after it is
+    /// looked through (`data.csv.gz` is CSV).
     pub fn from_path(path: &str) -> Option<Format> {
+        let path = super::Compression::strip(path);
         let name = path.rsplit('/').next().unwrap_or(path);
         let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
         Format::ALL
@@ -91,6 +93,9 @@ mod tests {
         assert_eq!(Format::from_path("a.jsonl"), Some(Format::Ndjson));
         assert_eq!(Format::from_path("a.feather"), Some(Format::Ipc));
         assert_eq!(Format::from_path("dir.v2/README"), None);
+        assert_eq!(Format::from_path("s3://b/a.csv.gz"), Some(Format::Csv));
+        assert_eq!(Format::from_path("a.jsonl.zst"), Some(Format::Ndjson));
+        assert_eq!(Format::from_path("a.gz"), None);
         assert_eq!("JSONL".parse::<Format>().unwrap(), Format::Ndjson);
         assert!("xlsx".parse::<Format>().is_err());
     }

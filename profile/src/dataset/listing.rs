@@ -1,6 +1,7 @@
 //! Turning a location into the list of data files it holds and their shared schema, from
 //! metadata only: object listings, file sizes, Parquet footers, CSV/JSON heads.
 
+use super::compression::{Compression, decompress_head};
 use super::csv::{CsvDialect, CsvOptions, Encoding, decode_head, sniff};
 use super::parquet_io::ObjectReader;
 use super::{Format, Location, StorageOptions};
@@ -60,6 +61,11 @@ pub struct DataFile {
     /// Last modification, in nanoseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_ns: Option<i64>,
+    /// CSV and NDJSON: how the file is compressed (by its extension, or by its first bytes
+    /// when its head is read), `None`: not compressed. A compressed file is read whole, by one
+    /// task, decompressed as it streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<Compression>,
 }
 
 impl DataFile {
@@ -76,6 +82,7 @@ impl DataFile {
             e_tag: object.e_tag.clone(),
             version: object.version.clone(),
             modified_ns: object.last_modified.timestamp_nanos_opt(),
+            compression: Compression::from_path(object.location.as_ref()),
         }
     }
 }
@@ -133,6 +140,20 @@ pub async fn discover_with(
             uri: location.uri.clone(),
             looked_for: format!("{format} files"),
         });
+    }
+    if matches!(format, Format::Parquet | Format::Ipc)
+        && let Some(packed) = objects
+            .iter()
+            .find(|o| Compression::from_path(o.location.as_ref()).is_some())
+    {
+        return Err(Error::invalid(
+            "dataset",
+            format!(
+                "{} is a compressed {format} file, which cannot be read: {format} compresses \
+                 its own pages; decompress the file first",
+                location.uri_of(&packed.location)
+            ),
+        ));
     }
     if let Some(empty) = objects.iter().find(|o| o.size == 0) {
         return Err(Error::EmptyFile {
@@ -369,16 +390,39 @@ fn check_same_schema(expected: &Schema, first: &str, actual: &Schema, file: &str
     Ok(())
 }
 
-async fn head_bytes(
-    store: &dyn ObjectStore,
-    object: &ObjectMeta,
-    uri: &str,
-) -> Result<bytes::Bytes> {
+/// The head of a text file, decompressed when the file is compressed.
+struct Head {
+    /// At most `INFER_BYTES` of the file's (decompressed) bytes.
+    bytes: bytes::Bytes,
+    /// Whether that is the whole file.
+    whole: bool,
+    compression: Option<Compression>,
+}
+
+/// Reads the head of `object`. Its compression is what its name says or, for a name that says
+/// none, what its first bytes show.
+async fn head_bytes(store: &dyn ObjectStore, object: &ObjectMeta, uri: &str) -> Result<Head> {
     let end = object.size.min(INFER_BYTES);
-    store
+    let bytes = store
         .get_range(&object.location, 0..end)
         .await
-        .map_err(|e| Error::from_store(uri, e))
+        .map_err(|e| Error::from_store(uri, e))?;
+    let whole = object.size <= INFER_BYTES;
+    let compression =
+        Compression::from_path(object.location.as_ref()).or_else(|| Compression::sniff(&bytes));
+    let Some(c) = compression else {
+        return Ok(Head {
+            bytes,
+            whole,
+            compression,
+        });
+    };
+    let (plain, whole) = decompress_head(&bytes, whole, c, INFER_BYTES as usize, uri)?;
+    Ok(Head {
+        bytes: plain.into(),
+        whole,
+        compression,
+    })
 }
 
 /// The first `INFER_BYTES` of a text file, cut after its last complete line.
@@ -405,9 +449,9 @@ async fn csv_head(
     object: &ObjectMeta,
     uri: &str,
     encoding: Option<Encoding>,
-) -> Result<(String, Encoding, bytes::Bytes)> {
+) -> Result<(String, Encoding, Head)> {
     let head = head_bytes(store, object, uri).await?;
-    let (text, encoding) = decode_head(&head, object.size <= INFER_BYTES, encoding, uri)?;
+    let (text, encoding) = decode_head(&head.bytes, head.whole, encoding, uri)?;
     Ok((text, encoding, head))
 }
 
@@ -423,8 +467,9 @@ async fn csv_files(
     let first_uri = location.uri_of(&first.location);
     let (text, encoding, first_head) =
         csv_head(store.as_ref(), first, &first_uri, asked.encoding).await?;
-    let dialect = sniff(&text, first.size <= INFER_BYTES, encoding, asked);
+    let dialect = sniff(&text, first_head.whole, encoding, asked);
     let mut starts = vec![data_start_of(&first_head, first, &dialect)];
+    let mut compressions = vec![first_head.compression];
     tracing::debug!(file = %first_uri, ?dialect, "CSV dialect");
     let schema = infer_csv(text.as_bytes(), &dialect, &first_uri)?;
     // Types are checked as rows are parsed; names here.
@@ -433,6 +478,7 @@ async fn csv_files(
         let (text, _, head) =
             csv_head(store.as_ref(), object, &uri, Some(dialect.encoding)).await?;
         starts.push(data_start_of(&head, object, &dialect));
+        compressions.push(head.compression);
         let other = infer_csv(text.as_bytes(), &dialect, &uri)?;
         let names = |s: &Schema| {
             s.fields()
@@ -461,18 +507,23 @@ async fn csv_files(
         }
     }
     let mut files = plain_files(location, objects);
-    for (f, start) in files.iter_mut().zip(starts) {
+    for ((f, start), compression) in files.iter_mut().zip(starts).zip(compressions) {
         f.data_start = start;
+        f.compression = compression;
     }
     Ok((files, schema, Some(dialect)))
 }
 
 /// Where a CSV file's records start after its header (the file's size when the head does not
-/// show it: the file is then read whole); `None` without a header.
-fn data_start_of(head: &[u8], object: &ObjectMeta, dialect: &CsvDialect) -> Option<u64> {
+/// show it: the file is then read whole); `None` without a header, and for a compressed file
+/// (which is read whole: its byte positions are not the decompressed ones).
+fn data_start_of(head: &Head, object: &ObjectMeta, dialect: &CsvDialect) -> Option<u64> {
+    if head.compression.is_some() {
+        return None;
+    }
     dialect
         .header
-        .then(|| super::split::data_start(head, dialect).unwrap_or(object.size))
+        .then(|| super::split::data_start(&head.bytes, dialect).unwrap_or(object.size))
 }
 
 async fn ndjson_files(
@@ -483,9 +534,11 @@ async fn ndjson_files(
     let first = &objects[0];
     let first_uri = location.uri_of(&first.location);
     let head = head_bytes(store.as_ref(), first, &first_uri).await?;
-    let head = &head[Encoding::Utf8.bom_len(&head)..];
-    let schema = infer_ndjson(whole_lines(head, first.size <= INFER_BYTES), &first_uri)?;
-    Ok((plain_files(location, objects), schema))
+    let text = &head.bytes[Encoding::Utf8.bom_len(&head.bytes)..];
+    let schema = infer_ndjson(whole_lines(text, head.whole), &first_uri)?;
+    let mut files = plain_files(location, objects);
+    files[0].compression = head.compression;
+    Ok((files, schema))
 }
 
 fn infer_csv(lines: &[u8], dialect: &CsvDialect, uri: &str) -> Result<SchemaRef> {

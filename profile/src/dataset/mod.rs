@@ -2,6 +2,7 @@
 //! or an object store), what format it has, which files it holds, and streaming record batches
 //! out of them.
 
+mod compression;
 mod csv;
 mod format;
 mod listing;
@@ -10,6 +11,7 @@ mod parquet_io;
 mod read;
 mod split;
 
+pub use compression::Compression;
 pub use csv::{CsvDialect, CsvOptions, Encoding, parse_char};
 pub use format::Format;
 pub use listing::{DataFile, Dataset, RowGroupMeta, discover, discover_with};

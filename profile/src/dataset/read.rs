@@ -2,6 +2,7 @@
 //! batch at a time, so that a task's memory is bounded by a batch and never by its partition.
 
 use super::Format;
+use super::compression::{Compression, decompress};
 use super::csv::{CsvDialect, ENCODING_HINT, Encoding, TextPosition, Transcoder};
 use super::listing::parquet_error;
 use super::parquet_io::ObjectReader;
@@ -9,8 +10,8 @@ use crate::{Error, Result};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use bytes::{Buf, Bytes};
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
@@ -37,6 +38,8 @@ pub struct FileSlice {
     /// Parquet: only the rows `[start, end)` of the file (counted from its first row) of the
     /// row groups read; `None`: all their rows.
     pub rows: Option<(u64, u64)>,
+    /// CSV and NDJSON: the file's compression (it is then read whole, decompressed).
+    pub compression: Option<Compression>,
 }
 
 /// Where the rows a stream yields sit in their file: runs of consecutive rows, as (first row,
@@ -407,6 +410,12 @@ async fn text_stream(
         batch_rows,
         max_record_bytes,
     } = read;
+    if slice.compression.is_some() && slice.bytes.is_some() {
+        return Err(Error::invalid(
+            "plan",
+            format!("{uri} is compressed: it cannot be read in byte ranges"),
+        ));
+    }
     // A range is read from the byte before its start (to tell whether a record starts there)
     // to the end of the file, and dropped once its last record is complete.
     let cut = slice.bytes.map(|(start, end)| RangeCut::new(start, end));
@@ -415,11 +424,20 @@ async fn text_stream(
         range: (from > 0).then_some(object_store::GetRange::Offset(from)),
         ..Default::default()
     };
-    let body = store
-        .get_opts(&path, options)
-        .await
-        .map_err(|e| Error::from_store(&uri, e))?
-        .into_stream();
+    let body = {
+        let uri = uri.clone();
+        store
+            .get_opts(&path, options)
+            .await
+            .map_err(|e| Error::from_store(&uri, e))?
+            .into_stream()
+            .map_err(move |e| Error::from_store(&uri, e))
+            .boxed()
+    };
+    let body = match slice.compression {
+        Some(c) => decompress(body, c, uri.clone()),
+        None => body,
+    };
     let default_dialect = CsvDialect::default();
     let mut dialect = csv.unwrap_or(&default_dialect).clone();
     // Only the range at the start of the file holds the header.
@@ -594,7 +612,7 @@ impl RangeCut {
 /// The body of a text file as UTF-8 chunks: a UTF-8 byte-order mark skipped, other encodings
 /// transcoded. UTF-8 chunks pass through as they are (arrow's decoders validate them).
 struct TextSource {
-    body: BoxStream<'static, object_store::Result<Bytes>>,
+    body: BoxStream<'static, Result<Bytes>>,
     transcoder: Option<Transcoder>,
     encoding: Encoding,
     uri: String,
@@ -607,11 +625,7 @@ struct TextSource {
 }
 
 impl TextSource {
-    fn new(
-        body: BoxStream<'static, object_store::Result<Bytes>>,
-        encoding: Encoding,
-        uri: String,
-    ) -> TextSource {
+    fn new(body: BoxStream<'static, Result<Bytes>>, encoding: Encoding, uri: String) -> TextSource {
         TextSource {
             body,
             transcoder: (encoding != Encoding::Utf8).then(|| Transcoder::new(encoding)),
@@ -630,7 +644,7 @@ impl TextSource {
                 return Ok(None);
             }
             let chunk = match self.body.next().await {
-                Some(chunk) => chunk.map_err(|e| Error::from_store(&self.uri, e))?,
+                Some(chunk) => chunk?,
                 None => {
                     self.ended = true;
                     Bytes::new()

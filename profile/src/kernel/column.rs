@@ -132,7 +132,66 @@ pub enum ColumnStats {
     },
     /// Nested and other types: counts only.
     Other,
+    /// Binary values (from this release on; `Binary` is what earlier partials hold).
+    Bytes(Box<BinaryState>),
+    /// A struct, list or map column, whose fields, elements, keys and values are profiled as
+    /// derived columns of their own (see [`super::nested`]).
+    Nested(Box<NestedState>),
 }
+
+/// Binary values: their lengths in bytes, and the values counted by [`binary_key`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BinaryState {
+    pub empty: u64,
+    /// The lengths, as an integer column (min, max, sum, moments, quantiles).
+    pub lengths: IntState,
+    pub values: Values<String>,
+}
+
+/// Which nested type a [`NestedState`] is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NestedKind {
+    Struct,
+    List,
+    Map,
+}
+
+/// A nested column: its own rows and nulls, and for lists and maps the lengths of its values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NestedState {
+    pub kind: NestedKind,
+    /// The derived columns one level down, in schema order: a struct's fields (`s.a`), a list's
+    /// elements (`l[]`), a map's keys then values (`m{key}`, `m{value}`).
+    pub children: Vec<String>,
+    /// Lists and maps: the number of elements (entries) of each non-null value.
+    pub lengths: Option<IntState>,
+    /// Lists and maps: non-null values with no element.
+    pub empty: u64,
+}
+
+/// The key a binary value is counted under: the hex of its first [`BINARY_KEY_BYTES`] bytes,
+/// and for a longer value `…` and the xxh3 hash of the whole value, so that the key of a short
+/// value is the value and two long values share a key only if their hashes collide.
+pub fn binary_key(v: &[u8]) -> String {
+    use std::fmt::Write;
+    let head = &v[..v.len().min(BINARY_KEY_BYTES)];
+    let mut k = String::with_capacity(2 * head.len() + 20);
+    for b in head {
+        let _ = write!(k, "{b:02x}");
+    }
+    if v.len() > BINARY_KEY_BYTES {
+        let _ = write!(
+            k,
+            "…{:016x}",
+            xxhash_rust::xxh3::xxh3_64_with_seed(v, BINARY_KEY_SEED)
+        );
+    }
+    k
+}
+
+/// Bytes of a binary value shown in its key.
+pub const BINARY_KEY_BYTES: usize = 16;
+const BINARY_KEY_SEED: u64 = 0x6269_6e61_7279_6b79;
 
 /// Everything known about one column of one partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,12 +268,11 @@ impl ColumnState {
                 values: Values::new(params),
                 patterns: options.patterns.then(PatternCounts::default),
             }),
-            ValueKind::Binary => ColumnStats::Binary {
+            ValueKind::Binary => ColumnStats::Bytes(Box::new(BinaryState {
                 empty: 0,
-                min_length: None,
-                max_length: None,
-                total_length: 0,
-            },
+                lengths: int_state(),
+                values: Values::new(params),
+            })),
             ValueKind::Other => ColumnStats::Other,
         };
         ColumnState {
@@ -296,9 +354,63 @@ impl ColumnState {
                     *max_length = Some(max_length.map_or(len, |m| m.max(len)));
                 }
             }
-            ColumnStats::Other => {}
+            ColumnStats::Bytes(s) => {
+                let a = convert(&DataType::LargeBinary)?;
+                let b = a.as_binary::<i64>();
+                let lengths = Int64Array::new(
+                    b.offsets()
+                        .windows(2)
+                        .map(|w| w[1] - w[0])
+                        .collect::<Vec<i64>>()
+                        .into(),
+                    b.nulls().cloned(),
+                );
+                s.lengths.update(&lengths, &mut scratch.floats, true);
+                for v in b.iter().flatten() {
+                    s.empty += u64::from(v.is_empty());
+                    s.values.observe(binary_key(v).as_str());
+                }
+                // Nothing else is counted from the values: what leaves the exact map is dropped.
+                s.values.take_evicted();
+            }
+            // The lengths of lists and maps come from their offsets: see `observe_lengths`.
+            ColumnStats::Other | ColumnStats::Nested(_) => {}
         }
         Ok(())
+    }
+
+    /// A list or map column: adds the lengths of one batch's values (null where the value is).
+    pub fn observe_lengths(&mut self, lengths: &Int64Array, scratch: &mut Scratch) {
+        if let ColumnStats::Nested(n) = &mut self.stats
+            && let Some(state) = &mut n.lengths
+        {
+            state.update(lengths, &mut scratch.floats, true);
+            n.empty += lengths.iter().filter(|l| *l == Some(0)).count() as u64;
+        }
+    }
+
+    /// The accumulator of a nested column whose derived columns are `children`.
+    pub fn nested(
+        name: &str,
+        data_type: &DataType,
+        kind: NestedKind,
+        children: Vec<String>,
+        options: &ProfileOptions,
+    ) -> Self {
+        let mut c = ColumnState::new(name, &DataType::Int64, options, false);
+        let lengths = match (kind, c.stats) {
+            (NestedKind::Struct, _) => None,
+            (_, ColumnStats::Integer(s)) => Some(s),
+            _ => None,
+        };
+        c.physical_type = data_type.to_string();
+        c.stats = ColumnStats::Nested(Box::new(NestedState {
+            kind,
+            children,
+            lengths,
+            empty: 0,
+        }));
+        c
     }
 
     /// Folds `other` (the same column, other rows) into this one.
@@ -354,6 +466,27 @@ impl ColumnState {
                 *max_length = max_opt(*max_length, *mx);
             }
             (ColumnStats::Other, ColumnStats::Other) => {}
+            (ColumnStats::Bytes(a), ColumnStats::Bytes(b)) => {
+                a.empty += b.empty;
+                a.lengths.merge(&b.lengths)?;
+                a.values.merge(&b.values)?;
+                a.values.take_evicted();
+            }
+            (ColumnStats::Nested(a), ColumnStats::Nested(b))
+                if a.kind == b.kind && a.children == b.children =>
+            {
+                a.empty += b.empty;
+                match (&mut a.lengths, &b.lengths) {
+                    (Some(x), Some(y)) => x.merge(y)?,
+                    (None, None) => {}
+                    _ => {
+                        return Err(Error::Merge(format!(
+                            "column `{}` has list lengths in one partial but not in another",
+                            self.name
+                        )));
+                    }
+                }
+            }
             _ => {
                 return Err(Error::Merge(format!(
                     "column `{}` has different kinds of statistics in two partials",
@@ -362,6 +495,14 @@ impl ColumnState {
             }
         }
         Ok(())
+    }
+
+    /// The columns derived from this one (one level down): none unless it is nested.
+    pub fn children(&self) -> &[String] {
+        match &self.stats {
+            ColumnStats::Nested(n) => &n.children,
+            _ => &[],
+        }
     }
 
     /// Ends the task in a hash-partitioned plan whose key this column is.
@@ -447,7 +588,7 @@ fn for_each_valid<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, mut f: impl FnMu
 }
 
 impl IntState {
-    fn update(&mut self, a: &Int64Array, floats: &mut Vec<f64>, moments: bool) {
+    pub(super) fn update(&mut self, a: &Int64Array, floats: &mut Vec<f64>, moments: bool) {
         if a.len() == a.null_count() {
             return;
         }

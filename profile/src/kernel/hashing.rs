@@ -8,6 +8,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use arrow::buffer::NullBuffer;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::row::{RowConverter, SortField};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 const NULL_HASH: u64 = 0x6e75_6c6c_6e75_6c6c;
@@ -115,6 +116,27 @@ fn for_each_hash(array: &ArrayRef, mut f: impl FnMut(usize, u64)) -> Result<()> 
                 f(i, v.map_or(NULL_HASH, |v| xxh3_64_with_seed(v, SEED)));
             }
         }
+        // A nested value hashes as arrow's row encoding of it (the same for the same value of
+        // the same type, in any batch), so duplicate rows compare their nested columns too.
+        ValueKind::Other if super::nested::is_nested(array.data_type()) => {
+            let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())])
+                .map_err(|_| unsupported())?;
+            let rows = converter
+                .convert_columns(std::slice::from_ref(array))
+                .map_err(|_| unsupported())?;
+            let nulls = array.logical_nulls();
+            for i in 0..array.len() {
+                let null = nulls.as_ref().is_some_and(|n| n.is_null(i));
+                f(
+                    i,
+                    if null {
+                        NULL_HASH
+                    } else {
+                        xxh3_64_with_seed(rows.row(i).as_ref(), SEED)
+                    },
+                );
+            }
+        }
         ValueKind::Other => return Err(unsupported()),
     }
     Ok(())
@@ -155,8 +177,8 @@ pub fn bucket_mask(key: &ArrayRef, buckets: u32, bucket: u32) -> Result<BooleanA
     Ok(BooleanArray::from(keep))
 }
 
-/// Whole-row hashes of the columns `columns` (in a fixed order), one per row. Columns of nested
-/// types are left out of the hash.
+/// Whole-row hashes of the columns `columns` (in a fixed order), one per row. Columns of a type
+/// that cannot be hashed (unions, for instance) are left out of the hash.
 pub fn hash_rows(columns: &[&ArrayRef], rows: usize) -> Vec<u64> {
     let mut out = vec![SEED; rows];
     for col in columns {

@@ -4,9 +4,14 @@
 pub mod column;
 mod hashing;
 pub mod kind;
+pub mod nested;
 mod table;
 
-pub use column::{ColumnState, ColumnStats, FloatState, IntState, StringState, TemporalUnit};
+pub use column::{
+    BinaryState, ColumnState, ColumnStats, FloatState, IntState, NestedKind, NestedState,
+    StringState, TemporalUnit,
+};
 pub use hashing::{bucket_mask, hash_rows};
 pub use kind::ValueKind;
+pub use nested::ColumnTree;
 pub use table::RowHashes;

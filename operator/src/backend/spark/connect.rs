@@ -56,6 +56,24 @@ impl std::fmt::Display for ConnectUrl {
     }
 }
 
+/// When `given` is a Spark master URL (the ancestor's `spark://HOST:7077`, `local[*]`, `yarn`,
+/// `k8s://...`) rather than a Spark Connect URL: what to start instead, and where.
+pub fn master_url_error(given: &str) -> Option<String> {
+    let given = given.trim();
+    let master = ["spark://", "local", "yarn", "k8s://", "mesos://"]
+        .iter()
+        .any(|p| given.starts_with(p));
+    master.then(|| {
+        format!(
+            "`{m}` is a Spark master URL, and the spark backend talks to Spark Connect, not to a \
+             master: start a Spark Connect server next to the cluster (from the Spark \
+             distribution: sbin/start-connect-server.sh --master {m}, which listens on port \
+             15002) and give its address, sc://HOST:15002",
+            m = redact(given)
+        )
+    })
+}
+
 impl ConnectUrl {
     pub fn parse(url: &str) -> Result<ConnectUrl, SparkError> {
         let bad = |why: &str| {
@@ -64,8 +82,11 @@ impl ConnectUrl {
                 redact(url)
             ))
         };
-        let rest = url
-            .trim()
+        let given = url.trim();
+        if let Some(why) = master_url_error(given) {
+            return Err(SparkError::Invalid(why));
+        }
+        let rest = given
             .strip_prefix("sc://")
             .ok_or_else(|| bad("it must start with sc://"))?;
         let (authority, params) = match rest.split_once('/') {
@@ -782,6 +803,22 @@ mod tests {
         for bad in ["http://x:1", "sc://", "sc://h:notaport", "sc://h/;token"] {
             let e = ConnectUrl::parse(bad).unwrap_err().to_string();
             assert!(e.contains("not a Spark Connect URL"), "{bad}: {e}");
+        }
+        // The ancestor's masters: what to start instead, and where.
+        for master in [
+            "spark://m:7077",
+            "local[*]",
+            "local",
+            "yarn",
+            "k8s://https://k:6443",
+        ] {
+            let e = ConnectUrl::parse(master).unwrap_err().to_string();
+            assert!(
+                e.contains("Spark master URL")
+                    && e.contains("start-connect-server.sh --master")
+                    && e.contains("sc://HOST:15002"),
+                "{master}: {e}"
+            );
         }
         assert_eq!(redact("sc://h/;token=secret;x=1"), "sc://h/;token=***;x=1");
     }

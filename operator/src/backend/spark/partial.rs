@@ -379,7 +379,31 @@ pub fn task_partial(
                 *max_length = row.i64(&c.field("lmax"))?.map(|v| v.max(0) as u64);
                 *total_length = row.count(&c.field("lsum"))?;
             }
-            ColumnStats::Other => {}
+            ColumnStats::Bytes(s) => {
+                s.empty = row.count(&c.field("empty"))?;
+                s.lengths.min = row.i64(&c.field("lmin"))?.map(|v| v.max(0));
+                s.lengths.max = row.i64(&c.field("lmax"))?.map(|v| v.max(0));
+                let total = row.count(&c.field("lsum"))?;
+                s.lengths.sum = i128::from(total);
+                // Only the count and the mean of the lengths: their spread is not asked of Spark.
+                s.lengths.moments = moments(
+                    n,
+                    (n > 0).then(|| total as f64 / n as f64),
+                    None,
+                    None,
+                    None,
+                );
+                // The engine counts binary values by a key of its own (hex prefix and hash) and
+                // the lengths' quantiles from exact counts, which Spark does not compute.
+                for statistic in ["distinct_count", "top_values", "length_quantiles"] {
+                    unavailable.insert(Unavailable {
+                        column: Some(c.name.clone()),
+                        statistic: statistic.into(),
+                        reason: format!("{REASON}: Spark does not count binary values"),
+                    });
+                }
+            }
+            ColumnStats::Other | ColumnStats::Nested(_) => {}
         }
         partial.columns.push(state);
     }

@@ -11,7 +11,7 @@
 
 use super::SparkError;
 use arrow::datatypes::{DataType, TimeUnit};
-use truthound_profile::dataset::{CsvDialect, Encoding, Format};
+use truthound_profile::dataset::{Compression, CsvDialect, Encoding, Format};
 use truthound_profile::kernel::ValueKind;
 use truthound_profile::plan::{FileRead, Plan, Task};
 
@@ -201,6 +201,18 @@ pub fn check_plan(plan: &Plan) -> Result<(), SparkError> {
     }
     for f in &plan.files {
         spark_path(&f.uri)?;
+        // Hadoop picks a file's codec by its extension alone: a compressed file whose name
+        // does not say so would be read as text.
+        if let Some(c) = f.compression
+            && Compression::from_path(&f.uri) != Some(c)
+        {
+            return Err(SparkError::Invalid(format!(
+                "{} is {c}-compressed but its name does not end in the extension of {c}; Spark \
+                 chooses the codec by the extension: rename the file, or profile it with another \
+                 backend",
+                f.uri
+            )));
+        }
     }
     for name in &plan.columns {
         let field = plan
