@@ -671,6 +671,7 @@ mod tests {
                 e_tag: None,
                 version: None,
                 modified_ns: None,
+                compression: None,
             }],
             strategy: Strategy::RowBased,
             options: Default::default(),
