@@ -2,6 +2,8 @@
 # bench.sh: the benchmark command (not a test; CI does not run it).
 #
 #   scripts/bench.sh [ROWS ...]          default: 1000000 10000000
+#   scripts/bench.sh --splits [ROWS]     one big CSV and one single-row-group Parquet file, 1 and 2
+#                                        workers, against DuckDB (scripts/bench-splits.sh)
 #   env: THREADS (default 2)  RUNS (default 3)  BENCH_DIR  BENCH_DATA  BENCH_VERBOSE=1
 #
 # Times `th profile` against the tools users would otherwise reach for (polars, DuckDB, truthound;
@@ -19,6 +21,10 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [ "${1:-}" = --splits ]; then
+  shift
+  exec "$HERE/bench-splits.sh" "$@"
+fi
 ROOT=$(git -C "$HERE" rev-parse --show-toplevel 2>/dev/null || (cd "$HERE/.." && pwd))
 BENCH_DIR=${BENCH_DIR:-$ROOT/../shared/bench}
 DATA_ROOT=${BENCH_DATA:-$HOME/.cache/truthound/bench}

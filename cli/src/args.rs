@@ -166,8 +166,9 @@ pub struct PlanArgs {
     /// Profile a sample of about N rows (Parquet only: the row count comes from the footers).
     #[arg(long, value_name = "N", conflicts_with = "sample")]
     pub sample_rows: Option<u64>,
-    /// CSV and NDJSON (row_based, hybrid): cut files into byte ranges of about this many bytes,
-    /// one per task (default: the data over --partitions, from 1 MiB to 64 MiB); 0: whole files.
+    /// row_based, hybrid: cut files into tasks of about this many bytes: CSV and NDJSON files
+    /// into byte ranges, Parquet row groups of more compressed bytes into row ranges (default:
+    /// the data over --partitions, from 1 MiB to 64 MiB); 0: whole files and row groups.
     #[arg(long, value_name = "BYTES")]
     pub target_task_bytes: Option<u64>,
     /// CSV and NDJSON: the longest record, in bytes; a longer one (an unterminated quote, a

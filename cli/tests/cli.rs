@@ -867,6 +867,87 @@ fn target_task_bytes_cuts_one_csv_into_tasks_with_the_same_profile() {
     }
 }
 
+/// One big Parquet file of a single row group (the common export): `--partitions 10` cuts it
+/// into 10 row ranges by the default target, and profiles it exactly as one task does.
+#[test]
+fn partitions_cut_one_parquet_row_group_into_tasks_with_the_same_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("one-group.parquet");
+    let n = 700_000i64;
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        ("id", Arc::new(Int64Array::from_iter_values(0..n))),
+        (
+            "x",
+            Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 11 != 0).then_some((i * 37 % 1000) as f64 / 8.0)),
+            )),
+        ),
+    ];
+    let b = RecordBatch::try_from_iter(cols).unwrap();
+    // Plain 8-byte values, no dictionary: about 11 MB in one row group, over the 1 MiB a task
+    // the default target keeps to.
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_max_row_group_row_count(Some(n as usize))
+        .set_dictionary_enabled(false)
+        .build();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&f).unwrap(), b.schema(), Some(props)).unwrap();
+    w.write(&b).unwrap();
+    assert_eq!(w.close().unwrap().num_row_groups(), 1);
+    let path = f.to_str().unwrap();
+    let out = th(&["plan", path, "--partitions", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks = plan["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 10);
+    let mut next = 0;
+    for t in tasks {
+        let rows = t["reads"][0]["rows"].as_array().expect("a row range");
+        let (a, b) = (rows[0].as_u64().unwrap(), rows[1].as_u64().unwrap());
+        assert_eq!(a, next, "{t}");
+        assert_eq!(t["rows"], b - a);
+        assert_eq!(t["reads"][0]["row_groups"], serde_json::json!([0]));
+        next = b;
+    }
+    assert_eq!(next, n as u64);
+    let cut = profile_json(&[path, "--partitions", "10"]);
+    let one = profile_json(&[path, "--partitions", "1"]);
+    assert_eq!(
+        cut["partitioning"]["tasks_merged"], 10,
+        "{}",
+        cut["partitioning"]
+    );
+    assert_eq!(
+        one["partitioning"]["tasks_merged"], 1,
+        "{}",
+        one["partitioning"]
+    );
+    assert_eq!(cut["row_count"], n);
+    assert_eq!(cut["duplicate_row_count"], one["duplicate_row_count"]);
+    // `id`'s 700,000 distinct values are past the exact limit, so its distinct count and top
+    // values are sketched (a merge of sketches estimates apart from one sketch); `x`'s 1,000
+    // are exact.
+    for (c, keys) in [
+        ("id", &["null_count", "min", "max", "sum", "mean"][..]),
+        (
+            "x",
+            &[
+                "null_count",
+                "distinct_count",
+                "min",
+                "max",
+                "sum",
+                "mean",
+                "top_values",
+            ][..],
+        ),
+    ] {
+        for k in keys {
+            assert_eq!(col(&cut, c)[k], col(&one, c)[k], "{c}.{k}");
+        }
+    }
+}
+
 /// Hostile input through `th`: a crafted partial and a record that never ends fail with exit 65,
 /// naming the file and the limit, instead of aborting or buffering the whole file.
 #[test]

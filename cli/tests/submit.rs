@@ -191,6 +191,7 @@ fn dry_run_maps_every_flag_and_passes_the_crds_rules() {
             row_partitions: None,
             column_partitions: None,
             hash_column: Some("user_id".into()),
+            target_task_bytes: None,
         },
         profile: ProfileSpec {
             top_k: Some(20),
@@ -846,4 +847,40 @@ fn api_errors_through_the_binary() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn dry_run_writes_the_target_task_size() {
+    let base = ["s3://lake/events/", "-o", "s3://lake/p/events.json"];
+    let mut all = base.to_vec();
+    all.extend_from_slice(&["--strategy", "hybrid", "--target-task-bytes", "8388608"]);
+    let out = th(&{
+        let mut a = vec!["submit", "--dry-run"];
+        a.extend_from_slice(&all);
+        a
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("targetTaskBytes: 8388608"),
+        "{}",
+        stdout(&out)
+    );
+    let pj = dry_run(&all);
+    assert_eq!(pj.spec.partitioning.target_task_bytes, Some(8 << 20));
+    assert_eq!(pj.spec.partitioning.strategy, PartitionStrategy::Hybrid);
+    // 0 (whole files) is a setting of its own, not the default.
+    let mut zero = base.to_vec();
+    zero.extend_from_slice(&["--target-task-bytes", "0"]);
+    assert_eq!(dry_run(&zero).spec.partitioning.target_task_bytes, Some(0));
+    assert_eq!(dry_run(&base).spec.partitioning.target_task_bytes, None);
+    let mut spark = base.to_vec();
+    spark.extend_from_slice(&[
+        "--backend",
+        "spark",
+        "--master",
+        "sc://s:15002",
+        "--target-task-bytes",
+        "1000",
+    ]);
+    refused(&spark, "spec.partitioning.targetTaskBytes");
 }

@@ -526,6 +526,13 @@ pub struct PartitioningSpec {
     /// The key column of a `hash` plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_column: Option<String>,
+    /// `row_based` and `hybrid`: cut files into tasks of about this many bytes: CSV and NDJSON
+    /// files into byte ranges, Parquet row groups of more compressed bytes into row ranges.
+    /// Default: the data over partitions, from 1 MiB to 64 MiB; 0: whole files and row groups
+    /// only (the spark backend reads whole files: leave it unset or 0 there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub target_task_bytes: Option<u64>,
 }
 
 impl Default for PartitioningSpec {
@@ -536,6 +543,7 @@ impl Default for PartitioningSpec {
             row_partitions: None,
             column_partitions: None,
             hash_column: None,
+            target_task_bytes: None,
         }
     }
 }

@@ -398,6 +398,15 @@ pub fn validate(job: &ProfileJob) -> Result<(), String> {
     if p.strategy == crate::crd::PartitionStrategy::Hash && p.hash_column.is_none() {
         return Err("spec.partitioning.strategy hash needs spec.partitioning.hashColumn".into());
     }
+    if spec.backend.kind == crate::crd::BackendType::Spark
+        && p.target_task_bytes.is_some_and(|t| t > 0)
+    {
+        return Err(
+            "spec.partitioning.targetTaskBytes cuts files into ranges, and the spark backend reads \
+             whole CSV and NDJSON files: leave it unset (or 0) with spec.backend.type spark"
+                .into(),
+        );
+    }
     if spec.dataset.columns.as_ref().is_some_and(Vec::is_empty) {
         return Err("spec.dataset.columns is empty: omit it to profile every column".into());
     }

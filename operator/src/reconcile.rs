@@ -1870,7 +1870,8 @@ pub fn plan_request(pj: &ProfileJob) -> PlanRequest {
     req.column_partitions = p.column_partitions;
     req.hash_column = p.hash_column.clone();
     req.columns = pj.spec.dataset.columns.clone();
-    // Spark reads whole CSV and NDJSON files.
+    req.target_task_bytes = p.target_task_bytes;
+    // Spark reads whole CSV and NDJSON files (validate refuses a target with it).
     if pj.spec.backend.kind == crate::crd::BackendType::Spark {
         req.target_task_bytes = Some(0);
     }

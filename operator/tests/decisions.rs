@@ -1531,3 +1531,37 @@ fn reused_tasks_get_no_pods_and_a_run_reusing_all_goes_to_the_merge() {
     assert_eq!(d.status.phase, Some(Phase::Merging));
     assert_eq!(d.status.tasks.as_ref().map(|t| t.succeeded), Some(4));
 }
+
+#[test]
+fn target_task_bytes_goes_from_the_spec_into_the_plan_request() {
+    use truthound_operator::reconcile::plan_request;
+    assert_eq!(
+        plan_request(&basic()).target_task_bytes,
+        None,
+        "unset: the planner's default"
+    );
+    let sized = |backend: &str, bytes: u64| {
+        job(&format!(
+            "apiVersion: truthound.io/v1alpha1\nkind: ProfileJob\nmetadata: {{name: x}}\nspec:\n  dataset: {{uri: 's3://b/d/'}}\n  output: {{uri: 's3://b/p.json'}}\n  backend: {{type: {backend}, spark: {{connectUrl: 'sc://s:15002'}}}}\n  partitioning: {{strategy: hybrid, partitions: 3, targetTaskBytes: {bytes}}}\n"
+        ))
+    };
+    let pj = sized("local", 8 << 20);
+    assert_eq!(
+        pj.spec.partitioning.target_task_bytes,
+        Some(8 << 20),
+        "camelCase in the spec"
+    );
+    let req = plan_request(&pj);
+    assert_eq!(req.target_task_bytes, Some(8 << 20));
+    assert_eq!(req.partitions, 3);
+    assert_eq!(req.strategy, truthound_profile::Strategy::Hybrid);
+    assert_eq!(plan_request(&sized("local", 0)).target_task_bytes, Some(0));
+    assert!(validate(&sized("local", 1 << 20)).is_ok());
+    // Spark reads whole files: a target is refused with the field named, and none is planned.
+    let spark = sized("spark", 1 << 20);
+    let err = validate(&spark).unwrap_err();
+    assert!(err.contains("spec.partitioning.targetTaskBytes"), "{err}");
+    let d = decide(&obs(&spark), &Settings::default());
+    assert_eq!(d.status.phase, Some(Phase::Failed));
+    assert_eq!(plan_request(&sized("spark", 0)).target_task_bytes, Some(0));
+}

@@ -62,6 +62,10 @@ struct ReadIdentity<'a> {
     data_start: Option<u64>,
     row_groups: Option<&'a [u32]>,
     bytes: Option<[u64; 2]>,
+    /// A row range of a Parquet row group; left out when there is none, so that the keys of
+    /// plans without row ranges are those of the releases before them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rows: Option<[u64; 2]>,
 }
 
 fn identity<'a>(file: &'a DataFile, read: &'a crate::plan::FileRead) -> ReadIdentity<'a> {
@@ -78,6 +82,7 @@ fn identity<'a>(file: &'a DataFile, read: &'a crate::plan::FileRead) -> ReadIden
         data_start: file.data_start,
         row_groups: read.row_groups.as_deref(),
         bytes: read.bytes,
+        rows: read.rows,
     }
 }
 
@@ -260,6 +265,7 @@ mod tests {
                 file: 0,
                 row_groups: Some(vec![0]),
                 bytes: None,
+                rows: None,
             }],
             columns: vec!["a".into(), "b".into()],
             row_hash: true,
@@ -324,6 +330,10 @@ mod tests {
                 p.tasks[0].reads[0].row_groups = Some(vec![1])
             }),
             ("byte range", |p| p.tasks[0].reads[0].bytes = Some([0, 50])),
+            ("row range", |p| p.tasks[0].reads[0].rows = Some([0, 5])),
+            ("other row range", |p| {
+                p.tasks[0].reads[0].rows = Some([5, 10])
+            }),
             ("data start", |p| p.files[0].data_start = Some(8)),
             ("task columns", |p| p.tasks[0].columns = vec!["a".into()]),
             ("row hash", |p| p.tasks[0].row_hash = false),

@@ -1,13 +1,18 @@
 //! Partition planning, from metadata only, into a serializable plan of tasks.
 //!
-//! - `row_based`: N tasks balanced by rows, cut on row-group (Parquet) or file boundaries;
+//! - `row_based`: N tasks balanced by rows, cut on row-group (Parquet) or file boundaries, and
+//!   inside files: CSV and NDJSON into byte ranges, a Parquet row group larger than the target
+//!   task size into row ranges (read with a `RowSelection`, through the page index when the file
+//!   has one);
 //! - `column_based`: N column groups balanced by compressed column size; a task reads only its
 //!   columns;
 //! - `hybrid`: R row slices × C column groups;
 //! - `hash`: N tasks; task i keeps the rows whose key hashes to bucket i, so the key's distinct
 //!   count and top values are exact after the merge.
 
-use crate::dataset::{CsvDialect, DataFile, Dataset, Format, StorageOptions, TableVersion};
+use crate::dataset::{
+    CsvDialect, DataFile, Dataset, Format, RowGroupMeta, StorageOptions, TableVersion,
+};
 use crate::kernel::ValueKind;
 use crate::options::{ProfileOptions, Sampling};
 use crate::{Error, Result};
@@ -78,9 +83,10 @@ pub struct PlanRequest {
     /// Instead of `options.sampling`: sample about this many rows. The planner turns it into the
     /// fraction rows / total rows, so it needs the total before reading (Parquet footers).
     pub sample_rows: Option<SampleRows>,
-    /// CSV and NDJSON, `row_based` and `hybrid`: cut files into byte ranges of about this many
-    /// bytes; `None`: [`DEFAULT_TARGET_TASK_BYTES`], or less so that there are `partitions`
-    /// ranges; `Some(0)`: whole files only.
+    /// `row_based` and `hybrid`: cut CSV and NDJSON files into byte ranges of about this many
+    /// bytes, and Parquet row groups whose compressed size is larger into row ranges of about
+    /// this many compressed bytes; `None`: [`DEFAULT_TARGET_TASK_BYTES`], or less so that there
+    /// are `partitions` ranges; `Some(0)`: whole files (and whole row groups) only.
     pub target_task_bytes: Option<u64>,
     /// Plan for a cache of partials (`cache.rs`): no task reads more than one file (a file may
     /// still be cut into several tasks), so that a changed file invalidates only its own
@@ -89,7 +95,8 @@ pub struct PlanRequest {
     pub cache: bool,
 }
 
-/// Byte ranges of text files are at most this large unless asked otherwise.
+/// Byte ranges of text files (and row ranges of Parquet row groups, in compressed bytes) are at
+/// most this large unless asked otherwise.
 pub const DEFAULT_TARGET_TASK_BYTES: u64 = 64 << 20;
 /// Below this, a file is not cut to make more tasks (unless a target is given).
 const MIN_AUTO_RANGE_BYTES: u64 = 1 << 20;
@@ -157,6 +164,11 @@ pub struct FileRead {
     /// whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<[u64; 2]>,
+    /// Parquet: only the rows `[start, end)` of the file (counted from its first row), which
+    /// lie in `row_groups` (a row group larger than the target task size is cut into row
+    /// ranges); `None`: every row of the row groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<[u64; 2]>,
 }
 
 /// One unit of work: some rows (a row slice or hash bucket) of some columns.
@@ -176,7 +188,8 @@ pub struct Task {
     /// Rows the task reads, when the format says (before a hash filter and before sampling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
-    /// Bytes of its files (whole files; row groups: their compressed size).
+    /// Bytes of its files (whole files; row groups: their compressed size; a row range of a
+    /// row group: its share of the group's compressed size, by rows).
     pub bytes: u64,
     /// Plans made for a cache: the identity of everything this task's partial depends on (see
     /// `cache::task_key`), under which the partial is cached.
@@ -405,10 +418,13 @@ pub async fn plan_with_scan(dataset: &Dataset, request: &PlanRequest) -> Result<
     }
 }
 
-/// How large the byte ranges of text files are, when they are cut: CSV and NDJSON, row slices
-/// of all rows (not the hash strategy, not a sample, whose rows are keyed by their position in
-/// the file), and an encoding in which `\n` is one byte (not UTF-16).
+/// How large the parts cut inside files are, when they are cut (row slices only, not the hash
+/// strategy): byte ranges of CSV and NDJSON (not a sample, whose rows are keyed by their
+/// position in the file, which a byte range does not know; and an encoding in which `\n` is one
+/// byte, not UTF-16), and row ranges of Parquet row groups, in compressed bytes (sampled too:
+/// the footer gives every row's position).
 fn range_bytes(dataset: &Dataset, request: &PlanRequest, options: &ProfileOptions) -> Option<u64> {
+    let parquet = dataset.format == Format::Parquet;
     let text = match dataset.format {
         Format::Ndjson => true,
         Format::Csv => dataset.csv.as_ref().is_none_or(|d| {
@@ -420,7 +436,7 @@ fn range_bytes(dataset: &Dataset, request: &PlanRequest, options: &ProfileOption
         _ => false,
     };
     let rows_split = matches!(request.strategy, Strategy::RowBased | Strategy::Hybrid);
-    if !text || !rows_split || options.effective_sampling().is_some() {
+    if !rows_split || !(parquet || text && options.effective_sampling().is_none()) {
         return None;
     }
     match request.target_task_bytes {
@@ -432,7 +448,16 @@ fn range_bytes(dataset: &Dataset, request: &PlanRequest, options: &ProfileOption
                 _ => request.partitions,
             }
             .max(1) as u64;
-            let total: u64 = dataset.files.iter().map(|f| f.size).sum();
+            let total: u64 = if parquet {
+                dataset
+                    .files
+                    .iter()
+                    .flat_map(|f| &f.row_groups)
+                    .map(group_bytes)
+                    .sum()
+            } else {
+                dataset.files.iter().map(|f| f.size).sum()
+            };
             Some(
                 total
                     .div_ceil(slices)
@@ -554,86 +579,164 @@ struct RowSlice {
     bytes: u64,
 }
 
-/// The dataset cut into at most `n` contiguous slices of about equal rows (Parquet row groups)
-/// or bytes (whole files of other formats).
+/// A row group's compressed size, which the target task size is compared with.
+fn group_bytes(rg: &RowGroupMeta) -> u64 {
+    rg.column_bytes.iter().sum()
+}
+
+/// The row ranges a Parquet row group of `rows` rows and `bytes` compressed bytes is cut into,
+/// about `step` compressed bytes each, as (first row within the group, rows, bytes): one range
+/// (the whole group) when it is no larger than `step`. Rows are cut evenly, and the group's
+/// bytes shared out by rows (so that they add up to the group's size).
+fn group_ranges(rows: u64, bytes: u64, step: Option<u64>) -> Vec<(u64, u64, u64)> {
+    let pieces = match step {
+        Some(step) if step > 0 && bytes > step => bytes.div_ceil(step).min(rows).max(1),
+        _ => 1,
+    };
+    let at = |k: u64, of: u64| (u128::from(of) * u128::from(k) / u128::from(pieces)) as u64;
+    (0..pieces)
+        .map(|k| {
+            let (a, b) = (at(k, rows), at(k + 1, rows));
+            // Bytes by the rows' share, so that neighbouring ranges add up exactly.
+            let share =
+                |r: u64| (u128::from(bytes) * u128::from(r) / u128::from(rows.max(1))) as u64;
+            (a, b - a, share(b) - share(a))
+        })
+        .collect()
+}
+
+/// A unit of work that is not cut further.
+struct Unit {
+    file: u32,
+    /// Parquet: the row group (`u32::MAX`: a file without row groups, nothing to read).
+    group: Option<u32>,
+    /// What slices are balanced by: rows (Parquet) or bytes.
+    weight: u64,
+    rows: Option<u64>,
+    bytes: u64,
+    /// CSV and NDJSON: the byte range.
+    range: Option<[u64; 2]>,
+    /// Parquet: the unit's rows in its file, `[start, end)`, and whether that is less than its
+    /// whole row group.
+    span: Option<([u64; 2], bool)>,
+}
+
+/// The dataset cut into at most `n` contiguous slices of about equal rows (Parquet row groups,
+/// or row ranges of groups larger than the step) or bytes (whole files of other formats, or
+/// their byte ranges). `range`: the step of cuts inside files and, for CSV, whether fields may
+/// be quoted.
 fn row_slices(
     files: &[DataFile],
     format: Format,
     n: u32,
     range: Option<(u64, bool)>,
 ) -> Vec<RowSlice> {
-    // Units of work that cannot be split: (file, row group or whole file, weight, rows, bytes,
-    // byte range).
-    type Unit = (u32, Option<u32>, u64, Option<u64>, u64, Option<[u64; 2]>);
     let mut units: Vec<Unit> = Vec::new();
     for (i, f) in files.iter().enumerate() {
+        let file = i as u32;
         if format == Format::Parquet && !f.row_groups.is_empty() {
+            let mut first = 0u64;
             for (g, rg) in f.row_groups.iter().enumerate() {
-                let bytes = rg.column_bytes.iter().sum();
-                units.push((
-                    i as u32,
-                    Some(g as u32),
-                    rg.rows,
-                    Some(rg.rows),
-                    bytes,
-                    None,
-                ));
+                let pieces = group_ranges(rg.rows, group_bytes(rg), range.map(|r| r.0));
+                let whole = pieces.len() == 1;
+                for (start, rows, bytes) in pieces {
+                    units.push(Unit {
+                        file,
+                        group: Some(g as u32),
+                        weight: rows,
+                        rows: Some(rows),
+                        bytes,
+                        range: None,
+                        span: Some(([first + start, first + start + rows], !whole)),
+                    });
+                }
+                first += rg.rows;
             }
         } else if format == Format::Parquet {
             // No row groups: nothing to read.
-            units.push((i as u32, Some(u32::MAX), 0, Some(0), 0, None));
-        } else if let Some((step, quoted)) = range {
-            for r in file_ranges(f, step, quoted) {
-                let len = r.map_or(f.size, |[a, b]| b - a);
-                units.push((i as u32, None, len, None, len, r));
-            }
+            units.push(Unit {
+                file,
+                group: Some(u32::MAX),
+                weight: 0,
+                rows: Some(0),
+                bytes: 0,
+                range: None,
+                span: None,
+            });
         } else {
-            units.push((i as u32, None, f.size, None, f.size, None));
+            let ranges = match range {
+                Some((step, quoted)) => file_ranges(f, step, quoted),
+                None => vec![None],
+            };
+            for r in ranges {
+                let len = r.map_or(f.size, |[a, b]| b - a);
+                units.push(Unit {
+                    file,
+                    group: None,
+                    weight: len,
+                    rows: None,
+                    bytes: len,
+                    range: r,
+                    span: None,
+                });
+            }
         }
     }
-    let total: u64 = units.iter().map(|u| u.2).sum();
+    let total: u64 = units.iter().map(|u| u.weight).sum();
     let n = (n as usize).min(units.len()).max(1);
     let mut slices: Vec<RowSlice> = Vec::with_capacity(n);
-    let mut current = RowSlice {
+    let empty = || RowSlice {
         reads: Vec::new(),
         rows: Some(0),
         bytes: 0,
     };
+    let mut current = empty();
+    // Parquet: the rows of the current slice's last read, and whether any of its units is a
+    // part of a row group (only then does the read need its row range).
+    let mut last_span: Option<([u64; 2], bool)> = None;
     let mut acc = 0u64;
-    for (idx, (file, group, weight, rows, bytes, range)) in units.iter().enumerate() {
-        match (current.reads.last_mut(), group) {
+    for (idx, u) in units.iter().enumerate() {
+        match (current.reads.last_mut(), u.group) {
             (_, Some(u32::MAX)) => {}
-            (Some(last), Some(g)) if last.file == *file => {
-                last.row_groups.get_or_insert_with(Vec::new).push(*g)
-            }
-            // Neighbouring ranges of a file in one slice: one range.
-            (Some(last), None) if last.file == *file && last.bytes.is_some() && range.is_some() => {
-                if let (Some(l), Some([_, end])) = (&mut last.bytes, range) {
-                    l[1] = *end;
+            (Some(last), Some(g)) if last.file == u.file => {
+                let groups = last.row_groups.get_or_insert_with(Vec::new);
+                if groups.last() != Some(&g) {
+                    groups.push(g);
+                }
+                if let (Some((rows, partial)), Some((span, part))) = (&mut last_span, u.span) {
+                    rows[1] = span[1];
+                    *partial |= part;
+                    last.rows = partial.then_some(*rows);
                 }
             }
-            _ => current.reads.push(FileRead {
-                file: *file,
-                row_groups: group.map(|g| vec![g]),
-                bytes: *range,
-            }),
+            // Neighbouring ranges of a file in one slice: one range.
+            (Some(last), None)
+                if last.file == u.file && last.bytes.is_some() && u.range.is_some() =>
+            {
+                if let (Some(l), Some([_, end])) = (&mut last.bytes, u.range) {
+                    l[1] = end;
+                }
+            }
+            _ => {
+                last_span = u.span;
+                current.reads.push(FileRead {
+                    file: u.file,
+                    row_groups: u.group.map(|g| vec![g]),
+                    bytes: u.range,
+                    rows: u.span.and_then(|(rows, partial)| partial.then_some(rows)),
+                });
+            }
         }
-        current.rows = current.rows.zip(*rows).map(|(a, b)| a + b);
-        current.bytes += bytes;
-        acc += weight;
+        current.rows = current.rows.zip(u.rows).map(|(a, b)| a + b);
+        current.bytes += u.bytes;
+        acc += u.weight;
         let remaining_units = units.len() - idx - 1;
         let remaining_slices = n - slices.len() - 1;
         let target = (total as f64 * (slices.len() + 1) as f64 / n as f64).ceil() as u64;
         // Cut when this slice reached its share, or when every remaining unit must start a slice.
         if remaining_slices > 0 && (acc >= target || remaining_units == remaining_slices) {
-            slices.push(std::mem::replace(
-                &mut current,
-                RowSlice {
-                    reads: Vec::new(),
-                    rows: Some(0),
-                    bytes: 0,
-                },
-            ));
+            slices.push(std::mem::replace(&mut current, empty()));
+            last_span = None;
         }
     }
     slices.push(current);

@@ -132,6 +132,7 @@ pub async fn run_task(
                 .as_ref()
                 .map(|g| g.iter().map(|&g| g as usize).collect()),
             bytes: r.bytes.map(|[start, end]| (start, end)),
+            rows: r.rows.map(|[start, end]| (start, end)),
             compression: file.compression,
         };
         let SliceStream {

@@ -126,6 +126,7 @@ pub fn build(args: &SubmitArgs, namespace: Option<&str>) -> Result<ProfileJob> {
         row_partitions: at_least_one("--row-partitions", plan.row_partitions, 1_000_000)?,
         column_partitions: at_least_one("--column-partitions", plan.column_partitions, 10_000)?,
         hash_column: plan.hash_column.clone(),
+        target_task_bytes: plan.target_task_bytes,
     };
     if partitioning.strategy == PartitionStrategy::Hash && partitioning.hash_column.is_none() {
         return Err(invalid(

@@ -15,7 +15,9 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::PageIndexPolicy;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -33,6 +35,9 @@ pub struct FileSlice {
     /// CSV and NDJSON: the records that start in these bytes `[start, end)`; `None`: the whole
     /// file.
     pub bytes: Option<(u64, u64)>,
+    /// Parquet: only the rows `[start, end)` of the file (counted from its first row) of the
+    /// row groups read; `None`: all their rows.
+    pub rows: Option<(u64, u64)>,
     /// CSV and NDJSON: the file's compression (it is then read whole, decompressed).
     pub compression: Option<Compression>,
 }
@@ -163,7 +168,14 @@ async fn parquet_stream(
 ) -> Result<SliceStream> {
     let uri = slice.uri.clone();
     let reader = ObjectReader::new(store, path, slice.size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+    // A row range reads the offset index (where each page starts and its first row), when the
+    // file has one, so that the pages holding none of its rows are neither fetched nor decoded.
+    // Without a row range every page is read anyway: the index would be an extra fetch.
+    let options = match slice.rows {
+        Some(_) => ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional),
+        None => ArrowReaderOptions::new(),
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options)
         .await
         .map_err(|e| parquet_error(&uri, e))?;
     // Project by root column name: the file's own column order may differ from the dataset's.
@@ -194,29 +206,54 @@ async fn parquet_stream(
             Some(start)
         })
         .collect();
-    let spans = match &slice.row_groups {
-        None => vec![(0, groups_rows.iter().sum())],
-        Some(groups) => groups
-            .iter()
-            .map(|&g| {
-                starts
-                    .get(g)
-                    .zip(groups_rows.get(g))
-                    .map(|(&start, &rows)| (start, rows))
-                    .ok_or_else(|| Error::Changed {
-                        file: uri.clone(),
-                        detail: format!(
-                            "the plan reads row group {g}, the file has {} row groups",
-                            groups_rows.len()
-                        ),
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?,
+    let all: Vec<usize>;
+    let groups = match &slice.row_groups {
+        Some(groups) => groups.as_slice(),
+        None => {
+            all = (0..groups_rows.len()).collect();
+            &all
+        }
+    };
+    let spans = groups
+        .iter()
+        .map(|&g| {
+            starts
+                .get(g)
+                .zip(groups_rows.get(g))
+                .map(|(&start, &rows)| (start, rows))
+                .ok_or_else(|| Error::Changed {
+                    file: uri.clone(),
+                    detail: format!(
+                        "the plan reads row group {g}, the file has {} row groups",
+                        groups_rows.len()
+                    ),
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (spans, selection) = match slice.rows {
+        None => (spans, None),
+        Some(range) => {
+            let total: u64 = groups_rows.iter().sum();
+            if range.0 > range.1 || range.1 > total {
+                return Err(Error::Changed {
+                    file: uri.clone(),
+                    detail: format!(
+                        "the plan reads rows {}..{}, the file has {total} rows",
+                        range.0, range.1
+                    ),
+                });
+            }
+            let (spans, selection) = select_rows(&spans, range);
+            (spans, Some(selection))
+        }
     };
     let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
     let mut builder = builder.with_projection(mask).with_batch_size(batch_rows);
     if let Some(groups) = &slice.row_groups {
         builder = builder.with_row_groups(groups.clone());
+    }
+    if let Some(selection) = selection {
+        builder = builder.with_row_selection(selection);
     }
     let stream = builder.build().map_err(|e| parquet_error(&uri, e))?;
     let columns = columns.to_vec();
@@ -240,6 +277,27 @@ async fn parquet_stream(
         batches,
         rows: RowSpans::new(spans),
     })
+}
+
+/// The rows `[start, end)` of a file, out of the row groups read, whose rows in the file are
+/// `spans` (first row, rows) in the order they are read: the spans of the rows kept, and the
+/// selection of them (relative to the rows of the groups read, one after the other).
+fn select_rows(spans: &[(u64, u64)], (start, end): (u64, u64)) -> (Vec<(u64, u64)>, RowSelection) {
+    let mut kept = Vec::new();
+    let mut selectors = Vec::new();
+    for &(first, rows) in spans {
+        let lo = start.clamp(first, first + rows);
+        let hi = end.clamp(lo, first + rows);
+        selectors.push(RowSelector::skip((lo - first) as usize));
+        if hi > lo {
+            selectors.push(RowSelector::select((hi - lo) as usize));
+            kept.push((lo, hi - lo));
+        }
+        selectors.push(RowSelector::skip((first + rows - hi) as usize));
+    }
+    // Empty skips mean nothing; the selection merges neighbouring selectors of a kind.
+    selectors.retain(|s| s.row_count > 0);
+    (kept, RowSelection::from(selectors))
 }
 
 /// How a text file is decoded.

@@ -317,7 +317,8 @@ fn ddl_type(t: &DataType) -> String {
     }
 }
 
-/// The rows of one file read, with its row groups as a row-index filter.
+/// The rows of one file read, with its row groups (and its row range inside them, when the plan
+/// cut a row group) as a row-index filter.
 fn parquet_read(plan: &Plan, read: &FileRead, select: &str) -> Result<String, SparkError> {
     let file = plan
         .files
@@ -325,12 +326,18 @@ fn parquet_read(plan: &Plan, read: &FileRead, select: &str) -> Result<String, Sp
         .ok_or_else(|| SparkError::Invalid(format!("the plan has no file {}", read.file)))?;
     let path = spark_path(&file.uri)?;
     let mut sql = format!("SELECT {select} FROM parquet.{}", quote_ident(&path));
+    let all: Vec<u32>;
     let groups = match &read.row_groups {
         Some(g)
-            if g.len() != file.row_groups.len()
+            if read.rows.is_some()
+                || g.len() != file.row_groups.len()
                 || g.iter().enumerate().any(|(i, &x)| x as usize != i) =>
         {
             g
+        }
+        None if read.rows.is_some() => {
+            all = (0..file.row_groups.len() as u32).collect();
+            &all
         }
         _ => return Ok(sql),
     };
@@ -354,10 +361,22 @@ fn parquet_read(plan: &Plan, read: &FileRead, select: &str) -> Result<String, Sp
                 )));
             }
         };
+        // A row range cuts the groups' rows to its own.
+        let (lo, hi) = match read.rows {
+            Some([a, b]) => (lo.max(a), hi.min(b)),
+            None => (lo, hi),
+        };
+        if lo >= hi {
+            continue;
+        }
         match ranges.last_mut() {
             Some(last) if last.1 == lo => last.1 = hi,
             _ => ranges.push((lo, hi)),
         }
+    }
+    if ranges.is_empty() {
+        sql.push_str(" WHERE false");
+        return Ok(sql);
     }
     let filter: Vec<String> = ranges
         .iter()
@@ -617,6 +636,81 @@ mod tests {
         assert_eq!(spark_path("/d/x.parquet").unwrap(), "file:///d/x.parquet");
         assert_eq!(spark_path("s3://b/k").unwrap(), "s3a://b/k");
         assert!(spark_path("https://h/x").is_err());
+    }
+
+    /// A plan of one Parquet file with row groups of 100 and 50 rows.
+    fn parquet_plan() -> Plan {
+        use truthound_profile::dataset::{DataFile, RowGroupMeta, StorageOptions};
+        use truthound_profile::plan::{DatasetRef, PLAN_VERSION, Strategy};
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("a", DataType::Int64, true),
+        ]));
+        let group = |rows| RowGroupMeta {
+            rows,
+            column_bytes: vec![rows],
+        };
+        Plan {
+            version: PLAN_VERSION,
+            id: "p".into(),
+            dataset: DatasetRef {
+                uri: "/d".into(),
+                format: Format::Parquet,
+                storage: StorageOptions::default(),
+                schema,
+                csv: None,
+                table: None,
+            },
+            columns: vec!["a".into()],
+            files: vec![DataFile {
+                uri: "/d/x.parquet".into(),
+                path: "d/x.parquet".into(),
+                size: 1000,
+                rows: Some(150),
+                row_groups: vec![group(100), group(50)],
+                record_starts: Vec::new(),
+                data_start: None,
+                e_tag: None,
+                version: None,
+                modified_ns: None,
+                compression: None,
+            }],
+            strategy: Strategy::RowBased,
+            options: Default::default(),
+            tasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn parquet_reads_filter_row_groups_and_row_ranges_by_row_index() {
+        let plan = parquet_plan();
+        let read = |row_groups: Option<Vec<u32>>, rows: Option<[u64; 2]>| {
+            let r = FileRead {
+                file: 0,
+                row_groups,
+                bytes: None,
+                rows,
+            };
+            parquet_read(&plan, &r, "a").unwrap()
+        };
+        let base = "SELECT a FROM parquet.`file:///d/x.parquet`";
+        assert_eq!(read(Some(vec![0, 1]), None), base);
+        assert_eq!(
+            read(Some(vec![1]), None),
+            format!("{base} WHERE (_metadata.row_index >= 100 AND _metadata.row_index < 150)")
+        );
+        // A row range inside a row group, and one across two.
+        assert_eq!(
+            read(Some(vec![0]), Some([25, 50])),
+            format!("{base} WHERE (_metadata.row_index >= 25 AND _metadata.row_index < 50)")
+        );
+        assert_eq!(
+            read(Some(vec![0, 1]), Some([75, 120])),
+            format!("{base} WHERE (_metadata.row_index >= 75 AND _metadata.row_index < 120)")
+        );
+        assert_eq!(
+            read(None, Some([0, 10])),
+            format!("{base} WHERE (_metadata.row_index >= 0 AND _metadata.row_index < 10)")
+        );
     }
 
     #[test]
