@@ -50,6 +50,11 @@ fn python() -> String {
     )
 }
 
+/// Ends a fixture script once its output is written, skipping the interpreter's teardown: the
+/// native threads of deltalake and pyarrow sometimes abort it there ("terminate called without
+/// an active exception", seen in CI) after the script did all its work.
+const EXIT_NOW: &str = "import os, sys\nsys.stdout.flush()\nsys.stderr.flush()\nos._exit(0)";
+
 /// Runs a Python script with the tools' python; its stdout parsed as JSON.
 fn run_python(script: &str, args: &[&str]) -> Value {
     let mut command = Command::new(python());
@@ -60,7 +65,7 @@ fn run_python(script: &str, args: &[&str]) -> Value {
     }
     let out = command
         .arg("-c")
-        .arg(script)
+        .arg(format!("{script}\n{EXIT_NOW}"))
         .args(args)
         .output()
         .expect("python runs");
