@@ -84,15 +84,6 @@ impl Compression {
             .find(|c| head.starts_with(c.magic()))
     }
 
-    /// Every extension recognised, for messages.
-    pub fn known_extensions() -> String {
-        Compression::ALL
-            .iter()
-            .flat_map(|c| c.extensions().iter().map(|e| format!(".{e}")))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
     fn decoder(self) -> Decoder {
         match self {
             Compression::Gzip => {
